@@ -1,0 +1,112 @@
+"""Command line: ``lgals train`` (and later tune/evaluate/report/reproduce). Thin by design.
+
+Every option is validated by its click type before any work starts; a bad value prints one
+line naming the option and its allowed range, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from statistics import mean, stdev
+
+import click
+
+from lgals.data import NOISE_TYPES, load_dataset
+from lgals.losses import MODES
+from lgals.train import TrainConfig, train
+
+DEFAULTS = TrainConfig()
+
+Positive = click.FloatRange(min=0.0, min_open=True)
+NonNegative = click.FloatRange(min=0.0)
+
+
+def hyperparameter_options(func):
+    """Options shared by every command that trains: hyperparameters and the data recipe."""
+    options = [
+        click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs,
+                     show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
+                     show_default=True, help="At least 2: LGALS needs a batch mean."),
+        click.option("--lr", type=Positive, default=DEFAULTS.lr, show_default=True),
+        click.option("--weight-decay", type=NonNegative, default=DEFAULTS.weight_decay,
+                     show_default=True),
+        click.option("--eps", type=click.FloatRange(0.0, 1.0, max_open=True),
+                     default=DEFAULTS.eps, show_default=True, help="fixed_ls smoothing."),
+        click.option("--eps-max", type=click.FloatRange(0.0, 1.0), default=DEFAULTS.eps_max,
+                     show_default=True, help="LGALS largest smoothing."),
+        click.option("--gamma", type=NonNegative, default=DEFAULTS.gamma, show_default=True,
+                     help="LGALS exponent."),
+        click.option("--noise-rate", type=click.FloatRange(0.0, 0.9), default=0.2,
+                     show_default=True, help="Share of training labels flipped."),
+        click.option("--noise-type", type=click.Choice(NOISE_TYPES), default="symmetric",
+                     show_default=True),
+        click.option("--noise-seed", type=int, default=0, show_default=True),
+        click.option("--val-fraction", type=click.FloatRange(0.0, 0.5), default=0.0,
+                     show_default=True, help="Noisy validation split carved from training."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lgals")
+def cli() -> None:
+    """Put Logit-Gradient Alignment Label Smoothing to an honest test on noisy mnist1d."""
+
+
+@cli.command("train")
+@click.option("--mode", type=click.Choice(list(MODES)), default="baseline", show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many seeds to train together.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@hyperparameter_options
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay, eps, eps_max,
+                  gamma, noise_rate, noise_type, noise_seed, val_fraction, no_tracking,
+                  as_json) -> None:
+    """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together."""
+    config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, eps=eps, eps_max=eps_max, gamma=gamma)
+    data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    results = train(data, config, seed_list, progress=True)
+    params = {**config.mode_params(), **data.recipe(), "seeds": seed_list}
+    if as_json:
+        document = {
+            "mode": mode,
+            "params": params,
+            "seeds": [{"seed": r.seed, "final_test_acc": r.final_test_acc, "status": r.status,
+                       "history": r.history} for r in results],
+        }
+        click.echo(json.dumps(document))
+        return
+    accs = [r.final_test_acc for r in results]
+    for r in results:
+        click.echo(f"seed {r.seed}: final test accuracy {100 * r.final_test_acc:.2f}%")
+    spread = f" ± {100 * stdev(accs):.2f}" if len(accs) > 1 else ""
+    click.echo(f"{MODES[mode].label}: {100 * mean(accs):.2f}%{spread} over {len(accs)} seed(s)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: click's errors become one line and exit code 2."""
+    try:
+        code = cli.main(args=argv, prog_name="lgals", standalone_mode=False)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "lgals"
+        click.echo(f"{command}: error: {error.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as error:
+        click.echo(f"lgals: error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except click.Abort:
+        click.echo("lgals: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""mnist1d generated locally, cached as .npz, with label noise injected into the training set.
+
+The noise is drawn over the canonical 4000 training rows *before* any validation split, so a
+given ``noise_seed`` flips the same labels whether or not a split is carved out: the model
+tuned on (train - val) and the model evaluated on the full training set see the same noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NUM_CLASSES = 10
+NOISE_TYPES = ("symmetric", "pair")
+
+
+def cache_dir() -> Path:
+    """Where generated arrays live: ``$LGALS_CACHE_DIR`` or ``~/.cache/lgals``."""
+    return Path(os.environ.get("LGALS_CACHE_DIR", Path.home() / ".cache" / "lgals"))
+
+
+def generation_args() -> dict:
+    """mnist1d's own default recipe (5000 samples, 80/20 split, 40 features, seed 42)."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url")  # only used for downloading, which we never do
+    return args
+
+
+def _generate(args: dict) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    # make_dataset seeds the global RNGs; give the caller theirs back untouched.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        raw = make_dataset(ObjectView(dict(args, url=None)))
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {
+        "x": raw["x"].astype(np.float32),
+        "y": raw["y"].astype(np.int64),
+        "x_test": raw["x_test"].astype(np.float32),
+        "y_test": raw["y_test"].astype(np.int64),
+    }
+
+
+def load_mnist1d(args: dict | None = None) -> dict[str, np.ndarray]:
+    """Clean mnist1d arrays, generated once per recipe and then read from the .npz cache."""
+    args = generation_args() if args is None else args
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / f"mnist1d-{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as cached:
+            return {name: cached[name] for name in cached.files}
+    arrays = _generate(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    return arrays
+
+
+def inject_noise(
+    labels: np.ndarray, noise_rate: float, noise_type: str, noise_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flip exactly ``round(noise_rate * n)`` labels, each to a different class.
+
+    ``symmetric``: the new class is uniform over the other nine; ``pair``: y -> (y + 1) mod 10.
+    Returns ``(noisy_labels, noise_mask)``.
+    """
+    if noise_type not in NOISE_TYPES:
+        raise ValueError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}")
+    rng = np.random.default_rng(noise_seed)
+    n_flip = int(round(noise_rate * len(labels)))
+    flipped = rng.choice(len(labels), size=n_flip, replace=False)
+    if noise_type == "symmetric":
+        shift = rng.integers(1, NUM_CLASSES, size=n_flip)  # 1..9: never back to itself
+    else:
+        shift = np.ones(n_flip, dtype=np.int64)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + shift) % NUM_CLASSES
+    noise_mask = np.zeros(len(labels), dtype=bool)
+    noise_mask[flipped] = True
+    return noisy, noise_mask
+
+
+def split_indices(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split stratified by the *observed* labels (all a user has); sorted indices."""
+    rng = np.random.default_rng([seed, 1])  # its own stream, independent of the noise draw
+    val = []
+    for cls in range(NUM_CLASSES):
+        members = np.flatnonzero(labels == cls)
+        val.append(rng.permutation(members)[: int(round(val_fraction * len(members)))])
+    val_index = np.sort(np.concatenate(val))
+    train_index = np.setdiff1d(np.arange(len(labels)), val_index)
+    return train_index, val_index
+
+
+@dataclass(frozen=True)
+class NoisyDataset:
+    """Arrays for one noise draw. ``*_index`` point into the canonical 4000 training rows."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray  # observed (noisy)
+    y_train_true: np.ndarray
+    noise_mask: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray  # observed (noisy), as a user's validation labels would be
+    y_val_true: np.ndarray
+    val_noise_mask: np.ndarray
+    x_test: np.ndarray | None  # clean; None once hidden for tuning
+    y_test: np.ndarray | None
+    train_index: np.ndarray
+    val_index: np.ndarray
+    noise_rate: float
+    noise_type: str
+    noise_seed: int
+    val_fraction: float
+
+    @property
+    def has_val(self) -> bool:
+        return len(self.y_val) > 0
+
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None
+
+    def recipe(self) -> dict:
+        """The settings that rebuild exactly these arrays with :func:`load_dataset`."""
+        return {
+            "noise_rate": self.noise_rate,
+            "noise_type": self.noise_type,
+            "noise_seed": self.noise_seed,
+            "val_fraction": self.val_fraction,
+        }
+
+
+def load_dataset(
+    noise_rate: float = 0.2,
+    noise_type: str = "symmetric",
+    noise_seed: int = 0,
+    val_fraction: float = 0.0,
+) -> NoisyDataset:
+    """Noisy mnist1d: noise in the training labels only, optional noisy validation split."""
+    if not 0.0 <= noise_rate <= 0.9:
+        raise ValueError(f"noise_rate must be in [0, 0.9], got {noise_rate}")
+    if not 0.0 <= val_fraction <= 0.5:
+        raise ValueError(f"val_fraction must be in [0, 0.5], got {val_fraction}")
+    clean = load_mnist1d()
+    y_true = clean["y"]
+    y_noisy, mask = inject_noise(y_true, noise_rate, noise_type, noise_seed)
+    if val_fraction > 0:
+        train_index, val_index = split_indices(y_noisy, val_fraction, noise_seed)
+    else:
+        train_index, val_index = np.arange(len(y_true)), np.array([], dtype=np.int64)
+    x = clean["x"]
+    return NoisyDataset(
+        x_train=x[train_index],
+        y_train=y_noisy[train_index],
+        y_train_true=y_true[train_index],
+        noise_mask=mask[train_index],
+        x_val=x[val_index],
+        y_val=y_noisy[val_index],
+        y_val_true=y_true[val_index],
+        val_noise_mask=mask[val_index],
+        x_test=clean["x_test"],
+        y_test=clean["y_test"],
+        train_index=train_index,
+        val_index=val_index,
+        noise_rate=noise_rate,
+        noise_type=noise_type,
+        noise_seed=noise_seed,
+        val_fraction=val_fraction,
+    )

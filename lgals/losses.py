@@ -1,0 +1,109 @@
+"""The math of the three modes: pure functions, no state.
+
+Shapes: ``logits [..., B, K]`` and ``labels [..., B]``; leading dims are independent members
+(seeds or trials trained together), the batch is dim -2 of the logits. Hyperparameters may be
+floats or tensors broadcastable to ``[..., 1]`` (one value per member).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Scalar = float | Tensor
+
+
+def smoothed_cross_entropy(logits: Tensor, labels: Tensor, eps: Scalar) -> Tensor:
+    """Batch mean of cross-entropy against ``(1 - eps) * onehot + eps / K``.
+
+    ``eps`` is a float, a per-sample tensor ``[..., B]`` or a per-member ``[..., 1]``.
+    Returns a scalar for ``[B, K]`` logits, ``[...]`` for stacked members.
+    """
+    log_probs = F.log_softmax(logits, dim=-1)
+    nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    uniform = -log_probs.mean(dim=-1)  # cross-entropy against the uniform distribution
+    return ((1 - eps) * nll + eps * uniform).mean(dim=-1)
+
+
+@torch.no_grad()
+def smoothed_cross_entropy_grad(logits: Tensor, labels: Tensor, eps: Scalar) -> Tensor:
+    """Closed-form d(smoothed_cross_entropy)/d(logits): ``(softmax(z) - target) / B``."""
+    onehot = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    target = (1 - eps_per_sample(eps)) * onehot + eps_per_sample(eps) / logits.shape[-1]
+    return (torch.softmax(logits, dim=-1) - target) / logits.shape[-2]
+
+
+def eps_per_sample(eps: Scalar) -> Scalar:
+    """Lift ``eps`` (float, ``[..., B]`` or ``[..., 1]``) to broadcast against ``[..., B, K]``."""
+    return eps.unsqueeze(-1) if isinstance(eps, Tensor) else eps
+
+
+@torch.no_grad()
+def logit_gradient_alignment(logits: Tensor, labels: Tensor) -> Tensor:
+    """``s_i = cos(g_i, gbar)`` with ``g_i = softmax(z_i) - onehot(y_i)``, ``gbar`` their batch mean.
+
+    A zero vector has no direction, so its cosine is defined as 0 (neutral), the convention of
+    ``torch.nn.functional.cosine_similarity``. That happens when a sample is fitted to float
+    precision (``g_i = 0``) or the batch gradients cancel (``gbar = 0``, e.g. a perfectly
+    fitted batch); the result is always finite and in [-1, 1].
+    """
+    g = torch.softmax(logits, dim=-1) - F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    gbar = g.mean(dim=-2, keepdim=True)
+    dot = (g * gbar).sum(dim=-1)
+    norms = g.norm(dim=-1) * gbar.norm(dim=-1)
+    tiny = torch.finfo(logits.dtype).tiny
+    cos = torch.where(norms > tiny, dot / norms.clamp_min(tiny), torch.zeros_like(dot))
+    return cos.clamp(-1.0, 1.0)
+
+
+def alignment_to_epsilon(alignment: Tensor, eps_max: Scalar, gamma: Scalar) -> Tensor:
+    """``eps_i = eps_max * ((1 - s_i) / 2) ** gamma``, in ``[0, eps_max]`` (``0 ** 0 = 1``)."""
+    misalignment = ((1.0 - alignment) / 2.0).clamp(0.0, 1.0)
+    return eps_max * misalignment**gamma
+
+
+@torch.no_grad()
+def lgals_epsilon(logits: Tensor, labels: Tensor, eps_max: Scalar, gamma: Scalar) -> Tensor:
+    """Per-sample LGALS smoothing ``[..., B]``, carrying no gradient."""
+    return alignment_to_epsilon(logit_gradient_alignment(logits, labels), eps_max, gamma)
+
+
+# --- modes: one small function each, plus a registry entry -------------------------------
+
+EpsilonFn = Callable[[Tensor, Tensor, Tensor, dict[str, Tensor]], Scalar]
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How a mode picks its smoothing.
+
+    ``epsilon(logits, labels, alignment, hp)`` gets the step's logits, observed labels, the
+    already computed alignment ``s_i`` and the hyperparameters named in ``params``.
+    """
+
+    epsilon: EpsilonFn
+    params: tuple[str, ...] = ()
+    label: str = ""
+
+
+def _baseline(logits, labels, alignment, hp):
+    return 0.0
+
+
+def _fixed_ls(logits, labels, alignment, hp):
+    return hp["eps"]
+
+
+def _lgals(logits, labels, alignment, hp):
+    return alignment_to_epsilon(alignment, hp["eps_max"], hp["gamma"])
+
+
+MODES: dict[str, Mode] = {
+    "baseline": Mode(_baseline, (), "Baseline"),
+    "fixed_ls": Mode(_fixed_ls, ("eps",), "FixedLS"),
+    "lgals": Mode(_lgals, ("eps_max", "gamma"), "LGALS"),
+}
