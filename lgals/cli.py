@@ -7,6 +7,8 @@ line naming the option and its allowed range, and exits with code 2.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from statistics import mean, stdev
 
@@ -51,6 +53,14 @@ def hyperparameter_options(func):
     return func
 
 
+def tracking_options(func):
+    """Where runs go: MLflow's default store unless told otherwise."""
+    func = click.option("--experiment-name", default="lgals", show_default=True,
+                        help="MLflow experiment (inside `mlflow run`, the project's).")(func)
+    return click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                        help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lgals")
 def cli() -> None:
@@ -63,17 +73,33 @@ def cli() -> None:
               help="How many seeds to train together.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @hyperparameter_options
+@tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay, eps, eps_max,
-                  gamma, noise_rate, noise_type, noise_seed, val_fraction, no_tracking,
-                  as_json) -> None:
-    """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together."""
+                  gamma, noise_rate, noise_type, noise_seed, val_fraction, tracking_uri,
+                  experiment_name, no_tracking, as_json) -> None:
+    """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together.
+
+    Each seed is one MLflow run (several seeds: under one parent run) with per-epoch metrics,
+    epsilon distributions, the data recipe and the model.
+    """
     config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, eps=eps, eps_max=eps_max, gamma=gamma)
-    data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
     seed_list = list(range(first_seed, first_seed + seeds))
-    results = train(data, config, seed_list, progress=True)
+    if no_tracking:
+        data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
+        results = train(data, config, seed_list, progress=True)
+    else:
+        from lgals import tracking
+
+        experiment_id = tracking.connect(tracking_uri, experiment_name)
+        data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
+        results, run_ids, parent = tracking.tracked_train(
+            data, [config] * len(seed_list), seed_list, experiment_id=experiment_id,
+            stage="train", progress=True)
+        click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
+                                                            else ""), err=True)
     params = {**config.mode_params(), **data.recipe(), "seeds": seed_list}
     if as_json:
         document = {
@@ -91,10 +117,46 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
     click.echo(f"{MODES[mode].label}: {100 * mean(accs):.2f}%{spread} over {len(accs)} seed(s)")
 
 
+@cli.command("reanalyze")
+@click.argument("run_id")
+@tracking_options
+def reanalyze_command(run_id, tracking_uri, experiment_name) -> None:
+    """Reload RUN_ID's logged model and data; recheck its test accuracy, per-class accuracy,
+    confusion matrix and memorised noisy labels, and log them to a new run."""
+    from lgals import tracking
+    from lgals.reanalysis import reanalyze
+
+    tracking.connect(tracking_uri, experiment_name)
+    result = reanalyze(run_id)
+    verdict = "reproduces" if result.reproduces else "DOES NOT reproduce"
+    click.echo(f"test accuracy {100 * result.test_acc:.2f}% {verdict} the logged "
+               f"final_test_acc ({result.logged_final_test_acc})")
+    click.echo("per-class test accuracy: " + "  ".join(
+        f"{k}:{100 * a:.1f}%" for k, a in enumerate(result.per_class_acc)))
+    click.echo("confusion matrix (rows true, columns predicted):")
+    for row in result.confusion:
+        click.echo("  " + " ".join(f"{c:4d}" for c in row))
+    click.echo(f"memorised noisy training labels: {result.memorized} of {result.noisy}")
+    click.echo(f"logged to run {result.run_id}")
+    if not result.reproduces:
+        sys.exit(1)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so SIGTERM ends open runs as KILLED, like Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors become one line and exit code 2."""
+    from lgals.tracking import TrackingUnavailable
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         code = cli.main(args=argv, prog_name="lgals", standalone_mode=False)
+    except TrackingUnavailable as error:
+        click.echo(f"lgals: error: {error}", err=True)
+        sys.exit(1)
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "lgals"
         click.echo(f"{command}: error: {error.format_message()}", err=True)
@@ -102,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         click.echo(f"lgals: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
-    except click.Abort:
-        click.echo("lgals: aborted", err=True)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("lgals: interrupted", err=True)
         sys.exit(130)
     sys.exit(code or 0)
 

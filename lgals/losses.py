@@ -44,7 +44,7 @@ def eps_per_sample(eps: Scalar) -> Scalar:
 
 @torch.no_grad()
 def logit_gradient_alignment(logits: Tensor, labels: Tensor) -> Tensor:
-    """``s_i = cos(g_i, gbar)`` with ``g_i = softmax(z_i) - onehot(y_i)``, ``gbar`` their batch mean.
+    """``s_i = cos(g_i, gbar)``, ``g_i = softmax(z_i) - onehot(y_i)``, ``gbar`` the batch mean.
 
     A zero vector has no direction, so its cosine is defined as 0 (neutral), the convention of
     ``torch.nn.functional.cosine_similarity``. That happens when a sample is fitted to float

@@ -10,8 +10,9 @@ training step ~25% cheaper on CPU (tests check it against autograd).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 LAYER_SIZES = (40, 256, 256, 10)
 
@@ -69,6 +70,23 @@ class StackedMLP:
         return h, inputs
 
     @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits ``[S, N, 10]`` for shared inputs ``x [N, 40]``, member by member.
+
+        Uses ``F.linear`` exactly as ``nn.Linear`` does, so a saved and reloaded member gives
+        bit-identical logits (and the logged test accuracy is reproducible to the last digit).
+        """
+        logits = []
+        for member in range(len(self.seeds)):
+            h = x
+            for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+                h = F.linear(h, weight[member], bias[member])
+                if i < len(self.weights) - 1:
+                    h = torch.relu(h)
+            logits.append(h)
+        return torch.stack(logits)
+
+    @torch.no_grad()
     def backward(self, inputs: list[Tensor], logit_grad: Tensor) -> None:
         """Write d(loss)/d(params) into ``grad`` from d(loss)/d(logits) ``[S, B, 10]``.
 
@@ -87,5 +105,11 @@ class StackedMLP:
     def module(self, member: int) -> nn.Sequential:
         """Member ``member`` as a plain ``nn.Sequential`` in eval mode."""
         model = make_mlp(self.seeds[member])
-        vector_to_parameters(self.flat[member].clone(), model.parameters())
+        with torch.no_grad():  # copy, not view: each parameter owns its storage when saved
+            for param, weight_or_bias in zip(model.parameters(), self._member_tensors(member)):
+                param.copy_(weight_or_bias)
         return model.eval()
+
+    def _member_tensors(self, member: int) -> list[Tensor]:
+        """One member's tensors in ``nn.Sequential.parameters()`` order."""
+        return [t[member] for pair in zip(self.weights, self.biases) for t in pair]

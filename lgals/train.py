@@ -111,9 +111,9 @@ def _adamw(stack: StackedMLP, configs: list[TrainConfig]) -> torch.optim.AdamW:
 
 def _held_out(stack: StackedMLP, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Plain (unsmoothed) cross-entropy and accuracy per member on a held-out set."""
-    logits, _ = stack.forward(x)
+    logits = stack.predict(x)
     loss = smoothed_cross_entropy(logits, y.expand(logits.shape[:-1]), 0.0)
-    return loss, (logits.argmax(-1) == y).float().mean(-1)
+    return loss, (logits.argmax(-1) == y).double().mean(-1)  # exact count / n
 
 
 @torch.no_grad()
@@ -224,11 +224,11 @@ def _epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask, has_
     """Per-member training-set metrics of one epoch, as ``name -> list over members``."""
     clean = torch.from_numpy(~noise_mask)
     noisy = ~clean
-    fits_observed = (pred == y).float()
+    fits_observed = (pred == y).double()  # accuracies as exact count / n
     metrics = {
         "train_loss": train_loss,
         "train_acc": fits_observed.mean(1),
-        "train_true_acc": (pred == y_true).float().mean(1),
+        "train_true_acc": (pred == y_true).double().mean(1),
         "eps_mean": eps.mean(1),
         "eps_clean_mean": eps[:, clean].mean(1),
         "align_clean_mean": alignment[:, clean].mean(1),

@@ -1,0 +1,90 @@
+"""Reload a logged model and its data recipe from MLflow and look at it again.
+
+The recomputed test accuracy must equal the run's logged ``final_test_acc`` to the last digit:
+that is the check that a logged model really is the model the metric came from.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lgals.data import NUM_CLASSES, load_dataset
+from lgals.plots import confusion_figure
+from lgals.tracking import ending, open_run, source_info
+
+
+@dataclass
+class Reanalysis:
+    source_run_id: str
+    run_id: str
+    test_acc: float
+    logged_final_test_acc: float | None
+    per_class_acc: np.ndarray
+    confusion: np.ndarray  # rows: true class, columns: predicted
+    memorized: int  # noisy training labels the model predicts
+    noisy: int
+
+    @property
+    def reproduces(self) -> bool:
+        return self.logged_final_test_acc == self.test_acc
+
+
+def rebuild_data(client, run_id: str):
+    """The source run's dataset, rebuilt from its params and checked against its recipe."""
+    params = client.get_run(run_id).data.params
+    data = load_dataset(float(params["noise_rate"]), params["noise_type"],
+                        int(params["noise_seed"]), float(params["val_fraction"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, "data_recipe.npz", tmp)
+        with np.load(path, allow_pickle=False) as recipe:
+            if not (np.array_equal(recipe["y_train"], data.y_train)
+                    and np.array_equal(recipe["noise_mask"], data.noise_mask)):
+                raise RuntimeError(f"run {run_id}: rebuilt noisy labels differ from the logged "
+                                   "recipe (another mnist1d version?)")
+    return data
+
+
+def reanalyze(run_id: str) -> Reanalysis:
+    """Recompute the run's test metrics and memorisation from its logged model; log them."""
+    import mlflow.pytorch
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    source = client.get_run(run_id)
+    data = rebuild_data(client, run_id)
+    model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    with torch.no_grad():
+        test_pred = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
+        train_pred = model(torch.from_numpy(data.x_train)).argmax(-1).numpy()
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (data.y_test, test_pred), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    memorized = int((train_pred[data.noise_mask] == data.y_train[data.noise_mask]).sum())
+    test_acc = float((test_pred == data.y_test).mean())
+
+    mode = source.data.tags.get("lgals.mode", "")
+    tags = {"lgals.stage": "reanalyze", "lgals.mode": mode, "lgals.source_run": run_id}
+    owned = [open_run(source.info.experiment_id, f"reanalyze-{source.info.run_name}", tags,
+                      {"source_run": run_id, **source_info()})]
+    with ending(owned):
+        noisy = int(data.noise_mask.sum())
+        metrics = {"test_acc": test_acc, "memorized_count": memorized,
+                   "memorized_frac": memorized / max(noisy, 1),
+                   **{f"class_{k}_acc": float(a) for k, a in enumerate(per_class)}}
+        for key, value in metrics.items():
+            client.log_metric(owned[0], key, value)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "confusion_matrix.csv"
+            np.savetxt(path, confusion, fmt="%d", delimiter=",",
+                       header="rows: true class 0-9, columns: predicted class 0-9")
+            client.log_artifact(owned[0], str(path))
+        figure = confusion_figure(confusion, f"{mode} run {run_id[:8]}: test confusion")
+        client.log_figure(owned[0], figure, "confusion_matrix.png")
+    logged = source.data.metrics.get("final_test_acc")
+    return Reanalysis(run_id, owned[0], test_acc, logged, per_class, confusion, memorized,
+                      int(data.noise_mask.sum()))

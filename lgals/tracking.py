@@ -1,0 +1,289 @@
+"""MLflow around the engine: runs, buffered per-epoch metrics, epsilon histograms, models.
+
+The engine knows nothing of MLflow; :class:`EpochLogger` is its callback. Seeds trained
+together are open MLflow runs at the same time, so runs are created and ended with
+``MlflowClient`` (the fluent API keeps one active run per thread). Metrics are buffered and
+sent with ``log_batch`` every few seconds: one synchronous call per epoch would cost more
+than the epoch itself on a server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from lgals.data import NoisyDataset
+from lgals.losses import MODES
+from lgals.plots import distribution_heatmaps
+from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
+
+EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
+FLUSH_SECONDS = 5.0
+MAX_METRICS_PER_BATCH = 1000  # MLflow's own limit for one log_batch call
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached; the message is one line for the user."""
+
+
+def connect(tracking_uri: str | None, experiment_name: str) -> str:
+    """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``); return the
+    experiment id. Inside ``mlflow run`` the project's run decides the experiment."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    project_run = os.environ.get("MLFLOW_RUN_ID")
+    if project_run:
+        return mlflow.MlflowClient().get_run(project_run).info.experiment_id
+    return mlflow.set_experiment(experiment_name).experiment_id
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, not after MLflow's ~4 minutes of retries, when a server is down."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+            pass
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingUnavailable(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}); "
+            "start it, set --tracking-uri, or pass --no-tracking"
+        ) from None
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def source_info() -> dict[str, str]:
+    """Package version and, from a git checkout, the commit: logged with every run."""
+    info = {"lgals_version": version("lgals")}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5, check=True).stdout.strip()
+        info["git_commit"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def open_run(experiment_id: str, name: str, tags: dict, params: dict,
+             parent_run_id: str | None = None, adopt_project_run: bool = False) -> str:
+    """Create a run, or adopt the one ``mlflow run`` made (``MLFLOW_RUN_ID``); return its id.
+
+    Params that ``mlflow run`` already logged are left as they are: MLflow refuses to log a
+    param twice with a different string (``1e-3`` vs ``0.001``).
+    """
+    from mlflow.entities import Param, RunTag
+
+    client = _client()
+    tags = {key: str(value) for key, value in tags.items()}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run_id = os.environ.pop("MLFLOW_RUN_ID", None) if adopt_project_run else None
+    if run_id is None:
+        run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+        logged = {}
+    else:
+        logged = client.get_run(run_id).data.params
+    new_params = [Param(k, str(v)) for k, v in params.items() if k not in logged]
+    client.log_batch(run_id, params=new_params, tags=[RunTag(k, v) for k, v in tags.items()])
+    return run_id
+
+
+@contextmanager
+def ending(run_ids: list[str]) -> Iterator[list[str]]:
+    """End every run in ``run_ids`` (which may grow inside): FINISHED, FAILED on an error,
+    KILLED on an interrupt (Ctrl-C, or SIGTERM turned into KeyboardInterrupt by the CLI)."""
+    try:
+        yield run_ids
+    except KeyboardInterrupt:
+        _terminate(run_ids, "KILLED")
+        raise
+    except BaseException:
+        _terminate(run_ids, "FAILED")
+        raise
+    _terminate(run_ids, "FINISHED")
+
+
+def _terminate(run_ids: list[str], status: str) -> None:
+    client = _client()
+    for run_id in run_ids:
+        client.set_terminated(run_id, status)
+
+
+def histogram_counts(values: np.ndarray, noise_mask: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``[S, 2, bins]`` counts of ``values [S, N]`` on ``edges``, clean (0) and noisy (1) apart."""
+    n_members, n_bins = values.shape[0], len(edges) - 1
+    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+    cell = (np.arange(n_members)[:, None] * 2 + noise_mask[None, :]) * n_bins + bins
+    return np.bincount(cell.ravel(), minlength=n_members * 2 * n_bins).reshape(
+        n_members, 2, n_bins)
+
+
+class EpochLogger:
+    """Engine callback: buffers per-epoch metrics and epsilon/alignment histograms per run."""
+
+    def __init__(self, run_ids: Sequence[str], flush_seconds: float = FLUSH_SECONDS):
+        self.run_ids = list(run_ids)
+        self.flush_seconds = flush_seconds
+        self.pending: list[list] = [[] for _ in self.run_ids]
+        self.histograms: list[dict[str, list[np.ndarray]]] = [
+            {name: [] for name in EDGES} for _ in self.run_ids]
+        self.last_flush = time.monotonic()
+
+    def __call__(self, report: EpochReport) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        counts = {
+            "eps": histogram_counts(report.eps, report.noise_mask, EDGES["eps"]),
+            "alignment": histogram_counts(report.alignment, report.noise_mask,
+                                          EDGES["alignment"]),
+        }
+        for member in report.members:
+            self.pending[member] += [Metric(key, value, timestamp, report.epoch)
+                                     for key, value in report.metrics[member].items()]
+            for name, per_member in counts.items():
+                self.histograms[member][name].append(per_member[member])
+        if time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        client = _client()
+        for run_id, metrics in zip(self.run_ids, self.pending):
+            for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+                client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+            metrics.clear()
+        self.last_flush = time.monotonic()
+
+    def histogram_arrays(self, member: int) -> dict[str, np.ndarray]:
+        return {name: np.stack(per_epoch) if per_epoch else np.zeros((0, 2, len(EDGES[name]) - 1),
+                                                                     dtype=np.int64)
+                for name, per_epoch in self.histograms[member].items()}
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements for logged models (inferring them costs seconds per model)."""
+    return [f"torch=={version('torch').split('+')[0]}", f"numpy=={version('numpy')}"]
+
+
+def log_member(run_id: str, result: MemberResult, histograms: dict[str, np.ndarray],
+               data: NoisyDataset, log_model: bool = True) -> None:
+    """A finished member's final metric, status, histograms, data recipe, figure and model."""
+    from mlflow.entities import Metric, RunTag
+
+    client = _client()
+    metrics = []
+    if result.final_test_acc is not None:
+        metrics.append(Metric("final_test_acc", result.final_test_acc, int(time.time() * 1000),
+                              result.config.epochs))
+    tags = [RunTag("lgals.status", result.status)]
+    if result.reason:
+        tags.append(RunTag("lgals.status_reason", result.reason))
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Complete files are handed to MLflow; nothing is logged half-written.
+        np.savez_compressed(Path(tmp) / "epsilon_distributions.npz",
+                            eps_edges=EDGES["eps"], alignment_edges=EDGES["alignment"],
+                            eps_counts=histograms["eps"], alignment_counts=histograms["alignment"],
+                            groups=np.array(["clean", "noisy"]))
+        save_recipe(Path(tmp) / "data_recipe.npz", data)
+        client.log_artifact(run_id, str(Path(tmp) / "epsilon_distributions.npz"))
+        client.log_artifact(run_id, str(Path(tmp) / "data_recipe.npz"))
+    if len(histograms["eps"]):
+        import matplotlib.pyplot as plt
+
+        title = f"{MODES[result.config.mode].label}, seed {result.seed}"
+        figure = distribution_heatmaps(histograms, EDGES, title)
+        client.log_figure(run_id, figure, "epsilon_distributions.png")
+        plt.close(figure)
+    if log_model:
+        import mlflow.pytorch
+
+        mlflow.pytorch.log_model(result.model, name="model", run_id=run_id,
+                                 input_example=data.x_train[:2],
+                                 pip_requirements=pip_requirements())
+
+
+def save_recipe(path: Path, data: NoisyDataset) -> None:
+    """What rebuilds this run's data exactly: settings, observed labels, masks, indices."""
+    np.savez_compressed(path, **data.recipe(), y_train=data.y_train, noise_mask=data.noise_mask,
+                        y_val=data.y_val, val_noise_mask=data.val_noise_mask,
+                        train_index=data.train_index, val_index=data.val_index)
+
+
+def run_params(config: TrainConfig, data: NoisyDataset) -> dict:
+    return {**config.mode_params(), **data.recipe(), **source_info()}
+
+
+def tracked_train(
+    data: NoisyDataset,
+    configs: Sequence[TrainConfig],
+    seeds: Sequence[int],
+    *,
+    experiment_id: str,
+    stage: str,
+    parent_run_id: str | None = None,
+    member_tags: Sequence[dict] | None = None,
+    log_models: bool = True,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> tuple[list[MemberResult], list[str], str | None]:
+    """Train ``seeds`` together with one MLflow run per member.
+
+    Members go under ``parent_run_id`` if given; otherwise several seeds get a new parent run
+    (adopting ``mlflow run``'s run) and a single seed is that run itself. Returns the results,
+    the member run ids and the parent run id (``None`` for a single adopted run).
+    """
+    mode = configs[0].mode
+    member_tags = member_tags or [{} for _ in seeds]
+    common = {"lgals.mode": mode, "lgals.stage": stage}
+    owned: list[str] = []
+    with ending(owned):
+        if parent_run_id is None and len(seeds) > 1:
+            shared = {**run_params(configs[0], data), "seeds": ",".join(map(str, seeds))}
+            parent_run_id = open_run(experiment_id, f"{stage}-{mode}", common, shared,
+                                     adopt_project_run=True)
+            owned.append(parent_run_id)
+        run_ids = []
+        for seed, config, extra in zip(seeds, configs, member_tags):
+            run_id = open_run(experiment_id, f"{mode}-seed{seed}",
+                              {**common, "lgals.seed": seed, **extra},
+                              {**run_params(config, data), "seed": seed},
+                              parent_run_id=parent_run_id,
+                              adopt_project_run=parent_run_id is None)
+            owned.append(run_id)
+            run_ids.append(run_id)
+        logger = EpochLogger(run_ids)
+
+        def observe(report: EpochReport):
+            logger(report)
+            return callback(report) if callback else None
+
+        results = train(data, list(configs), list(seeds), callback=observe, progress=progress)
+        logger.flush()
+        for member, (run_id, result) in enumerate(zip(run_ids, results)):
+            log_member(run_id, result, logger.histogram_arrays(member), data, log_models)
+            if result.status == "diverged":
+                _terminate([run_id], "FAILED")
+                owned.remove(run_id)
+    return results, run_ids, parent_run_id
