@@ -24,9 +24,15 @@ Positive = click.FloatRange(min=0.0, min_open=True)
 NonNegative = click.FloatRange(min=0.0)
 
 
+def _apply(func, options):
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def hyperparameter_options(func):
-    """Options shared by every command that trains: hyperparameters and the data recipe."""
-    options = [
+    """Options of one training run: schedule and each mode's hyperparameters."""
+    return _apply(func, [
         click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs,
                      show_default=True),
         click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
@@ -40,17 +46,18 @@ def hyperparameter_options(func):
                      show_default=True, help="LGALS largest smoothing."),
         click.option("--gamma", type=NonNegative, default=DEFAULTS.gamma, show_default=True,
                      help="LGALS exponent."),
+    ])
+
+
+def noise_options(func):
+    """The label-noise recipe of the training set."""
+    return _apply(func, [
         click.option("--noise-rate", type=click.FloatRange(0.0, 0.9), default=0.2,
                      show_default=True, help="Share of training labels flipped."),
         click.option("--noise-type", type=click.Choice(NOISE_TYPES), default="symmetric",
                      show_default=True),
         click.option("--noise-seed", type=int, default=0, show_default=True),
-        click.option("--val-fraction", type=click.FloatRange(0.0, 0.5), default=0.0,
-                     show_default=True, help="Noisy validation split carved from training."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ])
 
 
 def tracking_options(func):
@@ -73,6 +80,9 @@ def cli() -> None:
               help="How many seeds to train together.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @hyperparameter_options
+@noise_options
+@click.option("--val-fraction", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="Noisy validation split carved from training.")
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
@@ -117,6 +127,63 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
     click.echo(f"{MODES[mode].label}: {100 * mean(accs):.2f}%{spread} over {len(accs)} seed(s)")
 
 
+@cli.command("tune")
+@click.option("--mode", type=click.Choice([*MODES, "all"]), default="all", show_default=True,
+              help="`all`: one study per mode, one after the other.")
+@click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Total per study; a rerun tops the study up to this.")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
+              show_default=True)
+@noise_options
+@click.option("--val-fraction", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.1,
+              show_default=True, help="Validation split (noisy labels) for the objective.")
+@click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
+              show_default=True, help="`clean` is an oracle variant, tagged as such.")
+@click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
+@click.option("--study-name", help="[default: lgals-MODE]; with --mode all, a prefix.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes sharing the study.")
+@click.option("--sampler-seed", type=int, default=0, show_default=True)
+@click.option("--train-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Model seed of every trial.")
+@click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
+              show_default=True)
+@tracking_options
+def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noise_seed,
+                 val_fraction, val_labels, storage, study_name, workers, sampler_seed,
+                 train_seed, pruner, tracking_uri, experiment_name) -> None:
+    """Tune lr, weight decay and each mode's own parameters with Optuna (TPE)."""
+    from lgals import tracking
+    from lgals.tuning import TuneSettings, tune
+
+    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    modes = list(MODES) if mode == "all" else [mode]
+    settings = [TuneSettings(
+        mode=m, n_trials=n_trials, epochs=epochs, batch_size=batch_size,
+        val_fraction=val_fraction, val_labels=val_labels, noise_rate=noise_rate,
+        noise_type=noise_type, noise_seed=noise_seed, train_seed=train_seed,
+        sampler_seed=sampler_seed, pruner=pruner,
+        study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
+    ) for m in modes]
+    parent = None
+    owned = []
+    if len(modes) > 1:
+        parent = tracking.open_run(experiment_id, "tune-all",
+                                   {"lgals.mode": "all", "lgals.stage": "tune"},
+                                   {"n_trials": n_trials, "epochs": epochs,
+                                    **tracking.source_info()}, adopt_project_run=True)
+        owned.append(parent)
+    with tracking.ending(owned):
+        for s in settings:
+            summary = tune(s, experiment_id, storage, workers, parent_run_id=parent)
+            best = ", ".join(f"{k}={v:.4g}" for k, v in summary.get("best_params", {}).items())
+            click.echo(f"{MODES[s.mode].label}: best val acc {100 * summary['best_value']:.2f}% "
+                       f"({best}); trials {summary['n_complete']} complete, "
+                       f"{summary['n_pruned']} pruned, {summary['n_fail']} failed "
+                       f"[study {summary['study_name']}, run {summary['run_id']}]")
+
+
 @cli.command("reanalyze")
 @click.argument("run_id")
 @tracking_options
@@ -148,15 +215,15 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors become one line and exit code 2."""
-    from lgals.tracking import TrackingUnavailable
+    from lgals.errors import LgalsError
 
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         code = cli.main(args=argv, prog_name="lgals", standalone_mode=False)
-    except TrackingUnavailable as error:
+    except LgalsError as error:
         click.echo(f"lgals: error: {error}", err=True)
-        sys.exit(1)
+        sys.exit(error.exit_code)
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "lgals"
         click.echo(f"{command}: error: {error.format_message()}", err=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lgals.data import NoisyDataset
+from lgals.errors import TrackingUnavailable
 from lgals.losses import MODES
 from lgals.plots import distribution_heatmaps
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
@@ -30,10 +31,6 @@ from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
 MAX_METRICS_PER_BATCH = 1000  # MLflow's own limit for one log_batch call
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be reached; the message is one line for the user."""
 
 
 def connect(tracking_uri: str | None, experiment_name: str) -> str:
@@ -122,6 +119,12 @@ def ending(run_ids: list[str]) -> Iterator[list[str]]:
         _terminate(run_ids, "FAILED")
         raise
     _terminate(run_ids, "FINISHED")
+
+
+def set_tags(run_id: str, tags: dict) -> None:
+    from mlflow.entities import RunTag
+
+    _client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def _terminate(run_ids: list[str], status: str) -> None:
@@ -246,6 +249,7 @@ def tracked_train(
     member_tags: Sequence[dict] | None = None,
     log_models: bool = True,
     callback: Callback | None = None,
+    on_runs_opened: Callable[[list[str]], None] | None = None,
     progress: bool = False,
 ) -> tuple[list[MemberResult], list[str], str | None]:
     """Train ``seeds`` together with one MLflow run per member.
@@ -273,6 +277,8 @@ def tracked_train(
                               adopt_project_run=parent_run_id is None)
             owned.append(run_id)
             run_ids.append(run_id)
+        if on_runs_opened:
+            on_runs_opened(run_ids)
         logger = EpochLogger(run_ids)
 
         def observe(report: EpochReport):

@@ -1,0 +1,8 @@
+"""MLproject entry point `tune`: `lgals train` with the project's parameters."""
+
+import sys
+
+from lgals.cli import main
+
+if __name__ == "__main__":
+    main(["tune", *sys.argv[1:]])
