@@ -1,4 +1,4 @@
-"""MLproject entry point `tune`: `lgals train` with the project's parameters."""
+"""MLproject entry point `tune`: `lgals tune` with the project's parameters."""
 
 import sys
 

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from statistics import mean, stdev
 
 import click
@@ -155,7 +156,7 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
                  train_seed, pruner, tracking_uri, experiment_name) -> None:
     """Tune lr, weight decay and each mode's own parameters with Optuna (TPE)."""
     from lgals import tracking
-    from lgals.tuning import TuneSettings, tune
+    from lgals.tuning import TuneSettings, tune_modes
 
     experiment_id = tracking.connect(tracking_uri, experiment_name)
     modes = list(MODES) if mode == "all" else [mode]
@@ -166,22 +167,135 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
         sampler_seed=sampler_seed, pruner=pruner,
         study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
     ) for m in modes]
-    parent = None
-    owned = []
-    if len(modes) > 1:
-        parent = tracking.open_run(experiment_id, "tune-all",
-                                   {"lgals.mode": "all", "lgals.stage": "tune"},
-                                   {"n_trials": n_trials, "epochs": epochs,
-                                    **tracking.source_info()}, adopt_project_run=True)
-        owned.append(parent)
-    with tracking.ending(owned):
-        for s in settings:
-            summary = tune(s, experiment_id, storage, workers, parent_run_id=parent)
-            best = ", ".join(f"{k}={v:.4g}" for k, v in summary.get("best_params", {}).items())
-            click.echo(f"{MODES[s.mode].label}: best val acc {100 * summary['best_value']:.2f}% "
-                       f"({best}); trials {summary['n_complete']} complete, "
-                       f"{summary['n_pruned']} pruned, {summary['n_fail']} failed "
-                       f"[study {summary['study_name']}, run {summary['run_id']}]")
+    for summary in tune_modes(settings, experiment_id, storage, workers):
+        _echo_tune(summary)
+
+
+def _echo_tune(summary: dict) -> None:
+    best = ", ".join(f"{k}={v:.4g}" for k, v in summary.get("best_params", {}).items())
+    click.echo(f"{MODES[summary['mode']].label}: best val acc "
+               f"{100 * summary['best_value']:.2f}% ({best}); trials {summary['n_complete']} "
+               f"complete, {summary['n_pruned']} pruned, {summary['n_fail']} failed "
+               f"[study {summary['study_name']}, run {summary['run_id']}]")
+
+
+@cli.command("evaluate")
+@click.option("--modes", type=click.Choice([*MODES, "all"]), default="all", show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
+@click.option("--params-from", default="tune", show_default=True,
+              help="`tune` (latest finished tune per mode), a JSON/YAML file "
+                   "{mode: {lr: ..}}, or `defaults`.")
+@click.option("--tune-experiment", help="Experiment holding the tunes [default: this one].")
+@noise_options
+@click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
+@tracking_options
+def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experiment,
+                     noise_rate, noise_type, noise_seed, vary_noise, tracking_uri,
+                     experiment_name) -> None:
+    """Train each mode's tuned params on the full noisy training set over several seeds."""
+    from lgals import tracking
+    from lgals.evaluation import describe, evaluate_modes, resolve_params
+
+    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
+    mode_list = list(MODES) if modes == "all" else [modes]
+    # Every mode's params are found before anything is trained or logged.
+    sources = {m: resolve_params(params_from, tune_id, m) for m in mode_list}
+    noise = {"noise_rate": noise_rate, "noise_type": noise_type, "noise_seed": noise_seed}
+    seed_list = list(range(first_seed, first_seed + seeds))
+    results = evaluate_modes(sources, experiment_id, seed_list, epochs, noise, vary_noise)
+    for mode, mode_results in results.items():
+        click.echo(describe(mode, mode_results))
+
+
+def _experiment_id(name: str) -> str:
+    import mlflow
+
+    from lgals.errors import BadSetting
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        raise BadSetting(f"--tune-experiment: no MLflow experiment named {name!r}")
+    return experiment.experiment_id
+
+
+@cli.command("report")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
+              show_default=True, help="Directory for results.md/.csv and the plots.")
+@tracking_options
+def report_command(out, tracking_uri, experiment_name) -> None:
+    """Table, statistics and plots from the latest evaluate runs of every mode (MLflow only)."""
+    from lgals import tracking
+
+    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    _report(experiment_id, out)
+
+
+def _report(experiment_id: str, out: Path, parent_run_id: str | None = None) -> None:
+    from lgals import report
+    from lgals.errors import BadSetting
+
+    modes = report.collect(experiment_id)
+    if not modes:
+        raise BadSetting("no finished evaluate runs in this experiment: run `lgals evaluate`")
+    built = report.build(modes)
+    out_dir, run_id = report.write(built, out, experiment_id, parent_run_id)
+    click.echo(report.markdown(built))
+    click.echo(f"report: {out_dir}/results.md, results.csv, comparison_plot.png, "
+               f"epsilon_plot.png (MLflow run {run_id})")
+
+
+@cli.command("reproduce")
+@click.option("--quick", is_flag=True,
+              help="A miniature protocol (2 trials, 3 epochs, 2 seeds) for a first look.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
+              show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
+@click.option("--experiment-name", help="[default: lgals, or lgals-quick with --quick]")
+def reproduce_command(quick, out, workers, storage, tracking_uri, experiment_name) -> None:
+    """The whole study: tune every mode -> evaluate over seeds -> report."""
+    import time
+
+    from lgals import tracking
+    from lgals.evaluation import describe, evaluate_modes, tune_source
+    from lgals.tuning import TuneSettings, tune_modes
+
+    n_trials, epochs, seeds = (2, 3, 2) if quick else (20, DEFAULTS.epochs, 5)
+    experiment_name = experiment_name or ("lgals-quick" if quick else "lgals")
+    started = time.perf_counter()
+    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    prefix = "lgals-quick" if quick else "lgals"
+    settings = [TuneSettings(mode=m, n_trials=n_trials, epochs=epochs, study_name=f"{prefix}-{m}")
+                for m in MODES]
+    noise = {"noise_rate": 0.2, "noise_type": "symmetric", "noise_seed": 0}
+    params = {"quick": quick, "n_trials": n_trials, "epochs": epochs, "seeds": seeds}
+    top = [tracking.open_run(experiment_id, "reproduce", {"lgals.stage": "reproduce",
+                                                          "lgals.mode": "all"},
+                             {**params, **tracking.source_info()}, adopt_project_run=True)]
+    with tracking.ending(top):
+        click.echo(f"[1/3] tuning {len(MODES)} modes x {n_trials} trials x {epochs} epochs",
+                   err=True)
+        summaries = tune_modes(settings, experiment_id, storage, workers, top[0])
+        for summary in summaries:
+            _echo_tune(summary)
+        click.echo(f"[2/3] evaluating {len(MODES)} modes x {seeds} seeds x {epochs} epochs "
+                   f"({time.perf_counter() - started:.0f} s so far)", err=True)
+        sources = {s["mode"]: tune_source(s, DEFAULTS.batch_size) for s in summaries}
+        results = evaluate_modes(sources, experiment_id, list(range(seeds)), epochs, noise,
+                                 parent_run_id=top[0])
+        for mode, mode_results in results.items():
+            click.echo(describe(mode, mode_results))
+        click.echo(f"[3/3] report ({time.perf_counter() - started:.0f} s so far)", err=True)
+        _report(experiment_id, out, top[0])
+    import mlflow
+
+    click.echo(f"done in {time.perf_counter() - started:.0f} s. Compare runs in the MLflow UI: "
+               f"mlflow ui --backend-store-uri {mlflow.get_tracking_uri()} --host 127.0.0.1")
 
 
 @cli.command("reanalyze")

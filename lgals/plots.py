@@ -54,3 +54,82 @@ def confusion_figure(confusion: np.ndarray, title: str) -> Figure:
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="test samples")
     return fig
+
+
+def _band(ax, values: np.ndarray, label: str, scale: float = 1.0) -> None:
+    """Mean over seeds (rows) as a line, ± one standard deviation as a band."""
+    epochs = np.arange(1, values.shape[1] + 1)
+    mean = scale * values.mean(axis=0)
+    std = scale * (values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean))
+    (line,) = ax.plot(epochs, mean, label=label)
+    ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+
+
+def comparison_figure(finals: dict[str, np.ndarray], claim: dict[str, tuple[float, float]],
+                      curves: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """Left: final test accuracy, every seed a dot, mean ± std, the claim beside it.
+    Right: test-accuracy learning curves, mean ± std over seeds."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    rng = np.random.default_rng(0)  # horizontal jitter only, so dots do not hide each other
+    for i, (label, accs) in enumerate(finals.items()):
+        left.scatter(i + rng.uniform(-0.08, 0.08, len(accs)), accs, s=22, alpha=0.7,
+                     color=f"C{i}", label="seeds (ours)" if i == 0 else None)
+        std = accs.std(ddof=1) if len(accs) > 1 else 0.0
+        left.errorbar(i - 0.22, accs.mean(), yerr=std, fmt="o", color=f"C{i}", capsize=5,
+                      markersize=7, label="mean ± std (ours)" if i == 0 else None)
+        mean_c, std_c = claim[label]
+        left.errorbar(i + 0.25, mean_c, yerr=std_c, fmt="s", mfc="white", color="grey",
+                      capsize=5, label="the claim" if i == 0 else None)
+    left.set_xticks(range(len(finals)), list(finals))
+    left.set_ylabel("final test accuracy (%)")
+    left.set_title("Final test accuracy per mode")
+    left.legend(loc="best", fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    for label, values in curves.get("test_acc", {}).items():
+        _band(right, values, label, scale=100)
+    right.set_xlabel("epoch")
+    right.set_ylabel("test accuracy (%)")
+    right.set_title("Test accuracy over training (mean ± std over seeds)")
+    right.legend()
+    right.grid(alpha=0.3)
+    return fig
+
+
+def epsilon_figure(eps: tuple[np.ndarray, np.ndarray] | None,
+                   curves: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """Top: LGALS epsilon distribution over epochs, clean vs noisy samples (all seeds).
+    Bottom: LGALS mean epsilon clean vs noisy, and noise-detection AUROC for every mode."""
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8), constrained_layout=True)
+    if eps is not None:
+        counts, edges = eps
+        share = counts / np.maximum(counts.sum(axis=2, keepdims=True), 1)
+        top = edges[np.nonzero(counts.sum(axis=(0, 1)))[0].max() + 1] if counts.any() else 1
+        for col, group in enumerate(("clean", "noisy")):
+            ax = axes[0, col]
+            image = ax.imshow(share[:, col].T, origin="lower", aspect="auto", cmap="viridis",
+                              extent=(0.5, len(share) + 0.5, edges[0], edges[-1]), vmin=0)
+            ax.set_ylim(edges[0], top)
+            ax.set_title(f"LGALS per-sample ε, {group} samples")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("ε (label smoothing)")
+            fig.colorbar(image, ax=ax, label="share of samples")
+        eps_curves = {"clean": curves.get("eps_clean_mean", {}).get("LGALS"),
+                      "noisy": curves.get("eps_noisy_mean", {}).get("LGALS")}
+        for group, values in eps_curves.items():
+            if values is not None:
+                _band(axes[1, 0], values, f"{group} samples")
+    else:
+        for ax in axes[0]:
+            ax.text(0.5, 0.5, "no LGALS evaluation", ha="center", va="center")
+    axes[1, 0].set_title("LGALS mean ε per epoch")
+    axes[1, 0].set_xlabel("epoch")
+    axes[1, 0].set_ylabel("mean ε")
+    axes[1, 0].legend()
+    for label, values in curves.get("noise_auroc", {}).items():
+        _band(axes[1, 1], values, label)
+    axes[1, 1].axhline(0.5, color="grey", linestyle=":", label="chance")
+    axes[1, 1].set_title("Detecting flipped labels by 1 − s_i (AUROC)")
+    axes[1, 1].set_xlabel("epoch")
+    axes[1, 1].set_ylabel("AUROC")
+    axes[1, 1].legend()
+    return fig

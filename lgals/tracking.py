@@ -64,7 +64,7 @@ def _check_server(uri: str) -> None:
         ) from None
 
 
-def _client():
+def mlflow_client():
     from mlflow import MlflowClient
 
     return MlflowClient()
@@ -91,7 +91,7 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     """
     from mlflow.entities import Param, RunTag
 
-    client = _client()
+    client = mlflow_client()
     tags = {key: str(value) for key, value in tags.items()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
@@ -121,14 +121,29 @@ def ending(run_ids: list[str]) -> Iterator[list[str]]:
     _terminate(run_ids, "FINISHED")
 
 
+@contextmanager
+def group_run(experiment_id: str, stage: str, modes: Sequence[str], params: dict,
+              parent_run_id: str | None = None) -> Iterator[str | None]:
+    """One umbrella run over several modes' runs (adopting ``mlflow run``'s), else nothing:
+    a single mode's run is then the top run itself."""
+    if len(modes) < 2:
+        yield parent_run_id
+        return
+    run_id = open_run(experiment_id, f"{stage}-all", {"lgals.mode": "all", "lgals.stage": stage},
+                      {**params, **source_info()}, parent_run_id=parent_run_id,
+                      adopt_project_run=parent_run_id is None)
+    with ending([run_id]):
+        yield run_id
+
+
 def set_tags(run_id: str, tags: dict) -> None:
     from mlflow.entities import RunTag
 
-    _client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    mlflow_client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def _terminate(run_ids: list[str], status: str) -> None:
-    client = _client()
+    client = mlflow_client()
     for run_id in run_ids:
         client.set_terminated(run_id, status)
 
@@ -171,7 +186,7 @@ class EpochLogger:
             self.flush()
 
     def flush(self) -> None:
-        client = _client()
+        client = mlflow_client()
         for run_id, metrics in zip(self.run_ids, self.pending):
             for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
                 client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
@@ -194,7 +209,7 @@ def log_member(run_id: str, result: MemberResult, histograms: dict[str, np.ndarr
     """A finished member's final metric, status, histograms, data recipe, figure and model."""
     from mlflow.entities import Metric, RunTag
 
-    client = _client()
+    client = mlflow_client()
     metrics = []
     if result.final_test_acc is not None:
         metrics.append(Metric("final_test_acc", result.final_test_acc, int(time.time() * 1000),

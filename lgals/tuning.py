@@ -257,7 +257,8 @@ def tune(settings: TuneSettings, experiment_id: str, storage: str | None = None,
     if summary["n_complete"] == 0:
         raise AllTrialsFailed(f"study {settings.study_name!r}: every trial failed "
                            f"({summary['n_fail']} failed, {summary['n_pruned']} pruned)")
-    return {**summary, "run_id": owned[0], "study_name": settings.study_name}
+    return {**summary, "run_id": owned[0], "study_name": settings.study_name,
+            "mode": settings.mode}
 
 
 def summarize(study: optuna.Study) -> dict:
@@ -290,7 +291,8 @@ def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
              "slice": optuna_plots.plot_slice}
     for name, plot in plots.items():
         try:
-            axes = plot(study)
+            with plt.rc_context():  # Optuna switches the global style; keep it to its figures
+                axes = plot(study)
         except (ValueError, RuntimeError) as error:  # e.g. fewer than two complete trials
             client.set_tag(run_id, f"lgals.figure.{name}", f"skipped: {error}")
             continue
@@ -306,3 +308,12 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
+
+
+def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | None = None,
+               workers: int = 1, parent_run_id: str | None = None) -> list[dict]:
+    """One study per mode, one after the other, under one umbrella run when several."""
+    group = {"n_trials": settings[0].n_trials, "epochs": settings[0].epochs}
+    with tracking.group_run(experiment_id, "tune", [s.mode for s in settings], group,
+                            parent_run_id) as parent:
+        return [tune(s, experiment_id, storage, workers, parent) for s in settings]

@@ -1,0 +1,138 @@
+"""The final evaluation: each mode's tuned params, several seeds, the full noisy training set.
+
+The validation split existed only for tuning: evaluation trains on all 4000 noisy rows (the
+same noise draw, since noise is drawn before any split) and reads the test set once per
+epoch for the learning curves; ``final_test_acc`` is the last epoch's, never the best.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from lgals import tracking
+from lgals.data import load_dataset
+from lgals.errors import BadSetting
+from lgals.losses import MODES
+from lgals.train import MemberResult, TrainConfig
+
+HYPERPARAMETERS = ("lr", "weight_decay", "eps", "eps_max", "gamma", "batch_size")
+
+
+@dataclass
+class ParamsSource:
+    """Where a mode's hyperparameters came from (logged on the evaluate run)."""
+
+    params: dict
+    source: str  # "tune", "file:<path>" or "defaults"
+    tune_run_id: str = ""
+    tune_study: str = ""
+
+
+def latest_tune(experiment_id: str, mode: str) -> ParamsSource:
+    """Best params of the mode's latest finished tune (noisy validation labels, not oracle)."""
+    from mlflow import MlflowClient
+
+    query = (f"tags.`lgals.stage` = 'tune' and tags.`lgals.mode` = '{mode}' "
+             "and tags.`lgals.val_labels` = 'noisy' and attributes.status = 'FINISHED'")
+    runs = MlflowClient().search_runs([experiment_id], query,
+                                      order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
+        best.pop("trial", None)
+        if best:
+            best["batch_size"] = run.data.params.get("batch_size", TrainConfig.batch_size)
+            return ParamsSource(best, "tune", run.info.run_id,
+                                run.data.tags.get("lgals.study", ""))
+    raise BadSetting(f"no finished tune with best params for mode {mode!r} in experiment "
+                     f"{experiment_id}: run `lgals tune --mode {mode}` first, or pass "
+                     "--params-from FILE or defaults")
+
+
+def params_from_file(path: str, mode: str) -> ParamsSource:
+    """``{mode: {lr: ..., ...}}`` from a JSON or YAML file."""
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        table = yaml.safe_load(text)
+    else:
+        table = json.loads(text)
+    if mode not in table:
+        raise BadSetting(f"--params-from {path}: no entry for mode {mode!r}")
+    unknown = set(table[mode]) - set(HYPERPARAMETERS)
+    if unknown:
+        raise BadSetting(f"--params-from {path}: unknown hyperparameters {sorted(unknown)} "
+                         f"for {mode!r} (allowed: {', '.join(HYPERPARAMETERS)})")
+    return ParamsSource(table[mode], f"file:{path}")
+
+
+def resolve_params(params_from: str, experiment_id: str, mode: str) -> ParamsSource:
+    if params_from == "tune":
+        return latest_tune(experiment_id, mode)
+    if params_from == "defaults":
+        return ParamsSource({}, "defaults")
+    return params_from_file(params_from, mode)
+
+
+def make_config(mode: str, epochs: int, params: dict) -> TrainConfig:
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    values = {k: (int(float(v)) if types[k] in ("int", int) else float(v))
+              for k, v in params.items() if k in HYPERPARAMETERS}
+    return TrainConfig(mode=mode, epochs=epochs, **values)
+
+
+def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: list[int],
+                  epochs: int, noise: dict, vary_noise: bool,
+                  parent_run_id: str | None = None, progress: bool = True
+                  ) -> tuple[str, list[MemberResult]]:
+    """Train ``seeds`` with the mode's params under one evaluate run; return its id, results."""
+    config = make_config(mode, epochs, source.params)
+    tags = {"lgals.mode": mode, "lgals.stage": "evaluate", "lgals.params_source": source.source}
+    params = {**config.mode_params(), **noise, "seeds": ",".join(map(str, seeds)),
+              "vary_noise": vary_noise, "params_source": source.source,
+              "tune_run_id": source.tune_run_id, "tune_study": source.tune_study,
+              **tracking.source_info()}
+    owned = [tracking.open_run(experiment_id, f"evaluate-{mode}", tags, params,
+                               parent_run_id=parent_run_id,
+                               adopt_project_run=parent_run_id is None)]
+    with tracking.ending(owned):
+        # Shared noise: one stacked computation. Redrawn noise: each seed has its own data.
+        groups = ([[s] for s in seeds] if vary_noise else [seeds])
+        results: list[MemberResult] = []
+        for group in groups:
+            noise_seed = noise["noise_seed"] + group[0] if vary_noise else noise["noise_seed"]
+            data = load_dataset(noise["noise_rate"], noise["noise_type"], noise_seed)
+            done, _, _ = tracking.tracked_train(
+                data, [config] * len(group), group, experiment_id=experiment_id,
+                stage="evaluate", parent_run_id=owned[0], progress=progress)
+            results += done
+    return owned[0], results
+
+
+def describe(mode: str, results: list[MemberResult]) -> str:
+    accs = [100 * r.final_test_acc for r in results if r.final_test_acc is not None]
+    mean = sum(accs) / len(accs) if accs else float("nan")
+    return f"{MODES[mode].label}: final test accuracy {mean:.2f}% (seeds: " + ", ".join(
+        f"{a:.1f}" for a in accs) + ")"
+
+
+def tune_source(summary: dict, batch_size: int) -> ParamsSource:
+    """The params a tune just found (what ``lgals reproduce`` hands to evaluation)."""
+    return ParamsSource({**summary["best_params"], "batch_size": batch_size}, "tune",
+                        summary["run_id"], summary["study_name"])
+
+
+def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: list[int],
+                   epochs: int, noise: dict, vary_noise: bool = False,
+                   parent_run_id: str | None = None) -> dict[str, list[MemberResult]]:
+    """Every mode's evaluation, under one umbrella run when several."""
+    group = {"seeds": ",".join(map(str, seeds)), "epochs": epochs, **noise}
+    results = {}
+    with tracking.group_run(experiment_id, "evaluate", list(sources), group,
+                            parent_run_id) as parent:
+        for mode, source in sources.items():
+            _, results[mode] = evaluate_mode(mode, source, experiment_id, seeds, epochs, noise,
+                                             vary_noise, parent_run_id=parent)
+    return results

@@ -1,0 +1,271 @@
+"""The results report, rebuilt from MLflow alone: table, statistics, plots, cost.
+
+Statistics are stated from our numbers: mean ± sample std over seeds, a t-based 95%
+confidence interval, Welch's t-test between modes and, when both modes ran the same seeds,
+a paired t-test. The claim's numbers stand beside ours, unchanged, for comparison only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from lgals import tracking
+from lgals.losses import MODES
+
+# The claim under test (../shared/reference/seed.md): % test accuracy, mean ± std, 5 seeds.
+CLAIM = {"baseline": (53.12, 0.54), "fixed_ls": (55.33, 0.65), "lgals": (57.15, 1.17)}
+COMPARISONS = [("lgals", "baseline"), ("lgals", "fixed_ls"), ("fixed_ls", "baseline")]
+CURVES = ("test_acc", "noise_auroc", "eps_clean_mean", "eps_noisy_mean", "epoch_seconds")
+ALPHA = 0.05
+
+
+@dataclass
+class ModeRuns:
+    """One mode's latest evaluate run: per-seed final accuracy and per-epoch curves."""
+
+    mode: str
+    run_id: str
+    n_stacked: int  # seeds trained in one stacked computation (epoch_seconds covers them all)
+    final_acc: dict[int, float]  # seed -> final test accuracy (fraction)
+    curves: dict[str, np.ndarray]  # name -> [seeds, epochs]
+    eps_counts: np.ndarray | None = None  # [epochs, 2, bins], summed over seeds
+    eps_edges: np.ndarray | None = None
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    diff_pp: float
+    welch_p: float
+    paired_p: float | None
+    n_a: int
+    n_b: int
+
+    def verdict(self) -> str:
+        label = f"{MODES[self.a].label} − {MODES[self.b].label}"
+        p = self.paired_p if self.paired_p is not None else self.welch_p
+        test = "paired t-test" if self.paired_p is not None else "Welch's t-test"
+        claim = CLAIM[self.a][0] - CLAIM[self.b][0]
+        if math.isnan(p):
+            significance = f"not testable at n = {self.n_a} vs {self.n_b}"
+        elif p < ALPHA:
+            direction = "better" if self.diff_pp > 0 else "worse"
+            significance = f"significant at α = {ALPHA}: {MODES[self.a].label} is {direction}"
+        else:
+            significance = f"not significant at α = {ALPHA}"
+        return (f"{label} = {self.diff_pp:+.2f} pp, {test} p = {p:.3g} "
+                f"(Welch p = {self.welch_p:.3g}): {significance} at n = {self.n_a} vs "
+                f"{self.n_b} (the claim: {claim:+.2f} pp)")
+
+
+@dataclass
+class Report:
+    modes: dict[str, ModeRuns]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        base_cost = self.cost_per_epoch("baseline")
+        rows = []
+        for mode, runs in self.modes.items():
+            accs = 100 * np.array(list(runs.final_acc.values()))
+            mean, std, (lo, hi) = summary_stats(accs)
+            row = {"mode": MODES[mode].label, "n_seeds": len(accs),
+                   "final_test_acc_mean_pct": mean, "final_test_acc_std_pct": std,
+                   "ci95_low_pct": lo, "ci95_high_pct": hi}
+            for other in ("baseline", "fixed_ls"):
+                c = self.comparison(mode, other)
+                row[f"diff_vs_{other}_pp"] = c.diff_pp if c else ""
+                row[f"welch_p_vs_{other}"] = c.welch_p if c else ""
+                row[f"paired_p_vs_{other}"] = c.paired_p if c and c.paired_p is not None else ""
+            row["claim_mean_pct"], row["claim_std_pct"] = CLAIM[mode]
+            cost = self.cost_per_epoch(mode)
+            row["seconds_per_epoch_per_seed"] = cost
+            row["cost_vs_baseline"] = cost / base_cost if base_cost else ""
+            rows.append(row)
+        return rows
+
+    def comparison(self, a: str, b: str) -> Comparison | None:
+        return next((c for c in self.comparisons if (c.a, c.b) == (a, b)), None)
+
+    def cost_per_epoch(self, mode: str) -> float | None:
+        runs = self.modes.get(mode)
+        if runs is None or "epoch_seconds" not in runs.curves:
+            return None
+        # epoch_seconds is the wall time of the whole stack; every seed run logs the same.
+        return float(np.mean(runs.curves["epoch_seconds"][0]) / runs.n_stacked)
+
+
+def summary_stats(values: np.ndarray) -> tuple[float, float, tuple[float, float]]:
+    """Mean, sample standard deviation and t-based 95% confidence interval."""
+    n = len(values)
+    mean = float(np.mean(values))
+    if n < 2:
+        return mean, float("nan"), (float("nan"), float("nan"))
+    std = float(np.std(values, ddof=1))
+    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * std / math.sqrt(n))
+    return mean, std, (mean - half, mean + half)
+
+
+def compare(a: ModeRuns, b: ModeRuns) -> Comparison:
+    """Welch's t-test always; a paired t-test when both modes ran exactly the same seeds."""
+    xa = 100 * np.array(list(a.final_acc.values()))
+    xb = 100 * np.array(list(b.final_acc.values()))
+    welch = (stats.ttest_ind(xa, xb, equal_var=False).pvalue
+             if len(xa) > 1 and len(xb) > 1 else float("nan"))
+    paired = None
+    if set(a.final_acc) == set(b.final_acc) and len(xa) > 1:
+        seeds = sorted(a.final_acc)
+        paired = float(stats.ttest_rel([a.final_acc[s] for s in seeds],
+                                       [b.final_acc[s] for s in seeds]).pvalue)
+    return Comparison(a.mode, b.mode, float(xa.mean() - xb.mean()), float(welch), paired,
+                      len(xa), len(xb))
+
+
+def build(modes: dict[str, ModeRuns]) -> Report:
+    report = Report(modes)
+    report.comparisons = [compare(modes[a], modes[b]) for a, b in COMPARISONS
+                          if a in modes and b in modes]
+    return report
+
+
+# --- collecting from MLflow ----------------------------------------------------------------
+
+def collect(experiment_id: str) -> dict[str, ModeRuns]:
+    """Each mode's latest finished evaluate run and its seed runs, from MLflow only."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    query = "tags.`lgals.stage` = 'evaluate' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
+                              max_results=500)
+    modes = {}
+    for mode in MODES:
+        parent = next((r for r in runs if r.data.tags.get("lgals.mode") == mode
+                       and "lgals.seed" not in r.data.tags), None)
+        if parent is None:
+            continue
+        children = sorted((r for r in runs
+                           if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
+                          key=lambda r: int(r.data.tags["lgals.seed"]))
+        children = [r for r in children if "final_test_acc" in r.data.metrics]
+        if children:
+            modes[mode] = _mode_runs(client, mode, parent, children)
+    return modes
+
+
+def _mode_runs(client, mode: str, parent, children) -> ModeRuns:
+    curves = {}
+    for key in CURVES:
+        histories = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
+                                              key=lambda m: m.step)] for r in children]
+        if all(histories) and len({len(h) for h in histories}) == 1:
+            curves[key] = np.array(histories)
+    vary_noise = parent.data.params.get("vary_noise", "False") == "True"
+    runs = ModeRuns(mode, parent.info.run_id, 1 if vary_noise else len(children),
+                    {int(r.data.tags["lgals.seed"]): r.data.metrics["final_test_acc"]
+                     for r in children}, curves)
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = []
+        for r in children:
+            path = client.download_artifacts(r.info.run_id, "epsilon_distributions.npz", tmp)
+            with np.load(path, allow_pickle=False) as npz:
+                counts.append(npz["eps_counts"])
+                runs.eps_edges = npz["eps_edges"]
+        runs.eps_counts = np.sum(counts, axis=0)
+    return runs
+
+
+# --- writing ---------------------------------------------------------------------------
+
+def markdown(report: Report) -> str:
+    lines = ["| Mode | n | Final test acc. (%) mean ± std | 95% CI (%) | vs Baseline (pp, p) "
+             "| vs FixedLS (pp, p) | Claim (%) | s/epoch/seed | cost vs Baseline |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in report.rows():
+        versus = {other: _versus_cell(row, other) for other in ("baseline", "fixed_ls")}
+        cost, ratio = row["seconds_per_epoch_per_seed"], row["cost_vs_baseline"]
+        cost_cells = f"{cost:.4f} | {ratio:.2f}x" if cost and ratio != "" else "— | —"
+        lines.append(
+            f"| {row['mode']} | {row['n_seeds']} | {row['final_test_acc_mean_pct']:.2f} ± "
+            f"{row['final_test_acc_std_pct']:.2f} | [{row['ci95_low_pct']:.2f}, "
+            f"{row['ci95_high_pct']:.2f}] | {versus['baseline']} | {versus['fixed_ls']} | "
+            f"{row['claim_mean_pct']:.2f} ± {row['claim_std_pct']:.2f} | {cost_cells} |")
+    verdicts = [f"- {c.verdict()}" for c in report.comparisons]
+    return "\n".join([
+        "# LGALS on mnist1d with noisy labels: our measurement", "",
+        "Final test accuracy after the last epoch, per mode over seeds. p-values: paired "
+        "t-test when both modes ran the same seeds, else Welch's t-test. "
+        "The claim's numbers are copied from the note under test, not measured here.", "",
+        *lines, "", "## Verdicts", "", *verdicts, "",
+        "Cost: wall seconds per epoch of one seed (the stacked run's epoch time / seeds).", "",
+    ])
+
+
+def _versus_cell(row: dict, other: str) -> str:
+    """``+diff, p = …`` (paired p when there is one), or a dash for the mode itself."""
+    if row[f"diff_vs_{other}_pp"] == "":
+        return "—"
+    paired = row[f"paired_p_vs_{other}"]
+    p = paired if paired != "" else row[f"welch_p_vs_{other}"]
+    return f"{row[f'diff_vs_{other}_pp']:+.2f}, p = {p:.3g}"
+
+
+def csv_text(report: Report) -> str:
+    rows = report.rows()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write(report: Report, out_dir: Path, experiment_id: str,
+          parent_run_id: str | None = None) -> tuple[Path, str]:
+    """Write every file into ``out_dir`` (each replaced atomically) and log a report run."""
+    import matplotlib.pyplot as plt
+
+    from lgals.plots import comparison_figure, epsilon_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        staged = Path(tmp)
+        (staged / "results.md").write_text(markdown(report))
+        (staged / "results.csv").write_text(csv_text(report))
+        labels = {mode: MODES[mode].label for mode in report.modes}
+        finals = {labels[m]: 100 * np.array(list(r.final_acc.values()))
+                  for m, r in report.modes.items()}
+        curves = {name: {labels[m]: r.curves[name] for m, r in report.modes.items()
+                         if name in r.curves} for name in CURVES}
+        claim = {labels[m]: CLAIM[m] for m in report.modes}
+        lgals = report.modes.get("lgals")
+        eps = (lgals.eps_counts, lgals.eps_edges) if lgals else None
+        for name, figure in (("comparison_plot.png", comparison_figure(finals, claim, curves)),
+                             ("epsilon_plot.png", epsilon_figure(eps, curves))):
+            figure.savefig(staged / name, dpi=120)
+            plt.close(figure)
+        tags = {"lgals.stage": "report", "lgals.mode": "all"}
+        params = {"evaluate_runs": ",".join(r.run_id for r in report.modes.values()),
+                  **tracking.source_info()}
+        owned = [tracking.open_run(experiment_id, "report", tags, params,
+                                   parent_run_id=parent_run_id,
+                                   adopt_project_run=parent_run_id is None)]
+        with tracking.ending(owned):
+            client = tracking.mlflow_client()
+            for path in sorted(staged.iterdir()):
+                client.log_artifact(owned[0], str(path))
+            for row, mode in zip(report.rows(), report.modes):
+                client.log_metric(owned[0], f"{mode}.final_test_acc_mean_pct",
+                                  row["final_test_acc_mean_pct"])
+        for path in staged.iterdir():
+            os.replace(path, out_dir / path.name)  # each file appears whole or not at all
+    return out_dir, owned[0]
