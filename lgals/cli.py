@@ -156,7 +156,7 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
                  train_seed, pruner, tracking_uri, experiment_name) -> None:
     """Tune lr, weight decay and each mode's own parameters with Optuna (TPE)."""
     from lgals import tracking
-    from lgals.tuning import TuneSettings, tune_modes
+    from lgals.tuning import TuneSettings, describe, tune_modes
 
     experiment_id = tracking.connect(tracking_uri, experiment_name)
     modes = list(MODES) if mode == "all" else [mode]
@@ -168,15 +168,7 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
         study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
     ) for m in modes]
     for summary in tune_modes(settings, experiment_id, storage, workers):
-        _echo_tune(summary)
-
-
-def _echo_tune(summary: dict) -> None:
-    best = ", ".join(f"{k}={v:.4g}" for k, v in summary.get("best_params", {}).items())
-    click.echo(f"{MODES[summary['mode']].label}: best val acc "
-               f"{100 * summary['best_value']:.2f}% ({best}); trials {summary['n_complete']} "
-               f"complete, {summary['n_pruned']} pruned, {summary['n_fail']} failed "
-               f"[study {summary['study_name']}, run {summary['run_id']}]")
+        click.echo(describe(summary))
 
 
 @cli.command("evaluate")
@@ -233,18 +225,10 @@ def report_command(out, tracking_uri, experiment_name) -> None:
     _report(experiment_id, out)
 
 
-def _report(experiment_id: str, out: Path, parent_run_id: str | None = None) -> None:
-    from lgals import report
-    from lgals.errors import BadSetting
+def _report(experiment_id: str, out: Path) -> None:
+    from lgals.report import report_from_mlflow
 
-    modes = report.collect(experiment_id)
-    if not modes:
-        raise BadSetting("no finished evaluate runs in this experiment: run `lgals evaluate`")
-    built = report.build(modes)
-    out_dir, run_id = report.write(built, out, experiment_id, parent_run_id)
-    click.echo(report.markdown(built))
-    click.echo(f"report: {out_dir}/results.md, results.csv, comparison_plot.png, "
-               f"epsilon_plot.png (MLflow run {run_id})")
+    report_from_mlflow(experiment_id, out, echo=click.echo)
 
 
 @cli.command("reproduce")
@@ -259,43 +243,19 @@ def _report(experiment_id: str, out: Path, parent_run_id: str | None = None) -> 
 @click.option("--experiment-name", help="[default: lgals, or lgals-quick with --quick]")
 def reproduce_command(quick, out, workers, storage, tracking_uri, experiment_name) -> None:
     """The whole study: tune every mode -> evaluate over seeds -> report."""
-    import time
-
-    from lgals import tracking
-    from lgals.evaluation import describe, evaluate_modes, tune_source
-    from lgals.tuning import TuneSettings, tune_modes
-
-    n_trials, epochs, seeds = (2, 3, 2) if quick else (20, DEFAULTS.epochs, 5)
-    experiment_name = experiment_name or ("lgals-quick" if quick else "lgals")
-    started = time.perf_counter()
-    experiment_id = tracking.connect(tracking_uri, experiment_name)
-    prefix = "lgals-quick" if quick else "lgals"
-    settings = [TuneSettings(mode=m, n_trials=n_trials, epochs=epochs, study_name=f"{prefix}-{m}")
-                for m in MODES]
-    noise = {"noise_rate": 0.2, "noise_type": "symmetric", "noise_seed": 0}
-    params = {"quick": quick, "n_trials": n_trials, "epochs": epochs, "seeds": seeds}
-    top = [tracking.open_run(experiment_id, "reproduce", {"lgals.stage": "reproduce",
-                                                          "lgals.mode": "all"},
-                             {**params, **tracking.source_info()}, adopt_project_run=True)]
-    with tracking.ending(top):
-        click.echo(f"[1/3] tuning {len(MODES)} modes x {n_trials} trials x {epochs} epochs",
-                   err=True)
-        summaries = tune_modes(settings, experiment_id, storage, workers, top[0])
-        for summary in summaries:
-            _echo_tune(summary)
-        click.echo(f"[2/3] evaluating {len(MODES)} modes x {seeds} seeds x {epochs} epochs "
-                   f"({time.perf_counter() - started:.0f} s so far)", err=True)
-        sources = {s["mode"]: tune_source(s, DEFAULTS.batch_size) for s in summaries}
-        results = evaluate_modes(sources, experiment_id, list(range(seeds)), epochs, noise,
-                                 parent_run_id=top[0])
-        for mode, mode_results in results.items():
-            click.echo(describe(mode, mode_results))
-        click.echo(f"[3/3] report ({time.perf_counter() - started:.0f} s so far)", err=True)
-        _report(experiment_id, out, top[0])
     import mlflow
 
-    click.echo(f"done in {time.perf_counter() - started:.0f} s. Compare runs in the MLflow UI: "
-               f"mlflow ui --backend-store-uri {mlflow.get_tracking_uri()} --host 127.0.0.1")
+    from lgals import tracking
+    from lgals.report import reproduce
+
+    experiment_name = experiment_name or ("lgals-quick" if quick else "lgals")
+    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    timings = reproduce(experiment_id, out, quick=quick, workers=workers, storage=storage,
+                        echo=lambda line: click.echo(line, err=True))
+    click.echo(f"done in {sum(timings.values()):.0f} s ("
+               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+               + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "
+               f"{mlflow.get_tracking_uri()} --host 127.0.0.1")
 
 
 @cli.command("reanalyze")

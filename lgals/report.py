@@ -269,3 +269,61 @@ def write(report: Report, out_dir: Path, experiment_id: str,
         for path in staged.iterdir():
             os.replace(path, out_dir / path.name)  # each file appears whole or not at all
     return out_dir, owned[0]
+
+
+def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None = None,
+                       echo=print) -> Report:
+    """Collect, build, write and log the report; print its table."""
+    from lgals.errors import BadSetting
+
+    modes = collect(experiment_id)
+    if not modes:
+        raise BadSetting("no finished evaluate runs in this experiment: run `lgals evaluate`")
+    report = build(modes)
+    out_dir, run_id = write(report, out, experiment_id, parent_run_id)
+    echo(markdown(report))
+    echo(f"report: {out_dir}/results.md, results.csv, comparison_plot.png, epsilon_plot.png "
+         f"(MLflow run {run_id})")
+    return report
+
+
+def reproduce(experiment_id: str, out: Path, quick: bool = False, workers: int = 1,
+              storage: str | None = None, echo=print) -> dict[str, float]:
+    """The whole protocol: tune all modes -> evaluate over seeds -> report; stage seconds."""
+    import time
+
+    from lgals.evaluation import describe, evaluate_modes, tune_source
+    from lgals.train import TrainConfig
+    from lgals.tuning import TuneSettings, tune_modes
+    from lgals.tuning import describe as describe_tune
+
+    n_trials, epochs, seeds = (2, 3, 2) if quick else (20, TrainConfig.epochs, 5)
+    prefix = "lgals-quick" if quick else "lgals"
+    settings = [TuneSettings(mode=m, n_trials=n_trials, epochs=epochs, study_name=f"{prefix}-{m}")
+                for m in MODES]
+    noise = {"noise_rate": 0.2, "noise_type": "symmetric", "noise_seed": 0}
+    params = {"quick": quick, "n_trials": n_trials, "epochs": epochs, "seeds": seeds}
+    timings: dict[str, float] = {}
+    top = [tracking.open_run(experiment_id, "reproduce",
+                             {"lgals.stage": "reproduce", "lgals.mode": "all"},
+                             {**params, **tracking.source_info()}, adopt_project_run=True)]
+    with tracking.ending(top):
+        echo(f"[1/3] tuning {len(MODES)} modes x {n_trials} trials x {epochs} epochs")
+        started = time.perf_counter()
+        summaries = tune_modes(settings, experiment_id, storage, workers, top[0])
+        timings["tuning"] = time.perf_counter() - started
+        for summary in summaries:
+            echo(describe_tune(summary))
+        echo(f"[2/3] evaluating {len(MODES)} modes x {seeds} seeds x {epochs} epochs")
+        started = time.perf_counter()
+        sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
+        results = evaluate_modes(sources, experiment_id, list(range(seeds)), epochs, noise,
+                                 parent_run_id=top[0])
+        timings["evaluation"] = time.perf_counter() - started
+        for mode, mode_results in results.items():
+            echo(describe(mode, mode_results))
+        echo("[3/3] report")
+        started = time.perf_counter()
+        report_from_mlflow(experiment_id, out, top[0], echo=echo)
+        timings["report"] = time.perf_counter() - started
+    return timings

@@ -317,3 +317,11 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
     with tracking.group_run(experiment_id, "tune", [s.mode for s in settings], group,
                             parent_run_id) as parent:
         return [tune(s, experiment_id, storage, workers, parent) for s in settings]
+
+
+def describe(summary: dict) -> str:
+    """One line per study: best value and params, trials by state, where to find it."""
+    best = ", ".join(f"{k}={v:.4g}" for k, v in summary.get("best_params", {}).items())
+    return (f"{MODES[summary['mode']].label}: best val acc {100 * summary['best_value']:.2f}% "
+            f"({best}); trials {summary['n_complete']} complete, {summary['n_pruned']} pruned, "
+            f"{summary['n_fail']} failed [study {summary['study_name']}, run {summary['run_id']}]")

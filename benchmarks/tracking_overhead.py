@@ -1,0 +1,110 @@
+"""What MLflow tracking costs a training run.
+
+Per epoch: the same 5-seed training, untracked and with the tracking callback (metrics
+buffered and sent with log_batch, histograms computed every epoch), interleaved in one
+process; the ratio of their wall times is the per-epoch overhead (target <= 1.05x).
+One-off: importing mlflow (a fresh interpreter), opening a new sqlite store, logging one
+model (first and steady state) and one figure, each timed on its own.
+
+    python benchmarks/tracking_overhead.py [--epochs 30] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+
+    import_mlflow = min(float(subprocess.run(
+        [sys.executable, "-c", "import time; t = time.perf_counter(); import mlflow; "
+         "print(time.perf_counter() - t)"], capture_output=True, text=True, check=True
+    ).stdout) for _ in range(2))
+
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from lgals.data import load_dataset
+    from lgals.plots import distribution_heatmaps
+    from lgals.tracking import EDGES, EpochLogger, open_run, pip_requirements
+    from lgals.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        open_store = timed(lambda: mlflow.set_experiment("bench"))
+        experiment_id = mlflow.get_experiment_by_name("bench").experiment_id
+        data = load_dataset()
+        config = TrainConfig(mode="lgals", epochs=args.epochs)
+        seeds = list(range(args.seeds))
+        train(data, TrainConfig(mode="lgals", epochs=1), seeds)  # warm-up
+
+        plain, tracked = [], []
+        for _ in range(args.repeats):
+            plain.append(timed(lambda: train(data, config, seeds)))
+            run_ids = [open_run(experiment_id, f"s{s}", {}, {}) for s in seeds]
+            logger = EpochLogger(run_ids)
+            tracked.append(timed(lambda log=logger: (train(data, config, seeds, callback=log),
+                                                     log.flush())))
+        histograms = logger.histogram_arrays(0)
+
+        import mlflow.pytorch
+
+        from lgals.model import make_mlp
+
+        def log_model():
+            mlflow.pytorch.log_model(make_mlp(0), name="model", run_id=run_ids[0],
+                                     input_example=data.x_train[:2],
+                                     pip_requirements=pip_requirements())
+
+        first_model = timed(log_model)
+        steady_model = statistics.median(timed(log_model) for _ in range(3))
+
+        def log_figure():
+            figure = distribution_heatmaps(histograms, EDGES, "bench")
+            mlflow.MlflowClient().log_figure(run_ids[0], figure, "eps.png")
+            plt.close(figure)
+
+        figure = statistics.median(timed(log_figure) for _ in range(3))
+
+    per_epoch_plain = statistics.median(plain) / args.epochs
+    per_epoch_tracked = statistics.median(tracked) / args.epochs
+    ratio = per_epoch_tracked / per_epoch_plain
+    print(f"{args.seeds} seeds of LGALS, {args.epochs} epochs, median of {args.repeats}\n")
+    print("| per epoch | untracked | tracked | ratio | target |")
+    print("|---|---|---|---|---|")
+    print(f"| wall seconds | {per_epoch_plain:.4f} | {per_epoch_tracked:.4f} | {ratio:.3f}x "
+          f"| <= 1.05x: {'PASS' if ratio <= 1.05 else 'FAIL'} |\n")
+    rows = [("import mlflow (fresh interpreter)", import_mlflow),
+            ("open a new sqlite store + experiment", open_store),
+            ("log_model, first in the process", first_model),
+            ("log_model, steady state", steady_model),
+            ("log_figure", figure)]
+    print("| one-off cost | seconds |")
+    print("|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} |")
+    steady = open_store + steady_model + figure
+    print(f"| sum without the import and first-model warm-up | {steady:.2f} |")
+    print(f"| sum of everything above except steady state | "
+          f"{import_mlflow + open_store + first_model + figure:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
