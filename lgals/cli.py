@@ -7,6 +7,7 @@ line naming the option and its allowed range, and exits with code 2.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -16,13 +17,24 @@ from statistics import mean, stdev
 import click
 
 from lgals.data import NOISE_TYPES, load_dataset
+from lgals.errors import LgalsError
 from lgals.losses import MODES
 from lgals.train import TrainConfig, train
 
 DEFAULTS = TrainConfig()
 
-Positive = click.FloatRange(min=0.0, min_open=True)
-NonNegative = click.FloatRange(min=0.0)
+class FiniteRange(click.FloatRange):
+    """A float range that also refuses nan and inf (they pass any pair of comparisons)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
+Positive = FiniteRange(min=0.0, min_open=True)
+NonNegative = FiniteRange(min=0.0)
 
 
 def _apply(func, options):
@@ -41,9 +53,9 @@ def hyperparameter_options(func):
         click.option("--lr", type=Positive, default=DEFAULTS.lr, show_default=True),
         click.option("--weight-decay", type=NonNegative, default=DEFAULTS.weight_decay,
                      show_default=True),
-        click.option("--eps", type=click.FloatRange(0.0, 1.0, max_open=True),
+        click.option("--eps", type=FiniteRange(0.0, 1.0, max_open=True),
                      default=DEFAULTS.eps, show_default=True, help="fixed_ls smoothing."),
-        click.option("--eps-max", type=click.FloatRange(0.0, 1.0), default=DEFAULTS.eps_max,
+        click.option("--eps-max", type=FiniteRange(0.0, 1.0), default=DEFAULTS.eps_max,
                      show_default=True, help="LGALS largest smoothing."),
         click.option("--gamma", type=NonNegative, default=DEFAULTS.gamma, show_default=True,
                      help="LGALS exponent."),
@@ -53,7 +65,7 @@ def hyperparameter_options(func):
 def noise_options(func):
     """The label-noise recipe of the training set."""
     return _apply(func, [
-        click.option("--noise-rate", type=click.FloatRange(0.0, 0.9), default=0.2,
+        click.option("--noise-rate", type=FiniteRange(0.0, 0.9), default=0.2,
                      show_default=True, help="Share of training labels flipped."),
         click.option("--noise-type", type=click.Choice(NOISE_TYPES), default="symmetric",
                      show_default=True),
@@ -82,7 +94,7 @@ def cli() -> None:
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @hyperparameter_options
 @noise_options
-@click.option("--val-fraction", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+@click.option("--val-fraction", type=FiniteRange(0.0, 0.5), default=0.0, show_default=True,
               help="Noisy validation split carved from training.")
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
@@ -121,11 +133,18 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
         }
         click.echo(json.dumps(document))
         return
-    accs = [r.final_test_acc for r in results]
     for r in results:
-        click.echo(f"seed {r.seed}: final test accuracy {100 * r.final_test_acc:.2f}%")
-    spread = f" ± {100 * stdev(accs):.2f}" if len(accs) > 1 else ""
-    click.echo(f"{MODES[mode].label}: {100 * mean(accs):.2f}%{spread} over {len(accs)} seed(s)")
+        outcome = (f"final test accuracy {100 * r.final_test_acc:.2f}%"
+                   if r.final_test_acc is not None else f"{r.status}: {r.reason}")
+        click.echo(f"seed {r.seed}: {outcome}")
+    accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
+    if accs:
+        spread = f" ± {100 * stdev(accs):.2f}" if len(accs) > 1 else ""
+        click.echo(f"{MODES[mode].label}: {100 * mean(accs):.2f}%{spread} over {len(accs)} "
+                   "seed(s)")
+    if len(accs) < len(results):
+        raise LgalsError(f"{len(results) - len(accs)} of {len(results)} seed(s) diverged "
+                         "(non-finite loss): lower --lr")
 
 
 @cli.command("tune")
@@ -137,7 +156,7 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
 @click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
               show_default=True)
 @noise_options
-@click.option("--val-fraction", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.1,
+@click.option("--val-fraction", type=FiniteRange(0.0, 0.5, min_open=True), default=0.1,
               show_default=True, help="Validation split (noisy labels) for the objective.")
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
@@ -289,8 +308,6 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors become one line and exit code 2."""
-    from lgals.errors import LgalsError
-
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:

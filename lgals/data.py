@@ -96,12 +96,16 @@ def inject_noise(
 def split_indices(
     labels: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split stratified by the *observed* labels (all a user has); sorted indices."""
+    """Seeded split stratified by the *observed* labels (all a user has); sorted indices.
+
+    Every class gives at least one sample when ``val_fraction > 0``, so a split never is empty.
+    """
     rng = np.random.default_rng([seed, 1])  # its own stream, independent of the noise draw
     val = []
     for cls in range(NUM_CLASSES):
         members = np.flatnonzero(labels == cls)
-        val.append(rng.permutation(members)[: int(round(val_fraction * len(members)))])
+        n_val = max(1, int(round(val_fraction * len(members)))) if val_fraction > 0 else 0
+        val.append(rng.permutation(members)[:n_val])
     val_index = np.sort(np.concatenate(val))
     train_index = np.setdiff1d(np.arange(len(labels)), val_index)
     return train_index, val_index

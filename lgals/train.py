@@ -154,6 +154,7 @@ def train(
     batch_orders = [torch.Generator().manual_seed(seed) for seed in seeds]
 
     histories: list[dict[str, list[float]]] = [{} for _ in seeds]
+    frozen: dict[int, nn.Sequential] = {}  # members that left the stack, as they were then
     status = ["completed"] * n_members
     reasons = [""] * n_members
     active = list(range(n_members))
@@ -196,6 +197,7 @@ def train(
             histories[member].setdefault("epoch_seconds", []).append(seconds)
         for member, reason in diverged.items():
             status[member], reasons[member] = "diverged", reason
+            frozen[member] = stack.module(member)
         active = [m for m in active if m not in diverged]
         if callback is not None:
             report = EpochReport(
@@ -207,6 +209,7 @@ def train(
             for member in callback(report) or ():
                 if member in active:
                     status[member], reasons[member] = "stopped", f"stopped after epoch {epoch}"
+                    frozen[member] = stack.module(member)
                     active.remove(member)
         if held_out and active:
             key = "val_acc" if "val" in held_out else "test_acc"
@@ -215,7 +218,8 @@ def train(
             break
 
     return [
-        MemberResult(seed, cfg, histories[i], stack.module(i), status[i], reasons[i])
+        MemberResult(seed, cfg, histories[i], frozen.get(i) or stack.module(i), status[i],
+                     reasons[i])
         for i, (seed, cfg) in enumerate(zip(seeds, configs))
     ]
 

@@ -1,0 +1,171 @@
+"""The stacked MLP: seeded default initialisation, forward and closed-form backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector
+
+from lgals.model import LAYER_SIZES, StackedMLP, make_mlp
+
+SEEDS = [0, 3, 17]
+N_PARAMS = 40 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10  # 78858
+
+
+def flat(model: nn.Module) -> torch.Tensor:
+    return parameters_to_vector(model.parameters()).detach()
+
+
+def test_make_mlp_architecture():
+    model = make_mlp(0)
+    kinds = [type(m) for m in model]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(40, 256), (256, 256),
+                                                                  (256, 10)]
+    assert LAYER_SIZES == (40, 256, 256, 10)
+    assert flat(model).numel() == N_PARAMS
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+def test_make_mlp_is_pytorch_default_init_seeded(seed):
+    """Same parameters as building the three nn.Linear layers right after manual_seed(seed)."""
+    outer = torch.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        layers = [nn.Linear(40, 256), nn.Linear(256, 256), nn.Linear(256, 10)]
+    finally:
+        torch.set_rng_state(outer)
+    expected = torch.cat([parameters_to_vector(layer.parameters()) for layer in layers]).detach()
+    assert torch.equal(flat(make_mlp(seed)), expected)
+
+
+def test_make_mlp_leaves_global_torch_rng_alone_and_seeds_differ():
+    torch.manual_seed(99)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    a, b, c = make_mlp(5), make_mlp(5), make_mlp(6)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(flat(a), flat(b))
+    assert not torch.equal(flat(a), flat(c))
+
+
+def test_stack_rows_are_make_mlp_parameters():
+    stack = StackedMLP(SEEDS)
+    assert stack.flat.shape == (len(SEEDS), N_PARAMS)
+    assert stack.grad.shape == stack.flat.shape
+    for i, seed in enumerate(SEEDS):
+        assert torch.equal(stack.flat[i], flat(make_mlp(seed)))
+        model = make_mlp(seed)
+        linears = [m for m in model if isinstance(m, nn.Linear)]
+        for layer, weight, bias in zip(linears, stack.weights, stack.biases):
+            assert torch.equal(weight[i], layer.weight.detach())
+            assert torch.equal(bias[i], layer.bias.detach())
+
+
+def test_layer_views_share_storage_with_flat_buffers():
+    stack = StackedMLP([1, 2])
+    stack.flat[1, 0] = 123.0  # first entry of layer 0's weight
+    assert stack.weights[0][1, 0, 0].item() == 123.0
+    stack.flat[0, -1] = -7.0  # last entry: layer 2's last bias
+    assert stack.biases[2][0, -1].item() == -7.0
+    stack.grad[1, 40 * 256] = 5.0  # first entry of layer 0's bias gradient
+    assert stack.bias_grads[0][1, 0].item() == 5.0
+
+
+def reference_logits(stack, x):
+    if x.dim() == 2:
+        return torch.stack([stack.module(i)(x) for i in range(len(stack.seeds))])
+    return torch.stack([stack.module(i)(x[i]) for i in range(len(stack.seeds))])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_forward_equals_module_forward(shared):
+    gen = torch.Generator().manual_seed(0)
+    stack = StackedMLP(SEEDS)
+    x = torch.randn(32, 40, generator=gen) if shared else torch.randn(3, 32, 40, generator=gen)
+    logits, inputs = stack.forward(x)
+    assert logits.shape == (3, 32, 10)
+    with torch.no_grad():
+        expected = reference_logits(stack, x)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
+    # layer inputs: x, then the two hidden ReLU activations
+    assert len(inputs) == 3 and inputs[0] is x
+    with torch.no_grad():
+        for i in range(3):
+            model = stack.module(i)
+            xi = x if shared else x[i]
+            h1 = model[1](model[0](xi))
+            h2 = model[3](model[2](h1))
+            torch.testing.assert_close(inputs[1][i], h1, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(inputs[2][i], h2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_backward_equals_autograd(shared):
+    gen = torch.Generator().manual_seed(1)
+    stack = StackedMLP(SEEDS)
+    # move off the init a little so the test does not depend on init-specific structure
+    stack.flat.add_(0.01 * torch.randn(stack.flat.shape, generator=gen))
+    x = torch.randn(64, 40, generator=gen) if shared else torch.randn(3, 64, 40, generator=gen)
+    logit_grad = torch.randn(3, 64, 10, generator=gen) / 64
+    logits, inputs = stack.forward(x)
+    stack.backward(inputs, logit_grad)
+    for i in range(3):
+        model = stack.module(i)
+        out = model(x if shared else x[i])
+        torch.testing.assert_close(out.detach(), logits[i], rtol=1e-5, atol=1e-6)
+        (out * logit_grad[i]).sum().backward()
+        expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        torch.testing.assert_close(stack.grad[i], expected, rtol=1e-5, atol=1e-6)
+        assert expected.abs().max() > 1e-2  # the comparison is not vacuous
+
+
+def test_backward_overwrites_rather_than_accumulates():
+    gen = torch.Generator().manual_seed(2)
+    stack = StackedMLP([4, 5])
+    x = torch.randn(16, 40, generator=gen)
+    logit_grad = torch.randn(2, 16, 10, generator=gen)
+    _, inputs = stack.forward(x)
+    stack.backward(inputs, logit_grad)
+    first = stack.grad.clone()
+    stack.backward(inputs, logit_grad)
+    assert torch.equal(stack.grad, first)
+    stack.backward(inputs, torch.zeros_like(logit_grad))
+    assert torch.equal(stack.grad, torch.zeros_like(first))
+
+
+def test_module_round_trips():
+    stack = StackedMLP(SEEDS)
+    stack.flat.add_(torch.randn(stack.flat.shape, generator=torch.Generator().manual_seed(3)))
+    for i in range(len(SEEDS)):
+        model = stack.module(i)
+        assert isinstance(model, nn.Sequential)
+        assert not model.training
+        assert torch.equal(flat(model), stack.flat[i])
+        # an independent copy: changing it does not touch the stack, nor the other way round
+        before = stack.flat[i].clone()
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)
+        assert torch.equal(stack.flat[i], before)
+        stack.flat[i].mul_(2.0)
+        assert not torch.equal(flat(model), stack.flat[i])
+        assert torch.equal(flat(stack.module(i)), stack.flat[i])
+    # a module loaded into a fresh stack's row reproduces it
+    fresh = StackedMLP(SEEDS)
+    fresh.flat[1].copy_(flat(stack.module(1)))
+    assert torch.equal(fresh.flat[1], stack.flat[1])
+
+
+def test_predict_is_bit_identical_to_reloaded_module():
+    """``predict`` (used for held-out metrics) must match the saved ``nn.Sequential`` exactly."""
+    stack = StackedMLP(SEEDS)
+    stack.flat.add_(0.05 * torch.randn(stack.flat.shape,
+                                       generator=torch.Generator().manual_seed(4)))
+    x = torch.randn(200, 40, generator=torch.Generator().manual_seed(5))
+    logits = stack.predict(x)
+    assert logits.shape == (3, 200, 10)
+    with torch.no_grad():
+        for i in range(len(SEEDS)):
+            assert torch.equal(logits[i], stack.module(i)(x))

@@ -1,0 +1,355 @@
+"""The training engine: stacked == alone, determinism, metrics, callbacks, divergence."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parameters_to_vector
+
+from lgals.data import load_dataset
+from lgals.losses import MODES, alignment_to_epsilon
+from lgals.train import TrainConfig, train
+
+EPOCHS = 3
+SEEDS = [0, 1, 2]
+CONFIGS = {
+    "baseline": TrainConfig(mode="baseline", epochs=EPOCHS),
+    "fixed_ls": TrainConfig(mode="fixed_ls", epochs=EPOCHS, eps=0.1),
+    "lgals": TrainConfig(mode="lgals", epochs=EPOCHS, eps_max=0.3, gamma=1.0),
+}
+TRAIN_KEYS = {"train_loss", "train_acc", "train_true_acc", "eps_mean", "eps_clean_mean",
+              "align_clean_mean", "epoch_seconds"}
+NOISE_KEYS = {"memorized_frac", "eps_noisy_mean", "align_noisy_mean", "noise_auroc"}
+TEST_KEYS = {"test_loss", "test_acc"}
+VAL_KEYS = {"val_loss", "val_acc"}
+ACCURACY_KEYS = ("train_acc", "train_true_acc", "memorized_frac", "test_acc", "noise_auroc")
+
+
+class Recorder:
+    """A callback keeping a copy of every epoch report."""
+
+    def __init__(self, stop: dict[int, list[int]] | None = None):
+        self.reports = []
+        self.stop = stop or {}
+
+    def __call__(self, report):
+        report.eps = report.eps.copy()
+        report.alignment = report.alignment.copy()
+        self.reports.append(report)
+        return self.stop.get(report.epoch)
+
+
+def flat(model) -> torch.Tensor:
+    return parameters_to_vector(model.parameters()).detach()
+
+
+def assert_histories_close(a: dict, b: dict, rtol=1e-5, atol=1e-5) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        if key == "epoch_seconds":
+            continue
+        assert len(a[key]) == len(b[key]), key
+        np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def assert_params_close(a, b, lr: float) -> None:
+    """Same weights up to float noise that Adam may amplify.
+
+    Batched and unbatched matmuls round differently; where a gradient is ~0, Adam's update
+    m / sqrt(v) turns that rounding into a step of up to ~lr. So: nearly all parameters agree
+    to 1e-5, and none differs by more than a few steps of size lr.
+    """
+    diff = (flat(a) - flat(b)).abs()
+    assert diff.max().item() <= 10 * lr, diff.max().item()
+    assert (diff > 1e-5).float().mean().item() < 0.01
+
+
+def brute_force_auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    pos, neg = scores[positives].astype(np.float64), scores[~positives].astype(np.float64)
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+@pytest.fixture(scope="module")
+def runs(dataset):
+    """Per mode, trained lazily once: SEEDS as one stack (with reports) and each seed alone."""
+
+    @functools.cache
+    def get(mode: str):
+        recorder = Recorder()
+        stacked = train(dataset, CONFIGS[mode], SEEDS, callback=recorder)
+        alone = [train(dataset, CONFIGS[mode], [seed])[0] for seed in SEEDS]
+        return stacked, recorder.reports, alone
+
+    return get
+
+
+# --- stacked members are independent ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_stacked_seeds_equal_each_seed_alone(runs, mode):
+    stacked, _, alone = runs(mode)
+    for together, single, seed in zip(stacked, alone, SEEDS):
+        assert together.seed == single.seed == seed
+        assert together.status == single.status == "completed"
+        assert_histories_close(together.history, single.history)
+        assert_params_close(together.model, single.model, CONFIGS[mode].lr)
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_members_with_different_seeds_differ(runs, mode):
+    stacked, _, _ = runs(mode)
+    assert len({tuple(r.history["train_loss"]) for r in stacked}) == len(SEEDS)
+    assert len({tuple(r.history["test_loss"]) for r in stacked}) == len(SEEDS)
+    assert not torch.allclose(flat(stacked[0].model), flat(stacked[1].model))
+
+
+def test_training_is_deterministic_and_leaves_global_rng_alone(dataset):
+    config = TrainConfig(mode="lgals", epochs=2, eps_max=0.4, gamma=2.0)
+    torch.manual_seed(2024)
+    expected_draw = torch.rand(4)
+    torch.manual_seed(2024)
+    first = train(dataset, config, [5, 6])
+    second = train(dataset, config, [5, 6])
+    assert torch.equal(torch.rand(4), expected_draw)
+    for a, b in zip(first, second):
+        assert a.history.keys() == b.history.keys()
+        for key in a.history:
+            if key != "epoch_seconds":
+                assert a.history[key] == b.history[key], key
+        assert torch.equal(flat(a.model), flat(b.model))
+    assert first[0].history["train_loss"] != first[1].history["train_loss"]
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [
+        [TrainConfig(mode="lgals", epochs=2, lr=1e-3, weight_decay=1e-2, eps_max=0.3, gamma=1.0),
+         TrainConfig(mode="lgals", epochs=2, lr=3e-3, weight_decay=0.0, eps_max=0.6, gamma=2.0)],
+        [TrainConfig(mode="fixed_ls", epochs=2, eps=0.05),
+         TrainConfig(mode="fixed_ls", epochs=2, eps=0.3)],
+    ],
+    ids=["lgals-lr-wd-eps_max-gamma", "fixed_ls-eps"],
+)
+def test_per_member_hyperparameters_equal_training_alone(dataset, configs):
+    stacked = train(dataset, configs, [3, 4])
+    for result, config, seed in zip(stacked, configs, [3, 4]):
+        assert result.config == config
+        single = train(dataset, config, [seed])[0]
+        assert_histories_close(result.history, single.history)
+        assert_params_close(result.model, single.model, config.lr)
+    # the members really were trained differently
+    assert stacked[0].history["eps_mean"] != stacked[1].history["eps_mean"]
+
+
+# --- histories ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_history_keys_lengths_and_final_test_acc(runs, mode):
+    stacked, _, _ = runs(mode)
+    for result in stacked:
+        assert result.status == "completed" and result.reason == ""
+        assert set(result.history) == TRAIN_KEYS | NOISE_KEYS | TEST_KEYS
+        assert all(len(values) == EPOCHS for values in result.history.values())
+        assert all(math.isfinite(v) for values in result.history.values() for v in values)
+        assert result.final_test_acc == result.history["test_acc"][-1]
+        assert result.config == CONFIGS[mode]
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_metric_ranges_and_epsilon_by_mode(runs, mode):
+    stacked, _, _ = runs(mode)
+    config = CONFIGS[mode]
+    for result in stacked:
+        h = result.history
+        for key in ACCURACY_KEYS:
+            assert all(0.0 <= v <= 1.0 for v in h[key]), key
+        assert all(-1.0 <= v <= 1.0 for key in ("align_clean_mean", "align_noisy_mean")
+                   for v in h[key])
+        assert all(v > 0 for v in h["train_loss"] + h["test_loss"])
+        eps_keys = ("eps_mean", "eps_clean_mean", "eps_noisy_mean")
+        if mode == "baseline":
+            assert all(v == 0.0 for key in eps_keys for v in h[key])
+        elif mode == "fixed_ls":
+            for key in eps_keys:
+                assert h[key] == pytest.approx([config.eps] * EPOCHS, rel=1e-6)
+        else:
+            assert all(0.0 <= v <= config.eps_max for key in eps_keys for v in h[key])
+            assert all(0.0 < v < config.eps_max for v in h["eps_mean"])
+        # three epochs of AdamW at lr 1e-3 learn something
+        assert h["test_acc"][-1] > 0.2 and h["train_loss"][-1] < h["train_loss"][0]
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_training_metrics_agree_with_per_sample_report(runs, dataset, mode):
+    """eps/alignment/AUROC summaries recomputed from the callback's per-sample arrays."""
+    stacked, reports, _ = runs(mode)
+    config = CONFIGS[mode]
+    mask = dataset.noise_mask
+    assert [r.epoch for r in reports] == list(range(1, EPOCHS + 1))
+    for report in reports:
+        assert report.members == [0, 1, 2] and report.diverged == {}
+        assert report.eps.shape == report.alignment.shape == (len(SEEDS), len(mask))
+        np.testing.assert_array_equal(report.noise_mask, mask)
+        for member, result in enumerate(stacked):
+            h, e = result.history, report.epoch - 1
+            assert report.metrics[member] == {key: values[e] for key, values in h.items()}
+            eps, align = report.eps[member], report.alignment[member]
+            assert h["eps_mean"][e] == pytest.approx(eps.mean(dtype=np.float64), rel=1e-5)
+            assert h["eps_clean_mean"][e] == pytest.approx(eps[~mask].mean(dtype=np.float64),
+                                                           rel=1e-5, abs=1e-7)
+            assert h["eps_noisy_mean"][e] == pytest.approx(eps[mask].mean(dtype=np.float64),
+                                                           rel=1e-5, abs=1e-7)
+            assert h["align_clean_mean"][e] == pytest.approx(
+                align[~mask].mean(dtype=np.float64), rel=1e-4, abs=1e-6)
+            assert h["align_noisy_mean"][e] == pytest.approx(
+                align[mask].mean(dtype=np.float64), rel=1e-4, abs=1e-6)
+            assert h["noise_auroc"][e] == pytest.approx(brute_force_auroc(1 - align, mask),
+                                                        abs=1e-9)
+            assert np.all(np.abs(align) <= 1)
+            if mode == "baseline":
+                assert np.all(eps == 0)
+            elif mode == "fixed_ls":
+                np.testing.assert_array_equal(eps, np.float32(config.eps))
+            else:
+                expected = alignment_to_epsilon(torch.from_numpy(align), config.eps_max,
+                                                config.gamma)
+                np.testing.assert_allclose(eps, expected.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_test_metrics_match_the_returned_model(runs, dataset, mode):
+    stacked, _, _ = runs(mode)
+    x, y = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    for result in stacked:
+        with torch.no_grad():
+            logits = result.model(x)
+        correct = int((logits.argmax(-1) == y).sum())
+        assert result.history["test_acc"][-1] == correct / len(y)
+        assert result.history["test_loss"][-1] == pytest.approx(
+            F.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+def test_validation_split_adds_val_metrics(dataset):
+    data = load_dataset(noise_rate=0.2, val_fraction=0.2)
+    recorder = Recorder()
+    [result] = train(data, TrainConfig(mode="fixed_ls", epochs=2), [0], callback=recorder)
+    assert set(result.history) == TRAIN_KEYS | NOISE_KEYS | TEST_KEYS | VAL_KEYS
+    assert all(len(values) == 2 for values in result.history.values())
+    assert recorder.reports[0].eps.shape == (1, len(data.y_train))
+    x, y = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)  # noisy, as a user's
+    with torch.no_grad():
+        logits = result.model(x)
+    assert result.history["val_acc"][-1] == int((logits.argmax(-1) == y).sum()) / len(y)
+    assert result.history["val_loss"][-1] == pytest.approx(F.cross_entropy(logits, y).item(),
+                                                           rel=1e-5)
+    assert result.final_test_acc == result.history["test_acc"][-1]
+    # without a split there are no val metrics at all
+    [plain] = train(dataset, TrainConfig(mode="fixed_ls", epochs=1), [0])
+    assert not VAL_KEYS & set(plain.history)
+
+
+def test_clean_labels_have_no_noise_metrics():
+    data = load_dataset(noise_rate=0.0)
+    [result] = train(data, TrainConfig(mode="lgals", epochs=1), [0])
+    assert set(result.history) == TRAIN_KEYS | TEST_KEYS
+    # with clean labels, fitting the observed labels is fitting the true ones
+    assert result.history["train_acc"] == result.history["train_true_acc"]
+
+
+# --- callbacks: stopping ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stopped_run(dataset):
+    recorder = Recorder(stop={1: [1]})
+    results = train(dataset, CONFIGS["lgals"], [0, 1], callback=recorder)
+    return results, recorder.reports
+
+
+def test_callback_stops_a_member(stopped_run, runs):
+    (kept, stopped), reports = stopped_run
+    _, _, alone = runs("lgals")
+    assert stopped.status == "stopped" and "epoch 1" in stopped.reason
+    assert stopped.final_test_acc is None
+    assert all(len(values) == 1 for values in stopped.history.values())
+    assert kept.status == "completed"
+    assert all(len(values) == EPOCHS for values in kept.history.values())
+    assert [r.members for r in reports] == [[0, 1], [0], [0]]  # stopped after its report
+    # stopping one member does not change the other, nor the stopped one's first epoch
+    assert_histories_close(kept.history, alone[0].history)
+    first_epoch = {key: values[:1] for key, values in alone[1].history.items()}
+    assert_histories_close(stopped.history, first_epoch)
+
+
+def test_stopped_member_model_is_the_model_at_the_stop(stopped_run, dataset):
+    """The returned model must be the one the history describes: one epoch of training.
+
+    (A member stopped by the callback must not keep training inside the stack.)
+    """
+    (_, stopped), _ = stopped_run
+    one_epoch = train(dataset, TrainConfig(mode="lgals", epochs=1), [1])[0]
+    x, y = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    with torch.no_grad():
+        acc = (stopped.model(x).argmax(-1) == y).double().mean().item()
+    assert acc == pytest.approx(stopped.history["test_acc"][-1], abs=1e-9)
+    assert_params_close(stopped.model, one_epoch.model, CONFIGS["lgals"].lr)
+
+
+# --- divergence ---------------------------------------------------------------------------
+
+
+def test_diverging_member_is_reported_and_the_other_member_completes(dataset, runs):
+    configs = [CONFIGS["lgals"],
+               TrainConfig(mode="lgals", epochs=EPOCHS, lr=1e30, weight_decay=0.0)]
+    recorder = Recorder()
+    healthy, diverged = train(dataset, configs, [0, 1], callback=recorder)
+
+    assert diverged.status == "diverged"
+    assert diverged.reason == "non-finite training loss at epoch 1"
+    assert diverged.final_test_acc is None
+    assert all(len(values) == 0 for values in diverged.history.values())
+    assert recorder.reports[0].diverged == {1: diverged.reason}
+    assert [r.members for r in recorder.reports] == [[0]] * EPOCHS
+
+    _, _, alone = runs("lgals")
+    assert healthy.status == "completed"
+    assert healthy.final_test_acc == healthy.history["test_acc"][-1]
+    assert_histories_close(healthy.history, alone[0].history)
+    assert all(math.isfinite(v) for values in healthy.history.values() for v in values)
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def test_mode_params_lists_what_each_mode_reads():
+    common = {"mode", "epochs", "batch_size", "lr", "weight_decay"}
+    assert set(TrainConfig(mode="baseline").mode_params()) == common
+    assert TrainConfig(mode="fixed_ls", eps=0.2).mode_params()["eps"] == 0.2
+    assert set(TrainConfig(mode="fixed_ls").mode_params()) == common | {"eps"}
+    assert set(TrainConfig(mode="lgals").mode_params()) == common | {"eps_max", "gamma"}
+    assert set(MODES) == set(CONFIGS)
+
+
+@pytest.mark.parametrize(
+    "configs, seeds",
+    [
+        ([TrainConfig(mode="lgals"), TrainConfig(mode="baseline")], [0, 1]),
+        ([TrainConfig(epochs=2), TrainConfig(epochs=3)], [0, 1]),
+        ([TrainConfig(batch_size=64), TrainConfig(batch_size=128)], [0, 1]),
+        ([TrainConfig(), TrainConfig()], [0]),
+        ([], []),
+        (TrainConfig(), []),
+    ],
+)
+def test_invalid_member_configurations_raise(dataset, configs, seeds):
+    with pytest.raises(ValueError):
+        train(dataset, configs, seeds)
