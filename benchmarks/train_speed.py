@@ -1,0 +1,156 @@
+"""Training speed: lgals' stacked engine against the plain PyTorch loop a user would write.
+
+For each mode (baseline, fixed_ls, lgals) it times, in this one process:
+
+* plain, 1 seed: DataLoader(TensorDataset, batch 128, shuffle) + nn.Sequential MLP + AdamW +
+  cross-entropy (label_smoothing=0.1 for fixed_ls; per-sample LGALS epsilon with
+  ``lgals_epsilon`` + ``smoothed_cross_entropy`` for lgals), test accuracy once per epoch.
+  A user training 5 seeds runs this loop 5 times, so "plain, 5 seeds" is 5 x the measured
+  1-seed time (not measured separately: sequential runs do not share anything).
+* engine, 1 seed and 5 seeds: ``lgals.train.train``, one stacked run, timed by its own
+  ``history["epoch_seconds"]``.
+
+All times are wall seconds per epoch (training steps + the once-per-epoch test evaluation;
+model/loader setup excluded for both), scaled to a 100-epoch run. A run's time is the median
+of its epochs (robust to bursts of load from other processes; the load average is printed).
+Each repeat runs every measurement once, interleaved (mode order reversed on odd repeats to
+cancel drift); tables show medians over repeats. Ratios are medians of per-repeat (paired)
+ratios, so they can differ a little from the ratio of the medians shown. Per-step time =
+epoch time / 32 steps (ceil(4000 / 128)), i.e. it includes a share of the test evaluation.
+
+Read the first table as: "speedup per seed" > 1 means training N seeds together in the
+engine costs less per seed than the plain loop; the second table checks that LGALS' extra
+work (per-sample alignment) adds at most 5% to a step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lgals.data import NoisyDataset, load_dataset
+from lgals.losses import MODES, lgals_epsilon, smoothed_cross_entropy
+from lgals.train import TrainConfig, train
+
+BATCH, REF_EPOCHS, N_SEEDS = 128, 100, 5
+SPEEDUP_TARGET, LGALS_OVERHEAD_TARGET = 3.0, 1.05
+
+
+def plain_loss(mode: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if mode == "baseline":
+        return F.cross_entropy(logits, y)
+    if mode == "fixed_ls":
+        return F.cross_entropy(logits, y, label_smoothing=0.1)
+    cfg = TrainConfig(mode="lgals")
+    return smoothed_cross_entropy(logits, y, lgals_epsilon(logits, y, cfg.eps_max, cfg.gamma))
+
+
+def plain_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, seed: int) -> float:
+    """Median wall seconds per epoch of the plain single-model loop."""
+    torch.manual_seed(seed)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
+    model = nn.Sequential(nn.Linear(40, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                          nn.Linear(256, 10))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    seconds = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        model.train()
+        for xb, yb in loader:
+            loss = plain_loss(mode, model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            (model(x_test).argmax(-1) == y_test).float().mean().item()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def engine_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, n_seeds: int) -> float:
+    """Median wall seconds per epoch of one stacked engine run over ``n_seeds`` seeds."""
+    results = train(data, TrainConfig(mode=mode, epochs=epochs), seeds=list(range(n_seeds)))
+    return statistics.median(results[0].history["epoch_seconds"])
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per timed run")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median)")
+    args = parser.parse_args()
+    data = load_dataset()
+    load_before = os.getloadavg()[0]
+    steps = math.ceil(len(data.y_train) / BATCH)
+    modes = list(MODES)
+    kinds = ("plain1", "engine1", "engine5")
+    times = {(m, k): [] for m in modes for k in kinds}
+
+    for mode in modes:  # warm-up: allocator, kernels, DataLoader machinery
+        engine_epoch_seconds(data, mode, 1, 1)
+        engine_epoch_seconds(data, mode, 1, N_SEEDS)
+        plain_epoch_seconds(data, mode, 1, 0)
+
+    for repeat in range(args.repeats):
+        for mode in modes if repeat % 2 == 0 else modes[::-1]:
+            times[mode, "plain1"].append(plain_epoch_seconds(data, mode, args.epochs, repeat))
+            times[mode, "engine1"].append(engine_epoch_seconds(data, mode, args.epochs, 1))
+            times[mode, "engine5"].append(
+                engine_epoch_seconds(data, mode, args.epochs, N_SEEDS) / N_SEEDS)
+        print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
+
+    def per100(mode: str, kind: str) -> float:
+        return statistics.median(times[mode, kind]) * REF_EPOCHS
+
+    print(f"\ntorch {torch.__version__}, torch threads {torch.get_num_threads()}, "
+          f"cpu count {os.cpu_count()}, load avg (1 min) {load_before:.1f} at start / "
+          f"{os.getloadavg()[0]:.1f} at end\n{args.epochs} epochs x {args.repeats} repeats "
+          f"(times extrapolated to {REF_EPOCHS} epochs), {steps} steps/epoch\n")
+    print("| mode | plain s/run (1 seed, per 100 ep) | engine 1 seed s/run | "
+          "engine 5 seeds s per seed | speedup per seed (plain / engine-5) | "
+          "engine 1-seed speedup |")
+    print("|---|---|---|---|---|---|")
+    speedups = {}
+    for mode in modes:
+        plain = times[mode, "plain1"]
+        speedups[mode] = median_ratio(plain, times[mode, "engine5"])
+        print(f"| {mode} | {per100(mode, 'plain1'):.2f} | {per100(mode, 'engine1'):.2f} | "
+              f"{per100(mode, 'engine5'):.2f} | {speedups[mode]:.2f}x | "
+              f"{median_ratio(plain, times[mode, 'engine1']):.2f}x |")
+    print("\n(plain 5 seeds = 5 x plain 1 seed, i.e. "
+          + ", ".join(f"{m} {5 * per100(m, 'plain1'):.1f} s" for m in modes) + ")\n")
+
+    print("| per-step time (epoch s / 32) | baseline ms/step | lgals ms/step | lgals / baseline |")
+    print("|---|---|---|---|")
+    overhead = {}
+    for kind, label, scale in (("engine5", "engine, 5 seeds (whole stack)", N_SEEDS),
+                               ("plain1", "plain loop, 1 seed", 1)):
+        base, lg = (statistics.median(times[m, kind]) * scale * 1e3 / steps
+                    for m in ("baseline", "lgals"))
+        overhead[kind] = median_ratio(times["lgals", kind], times["baseline", kind])
+        print(f"| {label} | {base:.2f} | {lg:.2f} | {overhead[kind]:.3f}x |")
+
+    speed_ok = speedups["lgals"] >= SPEEDUP_TARGET
+    cost_ok = overhead["engine5"] <= LGALS_OVERHEAD_TARGET
+    print(f"\n{'PASS' if speed_ok else 'FAIL'}: LGALS, 5 seeds together, per seed "
+          f"{speedups['lgals']:.2f}x faster than the plain loop (target >= {SPEEDUP_TARGET}x)")
+    print(f"{'PASS' if cost_ok else 'FAIL'}: engine LGALS step costs {overhead['engine5']:.3f}x "
+          f"a baseline step (target <= {LGALS_OVERHEAD_TARGET}x)")
+
+
+if __name__ == "__main__":
+    main()
