@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 from statistics import mean, stdev
@@ -110,12 +109,13 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
     config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, eps=eps, eps_max=eps_max, gamma=gamma)
     seed_list = list(range(first_seed, first_seed + seeds))
+    from lgals import tracking
+
     if no_tracking:
         data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
-        results = train(data, config, seed_list, progress=True)
+        results = train(data, config, seed_list, progress=True,
+                        callback=tracking.raise_if_interrupted)
     else:
-        from lgals import tracking
-
         experiment_id = tracking.connect(tracking_uri, experiment_name)
         data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
         results, run_ids, parent = tracking.tracked_train(
@@ -302,13 +302,11 @@ def reanalyze_command(run_id, tracking_uri, experiment_name) -> None:
         sys.exit(1)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # so SIGTERM ends open runs as KILLED, like Ctrl-C
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors become one line and exit code 2."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    from lgals.tracking import install_interrupt_handlers
+
+    install_interrupt_handlers()  # open runs end KILLED, never RUNNING
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         code = cli.main(args=argv, prog_name="lgals", standalone_mode=False)

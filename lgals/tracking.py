@@ -10,8 +10,11 @@ than the epoch itself on a server.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +30,38 @@ from lgals.errors import TrackingUnavailable
 from lgals.losses import MODES
 from lgals.plots import distribution_heatmaps
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
+
+INTERRUPTED = threading.Event()
+
+
+def interrupt(signum=None, frame=None) -> None:
+    """SIGINT/SIGTERM handler: raise KeyboardInterrupt, and remember it.
+
+    Python drops an exception raised while it runs a weakref or GC callback ("Exception
+    ignored in ..."), which SQLAlchemy has; the flag lets the next epoch raise it again.
+    """
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handlers() -> None:
+    """Ctrl-C and SIGTERM end open runs KILLED; a dropped interrupt is not printed, since
+    :func:`raise_if_interrupted` delivers it at the next epoch."""
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            sys.__unraisablehook__(unraisable)
+
+    sys.unraisablehook = quiet
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+
+
+def raise_if_interrupted(report: EpochReport | None = None) -> None:
+    """Engine callback: re-raise an interrupt a signal handler could not deliver."""
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
 
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
@@ -171,6 +206,7 @@ class EpochLogger:
     def __call__(self, report: EpochReport) -> None:
         from mlflow.entities import Metric
 
+        raise_if_interrupted()
         timestamp = int(time.time() * 1000)
         counts = {
             "eps": histogram_counts(report.eps, report.noise_mask, EDGES["eps"]),

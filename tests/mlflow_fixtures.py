@@ -1,0 +1,201 @@
+"""Helpers for the MLflow tests: real stores, real processes, the real CLI; no mocks.
+
+Imported by ``tests/test_tracking.py``, ``test_mlflow_server.py`` and ``test_mlproject.py``
+as ``mlflow_fixtures`` (pytest puts ``tests/`` on ``sys.path``: the directory has no
+``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+LGALS = str(VENV_BIN / "lgals")
+MLFLOW = str(VENV_BIN / "mlflow")
+
+# Per-epoch metrics every tracked training run logs (with noisy labels and a test set).
+HISTORY_KEYS = (
+    "train_loss", "train_acc", "train_true_acc", "memorized_frac", "test_loss", "test_acc",
+    "eps_mean", "eps_clean_mean", "eps_noisy_mean", "align_clean_mean", "align_noisy_mean",
+    "noise_auroc", "epoch_seconds",
+)
+# Params every seed's run carries (LGALS mode: eps_max and gamma too).
+MEMBER_PARAMS = (
+    "mode", "lr", "weight_decay", "eps_max", "gamma", "epochs", "batch_size", "noise_rate",
+    "noise_type", "noise_seed", "val_fraction", "seed", "lgals_version",
+)
+# MLflow variables that must not leak from one test (or the caller's shell) into another.
+MLFLOW_ENV = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+)
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: the venv first on PATH, no inherited MLflow
+    settings (so only ``--tracking-uri`` or ``overrides`` decide the store)."""
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_ENV}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    env.update(overrides)
+    return env
+
+
+def sqlite_uri(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def run_lgals(args: Sequence[str], cwd: Path, timeout: float = 240,
+              **env: str) -> subprocess.CompletedProcess:
+    """``lgals ARGS`` as a subprocess (the installed console script)."""
+    return subprocess.run([LGALS, *args], cwd=cwd, env=cli_env(**env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def popen_lgals(args: Sequence[str], cwd: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([LGALS, *args], cwd=cwd, env=cli_env(**env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Make sure a process we started is gone (terminate, then kill), by its PID."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def isolated_mlflow() -> Iterator[None]:
+    """Restore MLflow's global tracking URI, the MLflow environment variables, the SIGTERM
+    handler (``lgals.cli.main`` installs one) and the cwd afterwards; no active run leaks."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    saved_uri = utils._tracking_uri
+    saved_env = {name: os.environ.get(name) for name in MLFLOW_ENV}
+    saved_sigterm = signal.getsignal(signal.SIGTERM)
+    saved_cwd = os.getcwd()
+    for name in MLFLOW_ENV:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(saved_uri)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        signal.signal(signal.SIGTERM, saved_sigterm)
+        os.chdir(saved_cwd)
+
+
+@dataclass
+class CliResult:
+    code: int | None
+    out: str
+    err: str
+
+
+def run_main(argv: Sequence[str], cwd: Path) -> CliResult:
+    """``lgals ARGV`` in this process through ``lgals.cli.main`` (faster than a subprocess:
+    torch and MLflow are imported once), with MLflow's global state restored afterwards."""
+    from lgals.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with isolated_mlflow():
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(argv))
+            except SystemExit as exit_:
+                code = exit_.code
+            else:  # main always exits
+                code = None
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.25,
+             what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _sqlite_query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    if not db.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
+                                                timeout=5)) as connection:
+            return connection.execute(sql, args).fetchall()
+    except sqlite3.Error:  # not created yet, or mid-migration
+        return []
+
+
+def sqlite_runs(db: Path) -> list[tuple[str, str]]:
+    """``(run_uuid, status)`` of every run in an MLflow sqlite store, read without MLflow
+    (read-only, so polling never races the writer's schema creation); [] if not ready."""
+    return _sqlite_query(db, "SELECT run_uuid, status FROM runs")
+
+
+def sqlite_params(db: Path, run_id: str) -> dict[str, str]:
+    return dict(_sqlite_query(db, "SELECT key, value FROM params WHERE run_uuid = ?",
+                              (run_id,)))
+
+
+def sqlite_metric_count(db: Path, run_id: str) -> int:
+    rows = _sqlite_query(db, "SELECT COUNT(*) FROM metrics WHERE run_uuid = ?", (run_id,))
+    return rows[0][0] if rows else 0
+
+
+def all_runs(client) -> list:
+    """Every run in every experiment of the store ``client`` points at."""
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiment_ids) if experiment_ids else []
+
+
+def history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    """A metric's ``(steps, values)`` in step order."""
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return [m.step for m in points], [m.value for m in points]
+
+
+def model_accuracy(model, data) -> float:
+    """Test accuracy of a reloaded torch model, computed like the engine (count / n)."""
+    import torch
+
+    with torch.no_grad():
+        predictions = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
+    return float((predictions == data.y_test).mean())
+

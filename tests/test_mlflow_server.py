@@ -1,0 +1,138 @@
+"""``lgals train`` against a real ``mlflow server`` process, and against no server at all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow_fixtures import (
+    HISTORY_KEYS,
+    MLFLOW,
+    cli_env,
+    free_port,
+    history,
+    isolated_mlflow,
+    model_accuracy,
+    run_lgals,
+    run_main,
+    wait_for,
+)
+
+from lgals.data import load_dataset
+
+SERVER_START_TIMEOUT = 120  # a cold start takes ~30 s on a busy 2-core machine
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server(tmp_path_factory):
+    """``mlflow server`` on a free port with a sqlite backend and proxied local artifacts.
+
+    Autouse and started at once, so the server boots while the first test (which needs no
+    server) runs; ``server_uri`` waits for ``/health``. Stopped by its process group.
+    """
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(tmp / "server.log", "w")  # closed at teardown
+    process = subprocess.Popen(
+        [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+         "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"],
+        cwd=tmp, env=cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process, f"http://127.0.0.1:{port}", tmp / "server.log"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        try:  # workers left behind in the group (uvicorn's, the job runner)
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server_uri(server) -> str:
+    process, uri, log = server
+
+    def healthy():
+        if process.poll() is not None:
+            raise AssertionError(f"mlflow server exited ({process.returncode}):\n"
+                                 f"{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    wait_for(healthy, SERVER_START_TIMEOUT, interval=0.5, what=f"mlflow server at {uri}")
+    return uri
+
+
+def test_unreachable_server_fails_fast_with_one_line(tmp_path, _cache_dir):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    process = run_lgals(["train", "--epochs", "2", "--tracking-uri", uri], tmp_path,
+                        timeout=120)
+    elapsed = time.monotonic() - started
+    assert process.returncode not in (0, None)
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1, process.stderr[-3000:]
+    assert uri in lines[0]
+    assert "Traceback" not in process.stderr
+    assert process.stdout == ""
+    assert elapsed < 30, f"took {elapsed:.1f} s to give up"
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_training_logs_to_the_server_and_the_model_reloads_from_it(server_uri, tmp_path,
+                                                                  _cache_dir):
+    result = run_main(["train", "--epochs", "2", "--seeds", "2", "--tracking-uri", server_uri],
+                      tmp_path)
+    assert result.code == 0, result.err
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local store
+
+    client = MlflowClient(server_uri)
+    experiment = client.get_experiment_by_name("lgals")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags),
+                      key=lambda r: int(r.data.tags["lgals.seed"]))
+    assert len(parents) == 1 and len(children) == 2
+    assert "lgals.seed" not in parents[0].data.tags
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for seed, child in enumerate(children):
+        assert child.data.tags["lgals.seed"] == str(seed)
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.data.params["seed"] == str(seed)
+        for key in HISTORY_KEYS:
+            steps, _ = history(client, child.info.run_id, key)
+            assert steps == [1, 2], key
+        _, test_acc = history(client, child.info.run_id, "test_acc")
+        assert child.data.metrics["final_test_acc"] == test_acc[-1]
+        assert {"epsilon_distributions.npz", "data_recipe.npz",
+                "epsilon_distributions.png"} <= {
+            a.path for a in client.list_artifacts(child.info.run_id)}
+
+    import mlflow
+    import mlflow.pytorch
+
+    data = load_dataset()
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(server_uri)
+        for child in children:
+            model = mlflow.pytorch.load_model(f"runs:/{child.info.run_id}/model")
+            assert model_accuracy(model, data) == child.data.metrics["final_test_acc"]
+    assert np.isfinite(children[0].data.metrics["final_test_acc"])

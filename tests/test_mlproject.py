@@ -1,0 +1,95 @@
+"""End to end: ``mlflow run`` of the project's ``train`` entry point (local environment)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow import MlflowClient
+from mlflow_fixtures import MLFLOW, all_runs, cli_env, sqlite_uri, stop
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def project_copy(tmp: Path) -> Path:
+    """The MLproject, its conda env and entry points, outside the git checkout (``lgals``
+    itself is the installed, editable package)."""
+    target = tmp / "project"
+    target.mkdir()
+    for name in ("MLproject", "conda.yaml"):
+        if (PROJECT / name).exists():
+            shutil.copy2(PROJECT / name, target / name)
+    shutil.copytree(PROJECT / "entrypoints", target / "entrypoints",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def mlflow_run(project: Path, cwd: Path, db: Path, *params: str) -> subprocess.Popen:
+    args = [MLFLOW, "run", str(project), "-e", "train", "--env-manager", "local"]
+    for param in params:
+        args += ["-P", param]
+    return subprocess.Popen(args, cwd=cwd, env=cli_env(MLFLOW_TRACKING_URI=sqlite_uri(db)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def project_runs(tmp_path_factory, _cache_dir):
+    """Both ``mlflow run`` invocations, started together (each in its own store and cwd)."""
+    tmp = tmp_path_factory.mktemp("mlproject")
+    project = project_copy(tmp)
+    (tmp / "good").mkdir()
+    (tmp / "bad").mkdir()
+    good_db, bad_db = tmp / "good" / "mlflow.db", tmp / "bad" / "mlflow.db"
+    good = mlflow_run(project, tmp / "good", good_db, "epochs=2", "seeds=2", "lr=1e-3")
+    bad = mlflow_run(project, tmp / "bad", bad_db, "epochs=2", "seeds=2", "lr=0")
+    try:
+        bad_out, bad_err = bad.communicate(timeout=300)
+        good_out, good_err = good.communicate(timeout=300)
+    finally:
+        stop(good)
+        stop(bad)
+    return SimpleNamespace(
+        good=SimpleNamespace(code=good.returncode, out=good_out, err=good_err, db=good_db),
+        bad=SimpleNamespace(code=bad.returncode, out=bad_out, err=bad_err, db=bad_db),
+    )
+
+
+def test_mlflow_run_train_nests_the_seeds_under_the_project_run(project_runs):
+    good = project_runs.good
+    assert good.code == 0, good.err[-3000:]
+    runs = all_runs(MlflowClient(sqlite_uri(good.db)))
+    project_run = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "train"]
+    assert len(project_run) == 1, [r.data.tags for r in runs]
+    project_run = project_run[0]
+    children = sorted((r for r in runs if "mlflow.parentRunId" in r.data.tags),
+                      key=lambda r: int(r.data.tags["lgals.seed"]))
+    assert len(runs) == 3 and len(children) == 2
+    assert "mlflow.parentRunId" not in project_run.data.tags
+    assert project_run.data.tags["lgals.stage"] == "train"
+    assert "lgals.seed" not in project_run.data.tags
+    # the project run keeps the string mlflow run logged; the seeds get lgals' own
+    assert project_run.data.params["lr"] == "1e-3"
+    assert project_run.data.params["epochs"] == "2"
+    for seed, child in enumerate(children):
+        assert child.data.tags["mlflow.parentRunId"] == project_run.info.run_id
+        assert child.data.tags["lgals.seed"] == str(seed)
+        assert child.data.params["lr"] == "0.001"
+        assert child.data.params["seed"] == str(seed)
+        assert child.info.experiment_id == project_run.info.experiment_id
+        assert "final_test_acc" in child.data.metrics
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):
+    bad = project_runs.bad
+    assert bad.code != 0
+    assert "--lr" in bad.err
+    assert "Traceback" not in bad.err.split("=== Run (ID")[0]  # lgals' own output
+    runs = all_runs(MlflowClient(sqlite_uri(bad.db)))
+    assert len(runs) == 1, [r.data.tags for r in runs]
+    assert runs[0].data.tags.get("mlflow.project.entryPoint") == "train"
+    assert runs[0].info.status == "FAILED"
+    assert not [r for r in runs if "mlflow.parentRunId" in r.data.tags]
