@@ -30,11 +30,25 @@ def smoothed_cross_entropy(logits: Tensor, labels: Tensor, eps: Scalar) -> Tenso
 
 
 @torch.no_grad()
-def smoothed_cross_entropy_grad(logits: Tensor, labels: Tensor, eps: Scalar) -> Tensor:
-    """Closed-form d(smoothed_cross_entropy)/d(logits): ``(softmax(z) - target) / B``."""
-    onehot = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
-    target = (1 - eps_per_sample(eps)) * onehot + eps_per_sample(eps) / logits.shape[-1]
-    return (torch.softmax(logits, dim=-1) - target) / logits.shape[-2]
+def logit_gradients(logits: Tensor, labels: Tensor) -> Tensor:
+    """``g_i = softmax(z_i) - onehot(y_i)``: the unsmoothed cross-entropy gradient per sample."""
+    g = torch.softmax(logits, dim=-1)
+    g.scatter_add_(-1, labels.unsqueeze(-1), torch.full_like(g[..., :1], -1.0))
+    return g
+
+
+@torch.no_grad()
+def smoothed_cross_entropy_grad(logits: Tensor, labels: Tensor, eps: Scalar,
+                                gradients: Tensor | None = None) -> Tensor:
+    """Closed-form d(smoothed_cross_entropy)/d(logits): ``(softmax(z) - target) / B``.
+
+    Since ``target = onehot - eps * (onehot - 1/K)``, that is ``(g + eps * (onehot - 1/K)) / B``
+    with ``g`` the :func:`logit_gradients`, which may be passed in when already computed.
+    """
+    g = logit_gradients(logits, labels) if gradients is None else gradients
+    n_classes = logits.shape[-1]
+    pull = F.one_hot(labels, n_classes).to(logits.dtype) - 1.0 / n_classes
+    return (g + eps_per_sample(eps) * pull) / logits.shape[-2]
 
 
 def eps_per_sample(eps: Scalar) -> Scalar:
@@ -43,7 +57,8 @@ def eps_per_sample(eps: Scalar) -> Scalar:
 
 
 @torch.no_grad()
-def logit_gradient_alignment(logits: Tensor, labels: Tensor) -> Tensor:
+def logit_gradient_alignment(logits: Tensor, labels: Tensor,
+                             gradients: Tensor | None = None) -> Tensor:
     """``s_i = cos(g_i, gbar)``, ``g_i = softmax(z_i) - onehot(y_i)``, ``gbar`` the batch mean.
 
     A zero vector has no direction, so its cosine is defined as 0 (neutral), the convention of
@@ -51,7 +66,7 @@ def logit_gradient_alignment(logits: Tensor, labels: Tensor) -> Tensor:
     precision (``g_i = 0``) or the batch gradients cancel (``gbar = 0``, e.g. a perfectly
     fitted batch); the result is always finite and in [-1, 1].
     """
-    g = torch.softmax(logits, dim=-1) - F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    g = logit_gradients(logits, labels) if gradients is None else gradients
     gbar = g.mean(dim=-2, keepdim=True)
     dot = (g * gbar).sum(dim=-1)
     norms = g.norm(dim=-1) * gbar.norm(dim=-1)

@@ -99,8 +99,9 @@ class StackedMLP:
                 h = h.expand(delta.shape[0], *h.shape)
             self.weight_grads[i].copy_(torch.bmm(delta.transpose(1, 2), h))
             self.bias_grads[i].copy_(delta.sum(1))
-            if i > 0:  # inputs[i] is relu(z) of the layer below: its mask is inputs[i] > 0
-                delta = torch.bmm(delta, self.weights[i]).mul_(inputs[i] > 0)
+            if i > 0:  # inputs[i] is relu(z) of the layer below: pass where inputs[i] > 0
+                delta = torch.ops.aten.threshold_backward(torch.bmm(delta, self.weights[i]),
+                                                          inputs[i], 0.0)
 
     def module(self, member: int) -> nn.Sequential:
         """Member ``member`` as a plain ``nn.Sequential`` in eval mode."""

@@ -26,6 +26,7 @@ from lgals.data import NoisyDataset
 from lgals.losses import (
     MODES,
     logit_gradient_alignment,
+    logit_gradients,
     smoothed_cross_entropy,
     smoothed_cross_entropy_grad,
 )
@@ -172,9 +173,11 @@ def train(
             index = order[:, start:start + batch_size]
             labels = y[index]
             logits, layer_inputs = stack.forward(x[index])
-            alignment = logit_gradient_alignment(logits, labels)
+            gradients = logit_gradients(logits, labels)  # one softmax serves both below
+            alignment = logit_gradient_alignment(logits, labels, gradients)
             eps = mode.epsilon(logits, labels, alignment, hp)
-            stack.backward(layer_inputs, smoothed_cross_entropy_grad(logits, labels, eps))
+            stack.backward(layer_inputs,
+                           smoothed_cross_entropy_grad(logits, labels, eps, gradients))
             optimizer.step()
             eps_seen.scatter_(1, index, torch.broadcast_to(torch.as_tensor(eps), index.shape))
             align_seen.scatter_(1, index, alignment)
