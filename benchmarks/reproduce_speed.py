@@ -6,7 +6,7 @@ prints the wall time, the part spent in training epochs (sum of logged ``epoch_s
 an evaluation stack's epoch time counts once for its seeds) and the rest: MLflow logging,
 models, figures, Optuna, data. Target: the whole protocol <= 6 minutes.
 
-    python benchmarks/reproduce_speed.py [--quick]
+    python benchmarks/reproduce_speed.py [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def training_seconds(experiment_id: str, stage: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, help="keep the report here (default: discarded)")
     args = parser.parse_args()
 
     from lgals import tracking
@@ -43,8 +44,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         experiment_id = tracking.connect(f"sqlite:///{Path(tmp) / 'mlflow.db'}", "bench")
-        timings = reproduce(experiment_id, Path(tmp) / "results", quick=args.quick,
-                            storage=f"sqlite:///{Path(tmp) / 'optuna.db'}", echo=lambda _: None)
+        timings = reproduce(experiment_id, args.out or Path(tmp) / "results", quick=args.quick,
+                            storage=f"sqlite:///{Path(tmp) / 'optuna.db'}", echo=print)
         training = {"tuning": training_seconds(experiment_id, "trial"),
                     "evaluation": training_seconds(experiment_id, "evaluate"), "report": 0.0}
 

@@ -242,7 +242,11 @@ def pip_requirements() -> list[str]:
 
 def log_member(run_id: str, result: MemberResult, histograms: dict[str, np.ndarray],
                data: NoisyDataset, log_model: bool = True) -> None:
-    """A finished member's final metric, status, histograms, data recipe, figure and model."""
+    """A finished member's final metric, status, histograms, data recipe, figure and model.
+
+    Tuning trials (``log_model=False``) skip the model and the heat-map figure: at dozens of
+    trials they would cost more than the training; their histograms are logged all the same.
+    """
     from mlflow.entities import Metric, RunTag
 
     client = mlflow_client()
@@ -263,7 +267,7 @@ def log_member(run_id: str, result: MemberResult, histograms: dict[str, np.ndarr
         save_recipe(Path(tmp) / "data_recipe.npz", data)
         client.log_artifact(run_id, str(Path(tmp) / "epsilon_distributions.npz"))
         client.log_artifact(run_id, str(Path(tmp) / "data_recipe.npz"))
-    if len(histograms["eps"]):
+    if log_model and len(histograms["eps"]):
         import matplotlib.pyplot as plt
 
         title = f"{MODES[result.config.mode].label}, seed {result.seed}"
