@@ -52,15 +52,20 @@ def latest_tune(experiment_id: str, mode: str) -> ParamsSource:
 
 def params_from_file(path: str, mode: str) -> ParamsSource:
     """``{mode: {lr: ..., ...}}`` from a JSON or YAML file."""
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise BadSetting(f"--params-from {path}: cannot read it ({error.strerror}); give "
+                         "`tune`, `defaults` or a JSON/YAML file") from None
+    import yaml
 
-        table = yaml.safe_load(text)
-    else:
-        table = json.loads(text)
-    if mode not in table:
-        raise BadSetting(f"--params-from {path}: no entry for mode {mode!r}")
+    try:
+        table = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise BadSetting(f"--params-from {path}: not valid JSON/YAML ({error})") from None
+    if not isinstance(table, dict) or not isinstance(table.get(mode), dict):
+        raise BadSetting(f"--params-from {path}: no entry for mode {mode!r} "
+                         "(expected {mode: {param: value}})")
     unknown = set(table[mode]) - set(HYPERPARAMETERS)
     if unknown:
         raise BadSetting(f"--params-from {path}: unknown hyperparameters {sorted(unknown)} "

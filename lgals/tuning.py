@@ -19,6 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
@@ -37,8 +38,9 @@ SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
     "eps_max": (0.0, 1.0, False),  # lgals
     "gamma": (0.25, 8.0, True),  # lgals
 }
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
-           TrialState.WAITING)
+# WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
+# worker is started for them and pops them first.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeat API, plots
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 15
@@ -127,10 +129,10 @@ def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
 
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards ``n_trials`` (stale-failed ones that were retried do not)."""
-    trials = study.get_trials(deepcopy=False, states=COUNTED)
+    trials = study.get_trials(deepcopy=False)
     retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
-               for t in trials} - {None}
-    return sum(1 for t in trials if t.number not in retried)
+               for t in trials} - {None}  # the retry may still be WAITING
+    return sum(1 for t in trials if t.state in COUNTED and t.number not in retried)
 
 
 def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optuna.Study:
@@ -138,11 +140,13 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5,
                                           n_warmup_steps=max(1, settings.epochs // 5))
               if settings.pruner == "median" else optuna.pruners.NopPruner())
-    # Each worker its own sampler stream: identical streams would propose identical trials.
-    sampler = optuna.samplers.TPESampler(seed=settings.sampler_seed + worker)
     study = optuna.create_study(study_name=settings.study_name, storage=open_storage(storage),
-                                direction="maximize", sampler=sampler, pruner=pruner,
-                                load_if_exists=True)
+                                direction="maximize", pruner=pruner, load_if_exists=True)
+    # The sampler's stream: seeded, one per worker (identical streams propose identical
+    # trials) and per resume point (a resumed study would otherwise replay its first random
+    # proposals). From scratch it depends on --sampler-seed and the worker only.
+    seed = np.random.SeedSequence([settings.sampler_seed, worker, len(study.trials)])
+    study.sampler = optuna.samplers.TPESampler(seed=int(seed.generate_state(1)[0]))
     attrs = settings.study_attrs()
     recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
     if recorded and recorded != attrs:
@@ -197,7 +201,9 @@ def run_trials(settings: TuneSettings, storage: str, tracking_uri: str, experime
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs every caught trial failure with a traceback; the trial's own FAIL state, its
+    # fail_reason and our summary line say it without one.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = create_study(settings, storage, worker)
     optuna.storages.fail_stale_trials(study)
     objective = make_objective(settings, tuning_data(settings), experiment_id, parent_run_id)
