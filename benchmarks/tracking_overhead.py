@@ -61,7 +61,7 @@ def main() -> None:
             run_ids = [open_run(experiment_id, f"s{s}", {}, {}) for s in seeds]
             logger = EpochLogger(run_ids)
             tracked.append(timed(lambda log=logger: (train(data, config, seeds, callback=log),
-                                                     log.flush())))
+                                                     log.close())))
         histograms = logger.histogram_arrays(0)
 
         import mlflow.pytorch

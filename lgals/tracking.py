@@ -202,6 +202,7 @@ class EpochLogger:
         self.histograms: list[dict[str, list[np.ndarray]]] = [
             {name: [] for name in EDGES} for _ in self.run_ids]
         self.last_flush = time.monotonic()
+        self.operations: list = []
 
     def __call__(self, report: EpochReport) -> None:
         from mlflow.entities import Metric
@@ -222,12 +223,23 @@ class EpochLogger:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the buffered metrics to MLflow's async logging (its own background thread):
+        the writes overlap training instead of stalling it."""
         client = mlflow_client()
         for run_id, metrics in zip(self.run_ids, self.pending):
             for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-                client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+                self.operations.append(client.log_batch(
+                    run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH],
+                    synchronous=False))
             metrics.clear()
         self.last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Flush what is left and wait until MLflow has stored every metric."""
+        self.flush()
+        for operation in self.operations:
+            operation.wait()
+        self.operations.clear()
 
     def histogram_arrays(self, member: int) -> dict[str, np.ndarray]:
         return {name: np.stack(per_epoch) if per_epoch else np.zeros((0, 2, len(EDGES[name]) - 1),
@@ -341,7 +353,7 @@ def tracked_train(
             return callback(report) if callback else None
 
         results = train(data, list(configs), list(seeds), callback=observe, progress=progress)
-        logger.flush()
+        logger.close()
         for member, (run_id, result) in enumerate(zip(run_ids, results)):
             log_member(run_id, result, logger.histogram_arrays(member), data, log_models)
             if result.status == "diverged":
