@@ -11,31 +11,34 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
+def group_heatmaps(fig: Figure, axes, counts: np.ndarray, edges: np.ndarray, title: str,
+                   ylabel: str) -> None:
+    """Clean and noisy panels of ``counts [epochs, 2, bins]`` (axis 1: 0 clean, 1 noisy).
+
+    Each column is a share of that group's samples, so clean and noisy are comparable
+    despite their sizes.
+    """
+    share = counts.astype(float) / np.maximum(counts.sum(axis=2, keepdims=True), 1)
+    for col, (ax, group) in enumerate(zip(axes, ("clean", "noisy"))):
+        image = ax.imshow(share[:, col].T, origin="lower", aspect="auto", cmap="viridis",
+                          extent=(0.5, len(share) + 0.5, edges[0], edges[-1]), vmin=0)
+        ax.set_title(f"{title}, {group} samples")
+        ax.set_ylabel(ylabel)
+        fig.colorbar(image, ax=ax, label="share of samples")
+
+
 def distribution_heatmaps(
     histograms: dict[str, np.ndarray], edges: dict[str, np.ndarray], title: str
 ) -> Figure:
-    """Per-epoch distributions as heat maps, clean vs noisy side by side.
-
-    ``histograms[q]`` is ``[epochs, 2, bins]`` counts (index 1 of axis 1: 0 clean, 1 noisy) for
-    each quantity ``q`` (e.g. ``eps``, ``alignment``); each column is normalised to a share of
-    that group's samples so clean and noisy are comparable despite their sizes.
-    """
+    """Per-epoch distributions of each quantity (``histograms[q]``: ``[epochs, 2, bins]``
+    counts, e.g. ``eps``, ``alignment``) as heat maps, clean vs noisy side by side."""
     quantities = list(histograms)
     fig, axes = plt.subplots(len(quantities), 2, figsize=(11, 3.2 * len(quantities)),
                              squeeze=False, sharex=True, constrained_layout=True)
     for row, quantity in enumerate(quantities):
-        counts = histograms[quantity].astype(float)
-        share = counts / np.maximum(counts.sum(axis=2, keepdims=True), 1)
-        lo, hi = edges[quantity][0], edges[quantity][-1]
-        for col, group in enumerate(("clean", "noisy")):
-            ax = axes[row, col]
-            image = ax.imshow(share[:, col].T, origin="lower", aspect="auto", cmap="viridis",
-                              extent=(0.5, len(share) + 0.5, lo, hi), vmin=0)
-            ax.set_title(f"{quantity}: {group} samples")
-            ax.set_ylabel(quantity)
-            fig.colorbar(image, ax=ax, label="share of samples")
-        for ax in axes[-1]:
-            ax.set_xlabel("epoch")
+        group_heatmaps(fig, axes[row], histograms[quantity], edges[quantity], quantity, quantity)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
     fig.suptitle(title)
     return fig
 
@@ -102,17 +105,11 @@ def epsilon_figure(eps: tuple[np.ndarray, np.ndarray] | None,
     fig, axes = plt.subplots(2, 2, figsize=(13, 8), constrained_layout=True)
     if eps is not None:
         counts, edges = eps
-        share = counts / np.maximum(counts.sum(axis=2, keepdims=True), 1)
         top = edges[np.nonzero(counts.sum(axis=(0, 1)))[0].max() + 1] if counts.any() else 1
-        for col, group in enumerate(("clean", "noisy")):
-            ax = axes[0, col]
-            image = ax.imshow(share[:, col].T, origin="lower", aspect="auto", cmap="viridis",
-                              extent=(0.5, len(share) + 0.5, edges[0], edges[-1]), vmin=0)
+        group_heatmaps(fig, axes[0], counts, edges, "LGALS per-sample ε", "ε (label smoothing)")
+        for ax in axes[0]:
             ax.set_ylim(edges[0], top)
-            ax.set_title(f"LGALS per-sample ε, {group} samples")
             ax.set_xlabel("epoch")
-            ax.set_ylabel("ε (label smoothing)")
-            fig.colorbar(image, ax=ax, label="share of samples")
         eps_curves = {"clean": curves.get("eps_clean_mean", {}).get("LGALS"),
                       "noisy": curves.get("eps_noisy_mean", {}).get("LGALS")}
         for group, values in eps_curves.items():
