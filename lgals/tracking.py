@@ -9,6 +9,7 @@ than the epoch itself on a server.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -105,8 +106,12 @@ def mlflow_client():
     return MlflowClient()
 
 
+@functools.cache
 def source_info() -> dict[str, str]:
-    """Package version and, from a git checkout, the commit: logged with every run."""
+    """Package version and, from a git checkout, the commit: logged with every run.
+
+    Cached: it cannot change within a process, and every seed and trial run asks for it.
+    """
     info = {"lgals_version": version("lgals")}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
