@@ -72,12 +72,16 @@ def noise_options(func):
     ])
 
 
+tracking_uri_option = click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
+
+
 def tracking_options(func):
     """Where runs go: MLflow's default store unless told otherwise."""
     func = click.option("--experiment-name", default="lgals", show_default=True,
                         help="MLflow experiment (inside `mlflow run`, the project's).")(func)
-    return click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                        help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")(func)
+    return tracking_uri_option(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -239,14 +243,9 @@ def _experiment_id(name: str) -> str:
 def report_command(out, tracking_uri, experiment_name) -> None:
     """Table, statistics and plots from the latest evaluate runs of every mode (MLflow only)."""
     from lgals import tracking
-
-    experiment_id = tracking.connect(tracking_uri, experiment_name)
-    _report(experiment_id, out)
-
-
-def _report(experiment_id: str, out: Path) -> None:
     from lgals.report import report_from_mlflow
 
+    experiment_id = tracking.connect(tracking_uri, experiment_name)
     report_from_mlflow(experiment_id, out, echo=click.echo)
 
 
@@ -257,8 +256,7 @@ def _report(experiment_id: str, out: Path) -> None:
               show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-              help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
+@tracking_uri_option
 @click.option("--experiment-name", help="[default: lgals, or lgals-quick with --quick]")
 def reproduce_command(quick, out, workers, storage, tracking_uri, experiment_name) -> None:
     """The whole study: tune every mode -> evaluate over seeds -> report."""
