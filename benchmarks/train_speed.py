@@ -11,11 +11,13 @@ For each mode (baseline, fixed_ls, lgals) it times, in this one process:
   ``history["epoch_seconds"]``.
 
 All times are wall seconds per epoch (training steps + the once-per-epoch test evaluation;
-model/loader setup excluded for both), scaled to a 100-epoch run. A run's time is the median
-of its epochs (robust to bursts of load from other processes; the load average is printed).
-Each repeat runs every measurement once, interleaved (mode order reversed on odd repeats to
-cancel drift); tables show medians over repeats. Ratios are medians of per-repeat (paired)
-ratios, so they can differ a little from the ratio of the medians shown. Per-step time =
+model/loader setup excluded for both), scaled to a 100-epoch run. This machine's speed drifts
+by tens of percent over seconds (a shared VM), so measurements are short and interleaved:
+each repeat runs every measurement once for a few epochs (the first epoch is warm-up and
+dropped; the rest give a median), in an order reversed on odd repeats, and a ratio is taken
+within a repeat, between runs seconds apart. Tables show medians over repeats; ratios are
+medians of those paired ratios (with their interquartile range), so they can differ a little
+from the ratio of the medians shown. Per-step time =
 epoch time / 32 steps (ceil(4000 / 128)), i.e. it includes a share of the test evaluation.
 
 Read the first table as: "speedup per seed" > 1 means training N seeds together in the
@@ -54,7 +56,7 @@ def plain_loss(mode: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def plain_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, seed: int) -> float:
-    """Median wall seconds per epoch of the plain single-model loop."""
+    """Median wall seconds per epoch of the plain single-model loop (first epoch dropped)."""
     torch.manual_seed(seed)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
@@ -75,23 +77,29 @@ def plain_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, seed: int) -
         with torch.no_grad():
             (model(x_test).argmax(-1) == y_test).float().mean().item()
         seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+    return statistics.median(seconds[1:])
 
 
 def engine_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, n_seeds: int) -> float:
-    """Median wall seconds per epoch of one stacked engine run over ``n_seeds`` seeds."""
+    """Median wall seconds per epoch of one stacked engine run (first epoch dropped)."""
     results = train(data, TrainConfig(mode=mode, epochs=epochs), seeds=list(range(n_seeds)))
-    return statistics.median(results[0].history["epoch_seconds"])
+    return statistics.median(results[0].history["epoch_seconds"][1:])
 
 
 def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+def ratio_iqr(num: list[float], den: list[float]) -> str:
+    q1, _, q3 = statistics.quantiles([a / b for a, b in zip(num, den)], n=4)
+    return f"{q1:.2f}-{q3:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per timed run")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="epochs per timed run, the first one dropped as warm-up")
+    parser.add_argument("--repeats", type=int, default=25, help="interleaved repeats (median)")
     args = parser.parse_args()
     data = load_dataset()
     load_before = os.getloadavg()[0]
@@ -101,9 +109,9 @@ def main() -> None:
     times = {(m, k): [] for m in modes for k in kinds}
 
     for mode in modes:  # warm-up: allocator, kernels, DataLoader machinery
-        engine_epoch_seconds(data, mode, 1, 1)
-        engine_epoch_seconds(data, mode, 1, N_SEEDS)
-        plain_epoch_seconds(data, mode, 1, 0)
+        engine_epoch_seconds(data, mode, 2, 1)
+        engine_epoch_seconds(data, mode, 2, N_SEEDS)
+        plain_epoch_seconds(data, mode, 2, 0)
 
     for repeat in range(args.repeats):
         for mode in modes if repeat % 2 == 0 else modes[::-1]:
@@ -111,17 +119,18 @@ def main() -> None:
             times[mode, "engine1"].append(engine_epoch_seconds(data, mode, args.epochs, 1))
             times[mode, "engine5"].append(
                 engine_epoch_seconds(data, mode, args.epochs, N_SEEDS) / N_SEEDS)
-        print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
+        print(f"repeat {repeat + 1}/{args.repeats} done", end="\r", flush=True)
 
     def per100(mode: str, kind: str) -> float:
         return statistics.median(times[mode, kind]) * REF_EPOCHS
 
     print(f"\ntorch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"cpu count {os.cpu_count()}, load avg (1 min) {load_before:.1f} at start / "
-          f"{os.getloadavg()[0]:.1f} at end\n{args.epochs} epochs x {args.repeats} repeats "
+          f"{os.getloadavg()[0]:.1f} at end\n{args.epochs - 1} timed epochs x "
+          f"{args.repeats} repeats "
           f"(times extrapolated to {REF_EPOCHS} epochs), {steps} steps/epoch\n")
     print("| mode | plain s/run (1 seed, per 100 ep) | engine 1 seed s/run | "
-          "engine 5 seeds s per seed | speedup per seed (plain / engine-5) | "
+          "engine 5 seeds s per seed | speedup per seed (plain / engine-5) (IQR) | "
           "engine 1-seed speedup |")
     print("|---|---|---|---|---|---|")
     speedups = {}
@@ -129,12 +138,14 @@ def main() -> None:
         plain = times[mode, "plain1"]
         speedups[mode] = median_ratio(plain, times[mode, "engine5"])
         print(f"| {mode} | {per100(mode, 'plain1'):.2f} | {per100(mode, 'engine1'):.2f} | "
-              f"{per100(mode, 'engine5'):.2f} | {speedups[mode]:.2f}x | "
+              f"{per100(mode, 'engine5'):.2f} | {speedups[mode]:.2f}x "
+              f"({ratio_iqr(plain, times[mode, 'engine5'])}) | "
               f"{median_ratio(plain, times[mode, 'engine1']):.2f}x |")
     print("\n(plain 5 seeds = 5 x plain 1 seed, i.e. "
           + ", ".join(f"{m} {5 * per100(m, 'plain1'):.1f} s" for m in modes) + ")\n")
 
-    print("| per-step time (epoch s / 32) | baseline ms/step | lgals ms/step | lgals / baseline |")
+    print("| per-step time (epoch s / 32) | baseline ms/step | lgals ms/step | lgals / baseline "
+          "(IQR) |")
     print("|---|---|---|---|")
     overhead = {}
     for kind, label, scale in (("engine5", "engine, 5 seeds (whole stack)", N_SEEDS),
@@ -142,7 +153,8 @@ def main() -> None:
         base, lg = (statistics.median(times[m, kind]) * scale * 1e3 / steps
                     for m in ("baseline", "lgals"))
         overhead[kind] = median_ratio(times["lgals", kind], times["baseline", kind])
-        print(f"| {label} | {base:.2f} | {lg:.2f} | {overhead[kind]:.3f}x |")
+        iqr = ratio_iqr(times["lgals", kind], times["baseline", kind])
+        print(f"| {label} | {base:.2f} | {lg:.2f} | {overhead[kind]:.3f}x ({iqr}) |")
 
     speed_ok = speedups["lgals"] >= SPEEDUP_TARGET
     cost_ok = overhead["engine5"] <= LGALS_OVERHEAD_TARGET

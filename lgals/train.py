@@ -30,7 +30,7 @@ from lgals.losses import (
     smoothed_cross_entropy,
     smoothed_cross_entropy_grad,
 )
-from lgals.model import StackedMLP
+from lgals.model import LAYER_SIZES, StackedMLP
 
 
 @dataclass(frozen=True)
@@ -165,25 +165,29 @@ def train(
     for epoch in epochs:
         started = time.perf_counter()
         order = torch.stack([torch.randperm(n_samples, generator=g) for g in batch_orders])
+        x_epoch, y_epoch = x[order], y[order]  # [S, N, ...]: each member's batches, in turn
+        logits_seen = torch.empty(n_members, n_samples, LAYER_SIZES[-1])
         eps_seen = torch.empty(n_members, n_samples)
         align_seen = torch.empty(n_members, n_samples)
-        pred_seen = torch.empty(n_members, n_samples, dtype=torch.long)
-        loss_sum = torch.zeros(n_members)
         for start in range(0, n_samples, batch_size):
-            index = order[:, start:start + batch_size]
-            labels = y[index]
-            logits, layer_inputs = stack.forward(x[index])
+            batch = slice(start, start + batch_size)
+            labels = y_epoch[:, batch]
+            logits, layer_inputs = stack.forward(x_epoch[:, batch])
             gradients = logit_gradients(logits, labels)  # one softmax serves both below
             alignment = logit_gradient_alignment(logits, labels, gradients)
             eps = mode.epsilon(logits, labels, alignment, hp)
             stack.backward(layer_inputs,
                            smoothed_cross_entropy_grad(logits, labels, eps, gradients))
             optimizer.step()
-            eps_seen.scatter_(1, index, torch.broadcast_to(torch.as_tensor(eps), index.shape))
-            align_seen.scatter_(1, index, alignment)
-            pred_seen.scatter_(1, index, logits.argmax(-1))
-            loss_sum += smoothed_cross_entropy(logits, labels, eps) * index.shape[1]
-        metrics = _epoch_metrics(loss_sum / n_samples, pred_seen, y, y_true, eps_seen,
+            logits_seen[:, batch] = logits
+            eps_seen[:, batch] = eps
+            align_seen[:, batch] = alignment
+        train_loss = smoothed_cross_entropy(logits_seen, y_epoch, eps_seen)
+        # back from batch order to sample order, where the labels and the noise mask live
+        pred_seen = torch.empty_like(order).scatter_(1, order, logits_seen.argmax(-1))
+        eps_seen = torch.empty_like(eps_seen).scatter_(1, order, eps_seen)
+        align_seen = torch.empty_like(align_seen).scatter_(1, order, align_seen)
+        metrics = _epoch_metrics(train_loss, pred_seen, y, y_true, eps_seen,
                                  align_seen, noise_mask, has_noise)
         for name, (hx, hy) in held_out.items():
             loss, acc = _held_out(stack, hx, hy)

@@ -17,6 +17,7 @@ from lgals.losses import (
     logit_gradient_alignment,
     smoothed_cross_entropy,
     smoothed_cross_entropy_grad,
+    softmax,
 )
 
 # --- hand-computed LGALS epsilon -----------------------------------------------------------
@@ -264,6 +265,16 @@ def random_batch(shape=(6, 10), seed=0, dtype=torch.float64):
     logits = 2 * torch.randn(*shape, generator=gen, dtype=dtype)
     labels = torch.randint(0, shape[-1], shape[:-1], generator=gen)
     return logits, labels
+
+
+@pytest.mark.parametrize("shape", [(7, 10), (3, 128, 10), (2, 5, 4)])
+def test_softmax_equals_torch_over_the_last_dim(shape):
+    """The transposed-view kernel gives torch's softmax and log-softmax, laid out contiguously."""
+    logits = 5 * torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    probs, log_probs = softmax(logits), softmax(logits, log=True)
+    assert probs.is_contiguous() and log_probs.is_contiguous()
+    torch.testing.assert_close(probs, torch.softmax(logits, -1), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(log_probs, torch.log_softmax(logits, -1), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.05, 0.1, 0.3, 0.9, 1.0])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
-from lgals.model import LAYER_SIZES, StackedMLP, make_mlp
+from lgals.model import LAYER_SIZES, StackedMLP, batched_matmul, make_mlp
 
 SEEDS = [0, 3, 17]
 N_PARAMS = 40 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10  # 78858
@@ -169,3 +169,28 @@ def test_predict_is_bit_identical_to_reloaded_module():
     with torch.no_grad():
         for i in range(len(SEEDS)):
             assert torch.equal(logits[i], stack.module(i)(x))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n_members", [1, 2, 3, 5, 7])
+def test_batched_matmul_equals_bmm_and_writes_into_strided_views(threads, n_members):
+    """Splitting the batch to balance threads changes nothing but rounding; ``out`` is a
+    strided view (like a weight gradient inside the flat buffer) and is written in place."""
+    gen = torch.Generator().manual_seed(n_members)
+    a = torch.randn(n_members, 16, 24, generator=gen)
+    b = torch.randn(n_members, 24, 8, generator=gen).transpose(1, 2).contiguous().transpose(1, 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = batched_matmul(a, b)
+        buffer = torch.zeros(n_members, 16 * 8 + 5)
+        view = buffer[:, 3:3 + 16 * 8].view(n_members, 16, 8)
+        written = batched_matmul(a, b, out=view)
+    finally:
+        torch.set_num_threads(before)
+    expected = torch.bmm(a, b)
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
+    assert written.data_ptr() == view.data_ptr()
+    torch.testing.assert_close(buffer[:, 3:3 + 16 * 8].view(n_members, 16, 8), expected,
+                               rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(buffer[:, :3]) == 0 and torch.count_nonzero(buffer[:, -2:]) == 0
