@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,28 @@ def cache_dir() -> Path:
 
 
 def generation_args() -> dict:
-    """mnist1d's own default recipe (5000 samples, 80/20 split, 40 features, seed 42)."""
+    """mnist1d's own default recipe (5000 samples, 80/20 split, 40 features, seed 42).
+
+    Remembered beside the cache per mnist1d version: importing mnist1d (it pulls in
+    matplotlib and scipy) costs ~0.8 s, which a cached run should not pay just for a key.
+    """
+    path = cache_dir() / f"mnist1d-{version('mnist1d')}-default-args.json"
+    if path.exists():
+        return json.loads(path.read_text())
     from mnist1d.data import get_dataset_args
 
     args = get_dataset_args(as_dict=True)
     args.pop("url")  # only used for downloading, which we never do
+    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(args, sort_keys=True)))
     return args
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{os.getpid()}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def _generate(args: dict) -> dict[str, np.ndarray]:
@@ -62,10 +80,7 @@ def load_mnist1d(args: dict | None = None) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as cached:
             return {name: cached[name] for name in cached.files}
     arrays = _generate(args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    _write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
     return arrays
 
 

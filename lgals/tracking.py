@@ -29,7 +29,6 @@ import numpy as np
 from lgals.data import NoisyDataset
 from lgals.errors import TrackingUnavailable
 from lgals.losses import MODES
-from lgals.plots import distribution_heatmaps
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 
 INTERRUPTED = threading.Event()
@@ -286,6 +285,8 @@ def log_member(run_id: str, result: MemberResult, histograms: dict[str, np.ndarr
         client.log_artifact(run_id, str(Path(tmp) / "data_recipe.npz"))
     if log_model and len(histograms["eps"]):
         import matplotlib.pyplot as plt
+
+        from lgals.plots import distribution_heatmaps  # matplotlib: 0.5 s, only when drawing
 
         title = f"{MODES[result.config.mode].label}, seed {result.seed}"
         figure = distribution_heatmaps(histograms, EDGES, title)

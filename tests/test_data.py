@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -69,7 +73,13 @@ def test_first_load_generates_writes_cache_and_second_load_reads_it(tmp_path, mo
     assert random.getstate() == py_state
 
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 1 and files[0].startswith("mnist1d-") and files[0].endswith(".npz")
+    assert len(files) == 2 and all(name.startswith("mnist1d-") for name in files)
+    assert files[0].endswith("-default-args.json") and files[1].endswith(".npz")
+    # the remembered recipe is mnist1d's own, so the cache key is that of the arguments
+    from mnist1d.data import get_dataset_args
+
+    expected_args = {k: v for k, v in get_dataset_args(as_dict=True).items() if k != "url"}
+    assert json.loads((tmp_path / files[0]).read_text()) == expected_args
 
     def no_generation(args):
         raise AssertionError("the second load must read the .npz cache, not regenerate")
@@ -85,6 +95,16 @@ def test_first_load_generates_writes_cache_and_second_load_reads_it(tmp_path, mo
         # generation is deterministic: the same arrays as the session's cache
         np.testing.assert_array_equal(first[name], clean[name])
     np.testing.assert_array_equal(dataset.x_test, first["x_test"])
+
+
+def test_cached_load_does_not_import_mnist1d(tmp_path):
+    """A cached run pays no mnist1d import (~0.8 s: it pulls in matplotlib and scipy)."""
+    env = {**os.environ, "LGALS_CACHE_DIR": str(tmp_path)}
+    code = ("import sys; from lgals.data import load_dataset; load_dataset(); "
+            "print('mnist1d' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip() for _ in range(2)]
+    assert runs == ["True", "False"]  # the first run generates; the second only reads
 
 
 def test_load_dataset_leaves_global_numpy_and_python_rngs_alone():
