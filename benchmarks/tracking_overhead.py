@@ -70,13 +70,12 @@ def main() -> None:
         for repeat in range(args.repeats):
             run_ids = [open_run(experiment_id, f"s{s}", {}, {}) for s in seeds]
             logger = EpochLogger(run_ids, flush_seconds=args.flush_seconds)
-            measure = {
-                "plain": lambda: plain.append(timed(lambda: train(data, config, seeds))),
-                "tracked": lambda log=logger: tracked.append(timed(
-                    lambda: (train(data, config, seeds, callback=log), log.close()))),
-            }
-            for kind in ("plain", "tracked") if repeat % 2 == 0 else ("tracked", "plain"):
-                measure[kind]()
+            for tracks in (False, True) if repeat % 2 == 0 else (True, False):
+                if tracks:
+                    tracked.append(timed(lambda log=logger: (
+                        train(data, config, seeds, callback=log), log.close())))
+                else:
+                    plain.append(timed(lambda: train(data, config, seeds)))
         histograms = logger.histogram_arrays(0)
 
         import mlflow.pytorch

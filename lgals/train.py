@@ -184,9 +184,8 @@ def train(
             align_seen[:, batch] = alignment
         train_loss = smoothed_cross_entropy(logits_seen, y_epoch, eps_seen)
         # back from batch order to sample order, where the labels and the noise mask live
-        pred_seen = torch.empty_like(order).scatter_(1, order, logits_seen.argmax(-1))
-        eps_seen = torch.empty_like(eps_seen).scatter_(1, order, eps_seen)
-        align_seen = torch.empty_like(align_seen).scatter_(1, order, align_seen)
+        pred_seen, eps_seen, align_seen = (_to_sample_order(values, order) for values in
+                                           (logits_seen.argmax(-1), eps_seen, align_seen))
         metrics = _epoch_metrics(train_loss, pred_seen, y, y_true, eps_seen,
                                  align_seen, noise_mask, has_noise)
         for name, (hx, hy) in held_out.items():
@@ -229,6 +228,11 @@ def train(
                      reasons[i])
         for i, (seed, cfg) in enumerate(zip(seeds, configs))
     ]
+
+
+def _to_sample_order(values: Tensor, order: Tensor) -> Tensor:
+    """``values [S, N]`` seen in each member's batch ``order`` [S, N], put back by sample."""
+    return torch.empty_like(values).scatter_(1, order, values)
 
 
 def _epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask, has_noise) -> dict:
