@@ -3,8 +3,9 @@
 The engine knows nothing of MLflow; :class:`EpochLogger` is its callback. Seeds trained
 together are open MLflow runs at the same time, so runs are created and ended with
 ``MlflowClient`` (the fluent API keeps one active run per thread). Metrics are buffered and
-sent with ``log_batch`` every few seconds: one synchronous call per epoch would cost more
-than the epoch itself on a server.
+handed every few seconds to a writer process (:mod:`lgals.metric_writer`): one synchronous
+call per epoch would cost more than the epoch itself on a server, and MLflow's own async
+logging runs its SQLAlchemy work in a thread that holds this process's GIL.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from lgals.data import NoisyDataset
 from lgals.errors import TrackingUnavailable
 from lgals.losses import MODES
+from lgals.metric_writer import WRITER
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 
 INTERRUPTED = threading.Event()
@@ -65,7 +67,6 @@ def raise_if_interrupted(report: EpochReport | None = None) -> None:
 
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
-MAX_METRICS_PER_BATCH = 1000  # MLflow's own limit for one log_batch call
 
 
 def connect(tracking_uri: str | None, experiment_name: str) -> str:
@@ -200,13 +201,16 @@ class EpochLogger:
     """Engine callback: buffers per-epoch metrics and epsilon/alignment histograms per run."""
 
     def __init__(self, run_ids: Sequence[str], flush_seconds: float = FLUSH_SECONDS):
+        import mlflow
+
+        self.uri = mlflow.get_tracking_uri()
         self.run_ids = list(run_ids)
         self.flush_seconds = flush_seconds
         self.pending: list[list] = [[] for _ in self.run_ids]
         self.histograms: list[dict[str, list[np.ndarray]]] = [
             {name: [] for name in EDGES} for _ in self.run_ids]
         self.last_flush = time.monotonic()
-        self.operations: list = []
+        WRITER.start()
 
     def __call__(self, report: EpochReport) -> None:
         from mlflow.entities import Metric
@@ -227,23 +231,16 @@ class EpochLogger:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the buffered metrics to MLflow's async logging (its own background thread):
-        the writes overlap training instead of stalling it."""
-        client = mlflow_client()
+        """Hand the buffered metrics to the writer process: the writes overlap training."""
         for run_id, metrics in zip(self.run_ids, self.pending):
-            for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-                self.operations.append(client.log_batch(
-                    run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH],
-                    synchronous=False))
+            WRITER.send(self.uri, run_id, metrics)
             metrics.clear()
         self.last_flush = time.monotonic()
 
     def close(self) -> None:
-        """Flush what is left and wait until MLflow has stored every metric."""
+        """Flush what is left and wait until every metric is stored."""
         self.flush()
-        for operation in self.operations:
-            operation.wait()
-        self.operations.clear()
+        WRITER.sync()
 
     def histogram_arrays(self, member: int) -> dict[str, np.ndarray]:
         return {name: np.stack(per_epoch) if per_epoch else np.zeros((0, 2, len(EDGES[name]) - 1),

@@ -1,0 +1,89 @@
+"""The metric writer process against a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow_fixtures import sqlite_uri
+
+from lgals.metric_writer import MAX_METRICS_PER_BATCH, MetricWriter
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("writer")
+    return uri, client, experiment_id
+
+
+@pytest.fixture
+def writer():
+    writer = MetricWriter()
+    yield writer
+    writer.close()
+
+
+def _metrics(n_steps: int, keys=("a", "b", "c")) -> list[Metric]:
+    return [Metric(key, step * 0.25 + k, 1_700_000_000_000 + step, step)
+            for step in range(n_steps) for k, key in enumerate(keys)]
+
+
+def _history(client, run_id, key) -> list[tuple[int, float, int]]:
+    return sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key))
+
+
+def test_metrics_round_trip_exactly_across_batches_and_runs(store, writer):
+    uri, client, experiment_id = store
+    runs = [client.create_run(experiment_id).info.run_id for _ in range(2)]
+    n_steps = MAX_METRICS_PER_BATCH // 3 + 50  # 1200 rows: more than one log_batch
+    sent = _metrics(n_steps)
+    for run_id in runs:
+        writer.send(uri, run_id, sent[: len(sent) // 2])
+        writer.send(uri, run_id, sent[len(sent) // 2:])
+    writer.send(uri, runs[1], [Metric("nan_metric", math.nan, 1, 7)])
+    writer.sync()
+    for run_id in runs:
+        for k, key in enumerate("abc"):
+            assert _history(client, run_id, key) == [
+                (step, step * 0.25 + k, 1_700_000_000_000 + step) for step in range(n_steps)]
+    (nan,) = client.get_metric_history(runs[1], "nan_metric")
+    assert nan.step == 7 and math.isnan(nan.value)
+
+
+def test_a_failed_write_is_reported_at_sync_and_the_writer_goes_on(store, writer):
+    uri, client, experiment_id = store
+    run_id = client.create_run(experiment_id).info.run_id
+    writer.send(uri, "0" * 32, _metrics(2))  # no such run
+    writer.send(uri, run_id, _metrics(2, keys=("kept",)))  # after the failure, still written
+    with pytest.raises(RuntimeError, match="metric writer: .*0{32}"):
+        writer.sync()
+    writer.sync()  # the error was reported once
+    assert [m.step for m in client.get_metric_history(run_id, "kept")] == [0, 1]
+
+
+def test_close_writes_what_was_sent_and_ends_the_process(store, writer):
+    uri, client, experiment_id = store
+    run_id = client.create_run(experiment_id).info.run_id
+    writer.send(uri, run_id, _metrics(5, keys=("x",)))
+    process = writer._process
+    writer.close()  # no sync: closing alone must not drop what was sent
+    assert process.returncode == 0
+    assert [m.step for m in client.get_metric_history(run_id, "x")] == list(range(5))
+    writer.send(uri, run_id, [Metric("x", 1.0, 1, 5)])  # a closed writer starts anew
+    writer.sync()
+    assert writer._process.pid != process.pid
+    assert len(client.get_metric_history(run_id, "x")) == 6
+
+
+def test_a_writer_whose_process_died_raises(store, writer):
+    uri, client, experiment_id = store
+    writer.start()
+    writer._process.kill()
+    writer._process.wait()
+    with pytest.raises(RuntimeError, match="metric writer: .*exited unexpectedly"):
+        writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
+        writer.sync()
