@@ -47,11 +47,11 @@ class MetricWriter:
         """Start the child now, so its ``import mlflow`` overlaps training."""
         self._started()
 
-    def send(self, uri: str, run_id: str, metrics: Sequence) -> None:
-        """Queue ``metrics`` (MLflow ``Metric`` objects) for ``run_id`` in the store ``uri``."""
-        if metrics:
-            rows = [[m.key, m.value, m.timestamp, m.step] for m in metrics]
-            self._write({"uri": uri, "run_id": run_id, "metrics": rows})
+    def send(self, uri: str, run_id: str, rows: Sequence[tuple[str, float, int, int]]) -> None:
+        """Queue metric ``rows`` ``(key, value, timestamp ms, step)`` for ``run_id`` in the
+        store ``uri``."""
+        if rows:
+            self._write({"uri": uri, "run_id": run_id, "metrics": list(rows)})
 
     def sync(self) -> None:
         """Return once the child has stored everything sent; raise if any write failed."""

@@ -31,15 +31,20 @@ def distribution_heatmaps(
     histograms: dict[str, np.ndarray], edges: dict[str, np.ndarray], title: str
 ) -> Figure:
     """Per-epoch distributions of each quantity (``histograms[q]``: ``[epochs, 2, bins]``
-    counts, e.g. ``eps``, ``alignment``) as heat maps, clean vs noisy side by side."""
+    counts, e.g. ``eps``, ``alignment``) as heat maps, clean vs noisy side by side.
+
+    Drawn for every tracked seed, so the layout is fixed: constrained layout measured every
+    tick label again and made saving the figure twice as slow (0.67 vs 0.36 s).
+    """
     quantities = list(histograms)
     fig, axes = plt.subplots(len(quantities), 2, figsize=(11, 3.2 * len(quantities)),
-                             squeeze=False, sharex=True, constrained_layout=True)
+                             squeeze=False, sharex=True)
     for row, quantity in enumerate(quantities):
         group_heatmaps(fig, axes[row], histograms[quantity], edges[quantity], quantity, quantity)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     fig.suptitle(title)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.9, hspace=0.3, wspace=0.3)
     return fig
 
 

@@ -206,15 +206,13 @@ class EpochLogger:
         self.uri = mlflow.get_tracking_uri()
         self.run_ids = list(run_ids)
         self.flush_seconds = flush_seconds
-        self.pending: list[list] = [[] for _ in self.run_ids]
+        self.pending: list[list[tuple]] = [[] for _ in self.run_ids]  # (key, value, ms, step)
         self.histograms: list[dict[str, list[np.ndarray]]] = [
             {name: [] for name in EDGES} for _ in self.run_ids]
         self.last_flush = time.monotonic()
         WRITER.start()
 
     def __call__(self, report: EpochReport) -> None:
-        from mlflow.entities import Metric
-
         raise_if_interrupted()
         timestamp = int(time.time() * 1000)
         counts = {
@@ -223,7 +221,7 @@ class EpochLogger:
                                           EDGES["alignment"]),
         }
         for member in report.members:
-            self.pending[member] += [Metric(key, value, timestamp, report.epoch)
+            self.pending[member] += [(key, value, timestamp, report.epoch)
                                      for key, value in report.metrics[member].items()]
             for name, per_member in counts.items():
                 self.histograms[member][name].append(per_member[member])

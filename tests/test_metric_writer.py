@@ -6,7 +6,6 @@ import math
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric
 from mlflow_fixtures import sqlite_uri
 
 from lgals.metric_writer import MAX_METRICS_PER_BATCH, MetricWriter
@@ -27,8 +26,8 @@ def writer():
     writer.close()
 
 
-def _metrics(n_steps: int, keys=("a", "b", "c")) -> list[Metric]:
-    return [Metric(key, step * 0.25 + k, 1_700_000_000_000 + step, step)
+def _metrics(n_steps: int, keys=("a", "b", "c")) -> list[tuple]:
+    return [(key, step * 0.25 + k, 1_700_000_000_000 + step, step)
             for step in range(n_steps) for k, key in enumerate(keys)]
 
 
@@ -44,7 +43,7 @@ def test_metrics_round_trip_exactly_across_batches_and_runs(store, writer):
     for run_id in runs:
         writer.send(uri, run_id, sent[: len(sent) // 2])
         writer.send(uri, run_id, sent[len(sent) // 2:])
-    writer.send(uri, runs[1], [Metric("nan_metric", math.nan, 1, 7)])
+    writer.send(uri, runs[1], [("nan_metric", math.nan, 1, 7)])
     writer.sync()
     for run_id in runs:
         for k, key in enumerate("abc"):
@@ -73,7 +72,7 @@ def test_close_writes_what_was_sent_and_ends_the_process(store, writer):
     writer.close()  # no sync: closing alone must not drop what was sent
     assert process.returncode == 0
     assert [m.step for m in client.get_metric_history(run_id, "x")] == list(range(5))
-    writer.send(uri, run_id, [Metric("x", 1.0, 1, 5)])  # a closed writer starts anew
+    writer.send(uri, run_id, [("x", 1.0, 1, 5)])  # a closed writer starts anew
     writer.sync()
     assert writer._process.pid != process.pid
     assert len(client.get_metric_history(run_id, "x")) == 6
