@@ -7,8 +7,9 @@ loop waits to dispatch its next torch op, and a 5-seed run paid 1.12-1.26x per e
 
 The parent sends JSON lines on the child's stdin: ``{"uri", "run_id", "metrics": [[key, value,
 timestamp, step], ...]}``, and ``{"sync": true}``, which the child answers on its stdout with
-``ok`` once everything before it is stored, or ``error: <what failed>``. The child ignores
-Ctrl-C (the parent ends the runs) and exits when its stdin closes, after writing what it has.
+``ok`` once everything before it is stored, or ``error: <what failed>``. The child runs
+niced, ignores Ctrl-C (the parent ends the runs) and exits when its stdin closes, after
+writing what it has.
 This module imports neither torch nor mlflow at the top: the child starts light.
 """
 
@@ -25,6 +26,9 @@ import threading
 from collections.abc import Sequence
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's own limit for one log_batch call
+# Training fills the cores; the writer yields to it, and catches up while a run waits at its
+# final sync (measured per epoch: 1.08-1.09x niced, 1.12-1.13x not, vs untracked).
+WRITER_NICENESS = 10
 
 
 class MetricWriter:
@@ -91,6 +95,7 @@ def main() -> None:
     """The child: read messages as they come (a full pipe would stall the parent), write them
     in order once mlflow is imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(WRITER_NICENESS)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:
