@@ -2,7 +2,7 @@
 
 MLflow's SQLAlchemy store spends ~60-200 us of pure Python per metric row. In a thread of
 the training process (MLflow's own async logging) that work holds the GIL while the training
-loop waits to dispatch its next torch op, and a 5-seed run paid 1.12-1.26x per epoch for it
+loop waits to dispatch its next torch op, and a 5-seed run paid 1.10-1.21x per epoch for it
 (``benchmarks/tracking_overhead.py``). In a child process it only shares the cores.
 
 The parent sends JSON lines on the child's stdin: ``{"uri", "run_id", "metrics": [[key, value,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 from mlflow import MlflowClient
 from mlflow_fixtures import sqlite_uri
 
-from lgals.metric_writer import MAX_METRICS_PER_BATCH, MetricWriter
+from lgals.metric_writer import MAX_METRICS_PER_BATCH, WRITER_NICENESS, MetricWriter
 
 
 @pytest.fixture
@@ -86,3 +87,12 @@ def test_a_writer_whose_process_died_raises(store, writer):
     with pytest.raises(RuntimeError, match="metric writer: .*exited unexpectedly"):
         writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
         writer.sync()
+
+
+def test_the_writer_yields_the_cores_to_training(store, writer):
+    uri, client, experiment_id = store
+    writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
+    writer.sync()  # the child has set its niceness before it answers
+    parent = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, writer._process.pid) == min(
+        parent + WRITER_NICENESS, 19)
