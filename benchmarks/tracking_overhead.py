@@ -14,7 +14,10 @@ one (a fresh interpreter: most of it is MLflow importing its SQLAlchemy store), 
 writer process (its own ``import mlflow``, overlapped with training in a real run), logging
 one model (first and steady state) and one figure, each timed on its own.
 
-    python benchmarks/tracking_overhead.py [--epochs 10] [--repeats 9]
+With ``--cli-pairs N`` it also times whole 5-seed, 100-epoch ``lgals train`` commands,
+tracked and untracked: everything a user pays, one-off costs included.
+
+    python benchmarks/tracking_overhead.py [--epochs 10] [--repeats 9] [--cli-pairs 0]
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--flush-seconds", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--cli-pairs", type=int, default=0,
+                        help="also time whole `lgals train` commands, tracked vs --no-tracking")
     args = parser.parse_args()
 
     import_mlflow = min(float(subprocess.run(
@@ -162,6 +167,29 @@ def main() -> None:
           f"{import_mlflow + open_store + first_model + figure:.2f} |")
     print(f"| floor that MLflow sets: import + open existing | "
           f"{import_mlflow + open_existing:.2f} |")
+    if args.cli_pairs:
+        whole_commands(args.cli_pairs)
+
+
+def whole_commands(pairs: int) -> None:
+    """What a user pays: `lgals train --mode lgals --seeds 5 --epochs 100`, each a fresh
+    process, tracked (into a store the first pair created) and with --no-tracking,
+    interleaved."""
+    command = [sys.executable, "-m", "lgals.cli", "train", "--mode", "lgals", "--seeds", "5",
+               "--epochs", "100"]
+    times = {"tracked": [], "untracked": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pair in range(pairs):
+            for kind in ("untracked", "tracked") if pair % 2 == 0 else ("tracked", "untracked"):
+                extra = ["--no-tracking"] if kind == "untracked" else []
+                times[kind].append(timed(lambda extra=extra: subprocess.run(
+                    command + extra, cwd=tmp, capture_output=True, check=True)))
+    print(f"\nwhole `lgals train --mode lgals --seeds 5 --epochs 100`, {pairs} interleaved pairs\n")
+    print("| command | wall s (median) | tracked - untracked, paired median s |")
+    print("|---|---|---|")
+    extra = statistics.median(t - u for t, u in zip(times["tracked"], times["untracked"]))
+    print(f"| --no-tracking | {statistics.median(times['untracked']):.1f} | |")
+    print(f"| tracked | {statistics.median(times['tracked']):.1f} | {extra:.1f} |")
 
 
 if __name__ == "__main__":
