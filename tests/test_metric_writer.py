@@ -96,3 +96,19 @@ def test_the_writer_yields_the_cores_to_training(store, writer):
     parent = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, writer._process.pid) == min(
         parent + WRITER_NICENESS, 19)
+
+
+def test_a_relative_sqlite_uri_means_the_senders_working_directory(tmp_path, writer,
+                                                                    monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    writer.start()  # the child starts in ``first``
+    monkeypatch.chdir(second)
+    client = MlflowClient(sqlite_uri(second / "mlflow.db"))
+    run_id = client.create_run(client.create_experiment("relative")).info.run_id
+    writer.send("sqlite:///mlflow.db", run_id, _metrics(3, keys=("here",)))
+    writer.sync()
+    assert [m.step for m in client.get_metric_history(run_id, "here")] == [0, 1, 2]
+    assert not (first / "mlflow.db").exists()
