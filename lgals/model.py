@@ -27,6 +27,8 @@ def batched_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """
     n_threads = torch.get_num_threads()
     n_members = a.shape[0]
+    if a.is_cuda:  # the GPU's batched kernel already fills the device
+        return torch.bmm(a, b, out=out)
     head = n_members - n_members % n_threads
     if head in (0, n_members):
         return torch.bmm(a, b, out=out)
@@ -56,11 +58,14 @@ class StackedMLP:
     ``parameters_to_vector(make_mlp(seed).parameters())``.
     """
 
-    def __init__(self, seeds: list[int]):
+    def __init__(self, seeds: list[int], device: str | torch.device = "cpu",
+                 flat: Tensor | None = None):
         self.seeds = list(seeds)
-        with torch.no_grad():
-            self.flat = torch.stack([parameters_to_vector(make_mlp(s).parameters())
-                                     for s in self.seeds])
+        if flat is None:
+            with torch.no_grad():
+                flat = torch.stack([parameters_to_vector(make_mlp(s).parameters())
+                                    for s in self.seeds]).to(device)
+        self.flat = flat
         self.grad = torch.zeros_like(self.flat)
         self.weights, self.biases = self._views(self.flat)
         self.weight_grads, self.bias_grads = self._views(self.grad)
@@ -126,8 +131,12 @@ class StackedMLP:
                 delta = torch.ops.aten.threshold_backward(
                     batched_matmul(delta, self.weights[i]), inputs[i], 0.0)
 
+    def select(self, rows: list[int]) -> StackedMLP:
+        """The members at ``rows`` as a new, smaller stack: a copy, with a fresh gradient buffer."""
+        return StackedMLP([self.seeds[row] for row in rows], flat=self.flat[rows])
+
     def module(self, member: int) -> nn.Sequential:
-        """Member ``member`` as a plain ``nn.Sequential`` in eval mode."""
+        """Member ``member`` as a plain ``nn.Sequential`` in eval mode, on the CPU."""
         model = make_mlp(self.seeds[member])
         with torch.no_grad():  # copy, not view: each parameter owns its storage when saved
             for param, weight_or_bias in zip(model.parameters(), self._member_tensors(member)):

@@ -220,11 +220,12 @@ class EpochLogger:
             "alignment": histogram_counts(report.alignment, report.noise_mask,
                                           EDGES["alignment"]),
         }
+        row_of = {member: row for row, member in enumerate(report.rows)}
         for member in report.members:
             self.pending[member] += [(key, value, timestamp, report.epoch)
                                      for key, value in report.metrics[member].items()]
-            for name, per_member in counts.items():
-                self.histograms[member][name].append(per_member[member])
+            for name, per_row in counts.items():
+                self.histograms[member][name].append(per_row[row_of[member]])
         if time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from lgals.data import NoisyDataset
 from lgals.losses import (
     MODES,
+    Scalar,
     logit_gradient_alignment,
     logit_gradients,
     smoothed_cross_entropy,
@@ -53,13 +55,21 @@ class TrainConfig:
         return {name: values[name] for name in names}
 
 
+Status = Literal["completed", "stopped", "diverged"]
+
+
 @dataclass
 class MemberResult:
+    """One member's outcome: its history, and its model as it was when it stopped training.
+
+    ``stopped`` means a callback stopped it (e.g. pruned), ``diverged`` a non-finite loss.
+    """
+
     seed: int
     config: TrainConfig
-    history: dict[str, list[float]]
-    model: nn.Sequential
-    status: str = "completed"  # "completed" | "stopped" (by the callback) | "diverged"
+    history: dict[str, list[float]] = field(default_factory=dict)
+    model: nn.Sequential | None = None
+    status: Status = "completed"
     reason: str = ""
 
     @property
@@ -77,13 +87,25 @@ class EpochReport:
     epoch: int
     members: list[int]  # indices of the members still training
     metrics: dict[int, dict[str, float]]  # member -> this epoch's metrics
-    eps: np.ndarray  # [S, N] per-sample epsilon this epoch
-    alignment: np.ndarray  # [S, N] per-sample cosine s_i this epoch
+    rows: list[int]  # the member of each row of eps and alignment: those trained this epoch
+    eps: np.ndarray  # [len(rows), N] per-sample epsilon this epoch
+    alignment: np.ndarray  # [len(rows), N] per-sample cosine s_i this epoch
     noise_mask: np.ndarray  # [N]
     diverged: dict[int, str] = field(default_factory=dict)
 
 
 Callback = Callable[[EpochReport], Iterable[int] | None]
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` must be available."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available here (torch.cuda.is_available() is False)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r} (allowed: auto, cpu, cuda)")
+    return name
 
 
 def _auroc(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -110,9 +132,75 @@ def _adamw(stack: StackedMLP, configs: list[TrainConfig]) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, fused=True)
 
 
-def _held_out(stack: StackedMLP, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+class Stack:
+    """The members still training, one row each: the stacked MLP, its optimizer, batch orders
+    and hyperparameters. A member that stops leaves (:meth:`drop`), so it stops costing.
+
+    Members may differ in mode: each mode's epsilon is computed on its own rows, vectorised.
+    """
+
+    def __init__(self, seeds: Sequence[int], configs: Sequence[TrainConfig], device: str):
+        self.members = list(range(len(seeds)))  # the member of each row
+        self.configs = list(configs)
+        self.device = torch.device(device)
+        self.mlp = StackedMLP(list(seeds), self.device)
+        self.optimizer = _adamw(self.mlp, self.configs)
+        self.batch_orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self._group_by_mode()
+
+    def _group_by_mode(self) -> None:
+        """Per mode: its rows (``None`` when the whole stack is one mode) and hyperparameters."""
+        modes = sorted({c.mode for c in self.configs})
+        self.groups = []
+        for mode in modes:
+            rows = [r for r, c in enumerate(self.configs) if c.mode == mode]
+            hp = {name: torch.tensor([getattr(self.configs[r], name) for r in rows],
+                                     device=self.device).view(-1, 1)
+                  for name in MODES[mode].params}
+            index = None if len(modes) == 1 else torch.tensor(rows, device=self.device)
+            self.groups.append((MODES[mode], index, hp))
+
+    def epsilon(self, logits: Tensor, labels: Tensor, alignment: Tensor) -> Scalar:
+        """Each member's smoothing by its own mode: ``[S, B]``, or the mode's own shape."""
+        if len(self.groups) == 1:
+            mode, _, hp = self.groups[0]
+            return mode.epsilon(logits, labels, alignment, hp)
+        eps = torch.zeros_like(alignment)
+        for mode, rows, hp in self.groups:
+            eps[rows] = mode.epsilon(logits[rows], labels[rows], alignment[rows], hp)
+        return eps
+
+    def batch_order(self, n_samples: int) -> Tensor:
+        """``[S, N]``: each member's shuffle of the samples this epoch, from its own seed."""
+        return torch.stack([torch.randperm(n_samples, generator=g)
+                            for g in self.batch_orders]).to(self.device)
+
+    def drop(self, members: Iterable[int]) -> None:
+        """Remove ``members`` from the stack, carrying the others' weights and Adam state."""
+        keep = [row for row, member in enumerate(self.members) if member not in set(members)]
+        old = self.optimizer
+        self.mlp = self.mlp.select(keep)
+        self.members = [self.members[row] for row in keep]
+        self.configs = [self.configs[row] for row in keep]
+        self.batch_orders = [self.batch_orders[row] for row in keep]
+        self.optimizer = _adamw(self.mlp, self.configs)
+        states = [old.state[p] for group in old.param_groups for p in group["params"]]
+        if states and states[0]:
+            moments = {key: torch.cat([state[key] for state in states])[keep]
+                       for key in ("exp_avg", "exp_avg_sq")}
+            rows = [slice(None)] if len(self.optimizer.param_groups) == 1 else [
+                slice(i, i + 1) for i in range(len(keep))]
+            for group, row in zip(self.optimizer.param_groups, rows):
+                (param,) = group["params"]
+                self.optimizer.state[param] = {
+                    "step": states[0]["step"].clone(),  # every member took every step
+                    **{key: value[row].clone() for key, value in moments.items()}}
+        self._group_by_mode()
+
+
+def _held_out(mlp: StackedMLP, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Plain (unsmoothed) cross-entropy and accuracy per member on a held-out set."""
-    logits = stack.predict(x)
+    logits = mlp.predict(x)
     loss = smoothed_cross_entropy(logits, y.expand(logits.shape[:-1]), 0.0)
     return loss, (logits.argmax(-1) == y).double().mean(-1)  # exact count / n
 
@@ -124,110 +212,130 @@ def train(
     seeds: Sequence[int],
     callback: Callback | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> list[MemberResult]:
-    """Train one member per seed (with one config each, or one config for all) together."""
+    """Train one member per seed (with one config each, or one config for all) together.
+
+    Members share epochs, batch size and data; mode and the other hyperparameters may differ.
+    """
     configs = [config] * len(seeds) if isinstance(config, TrainConfig) else list(config)
     if len(configs) != len(seeds) or not seeds:
         raise ValueError("need one config per seed and at least one seed")
-    first = configs[0]
-    if any((c.mode, c.epochs, c.batch_size) != (first.mode, first.epochs, first.batch_size)
-           for c in configs):
-        raise ValueError("members trained together must share mode, epochs and batch size")
-    mode = MODES[first.mode]
-    n_members, batch_size = len(seeds), first.batch_size
+    schedules = {(c.epochs, c.batch_size) for c in configs}
+    if len(schedules) > 1:
+        raise ValueError("members trained together must share epochs and batch size")
+    ((n_epochs, batch_size),) = schedules
+    results = [MemberResult(seed, cfg) for seed, cfg in zip(seeds, configs)]
+    stack = Stack(seeds, configs, device)
+    tensors = _EpochData.of(data, stack.device)
 
-    x = torch.from_numpy(data.x_train)
-    y = torch.from_numpy(data.y_train)
-    y_true = torch.from_numpy(data.y_train_true)
-    noise_mask = data.noise_mask
-    n_samples = len(y)
-    has_noise = bool(noise_mask.any()) and not noise_mask.all()
-    held_out = {}
-    if data.has_test:
-        held_out["test"] = (torch.from_numpy(data.x_test), torch.from_numpy(data.y_test))
-    if data.has_val:
-        held_out["val"] = (torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
-
-    stack = StackedMLP(list(seeds))
-    optimizer = _adamw(stack, configs)
-    hp = {name: torch.tensor([getattr(c, name) for c in configs]).view(-1, 1)
-          for name in ("eps", "eps_max", "gamma")}
-    batch_orders = [torch.Generator().manual_seed(seed) for seed in seeds]
-
-    histories: list[dict[str, list[float]]] = [{} for _ in seeds]
-    frozen: dict[int, nn.Sequential] = {}  # members that left the stack, as they were then
-    status = ["completed"] * n_members
-    reasons = [""] * n_members
-    active = list(range(n_members))
-
-    epochs = tqdm(range(1, first.epochs + 1), desc=f"{first.mode} x{n_members}", unit="epoch",
-                  leave=False, disable=None if progress else True)
-    for epoch in epochs:
+    modes = sorted({c.mode for c in configs})
+    epoch_bar = tqdm(range(1, n_epochs + 1), desc=f"{'+'.join(modes)} x{len(seeds)}",
+                     unit="epoch", leave=False, disable=None if progress else True)
+    for epoch in epoch_bar:
         started = time.perf_counter()
-        order = torch.stack([torch.randperm(n_samples, generator=g) for g in batch_orders])
-        x_epoch, y_epoch = x[order], y[order]  # [S, N, ...]: each member's batches, in turn
-        logits_seen = torch.empty(n_members, n_samples, LAYER_SIZES[-1])
-        eps_seen = torch.empty(n_members, n_samples)
-        align_seen = torch.empty(n_members, n_samples)
-        for start in range(0, n_samples, batch_size):
-            batch = slice(start, start + batch_size)
-            labels = y_epoch[:, batch]
-            logits, layer_inputs = stack.forward(x_epoch[:, batch])
-            gradients = logit_gradients(logits, labels)  # one softmax serves both below
-            alignment = logit_gradient_alignment(logits, labels, gradients)
-            eps = mode.epsilon(logits, labels, alignment, hp)
-            stack.backward(layer_inputs,
-                           smoothed_cross_entropy_grad(logits, labels, eps, gradients))
-            optimizer.step()
-            logits_seen[:, batch] = logits
-            eps_seen[:, batch] = eps
-            align_seen[:, batch] = alignment
-        train_loss = smoothed_cross_entropy(logits_seen, y_epoch, eps_seen)
-        # back from batch order to sample order, where the labels and the noise mask live
-        pred_seen, eps_seen, align_seen = (_to_sample_order(values, order) for values in
-                                           (logits_seen.argmax(-1), eps_seen, align_seen))
-        metrics = _epoch_metrics(train_loss, pred_seen, y, y_true, eps_seen,
-                                 align_seen, noise_mask, has_noise)
-        for name, (hx, hy) in held_out.items():
-            loss, acc = _held_out(stack, hx, hy)
-            metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss.tolist(), acc.tolist()
+        metrics, eps_seen, align_seen = _train_epoch(stack, tensors, batch_size)
         seconds = time.perf_counter() - started
 
+        rows = list(stack.members)
         diverged = {}
-        for member in active:
-            if not np.isfinite(metrics["train_loss"][member]):
+        for row, member in enumerate(rows):
+            if not np.isfinite(metrics["train_loss"][row]):
                 diverged[member] = f"non-finite training loss at epoch {epoch}"
                 continue
+            history = results[member].history
             for name, values in metrics.items():
-                histories[member].setdefault(name, []).append(values[member])
-            histories[member].setdefault("epoch_seconds", []).append(seconds)
-        for member, reason in diverged.items():
-            status[member], reasons[member] = "diverged", reason
-            frozen[member] = stack.module(member)
-        active = [m for m in active if m not in diverged]
+                history.setdefault(name, []).append(values[row])
+            history.setdefault("epoch_seconds", []).append(seconds)
+        stopping = {member: ("diverged", reason) for member, reason in diverged.items()}
         if callback is not None:
+            active = [m for m in rows if m not in diverged]
             report = EpochReport(
-                epoch=epoch, members=list(active),
-                metrics={m: {k: histories[m][k][-1] for k in histories[m]} for m in active},
-                eps=eps_seen.numpy(), alignment=align_seen.numpy(), noise_mask=noise_mask,
-                diverged=diverged,
-            )
+                epoch=epoch, members=active,
+                metrics={m: {k: v[-1] for k, v in results[m].history.items()} for m in active},
+                rows=rows, eps=eps_seen.numpy(), alignment=align_seen.numpy(),
+                noise_mask=data.noise_mask, diverged=diverged)
             for member in callback(report) or ():
                 if member in active:
-                    status[member], reasons[member] = "stopped", f"stopped after epoch {epoch}"
-                    frozen[member] = stack.module(member)
-                    active.remove(member)
-        if held_out and active:
-            key = "val_acc" if "val" in held_out else "test_acc"
-            epochs.set_postfix({key: f"{np.mean([histories[m][key][-1] for m in active]):.3f}"})
-        if not active:
-            break
+                    stopping[member] = ("stopped", f"stopped after epoch {epoch}")
+        if stopping:
+            for member, (status, reason) in stopping.items():
+                result = results[member]
+                result.status, result.reason = status, reason
+                result.model = stack.mlp.module(stack.members.index(member))
+            if len(stopping) == len(stack.members):
+                break
+            stack.drop(stopping)
+        key = "val_acc" if data.has_val else "test_acc"
+        if key in metrics:
+            epoch_bar.set_postfix({key: f"{np.mean(metrics[key]):.3f}"})
 
-    return [
-        MemberResult(seed, cfg, histories[i], frozen.get(i) or stack.module(i), status[i],
-                     reasons[i])
-        for i, (seed, cfg) in enumerate(zip(seeds, configs))
-    ]
+    for row, member in enumerate(stack.members):
+        if results[member].model is None:
+            results[member].model = stack.mlp.module(row)
+    return results
+
+
+@dataclass(frozen=True)
+class _EpochData:
+    """The training set and the held-out sets as tensors on the training device."""
+
+    x: Tensor
+    y: Tensor
+    y_true: Tensor
+    noise_mask: np.ndarray
+    held_out: dict[str, tuple[Tensor, Tensor]]
+
+    @classmethod
+    def of(cls, data: NoisyDataset, device: torch.device) -> _EpochData:
+        def put(array: np.ndarray) -> Tensor:
+            return torch.from_numpy(array).to(device)
+
+        held_out = {}
+        if data.has_test:
+            held_out["test"] = (put(data.x_test), put(data.y_test))
+        if data.has_val:
+            held_out["val"] = (put(data.x_val), put(data.y_val))
+        return cls(put(data.x_train), put(data.y_train), torch.from_numpy(data.y_train_true),
+                   data.noise_mask, held_out)
+
+
+def _train_epoch(stack: Stack, data: _EpochData, batch_size: int
+                 ) -> tuple[dict[str, list[float]], Tensor, Tensor]:
+    """One pass over the training set for every member of the stack.
+
+    Returns each metric as a list over the stack's rows, and the per-sample epsilon and
+    alignment ``[S, N]`` (on the CPU, in sample order).
+    """
+    n_members, n_samples = len(stack.members), len(data.y)
+    order = stack.batch_order(n_samples)
+    x_epoch, y_epoch = data.x[order], data.y[order]  # [S, N, ...]: each member's batches
+    logits_seen = torch.empty(n_members, n_samples, LAYER_SIZES[-1], device=stack.device)
+    eps_seen = torch.empty(n_members, n_samples, device=stack.device)
+    align_seen = torch.empty(n_members, n_samples, device=stack.device)
+    for start in range(0, n_samples, batch_size):
+        batch = slice(start, start + batch_size)
+        labels = y_epoch[:, batch]
+        logits, layer_inputs = stack.mlp.forward(x_epoch[:, batch])
+        gradients = logit_gradients(logits, labels)  # one softmax serves both below
+        alignment = logit_gradient_alignment(logits, labels, gradients)
+        eps = stack.epsilon(logits, labels, alignment)
+        stack.mlp.backward(layer_inputs,
+                           smoothed_cross_entropy_grad(logits, labels, eps, gradients))
+        stack.optimizer.step()
+        logits_seen[:, batch] = logits
+        eps_seen[:, batch] = eps
+        align_seen[:, batch] = alignment
+    train_loss = smoothed_cross_entropy(logits_seen, y_epoch, eps_seen)
+    # back from batch order to sample order, where the labels and the noise mask live
+    pred_seen, eps_seen, align_seen = (_to_sample_order(values, order).cpu() for values in
+                                       (logits_seen.argmax(-1), eps_seen, align_seen))
+    metrics = _epoch_metrics(train_loss.cpu(), pred_seen, data.y.cpu(), data.y_true, eps_seen,
+                             align_seen, data.noise_mask)
+    for name, (x, y) in data.held_out.items():
+        loss, acc = _held_out(stack.mlp, x, y)
+        metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss.tolist(), acc.tolist()
+    return metrics, eps_seen, align_seen
 
 
 def _to_sample_order(values: Tensor, order: Tensor) -> Tensor:
@@ -235,8 +343,9 @@ def _to_sample_order(values: Tensor, order: Tensor) -> Tensor:
     return torch.empty_like(values).scatter_(1, order, values)
 
 
-def _epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask, has_noise) -> dict:
+def _epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask) -> dict:
     """Per-member training-set metrics of one epoch, as ``name -> list over members``."""
+    has_noise = bool(noise_mask.any()) and not noise_mask.all()
     clean = torch.from_numpy(~noise_mask)
     noisy = ~clean
     fits_observed = (pred == y).double()  # accuracies as exact count / n

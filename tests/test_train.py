@@ -13,7 +13,7 @@ from torch.nn.utils import parameters_to_vector
 
 from lgals.data import load_dataset
 from lgals.losses import MODES, alignment_to_epsilon
-from lgals.train import TrainConfig, train
+from lgals.train import TrainConfig, resolve_device, train
 
 EPOCHS = 3
 SEEDS = [0, 1, 2]
@@ -327,6 +327,99 @@ def test_diverging_member_is_reported_and_the_other_member_completes(dataset, ru
     assert all(math.isfinite(v) for values in healthy.history.values() for v in values)
 
 
+# --- mixed stacks and compaction -----------------------------------------------------------
+
+MIXED = [
+    TrainConfig(mode="baseline", epochs=EPOCHS, lr=2e-3, weight_decay=1e-3),
+    TrainConfig(mode="lgals", epochs=EPOCHS, lr=1e-3, eps_max=0.5, gamma=0.5),
+    TrainConfig(mode="fixed_ls", epochs=EPOCHS, lr=3e-3, weight_decay=0.05, eps=0.2),
+    TrainConfig(mode="lgals", epochs=EPOCHS, lr=5e-4, weight_decay=0.0, eps_max=0.2, gamma=2.0),
+    TrainConfig(mode="baseline", epochs=EPOCHS, lr=1e-3),
+]
+MIXED_SEEDS = [0, 1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def mixed(dataset):
+    recorder = Recorder()
+    return train(dataset, MIXED, MIXED_SEEDS, callback=recorder), recorder.reports
+
+
+def test_mixed_stack_members_equal_each_member_alone(mixed, dataset):
+    """Members differing in mode, lr, weight decay and smoothing share one computation."""
+    results, reports = mixed
+    for result, config, seed in zip(results, MIXED, MIXED_SEEDS):
+        alone = train(dataset, config, [seed])[0]
+        assert result.config == config and result.status == "completed"
+        assert_histories_close(result.history, alone.history)
+        assert_params_close(result.model, alone.model, config.lr)
+    # each member's epsilon is its own mode's: 0, a constant eps, or LGALS's from s_i
+    last = reports[-1]
+    np.testing.assert_array_equal(last.eps[0], 0.0)
+    np.testing.assert_allclose(last.eps[2], 0.2, rtol=1e-6)
+    expected = alignment_to_epsilon(torch.from_numpy(last.alignment[1]), 0.5, 0.5).numpy()
+    np.testing.assert_allclose(last.eps[1], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def compacted(dataset):
+    """The mixed stack again, with members 1 and 3 stopped after epoch 1."""
+    recorder = Recorder(stop={1: [1, 3]})
+    return train(dataset, MIXED, MIXED_SEEDS, callback=recorder), recorder.reports
+
+
+def test_a_stopped_member_leaves_the_stack(compacted, mixed):
+    results, reports = compacted
+    assert [r.rows for r in reports] == [[0, 1, 2, 3, 4], [0, 2, 4], [0, 2, 4]]
+    assert [r.eps.shape[0] for r in reports] == [5, 3, 3]  # the stack shrank
+    full, _ = mixed
+    for member in (0, 2, 4):  # the others go on exactly as if no one had left
+        assert results[member].status == "completed"
+        assert results[member].history == {**full[member].history, "epoch_seconds":
+                                           results[member].history["epoch_seconds"]}
+        torch.testing.assert_close(flat(results[member].model), flat(full[member].model),
+                                   rtol=0, atol=0)
+    for member in (1, 3):
+        assert results[member].status == "stopped"
+        first_epoch = {k: v[:1] for k, v in full[member].history.items()}
+        assert_histories_close(results[member].history, first_epoch)
+
+
+def test_every_member_stopping_ends_training(dataset):
+    recorder = Recorder(stop={1: [0, 1]})
+    results = train(dataset, MIXED[:2], MIXED_SEEDS[:2], callback=recorder)
+    assert len(recorder.reports) == 1
+    assert [r.status for r in results] == ["stopped", "stopped"]
+    assert all(r.model is not None for r in results)
+
+
+# --- device ---------------------------------------------------------------------------------
+
+
+def test_device_names_resolve():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="allowed: auto, cpu, cuda"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_refused():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs CUDA; these machines have no GPU (the benchmarks print theirs)")
+def test_cuda_stack_matches_cpu_and_returns_cpu_models(dataset):
+    on_gpu = train(dataset, MIXED, MIXED_SEEDS, device="cuda")
+    on_cpu = train(dataset, MIXED, MIXED_SEEDS)
+    for gpu, cpu, config in zip(on_gpu, on_cpu, MIXED):
+        assert all(p.device.type == "cpu" for p in gpu.model.parameters())
+        assert_histories_close(gpu.history, cpu.history, rtol=1e-3, atol=1e-3)
+        assert_params_close(gpu.model, cpu.model, config.lr)
+
+
 # --- configuration ------------------------------------------------------------------------
 
 
@@ -342,7 +435,6 @@ def test_mode_params_lists_what_each_mode_reads():
 @pytest.mark.parametrize(
     "configs, seeds",
     [
-        ([TrainConfig(mode="lgals"), TrainConfig(mode="baseline")], [0, 1]),
         ([TrainConfig(epochs=2), TrainConfig(epochs=3)], [0, 1]),
         ([TrainConfig(batch_size=64), TrainConfig(batch_size=128)], [0, 1]),
         ([TrainConfig(), TrainConfig()], [0]),
