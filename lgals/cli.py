@@ -18,7 +18,7 @@ import click
 from lgals.data import NOISE_TYPES, load_dataset
 from lgals.errors import LgalsError
 from lgals.losses import MODES
-from lgals.train import TrainConfig, train
+from lgals.train import TrainConfig, resolve_device, train
 
 DEFAULTS = TrainConfig()
 
@@ -72,6 +72,20 @@ def noise_options(func):
     ])
 
 
+def _device(ctx, param, value: str) -> str:
+    try:
+        return resolve_device(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+
+
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    callback=_device, help="Where to train: `auto` takes CUDA when torch sees a GPU.")
+batch_option = click.option(
+    "--batch", type=click.IntRange(min=1), default=10, show_default=True,
+    help="Trials per study trained together in each round (1: one at a time).")
+
 tracking_uri_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
@@ -99,11 +113,12 @@ def cli() -> None:
 @noise_options
 @click.option("--val-fraction", type=FiniteRange(0.0, 0.5), default=0.0, show_default=True,
               help="Noisy validation split carved from training.")
+@device_option
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay, eps, eps_max,
-                  gamma, noise_rate, noise_type, noise_seed, val_fraction, tracking_uri,
+                  gamma, noise_rate, noise_type, noise_seed, val_fraction, device, tracking_uri,
                   experiment_name, no_tracking, as_json) -> None:
     """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together.
 
@@ -118,13 +133,13 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
     if no_tracking:
         data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
         results = train(data, config, seed_list, progress=True,
-                        callback=tracking.raise_if_interrupted)
+                        callback=tracking.raise_if_interrupted, device=device)
     else:
         experiment_id = tracking.connect(tracking_uri, experiment_name)
         data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
         results, run_ids, parent = tracking.tracked_train(
             data, [config] * len(seed_list), seed_list, experiment_id=experiment_id,
-            stage="train", progress=True)
+            stage="train", progress=True, device=device)
         click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
                                                             else ""), err=True)
     params = {**config.mode_params(), **data.recipe(), "seeds": seed_list}
@@ -173,11 +188,17 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
               help="Model seed of every trial.")
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
               show_default=True)
+@batch_option
+@device_option
 @tracking_options
 def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noise_seed,
                  val_fraction, val_labels, storage, study_name, workers, sampler_seed,
-                 train_seed, pruner, tracking_uri, experiment_name) -> None:
-    """Tune lr, weight decay and each mode's own parameters with Optuna (TPE)."""
+                 train_seed, pruner, batch, device, tracking_uri, experiment_name) -> None:
+    """Tune lr, weight decay and each mode's own parameters with Optuna (TPE).
+
+    Each round asks up to --batch trials of every study and trains them all as one stack;
+    a pruned trial leaves the stack.
+    """
     from lgals import tracking
     from lgals.tuning import TuneSettings, describe, tune_modes
 
@@ -190,7 +211,8 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
         sampler_seed=sampler_seed, pruner=pruner,
         study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
     ) for m in modes]
-    for summary in tune_modes(settings, experiment_id, storage, workers):
+    for summary in tune_modes(settings, experiment_id, storage, workers, batch=batch,
+                              device=device):
         click.echo(describe(summary))
 
 
@@ -205,9 +227,10 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
 @click.option("--tune-experiment", help="Experiment holding the tunes [default: this one].")
 @noise_options
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
+@device_option
 @tracking_options
 def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experiment,
-                     noise_rate, noise_type, noise_seed, vary_noise, tracking_uri,
+                     noise_rate, noise_type, noise_seed, vary_noise, device, tracking_uri,
                      experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds."""
     from lgals import tracking
@@ -220,7 +243,8 @@ def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experim
     sources = {m: resolve_params(params_from, tune_id, m) for m in mode_list}
     noise = {"noise_rate": noise_rate, "noise_type": noise_type, "noise_seed": noise_seed}
     seed_list = list(range(first_seed, first_seed + seeds))
-    results = evaluate_modes(sources, experiment_id, seed_list, epochs, noise, vary_noise)
+    results = evaluate_modes(sources, experiment_id, seed_list, epochs, noise, vary_noise,
+                             device=device)
     for mode, mode_results in results.items():
         click.echo(describe(mode, mode_results))
 
@@ -256,9 +280,12 @@ def report_command(out, tracking_uri, experiment_name) -> None:
               show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
+@batch_option
+@device_option
 @tracking_uri_option
 @click.option("--experiment-name", help="[default: lgals, or lgals-quick with --quick]")
-def reproduce_command(quick, out, workers, storage, tracking_uri, experiment_name) -> None:
+def reproduce_command(quick, out, workers, storage, batch, device, tracking_uri,
+                      experiment_name) -> None:
     """The whole study: tune every mode -> evaluate over seeds -> report."""
     import mlflow
 
@@ -268,7 +295,7 @@ def reproduce_command(quick, out, workers, storage, tracking_uri, experiment_nam
     experiment_name = experiment_name or ("lgals-quick" if quick else "lgals")
     experiment_id = tracking.connect(tracking_uri, experiment_name)
     timings = reproduce(experiment_id, out, quick=quick, workers=workers, storage=storage,
-                        echo=lambda line: click.echo(line, err=True))
+                        batch=batch, device=device, echo=lambda line: click.echo(line, err=True))
     click.echo(f"done in {sum(timings.values()):.0f} s ("
                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "

@@ -90,8 +90,8 @@ def make_config(mode: str, epochs: int, params: dict) -> TrainConfig:
 
 def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: list[int],
                   epochs: int, noise: dict, vary_noise: bool,
-                  parent_run_id: str | None = None, progress: bool = True
-                  ) -> tuple[str, list[MemberResult]]:
+                  parent_run_id: str | None = None, progress: bool = True,
+                  device: str = "cpu") -> tuple[str, list[MemberResult]]:
     """Train ``seeds`` with the mode's params under one evaluate run; return its id, results."""
     config = make_config(mode, epochs, source.params)
     tags = {"lgals.mode": mode, "lgals.stage": "evaluate", "lgals.params_source": source.source}
@@ -111,7 +111,7 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
             data = load_dataset(noise["noise_rate"], noise["noise_type"], noise_seed)
             done, _, _ = tracking.tracked_train(
                 data, [config] * len(group), group, experiment_id=experiment_id,
-                stage="evaluate", parent_run_id=owned[0], progress=progress)
+                stage="evaluate", parent_run_id=owned[0], progress=progress, device=device)
             results += done
     return owned[0], results
 
@@ -131,7 +131,8 @@ def tune_source(summary: dict, batch_size: int) -> ParamsSource:
 
 def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: list[int],
                    epochs: int, noise: dict, vary_noise: bool = False,
-                   parent_run_id: str | None = None) -> dict[str, list[MemberResult]]:
+                   parent_run_id: str | None = None, device: str = "cpu"
+                   ) -> dict[str, list[MemberResult]]:
     """Every mode's evaluation, under one umbrella run when several."""
     group = {"seeds": ",".join(map(str, seeds)), "epochs": epochs, **noise}
     results = {}
@@ -139,5 +140,5 @@ def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: 
                             parent_run_id) as parent:
         for mode, source in sources.items():
             _, results[mode] = evaluate_mode(mode, source, experiment_id, seeds, epochs, noise,
-                                             vary_noise, parent_run_id=parent)
+                                             vary_noise, parent_run_id=parent, device=device)
     return results

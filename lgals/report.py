@@ -288,13 +288,14 @@ def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None 
 
 
 def reproduce(experiment_id: str, out: Path, quick: bool = False, workers: int = 1,
-              storage: str | None = None, echo=print) -> dict[str, float]:
+              storage: str | None = None, batch: int | None = None, device: str = "cpu",
+              echo=print) -> dict[str, float]:
     """The whole protocol: tune all modes -> evaluate over seeds -> report; stage seconds."""
     import time
 
     from lgals.evaluation import describe, evaluate_modes, tune_source
     from lgals.train import TrainConfig
-    from lgals.tuning import TuneSettings, tune_modes
+    from lgals.tuning import DEFAULT_BATCH, TuneSettings, tune_modes
     from lgals.tuning import describe as describe_tune
 
     n_trials, epochs, seeds = (2, 3, 2) if quick else (20, TrainConfig.epochs, 5)
@@ -302,7 +303,9 @@ def reproduce(experiment_id: str, out: Path, quick: bool = False, workers: int =
     settings = [TuneSettings(mode=m, n_trials=n_trials, epochs=epochs, study_name=f"{prefix}-{m}")
                 for m in MODES]
     noise = {"noise_rate": 0.2, "noise_type": "symmetric", "noise_seed": 0}
-    params = {"quick": quick, "n_trials": n_trials, "epochs": epochs, "seeds": seeds}
+    batch = batch or DEFAULT_BATCH
+    params = {"quick": quick, "n_trials": n_trials, "epochs": epochs, "seeds": seeds,
+              "batch": batch, "device": device}
     timings: dict[str, float] = {}
     top = [tracking.open_run(experiment_id, "reproduce",
                              {"lgals.stage": "reproduce", "lgals.mode": "all"},
@@ -310,7 +313,8 @@ def reproduce(experiment_id: str, out: Path, quick: bool = False, workers: int =
     with tracking.ending(top):
         echo(f"[1/3] tuning {len(MODES)} modes x {n_trials} trials x {epochs} epochs")
         started = time.perf_counter()
-        summaries = tune_modes(settings, experiment_id, storage, workers, top[0])
+        summaries = tune_modes(settings, experiment_id, storage, workers, top[0], batch=batch,
+                               device=device)
         timings["tuning"] = time.perf_counter() - started
         for summary in summaries:
             echo(describe_tune(summary))
@@ -318,7 +322,7 @@ def reproduce(experiment_id: str, out: Path, quick: bool = False, workers: int =
         started = time.perf_counter()
         sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
         results = evaluate_modes(sources, experiment_id, list(range(seeds)), epochs, noise,
-                                 parent_run_id=top[0])
+                                 parent_run_id=top[0], device=device)
         timings["evaluation"] = time.perf_counter() - started
         for mode, mode_results in results.items():
             echo(describe(mode, mode_results))

@@ -314,36 +314,40 @@ def tracked_train(
     *,
     experiment_id: str,
     stage: str,
-    parent_run_id: str | None = None,
+    parent_run_id: str | Sequence[str] | None = None,
     member_tags: Sequence[dict] | None = None,
     log_models: bool = True,
     callback: Callback | None = None,
     on_runs_opened: Callable[[list[str]], None] | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> tuple[list[MemberResult], list[str], str | None]:
     """Train ``seeds`` together with one MLflow run per member.
 
-    Members go under ``parent_run_id`` if given; otherwise several seeds get a new parent run
-    (adopting ``mlflow run``'s run) and a single seed is that run itself. Returns the results,
-    the member run ids and the parent run id (``None`` for a single adopted run).
+    Members go under ``parent_run_id`` if given (one for all, or one per member); otherwise
+    several seeds get a new parent run (adopting ``mlflow run``'s run) and a single seed is
+    that run itself. Returns the results, the member run ids and the parent run id (``None``
+    for a single adopted run).
     """
-    mode = configs[0].mode
     member_tags = member_tags or [{} for _ in seeds]
-    common = {"lgals.mode": mode, "lgals.stage": stage}
     owned: list[str] = []
     with ending(owned):
         if parent_run_id is None and len(seeds) > 1:
+            mode = configs[0].mode
             shared = {**run_params(configs[0], data), "seeds": ",".join(map(str, seeds))}
-            parent_run_id = open_run(experiment_id, f"{stage}-{mode}", common, shared,
+            parent_run_id = open_run(experiment_id, f"{stage}-{mode}",
+                                     {"lgals.mode": mode, "lgals.stage": stage}, shared,
                                      adopt_project_run=True)
             owned.append(parent_run_id)
+        parents = ([parent_run_id] * len(seeds) if parent_run_id is None
+                   or isinstance(parent_run_id, str) else list(parent_run_id))
         run_ids = []
-        for seed, config, extra in zip(seeds, configs, member_tags):
-            run_id = open_run(experiment_id, f"{mode}-seed{seed}",
-                              {**common, "lgals.seed": seed, **extra},
+        for seed, config, extra, parent in zip(seeds, configs, member_tags, parents):
+            run_id = open_run(experiment_id, f"{config.mode}-seed{seed}",
+                              {"lgals.mode": config.mode, "lgals.stage": stage,
+                               "lgals.seed": seed, "lgals.device": device, **extra},
                               {**run_params(config, data), "seed": seed},
-                              parent_run_id=parent_run_id,
-                              adopt_project_run=parent_run_id is None)
+                              parent_run_id=parent, adopt_project_run=parent is None)
             owned.append(run_id)
             run_ids.append(run_id)
         if on_runs_opened:
@@ -354,11 +358,12 @@ def tracked_train(
             logger(report)
             return callback(report) if callback else None
 
-        results = train(data, list(configs), list(seeds), callback=observe, progress=progress)
+        results = train(data, list(configs), list(seeds), callback=observe, progress=progress,
+                        device=device)
         logger.close()
         for member, (run_id, result) in enumerate(zip(run_ids, results)):
             log_member(run_id, result, logger.histogram_arrays(member), data, log_models)
             if result.status == "diverged":
                 _terminate([run_id], "FAILED")
                 owned.remove(run_id)
-    return results, run_ids, parent_run_id
+    return results, run_ids, parent_run_id if isinstance(parent_run_id, str) else None

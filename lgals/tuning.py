@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -43,11 +44,10 @@ SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeat API, plots
 HEARTBEAT_SECONDS = 5
+# Trials per study trained together in one round (benchmarks/tune_quality.py and
+# tune_speed.py compare it with 1 trial at a time).
+DEFAULT_BATCH = 10
 GRACE_SECONDS = 15
-
-
-class TrialDiverged(Exception):
-    """The trial's training loss became NaN/inf: recorded as a failed trial, study goes on."""
 
 
 @dataclass(frozen=True)
@@ -115,15 +115,22 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A stale trial's MLflow run ends FAILED too; then Optuna retries the trial once."""
+    """A stale trial's MLflow run ends FAILED, and so do its still RUNNING ancestors (the
+    tune runs of the process that died; a live owner ends them itself later, overriding
+    this); then Optuna retries the trial once."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
         from mlflow import MlflowClient
 
         client = MlflowClient()
         client.set_tag(run_id, "lgals.trial_state", "FAIL")
-        client.set_tag(run_id, "lgals.status_reason", "process died (stale heartbeat)")
-        client.set_terminated(run_id, "FAILED")
+        reason = "process died (stale heartbeat)"
+        while run_id:
+            run = client.get_run(run_id)
+            if run.info.status == "RUNNING":
+                client.set_tag(run_id, "lgals.status_reason", reason)
+                client.set_terminated(run_id, "FAILED")
+            run_id = run.data.tags.get("mlflow.parentRunId")
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
@@ -146,7 +153,11 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
     # trials) and per resume point (a resumed study would otherwise replay its first random
     # proposals). From scratch it depends on --sampler-seed and the worker only.
     seed = np.random.SeedSequence([settings.sampler_seed, worker, len(study.trials)])
-    study.sampler = optuna.samplers.TPESampler(seed=int(seed.generate_state(1)[0]))
+    # constant_liar (Optuna 5's default, stated here because batching relies on it): TPE
+    # counts the RUNNING trials of a round as if they had scored badly, so the trials asked
+    # together do not all crowd the same point.
+    study.sampler = optuna.samplers.TPESampler(seed=int(seed.generate_state(1)[0]),
+                                               constant_liar=True)
     attrs = settings.study_attrs()
     recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
     if recorded and recorded != attrs:
@@ -159,112 +170,213 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
     return study
 
 
-def make_objective(settings: TuneSettings, data: NoisyDataset, experiment_id: str,
-                   parent_run_id: str):
-    """``objective(trial)``: train one model, report val accuracy each epoch for pruning."""
+@dataclass
+class _Trial:
+    """A trial asked in a round, with what it trains."""
 
-    def objective(trial: optuna.Trial) -> float:
-        config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
-                             batch_size=settings.batch_size, **suggest(trial, settings.mode))
-
-        def report(epoch: EpochReport):
-            if epoch.members:
-                trial.report(epoch.metrics[0]["val_acc"], epoch.epoch)
-                if trial.should_prune():
-                    return [0]
-            return None
-
-        tags = {"lgals.trial": trial.number, "lgals.study": settings.study_name,
-                "lgals.val_labels": settings.val_labels}
-        results, (run_id,), _ = tracking.tracked_train(
-            data, [config], [settings.train_seed], experiment_id=experiment_id, stage="trial",
-            parent_run_id=parent_run_id, member_tags=[tags], log_models=False,
-            callback=report, on_runs_opened=lambda ids: trial.set_user_attr("mlflow_run_id",
-                                                                            ids[0]))
-        result = results[0]
-        state = {"completed": "COMPLETE", "stopped": "PRUNED", "diverged": "FAIL"}[result.status]
-        tracking.set_tags(run_id, {"lgals.trial_state": state})
-        if result.status == "diverged":
-            trial.set_user_attr("fail_reason", result.reason)
-            raise TrialDiverged(result.reason)
-        if result.status == "stopped":
-            raise optuna.TrialPruned(result.reason)
-        return result.history["val_acc"][-1]
-
-    return objective
+    settings: TuneSettings
+    study: optuna.Study
+    trial: optuna.Trial
+    config: TrainConfig
 
 
-def run_trials(settings: TuneSettings, storage: str, tracking_uri: str, experiment_id: str,
-               parent_run_id: str, quota: int, worker: int = 0,
-               progress: bool = False) -> None:
-    """One worker: run at most ``quota`` trials, stopping once the study has its total."""
+class _Heartbeats:
+    """Records the heartbeat of every trial of a round while it is trained and logged.
+
+    Optuna's own heartbeat thread runs only inside ``study.optimize``; with ask/tell the
+    trials of a killed process would never go stale without this, and never be retried.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]):
+        self.storage, self.trial_ids = storage, trial_ids
+        self.stopped = threading.Event()
+        self.beat()
+        self.thread = threading.Thread(target=self._run, name="lgals-heartbeats", daemon=True)
+
+    def beat(self) -> None:
+        for trial_id in self.trial_ids:
+            self.storage.record_heartbeat(trial_id)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            self.beat()
+
+    def __enter__(self) -> _Heartbeats:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, int],
+              batch: int) -> list[_Trial]:
+    """Up to ``batch`` new trials per study: never more than the study is missing."""
+    asked = []
+    for settings, study in studies:
+        optuna.storages.fail_stale_trials(study)  # a dead process's trials are retried
+        n = min(batch, left[settings.mode], settings.n_trials - counted_trials(study))
+        for _ in range(max(0, n)):
+            with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
+                warnings.simplefilter("ignore", UserWarning)  # _Heartbeats records them
+                trial = study.ask()
+            config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
+                                 batch_size=settings.batch_size, **suggest(trial, settings.mode))
+            asked.append(_Trial(settings, study, trial, config))
+        left[settings.mode] -= max(0, n)
+    return asked
+
+
+def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
+                tune_runs: dict[str, str], device: str, progress: bool = False) -> None:
+    """Train a round's trials as one stack and ``tell`` each its state.
+
+    Each trial reports its validation accuracy every epoch and is pruned on its own: a
+    pruned trial leaves the stack. Its MLflow run nests under its mode's tune run. An
+    interrupt or error fails every trial not yet told, and re-raises.
+    """
+    storage = asked[0].study._storage
+    told: set[int] = set()
+
+    def report(epoch: EpochReport) -> list[int]:
+        pruned = []
+        for member in epoch.members:
+            trial = asked[member].trial
+            trial.report(epoch.metrics[member]["val_acc"], epoch.epoch)
+            if trial.should_prune():
+                pruned.append(member)
+        return pruned
+
+    def point_to_runs(run_ids: list[str]) -> None:
+        for item, run_id in zip(asked, run_ids):
+            item.trial.set_user_attr("mlflow_run_id", run_id)
+
+    tags = [{"lgals.trial": a.trial.number, "lgals.study": a.settings.study_name,
+             "lgals.val_labels": a.settings.val_labels} for a in asked]
+    try:
+        with _Heartbeats(storage, [a.trial._trial_id for a in asked]):
+            results, run_ids, _ = tracking.tracked_train(
+                data, [a.config for a in asked], [a.settings.train_seed for a in asked],
+                experiment_id=experiment_id, stage="trial",
+                parent_run_id=[tune_runs[a.settings.mode] for a in asked], member_tags=tags,
+                log_models=False, callback=report, on_runs_opened=point_to_runs,
+                progress=progress, device=device)
+            for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
+                state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
+                         "diverged": TrialState.FAIL}[result.status]
+                tracking.set_tags(run_id, {"lgals.trial_state": state.name})
+                if result.status == "diverged":
+                    item.trial.set_user_attr("fail_reason", result.reason)
+                value = result.history["val_acc"][-1] if state == TrialState.COMPLETE else None
+                item.study.tell(item.trial, value, state=state)
+                told.add(member)
+    except BaseException:
+        for member, item in enumerate(asked):
+            if member not in told:
+                item.study.tell(item.trial, state=TrialState.FAIL)
+        raise
+
+
+def run_trials(settings: list[TuneSettings], storage: str, tracking_uri: str,
+               experiment_id: str, tune_runs: dict[str, str], quotas: dict[str, int],
+               batch: int, device: str = "cpu", worker: int = 0, progress: bool = False) -> None:
+    """One worker: rounds of up to ``batch`` trials per study, within its ``quotas``.
+
+    With ``batch`` 1 the studies are tuned one after the other, one trial at a time; with
+    more, every study's trials of a round train together in one stack.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    # Optuna logs every caught trial failure with a traceback; the trial's own FAIL state, its
-    # fail_reason and our summary line say it without one.
+    # Optuna logs each told failure with a traceback; the trial's FAIL state, its fail_reason
+    # and our summary line say it without one.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = create_study(settings, storage, worker)
-    optuna.storages.fail_stale_trials(study)
-    objective = make_objective(settings, tuning_data(settings), experiment_id, parent_run_id)
-
-    def stop_when_full(study: optuna.Study, trial) -> None:
-        if counted_trials(study) >= settings.n_trials:
-            study.stop()
-
-    study.optimize(objective, n_trials=quota, catch=(TrialDiverged,), callbacks=[stop_when_full],
-                   show_progress_bar=progress, gc_after_trial=False)
+    studies = [(s, create_study(s, storage, worker)) for s in settings]
+    data = tuning_data(settings[0])  # the studies of one call share data and schedule
+    left = dict(quotas)
+    for group in ([[pair] for pair in studies] if batch == 1 else [studies]):
+        while asked := ask_round(group, left, batch):
+            train_round(asked, data, experiment_id, tune_runs, device, progress)
 
 
 def _worker(args: tuple) -> None:
-    settings, storage, tracking_uri, experiment_id, parent, quota, worker, threads = args
+    *run_args, threads = args
     import torch
 
     torch.set_num_threads(threads)  # N workers share the cores instead of fighting for them
-    run_trials(settings, storage, tracking_uri, experiment_id, parent, quota, worker)
+    run_trials(*run_args)
 
 
-def tune(settings: TuneSettings, experiment_id: str, storage: str | None = None,
-         workers: int = 1, parent_run_id: str | None = None) -> dict:
-    """Top the study up to ``n_trials`` under one MLflow tune run; return its summary."""
+def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | None = None,
+               workers: int = 1, parent_run_id: str | None = None, batch: int = DEFAULT_BATCH,
+               device: str = "cpu") -> list[dict]:
+    """Top every mode's study up to ``n_trials``: one tune run per study (under one umbrella
+    run when several), trials in rounds of up to ``batch`` per study; return the summaries."""
     import mlflow
 
+    if len({tuple(sorted((k, v) for k, v in s.study_attrs().items() if k != "mode"))
+            for s in settings}) > 1:
+        raise ValueError("studies tuned together must share data, schedule and train seed")
     storage = storage or default_storage()
     tracking_uri = mlflow.get_tracking_uri()
-    study = create_study(settings, storage)  # once, before any worker: no creation races
-    optuna.storages.fail_stale_trials(study)
-    tags = {"lgals.mode": settings.mode, "lgals.stage": "tune",
-            "lgals.study": settings.study_name, "lgals.val_labels": settings.val_labels}
-    params = {**asdict(settings), "workers": workers, "storage": _redact(storage),
-              **tracking.source_info()}
-    owned = [tracking.open_run(experiment_id, f"tune-{settings.mode}", tags, params,
-                               parent_run_id=parent_run_id,
-                               adopt_project_run=parent_run_id is None)]
-    with tracking.ending(owned):
-        for _ in range(3):  # a round more if trials of a dead process were retried meanwhile
-            missing = settings.n_trials - counted_trials(study)
-            if missing <= 0:
-                break
-            if workers == 1:
-                run_trials(settings, storage, tracking_uri, experiment_id, owned[0], missing,
-                           progress=True)
-            else:
-                quotas = [missing // workers + (i < missing % workers) for i in range(workers)]
-                threads = max(1, (os.cpu_count() or 1) // workers)
-                jobs = [(settings, storage, tracking_uri, experiment_id, owned[0], q, i, threads)
-                        for i, q in enumerate(quotas) if q]
-                with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-                    pool.map(_worker, jobs)
-            while any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
-                time.sleep(1)  # another machine's trials: wait so the summary is final
-                optuna.storages.fail_stale_trials(study)
-        summary = summarize(study)
-        log_study(owned[0], study, summary)
-    if summary["n_complete"] == 0:
-        raise AllTrialsFailed(f"study {settings.study_name!r}: every trial failed "
-                           f"({summary['n_fail']} failed, {summary['n_pruned']} pruned)")
-    return {**summary, "run_id": owned[0], "study_name": settings.study_name,
-            "mode": settings.mode}
+    studies = [create_study(s, storage) for s in settings]  # once, before any worker
+    for study in studies:
+        optuna.storages.fail_stale_trials(study)
+    group = {"n_trials": settings[0].n_trials, "epochs": settings[0].epochs, "batch": batch}
+    with tracking.group_run(experiment_id, "tune", [s.mode for s in settings], group,
+                            parent_run_id) as parent:
+        owned: list[str] = []
+        with tracking.ending(owned):
+            for s in settings:
+                tags = {"lgals.mode": s.mode, "lgals.stage": "tune", "lgals.study": s.study_name,
+                        "lgals.val_labels": s.val_labels}
+                params = {**asdict(s), "workers": workers, "batch": batch, "device": device,
+                          "storage": _redact(storage), **tracking.source_info()}
+                owned.append(tracking.open_run(experiment_id, f"tune-{s.mode}", tags, params,
+                                               parent_run_id=parent,
+                                               adopt_project_run=parent is None))
+            tune_runs = {s.mode: run_id for s, run_id in zip(settings, owned)}
+            for _ in range(3):  # a round more if trials of a dead process were retried meanwhile
+                missing = {s.mode: s.n_trials - counted_trials(study)
+                           for s, study in zip(settings, studies)}
+                if max(missing.values()) <= 0:
+                    break
+                _run_workers(settings, storage, tracking_uri, experiment_id, tune_runs,
+                             missing, batch, device, workers)
+                for study in studies:
+                    while any(t.state == TrialState.RUNNING
+                              for t in study.get_trials(deepcopy=False)):
+                        time.sleep(1)  # another machine's trials: wait so the summary is final
+                        optuna.storages.fail_stale_trials(study)
+            summaries = []
+            for s, study, run_id in zip(settings, studies, owned):
+                summary = summarize(study)
+                log_study(run_id, study, summary)
+                summaries.append({**summary, "run_id": run_id, "study_name": s.study_name,
+                                  "mode": s.mode})
+    for summary in summaries:
+        if summary["n_complete"] == 0:
+            raise AllTrialsFailed(f"study {summary['study_name']!r}: every trial failed "
+                                  f"({summary['n_fail']} failed, {summary['n_pruned']} pruned)")
+    return summaries
+
+
+def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
+                 experiment_id: str, tune_runs: dict[str, str], missing: dict[str, int],
+                 batch: int, device: str, workers: int) -> None:
+    """The missing trials in this process, or split exactly between ``workers`` processes."""
+    if workers == 1:
+        run_trials(settings, storage, tracking_uri, experiment_id, tune_runs, missing, batch,
+                   device, progress=True)
+        return
+    quotas = [{mode: max(0, n) // workers + (i < max(0, n) % workers)
+               for mode, n in missing.items()} for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = [(settings, storage, tracking_uri, experiment_id, tune_runs, quota, batch, device,
+             i, False, threads) for i, quota in enumerate(quotas) if any(quota.values())]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        pool.map(_worker, jobs)
 
 
 def summarize(study: optuna.Study) -> dict:
@@ -314,15 +426,6 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
-
-
-def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | None = None,
-               workers: int = 1, parent_run_id: str | None = None) -> list[dict]:
-    """One study per mode, one after the other, under one umbrella run when several."""
-    group = {"n_trials": settings[0].n_trials, "epochs": settings[0].epochs}
-    with tracking.group_run(experiment_id, "tune", [s.mode for s in settings], group,
-                            parent_run_id) as parent:
-        return [tune(s, experiment_id, storage, workers, parent) for s in settings]
 
 
 def describe(summary: dict) -> str:

@@ -93,3 +93,23 @@ def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):
     assert runs[0].data.tags.get("mlflow.project.entryPoint") == "train"
     assert runs[0].info.status == "FAILED"
     assert not [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_mlproject_batch_and_device_defaults_match_the_cli():
+    """MLproject's ``batch`` is the CLI's --batch default is the tuning's DEFAULT_BATCH."""
+    import yaml
+
+    from lgals.cli import cli
+    from lgals.tuning import DEFAULT_BATCH
+
+    entry_points = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
+    for name in ("tune", "reproduce", "main"):
+        assert entry_points[name]["parameters"]["batch"]["default"] == DEFAULT_BATCH, name
+    for name in ("train", "tune", "evaluate", "reproduce", "main"):
+        assert entry_points[name]["parameters"]["device"]["default"] == "auto", name
+    for command in ("tune", "reproduce"):
+        (batch,) = [p for p in cli.commands[command].params if p.name == "batch"]
+        assert batch.default == DEFAULT_BATCH
+    for command in ("train", "tune", "evaluate", "reproduce"):
+        (device,) = [p for p in cli.commands[command].params if p.name == "device"]
+        assert device.default == "auto"

@@ -1,0 +1,272 @@
+"""Batched tuning (``lgals tune --batch K``) against real sqlite stores and real processes.
+
+Each round asks up to K trials per study and trains every study's trials as one stack. The
+contracts of one-at-a-time tuning still hold: exact trial counts (also on resume with another
+``--batch`` and with workers), one nested MLflow run per trial, pruning and failure per trial,
+interrupts that fail the trials and kill the runs, and trials of a ``kill -9``ed process
+retried by the next run.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from mlflow_fixtures import (
+    popen_lgals,
+    run_lgals,
+    run_main,
+    sqlite_runs,
+    stop,
+    wait_for,
+)
+from optuna.trial import TrialState
+from test_tuning import (
+    children,
+    client_of,
+    load_study,
+    runs_of,
+    tune_argv,
+    tune_main,
+    tune_ok,
+    tune_runs,
+)
+
+from lgals.losses import MODES
+
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+              pytest.mark.filterwarnings("ignore::UserWarning:optuna")]
+
+
+def trial_runs(runs: list) -> list:
+    return [r for r in runs if r.data.tags.get("lgals.stage") == "trial"]
+
+
+def assert_one_run_per_trial(directory: Path, study_name: str, n_trials: int) -> None:
+    """Exactly ``n_trials`` counted trials, each pointing at its own MLflow trial run."""
+    study = load_study(directory, study_name)
+    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+               for t in study.trials} - {None}
+    counted = [t for t in study.trials if t.number not in retried]
+    assert len(counted) == n_trials, [(t.number, t.state.name) for t in study.trials]
+    assert all(t.state.is_finished() for t in study.trials)
+    pointed = [t.user_attrs["mlflow_run_id"] for t in study.trials]
+    assert len(set(pointed)) == len(pointed)
+    runs = {r.info.run_id: r for r in trial_runs(runs_of(directory))}
+    for trial in study.trials:
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        assert int(run.data.tags["lgals.trial"]) == trial.number
+        assert run.data.tags["lgals.study"] == study_name
+
+
+# --- one batched tune of every mode ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def batched(tmp_path_factory, _cache_dir):
+    """``--mode all --n-trials 5 --batch 3 --epochs 2``: rounds of 3 + 2 trials per study."""
+    directory = tmp_path_factory.mktemp("batched")
+    result = tune_main(directory, "--mode", "all", "--n-trials", "5", "--batch", "3",
+                       "--epochs", "2", "--study-name", "b")
+    return SimpleNamespace(dir=directory, result=result, runs=runs_of(directory))
+
+
+def test_batched_tune_gives_exactly_n_trials_per_study_with_one_run_each(batched):
+    assert batched.result.code == 0, batched.result
+    for mode in MODES:
+        assert_one_run_per_trial(batched.dir, f"b-{mode}", 5)
+    runs = batched.runs
+    assert len(runs) == 1 + 3 + 15  # umbrella, a tune run per mode, a run per trial
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+
+
+def test_batched_trial_runs_nest_under_their_modes_tune_run(batched):
+    per_mode = [r for r in tune_runs(batched.runs) if r.data.tags["lgals.mode"] != "all"]
+    assert sorted(r.data.tags["lgals.mode"] for r in per_mode) == sorted(MODES)
+    for tune in per_mode:
+        mode = tune.data.tags["lgals.mode"]
+        assert tune.data.params["batch"] == "3"
+        assert tune.data.params["device"] == "cpu"
+        trials = children(batched.runs, tune.info.run_id)
+        assert sorted(int(r.data.tags["lgals.trial"]) for r in trials) == [0, 1, 2, 3, 4]
+        for run in trials:
+            assert run.data.tags["lgals.mode"] == run.data.params["mode"] == mode
+            assert run.data.tags["lgals.device"] == "cpu"
+            assert "test_acc" not in run.data.metrics
+
+
+def test_trials_of_a_round_train_in_one_stack(batched):
+    """Every mode's first round (trials 0-2) is one computation: one shared epoch time."""
+    client = client_of(batched.dir)
+    first_epoch = {}
+    for run in trial_runs(batched.runs):
+        if int(run.data.tags["lgals.trial"]) < 3:
+            (point, *_) = sorted(client.get_metric_history(run.info.run_id, "epoch_seconds"),
+                                 key=lambda m: m.step)
+            first_epoch[(run.data.tags["lgals.mode"], run.data.tags["lgals.trial"])] = point.value
+    assert len(first_epoch) == 9
+    assert len(set(first_epoch.values())) == 1, first_epoch
+
+
+def test_trial_values_and_pruning_are_per_trial(batched):
+    client = client_of(batched.dir)
+    for mode in MODES:
+        study = load_study(batched.dir, f"b-{mode}")
+        for trial in study.trials:
+            run = client.get_run(trial.user_attrs["mlflow_run_id"])
+            assert run.data.tags["lgals.trial_state"] == trial.state.name
+            steps = sorted(trial.intermediate_values)
+            values = [m.value for m in sorted(client.get_metric_history(
+                run.info.run_id, "val_acc"), key=lambda m: m.step)]
+            assert [trial.intermediate_values[s] for s in steps] == values
+            if trial.state == TrialState.COMPLETE:
+                assert trial.value == values[-1] and steps == [1, 2]
+
+
+# --- resume, workers: exact counts ---------------------------------------------------------
+
+def test_resume_with_another_batch_tops_up_exactly(tmp_path, _cache_dir):
+    tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "3", "--batch", "2", "--epochs", "1")
+    tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "7", "--batch", "3", "--epochs", "1")
+    assert_one_run_per_trial(tmp_path, "lgals-fixed_ls", 7)
+    first, second = tune_runs(runs_of(tmp_path))
+    assert [len(children(runs_of(tmp_path), t.info.run_id)) for t in (first, second)] == [3, 4]
+
+
+def test_batch_one_trains_each_trial_alone(tmp_path, _cache_dir):
+    tune_ok(tmp_path, "--mode", "all", "--n-trials", "2", "--batch", "1", "--epochs", "1")
+    client = client_of(tmp_path)
+    times = [client.get_metric_history(r.info.run_id, "epoch_seconds")[0].value
+             for r in trial_runs(runs_of(tmp_path))]
+    assert len(times) == 6 and len(set(times)) == 6  # six separate computations
+
+
+@pytest.mark.slow
+def test_workers_with_batches_give_exactly_n_trials(tmp_path, _cache_dir):
+    result = run_lgals(tune_argv(tmp_path, "--mode", "all", "--workers", "2", "--batch", "2",
+                                 "--n-trials", "5", "--epochs", "1", "--study-name", "w"),
+                       tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for mode in MODES:
+        assert_one_run_per_trial(tmp_path, f"w-{mode}", 5)
+    assert all(status != "RUNNING" for _, status in sqlite_runs(tmp_path / "mlflow.db"))
+
+
+# --- interrupts and killed processes --------------------------------------------------------
+
+def start_tune(directory: Path, *args: str):
+    directory.mkdir(parents=True, exist_ok=True)
+    return popen_lgals(tune_argv(directory, *args), directory)
+
+
+def wait_for_trial_runs(directory: Path, n: int, process) -> None:
+    """Until ``n`` trial runs are RUNNING and have logged metrics (a round is training)."""
+    import sqlite3
+
+    def ready():
+        assert process.poll() is None, process.communicate()
+        db = directory / "mlflow.db"
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+                (count,) = connection.execute(
+                    "SELECT COUNT(DISTINCT m.run_uuid) FROM metrics m JOIN tags t ON "
+                    "t.run_uuid = m.run_uuid AND t.key = 'lgals.stage' AND t.value = 'trial' "
+                    "JOIN runs r ON r.run_uuid = m.run_uuid AND r.status = 'RUNNING'"
+                ).fetchone()
+        except sqlite3.Error:
+            return False
+        return count >= n
+
+    wait_for(ready, timeout=180, interval=0.2, what=f"{n} trial runs to log metrics")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_batched_tune_kills_its_runs_and_fails_its_trials(tmp_path, _cache_dir,
+                                                                      signum):
+    process = start_tune(tmp_path, "--mode", "all", "--n-trials", "4", "--batch", "2",
+                         "--epochs", "200", "--study-name", "i")
+    try:
+        wait_for_trial_runs(tmp_path, 6, process)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=60)
+    finally:
+        stop(process)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "lgals: interrupted" in err
+    runs = runs_of(tmp_path)
+    assert runs and {r.info.status for r in runs} == {"KILLED"}
+    for mode in MODES:
+        study = load_study(tmp_path, f"i-{mode}")
+        assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+
+
+@pytest.mark.slow
+def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir):
+    args = ("--mode", "all", "--n-trials", "3", "--batch", "2", "--epochs", "40",
+            "--study-name", "k")
+    process = start_tune(tmp_path, *args)
+    try:
+        wait_for_trial_runs(tmp_path, 6, process)
+        process.kill()  # SIGKILL, by PID: no handler runs, nothing is ended
+        process.wait(timeout=30)
+    finally:
+        stop(process)
+    killed_at = time.monotonic()
+    rerun = run_lgals(tune_argv(tmp_path, *args), tmp_path, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert time.monotonic() - killed_at >= 15  # the dead trials had to go stale first
+    for mode in MODES:
+        assert_one_run_per_trial(tmp_path, f"k-{mode}", 3)
+        study = load_study(tmp_path, f"k-{mode}")
+        dead = [t for t in study.trials if t.state == TrialState.FAIL
+                and optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t) == []]
+        retries = [t for t in study.trials
+                   if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+                   is not None]
+        assert len(dead) == len(retries) == 2  # the killed round, retried once each
+        for retry in retries:
+            original = study.trials[
+                optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry)]
+            assert retry.params == original.params
+    statuses = [status for _, status in sqlite_runs(tmp_path / "mlflow.db")]
+    assert "RUNNING" not in statuses
+    assert statuses.count("FAILED") == 6 + 3 + 1  # the dead trial runs, tune runs, umbrella
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, option", [
+    (("--batch", "0"), "--batch"),
+    (("--batch", "-3"), "--batch"),
+    (("--device", "tpu"), "--device"),
+])
+def test_bad_batch_or_device_is_one_line_and_starts_nothing(tmp_path, args, option):
+    result = run_main(tune_argv(tmp_path, "--mode", "baseline", *args), tmp_path)
+    assert result.code == 2, result
+    assert option in error_line_of(result)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "evaluate", "reproduce"])
+def test_cuda_without_cuda_is_one_line(tmp_path, command):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal is for machines without it")
+    result = run_main([command, "--device", "cuda", "--tracking-uri",
+                       f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path)
+    assert result.code == 2, result
+    line = error_line_of(result)
+    assert "--device" in line and "CUDA is not available" in line
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def error_line_of(result) -> str:
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.err, result.err
+    return lines[0]
+
