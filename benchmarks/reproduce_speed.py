@@ -1,64 +1,87 @@
-"""Where the time of ``lgals reproduce`` goes (the full default protocol, tracked).
+"""Where the time of ``lgals reproduce`` goes, with the default --batch and with --batch 1.
 
-Runs the real pipeline in a fresh temporary MLflow store: 3 modes x 20 trials x 100 epochs
-of tuning, 3 modes x 5 seeds x 100 epochs of evaluation, the report. For each stage it
-prints the wall time, the part spent in training epochs (sum of logged ``epoch_seconds``;
-an evaluation stack's epoch time counts once for its seeds) and the rest: MLflow logging,
-models, figures, Optuna, data. Target: the whole protocol <= 6 minutes.
+Runs the real pipeline (``lgals.report.reproduce``, tracked) in fresh temporary stores, once
+per batch size, one after the other in this process: 3 modes x 20 trials x 100 epochs of
+tuning, 3 modes x 5 seeds x 100 epochs of evaluation, the report. For each stage it prints
+the wall time, the part spent in training epochs (the sum of logged ``epoch_seconds``, a
+stack counted once) and the rest: MLflow logging, models, figures, Optuna, data. Targets:
+the default batch takes <= 0.5x the wall of --batch 1, and <= 20% of its wall is spent
+outside training.
 
-    python benchmarks/reproduce_speed.py [--quick] [--out DIR]
+    python benchmarks/reproduce_speed.py [--quick] [--batches 10,1] [--out DIR] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 import tempfile
 from pathlib import Path
 
+from common import describe_machine, emit_json, machine, parser, training_seconds
 
-def training_seconds(experiment_id: str, stage: str) -> float:
-    """Sum of epoch wall times of a stage's runs, one stack counted once."""
-    import mlflow
+from lgals import tracking
+from lgals.report import reproduce
+from lgals.tuning import DEFAULT_BATCH
 
-    from lgals.tracking import mlflow_client
+WALL_RATIO_TARGET, OUTSIDE_SHARE_TARGET = 0.5, 0.20
 
-    runs = mlflow.search_runs([experiment_id], f"tags.`lgals.stage` = '{stage}' "
-                              "and tags.`lgals.seed` != ''", output_format="list")
-    stacks = {}
-    for run in runs:
-        key = run.data.tags.get("mlflow.parentRunId") if stage == "evaluate" else run.info.run_id
-        if key not in stacks:
-            history = mlflow_client().get_metric_history(run.info.run_id, "epoch_seconds")
-            stacks[key] = sum(m.value for m in history)
-    return sum(stacks.values())
+
+def stage_training(experiment_id: str, stage: str) -> float:
+    runs = tracking.mlflow_client().search_runs(
+        [experiment_id], f"tags.`lgals.stage` = '{stage}' and tags.`lgals.seed` != ''")
+    return training_seconds(tracking.mlflow_client(), [r.info.run_id for r in runs])
+
+
+def reproduce_once(directory: Path, batch: int, quick: bool, out: Path | None) -> dict:
+    experiment_id = tracking.connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
+    timings = reproduce(experiment_id, out or directory / "results", quick=quick,
+                        storage=f"sqlite:///{directory / 'optuna.db'}", batch=batch,
+                        echo=lambda line: print(line, file=sys.stderr))
+    training = {"tuning": stage_training(experiment_id, "trial"),
+                "evaluation": stage_training(experiment_id, "evaluate"), "report": 0.0}
+    stages = {stage: {"wall_s": wall, "training_s": training[stage]}
+              for stage, wall in timings.items()}
+    wall, train = sum(timings.values()), sum(training.values())
+    return {"batch": batch, "stages": stages, "wall_s": wall, "training_s": train,
+            "outside_share": (wall - train) / wall}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, help="keep the report here (default: discarded)")
-    args = parser.parse_args()
-
-    from lgals import tracking
-    from lgals.report import reproduce
-
-    with tempfile.TemporaryDirectory() as tmp:
-        experiment_id = tracking.connect(f"sqlite:///{Path(tmp) / 'mlflow.db'}", "bench")
-        timings = reproduce(experiment_id, args.out or Path(tmp) / "results", quick=args.quick,
-                            storage=f"sqlite:///{Path(tmp) / 'optuna.db'}", echo=print)
-        training = {"tuning": training_seconds(experiment_id, "trial"),
-                    "evaluation": training_seconds(experiment_id, "evaluate"), "report": 0.0}
-
-    total = sum(timings.values())
-    print(f"lgals reproduce{' --quick' if args.quick else ''}, tracked, fresh store\n")
-    print("| stage | wall s | training s | tracking, Optuna and the rest s |")
-    print("|---|---|---|---|")
-    for stage, wall in timings.items():
-        print(f"| {stage} | {wall:.1f} | {training[stage]:.1f} | {wall - training[stage]:.1f} |")
-    print(f"| total | {total:.1f} | {sum(training.values()):.1f} | "
-          f"{total - sum(training.values()):.1f} |\n")
-    if not args.quick:
-        print(f"target <= 360 s: {'PASS' if total <= 360 else 'FAIL'}")
+    cli = parser(__doc__)
+    cli.add_argument("--quick", action="store_true")
+    cli.add_argument("--batches", default=f"{DEFAULT_BATCH},1", help="run in this order")
+    cli.add_argument("--out", type=Path,
+                     help="keep the report of the first batch size here (default: discarded)")
+    args = cli.parse_args()
+    info = machine()
+    rows = []
+    for i, batch in enumerate(int(b) for b in args.batches.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(reproduce_once(Path(tmp), batch, args.quick,
+                                       args.out if i == 0 else None))
+    document = {"machine": info, "quick": args.quick, "rows": rows}
+    if args.json:
+        emit_json(document)
+        return
+    print(f"lgals reproduce{' --quick' if args.quick else ''}, tracked, fresh stores; "
+          f"{describe_machine(info)}\n")
+    print("| --batch | stage | wall s | training s | outside training s |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        for stage, t in row["stages"].items():
+            print(f"| {row['batch']} | {stage} | {t['wall_s']:.1f} | {t['training_s']:.1f} | "
+                  f"{t['wall_s'] - t['training_s']:.1f} |")
+        print(f"| {row['batch']} | **total** | {row['wall_s']:.1f} | {row['training_s']:.1f} | "
+              f"{row['wall_s'] - row['training_s']:.1f} ({100 * row['outside_share']:.0f}%) |")
+    if args.quick or len(rows) < 2:
+        return
+    first, *_, one = rows
+    ratio = first["wall_s"] / one["wall_s"]
+    print(f"\n{'PASS' if ratio <= WALL_RATIO_TARGET else 'FAIL'}: --batch {first['batch']} takes "
+          f"{ratio:.2f}x the wall of --batch {one['batch']} (target <= {WALL_RATIO_TARGET}x)")
+    share = first["outside_share"]
+    print(f"{'PASS' if share <= OUTSIDE_SHARE_TARGET else 'FAIL'}: {100 * share:.0f}% of the "
+          f"wall outside training (target <= {100 * OUTSIDE_SHARE_TARGET:.0f}%)")
 
 
 if __name__ == "__main__":

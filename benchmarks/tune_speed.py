@@ -1,61 +1,91 @@
-"""Wall time of ``lgals tune --mode all`` (tracked, default protocol) on this machine.
+"""``lgals tune --mode all`` with the default --batch against --batch 1, side by side.
 
-Runs the real tuning path in a fresh temporary MLflow store and Optuna storage and prints,
-per mode, the wall time, the trials by state and the share spent training (the sum of the
-trials' epoch times) versus everything else (MLflow, Optuna, data). Target: 20 trials per
-mode at 100 epochs, all three modes, <= 4 minutes.
+Each setting runs the real command in a fresh directory (fresh MLflow and Optuna stores, so
+start-up, store creation and figures count), one after the other in this one benchmark run.
+It prints the wall time, the trials by state, the training time (the sum of epoch times, a
+stack counted once) and the rest (MLflow, Optuna, start-up), the peak RSS, and the speed-up
+of the default batch over one trial at a time. Target: >= 2.5x (stretch 3x).
 
-    python benchmarks/tune_speed.py [--n-trials 20] [--epochs 100] [--workers 1]
+    python benchmarks/tune_speed.py [--n-trials 20] [--epochs 100] [--batches 10,1] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
+import shutil
+import sys
 import tempfile
-import time
 from pathlib import Path
+
+import optuna
+from common import describe_machine, emit_json, machine, parser, run_command, training_seconds
+from mlflow import MlflowClient
+
+from lgals.losses import MODES
+from lgals.tuning import DEFAULT_BATCH
+
+TARGET, STRETCH = 2.5, 3.0
+
+
+def tune_once(directory: Path, n_trials: int, epochs: int, batch: int) -> dict:
+    """One ``lgals tune --mode all`` in ``directory``: wall, peak RSS, trials, training."""
+    lgals = str(Path(sys.executable).parent / "lgals")
+    uri, storage = f"sqlite:///{directory / 'mlflow.db'}", f"sqlite:///{directory / 'optuna.db'}"
+    wall, rss, _ = run_command([lgals, "tune", "--mode", "all", "--n-trials", str(n_trials),
+                                "--epochs", str(epochs), "--batch", str(batch),
+                                "--tracking-uri", uri, "--storage", storage], directory)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("lgals")
+    trial_runs = client.search_runs([experiment.experiment_id], "tags.`lgals.stage` = 'trial'")
+    states = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    for mode in MODES:
+        for trial in optuna.load_study(study_name=f"lgals-{mode}", storage=storage).trials:
+            states[trial.state.name] += 1
+    training = training_seconds(client, [r.info.run_id for r in trial_runs])
+    return {"batch": batch, "wall_s": wall, "training_s": training, "other_s": wall - training,
+            "peak_rss_mib": rss, "trials": states}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-
-    import mlflow
-
-    from lgals import tracking
-    from lgals.losses import MODES
-    from lgals.tuning import TuneSettings, tune_modes
-
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        experiment_id = tracking.connect(f"sqlite:///{Path(tmp) / 'mlflow.db'}", "bench")
-        rows = []
-        for mode in MODES:
-            settings = TuneSettings(mode=mode, n_trials=args.n_trials, epochs=args.epochs)
-            t = time.perf_counter()
-            (summary,) = tune_modes([settings], experiment_id, workers=args.workers)
-            wall = time.perf_counter() - t
-            trials = mlflow.search_runs(
-                [experiment_id], f"tags.`lgals.stage` = 'trial' and tags.`lgals.mode` = '{mode}'")
-            training = sum(sum(m.value for m in tracking.mlflow_client().get_metric_history(
-                run_id, "epoch_seconds")) for run_id in trials["run_id"])
-            rows.append((mode, wall, summary, training))
-        total = time.perf_counter() - started
-
-    print(f"tune --mode all --n-trials {args.n_trials} --epochs {args.epochs} "
-          f"--workers {args.workers}, tracked\n")
-    print("| mode | wall s | complete | pruned | failed | training s | other s |")
+    cli = parser(__doc__)
+    cli.add_argument("--n-trials", type=int, default=20)
+    cli.add_argument("--epochs", type=int, default=100)
+    cli.add_argument("--batches", default=f"{DEFAULT_BATCH},1",
+                     help="batch sizes, run in this order")
+    args = cli.parse_args()
+    info = machine()
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        directory = Path(tempfile.mkdtemp(prefix=f"tune-speed-{batch}-"))
+        try:
+            rows.append(tune_once(directory, args.n_trials, args.epochs, batch))
+        finally:
+            shutil.rmtree(directory)
+        print(f"--batch {batch}: {rows[-1]['wall_s']:.1f} s", file=sys.stderr)
+    one = next((r for r in rows if r["batch"] == 1), None)
+    for row in rows:
+        row["speedup_vs_batch_1"] = one["wall_s"] / row["wall_s"] if one else None
+    document = {"machine": info, "n_trials": args.n_trials, "epochs": args.epochs,
+                "rows": rows, "target": TARGET, "stretch": STRETCH}
+    if args.json:
+        emit_json(document)
+        return
+    print(f"tune --mode all --n-trials {args.n_trials} --epochs {args.epochs}, tracked, fresh "
+          f"stores; {describe_machine(info)}\n")
+    print("| --batch | wall s | complete / pruned / failed | training s | other s | "
+          "peak RSS MiB | speed-up vs --batch 1 |")
     print("|---|---|---|---|---|---|---|")
-    for mode, wall, summary, training in rows:
-        print(f"| {MODES[mode].label} | {wall:.1f} | {summary['n_complete']} | "
-              f"{summary['n_pruned']} | {summary['n_fail']} | {training:.1f} | "
-              f"{wall - training:.1f} |")
-    verdict = "PASS" if total <= 240 else "FAIL"
-    print(f"| total (incl. store set-up) | {total:.1f} | | | | | |\n")
-    print(f"target <= 240 s: {verdict}")
+    for row in rows:
+        trials = row["trials"]
+        speedup = f"{row['speedup_vs_batch_1']:.2f}x" if row["speedup_vs_batch_1"] else ""
+        print(f"| {row['batch']} | {row['wall_s']:.1f} | {trials['COMPLETE']} / "
+              f"{trials['PRUNED']} / {trials['FAIL']} | {row['training_s']:.1f} | "
+              f"{row['other_s']:.1f} | {row['peak_rss_mib']:.0f} | {speedup} |")
+    best = max((r for r in rows if r["batch"] != 1), key=lambda r: r["speedup_vs_batch_1"] or 0,
+               default=None)
+    if one and best:
+        verdict = "PASS" if best["speedup_vs_batch_1"] >= TARGET else "FAIL"
+        print(f"\n{verdict}: --batch {best['batch']} is {best['speedup_vs_batch_1']:.2f}x faster "
+              f"than --batch 1 (target >= {TARGET}x, stretch {STRETCH}x)")
 
 
 if __name__ == "__main__":

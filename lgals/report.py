@@ -311,7 +311,8 @@ def reproduce(experiment_id: str, out: Path, quick: bool = False, workers: int =
                              {"lgals.stage": "reproduce", "lgals.mode": "all"},
                              {**params, **tracking.source_info()}, adopt_project_run=True)]
     with tracking.ending(top):
-        echo(f"[1/3] tuning {len(MODES)} modes x {n_trials} trials x {epochs} epochs")
+        echo(f"[1/3] tuning {len(MODES)} modes x {n_trials} trials x {epochs} epochs, "
+             f"in rounds of up to {batch} trials per mode")
         started = time.perf_counter()
         summaries = tune_modes(settings, experiment_id, storage, workers, top[0], batch=batch,
                                device=device)

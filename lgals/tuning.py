@@ -107,11 +107,29 @@ def default_storage() -> str:
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so trials of a killed process are failed and retried."""
-    return optuna.storages.RDBStorage(
+    """An RDB storage with heartbeats, so trials of a killed process are failed and retried.
+
+    A SQLite file is switched to write-ahead logging with ``synchronous=NORMAL``: each trial
+    writes a value every epoch and a heartbeat, and a commit then no longer waits for a
+    full sync of the file (safe for processes on one host; a crash can lose the last commits,
+    never corrupt the file).
+    """
+    storage = optuna.storages.RDBStorage(
         url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
         heartbeat_stale_trial_callback=_fail_and_retry,
     )
+    if storage.engine.dialect.name == "sqlite":
+        import sqlalchemy
+
+        @sqlalchemy.event.listens_for(storage.engine, "connect")
+        def write_ahead(connection, record) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        storage.engine.dispose()  # connections opened from now on get the pragmas
+    return storage
 
 
 def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -180,34 +198,74 @@ class _Trial:
     config: TrainConfig
 
 
-class _Heartbeats:
-    """Records the heartbeat of every trial of a round while it is trained and logged.
+class _TrialRecorder:
+    """Writes a round's trials to Optuna from a thread of its own: each trial's heartbeat, and
+    the validation accuracies the training loop reports every epoch (queued, written within
+    about a second), so the training loop never waits on the storage.
 
-    Optuna's own heartbeat thread runs only inside ``study.optimize``; with ask/tell the
-    trials of a killed process would never go stale without this, and never be retried.
+    Optuna's own heartbeat thread runs only inside ``study.optimize``; with ask/tell, without
+    this, the trials of a killed process would never go stale, and never be retried.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]):
         self.storage, self.trial_ids = storage, trial_ids
+        self.queue: list[tuple[int, int, float]] = []  # (trial id, step, value)
+        self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self.beat()
-        self.thread = threading.Thread(target=self._run, name="lgals-heartbeats", daemon=True)
+        self.last_beat = 0.0
+        self.write()
+        self.thread = threading.Thread(target=self._run, name="lgals-trials", daemon=True)
 
-    def beat(self) -> None:
-        for trial_id in self.trial_ids:
-            self.storage.record_heartbeat(trial_id)
+    def report(self, trial_id: int, step: int, value: float) -> None:
+        with self.lock:
+            self.queue.append((trial_id, step, value))
+
+    def write(self) -> None:
+        """Write the queued values, and the heartbeats when they are due."""
+        with self.lock:
+            queued, self.queue = self.queue, []
+        for trial_id, step, value in queued:
+            self.storage.set_trial_intermediate_value(trial_id, step, value)
+        if time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            self.last_beat = time.monotonic()
 
     def _run(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_SECONDS):
-            self.beat()
+        while not self.stopped.wait(1.0):
+            self.write()
 
-    def __enter__(self) -> _Heartbeats:
+    def __enter__(self) -> _TrialRecorder:
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stopped.set()
         self.thread.join()
+        self.write()  # what is left, before the trials are told
+
+
+class _CompletedTrials:
+    """What the pruner reads of a study, taken once a round: its direction and complete
+    trials. No trial of this process completes during a round, so ``trial.should_prune()``
+    would read the same; trials other workers complete meanwhile count from the next round.
+    (One query a round instead of one per trial and epoch, each reading every trial.)
+    """
+
+    def __init__(self, study: optuna.Study):
+        self.direction = study.direction
+        self.complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    def get_trials(self, deepcopy: bool = False, states=None) -> list:
+        assert states == (TrialState.COMPLETE,), states  # all the median pruner asks for
+        return self.complete
+
+
+def _should_prune(pruner: optuna.pruners.BasePruner, completed: _CompletedTrials,
+                  values: dict[int, float]) -> bool:
+    """Optuna's pruning decision for a running trial with intermediate ``values``."""
+    running = optuna.trial.create_trial(state=TrialState.RUNNING, intermediate_values=values)
+    return pruner.prune(completed, running)
 
 
 def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, int],
@@ -237,14 +295,17 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
     interrupt or error fails every trial not yet told, and re-raises.
     """
     storage = asked[0].study._storage
+    completed = {id(a.study): _CompletedTrials(a.study) for a in asked}
+    values: list[dict[int, float]] = [{} for _ in asked]
     told: set[int] = set()
 
     def report(epoch: EpochReport) -> list[int]:
         pruned = []
         for member in epoch.members:
-            trial = asked[member].trial
-            trial.report(epoch.metrics[member]["val_acc"], epoch.epoch)
-            if trial.should_prune():
+            item = asked[member]
+            values[member][epoch.epoch] = epoch.metrics[member]["val_acc"]
+            recorder.report(item.trial._trial_id, epoch.epoch, values[member][epoch.epoch])
+            if _should_prune(item.study.pruner, completed[id(item.study)], values[member]):
                 pruned.append(member)
         return pruned
 
@@ -255,22 +316,22 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
     tags = [{"lgals.trial": a.trial.number, "lgals.study": a.settings.study_name,
              "lgals.val_labels": a.settings.val_labels} for a in asked]
     try:
-        with _Heartbeats(storage, [a.trial._trial_id for a in asked]):
+        with _TrialRecorder(storage, [a.trial._trial_id for a in asked]) as recorder:
             results, run_ids, _ = tracking.tracked_train(
                 data, [a.config for a in asked], [a.settings.train_seed for a in asked],
                 experiment_id=experiment_id, stage="trial",
                 parent_run_id=[tune_runs[a.settings.mode] for a in asked], member_tags=tags,
                 log_models=False, callback=report, on_runs_opened=point_to_runs,
                 progress=progress, device=device)
-            for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
-                state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
-                         "diverged": TrialState.FAIL}[result.status]
-                tracking.set_tags(run_id, {"lgals.trial_state": state.name})
-                if result.status == "diverged":
-                    item.trial.set_user_attr("fail_reason", result.reason)
-                value = result.history["val_acc"][-1] if state == TrialState.COMPLETE else None
-                item.study.tell(item.trial, value, state=state)
-                told.add(member)
+        for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
+            state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
+                     "diverged": TrialState.FAIL}[result.status]
+            tracking.set_tags(run_id, {"lgals.trial_state": state.name})
+            if result.status == "diverged":
+                item.trial.set_user_attr("fail_reason", result.reason)
+            value = result.history["val_acc"][-1] if state == TrialState.COMPLETE else None
+            item.study.tell(item.trial, value, state=state)
+            told.add(member)
     except BaseException:
         for member, item in enumerate(asked):
             if member not in told:

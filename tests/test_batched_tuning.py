@@ -270,3 +270,34 @@ def error_line_of(result) -> str:
     assert len(lines) == 1 and "Traceback" not in result.err, result.err
     return lines[0]
 
+
+
+# --- the pruning decision ------------------------------------------------------------------
+
+def test_pruning_from_a_round_snapshot_equals_optunas_should_prune():
+    """lgals decides pruning from the complete trials read once a round; for every running
+    trial that is exactly what ``trial.should_prune()`` says, reading the storage each time."""
+    import numpy as np
+
+    from lgals.tuning import _CompletedTrials, _should_prune
+
+    rng = np.random.default_rng(0)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=3))
+    for _ in range(8):
+        curve = np.cumsum(rng.uniform(0, 0.1, 10))
+        study.add_trial(optuna.trial.create_trial(
+            value=float(curve[-1]), intermediate_values=dict(enumerate(curve.tolist(), 1))))
+    snapshot = _CompletedTrials(study)
+    decisions = []
+    for _ in range(20):
+        trial = study.ask()
+        values = {}
+        for step, value in enumerate(np.cumsum(rng.uniform(0, 0.1, 10)).tolist(), 1):
+            trial.report(value, step)
+            values[step] = value
+            expected = trial.should_prune()
+            assert _should_prune(study.pruner, snapshot, values) == expected, (step, values)
+            decisions.append(expected)
+        study.tell(trial, state=TrialState.FAIL)  # keep the complete trials as they were
+    assert any(decisions) and not all(decisions)  # both answers were checked

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import sqlite3
 import warnings
 from pathlib import Path
@@ -55,6 +54,14 @@ def tune_ok(directory: Path, *args: str) -> CliResult:
     result = tune_main(directory, *args)
     assert result.code == 0, result
     return result
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """Copy a SQLite file that may be open, with what its write-ahead log holds (the Optuna
+    storage runs in WAL mode: a plain file copy can miss the latest commits)."""
+    with contextlib.closing(sqlite3.connect(source)) as src, \
+            contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
 
 
 def load_study(directory: Path, name: str) -> optuna.Study:
@@ -445,7 +452,7 @@ def test_poisoned_test_labels_do_not_change_any_trial(lgals_study, tmp_path, mon
     ("--batch-size", "64", "batch_size=128"),
 ])
 def test_resume_with_other_settings_is_refused(lgals_study, tmp_path, option, value, recorded):
-    shutil.copy(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
+    copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
     args = {"--mode": "lgals", "--n-trials": "4", "--epochs": "2", option: value}
     result = tune_main(tmp_path, *[item for pair in args.items() for item in pair])
     assert result.code == 2, result
@@ -456,7 +463,7 @@ def test_resume_with_other_settings_is_refused(lgals_study, tmp_path, option, va
 
 
 def test_resume_with_another_sampler_seed_is_allowed(lgals_study, tmp_path):
-    shutil.copy(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
+    copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
     tune_ok(tmp_path, "--mode", "lgals", "--n-trials", "3", "--epochs", "2",
             "--sampler-seed", "7", "--pruner", "none")
     assert trial_signature(load_study(tmp_path, "lgals-lgals")) == trial_signature(
