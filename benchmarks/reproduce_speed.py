@@ -1,6 +1,6 @@
 """Where the time of ``lgals reproduce`` goes, with the default --batch and with --batch 1.
 
-Runs the real pipeline (``lgals.report.reproduce``, tracked) in fresh temporary stores, once
+Runs the real pipeline (``lgals.pipeline.reproduce``, tracked) in fresh temporary stores, once
 per batch size, one after the other in this process: 3 modes x 20 trials x 100 epochs of
 tuning, 3 modes x 5 seeds x 100 epochs of evaluation, the report. For each stage it prints
 the wall time, the part spent in training epochs (the sum of logged ``epoch_seconds``, a
@@ -13,6 +13,7 @@ outside training.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from common import describe_machine, emit_json, machine, parser, training_seconds
 
 from lgals import tracking
-from lgals.report import reproduce
+from lgals.pipeline import CLAIM, QUICK, reproduce
 from lgals.tuning import DEFAULT_BATCH
 
 WALL_RATIO_TARGET, OUTSIDE_SHARE_TARGET = 0.5, 0.20
@@ -34,8 +35,9 @@ def stage_training(experiment_id: str, stage: str) -> float:
 
 def reproduce_once(directory: Path, batch: int, quick: bool, out: Path | None) -> dict:
     experiment_id = tracking.connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
-    timings = reproduce(experiment_id, out or directory / "results", quick=quick,
-                        storage=f"sqlite:///{directory / 'optuna.db'}", batch=batch,
+    protocol = dataclasses.replace(QUICK if quick else CLAIM, batch=batch)
+    timings = reproduce(experiment_id, out or directory / "results", protocol,
+                        storage=f"sqlite:///{directory / 'optuna.db'}",
                         echo=lambda line: print(line, file=sys.stderr))
     training = {"tuning": stage_training(experiment_id, "trial"),
                 "evaluation": stage_training(experiment_id, "evaluate"), "report": 0.0}

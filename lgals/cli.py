@@ -143,6 +143,7 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
         click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
                                                             else ""), err=True)
     params = {**config.mode_params(), **data.recipe(), "seeds": seed_list}
+    accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
     if as_json:
         document = {
             "mode": mode,
@@ -151,17 +152,16 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
                        "history": r.history} for r in results],
         }
         click.echo(json.dumps(document))
-        return
-    for r in results:
-        outcome = (f"final test accuracy {100 * r.final_test_acc:.2f}%"
-                   if r.final_test_acc is not None else f"{r.status}: {r.reason}")
-        click.echo(f"seed {r.seed}: {outcome}")
-    accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
-    if accs:
-        spread = f" ± {100 * stdev(accs):.2f}" if len(accs) > 1 else ""
-        click.echo(f"{MODES[mode].label}: {100 * mean(accs):.2f}%{spread} over {len(accs)} "
-                   "seed(s)")
-    if len(accs) < len(results):
+    else:
+        for r in results:
+            outcome = (f"final test accuracy {100 * r.final_test_acc:.2f}%"
+                       if r.final_test_acc is not None else f"{r.status}: {r.reason}")
+            click.echo(f"seed {r.seed}: {outcome}")
+        if accs:
+            spread = f" ± {100 * stdev(accs):.2f}" if len(accs) > 1 else ""
+            click.echo(f"{MODES[mode].label}: {100 * mean(accs):.2f}%{spread} over "
+                       f"{len(accs)} seed(s)")
+    if len(accs) < len(results):  # the same contract with and without --json: exit 1
         raise LgalsError(f"{len(results) - len(accs)} of {len(results)} seed(s) diverged "
                          "(non-finite loss): lower --lr")
 
@@ -287,15 +287,17 @@ def report_command(out, tracking_uri, experiment_name) -> None:
 def reproduce_command(quick, out, workers, storage, batch, device, tracking_uri,
                       experiment_name) -> None:
     """The whole study: tune every mode -> evaluate over seeds -> report."""
+    import dataclasses
+
     import mlflow
 
     from lgals import tracking
-    from lgals.report import reproduce
+    from lgals.pipeline import CLAIM, QUICK, reproduce
 
-    experiment_name = experiment_name or ("lgals-quick" if quick else "lgals")
-    experiment_id = tracking.connect(tracking_uri, experiment_name)
-    timings = reproduce(experiment_id, out, quick=quick, workers=workers, storage=storage,
-                        batch=batch, device=device, echo=lambda line: click.echo(line, err=True))
+    protocol = dataclasses.replace(QUICK if quick else CLAIM, batch=batch)
+    experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
+    timings = reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
+                        device=device, echo=lambda line: click.echo(line, err=True))
     click.echo(f"done in {sum(timings.values()):.0f} s ("
                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "
@@ -333,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
 
     install_interrupt_handlers()  # open runs end KILLED, never RUNNING
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; never needs a display
     try:
         code = cli.main(args=argv, prog_name="lgals", standalone_mode=False)
     except LgalsError as error:

@@ -99,10 +99,8 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
               "vary_noise": vary_noise, "params_source": source.source,
               "tune_run_id": source.tune_run_id, "tune_study": source.tune_study,
               **tracking.source_info()}
-    owned = [tracking.open_run(experiment_id, f"evaluate-{mode}", tags, params,
-                               parent_run_id=parent_run_id,
-                               adopt_project_run=parent_run_id is None)]
-    with tracking.ending(owned):
+    with tracking.run(experiment_id, f"evaluate-{mode}", tags, params,
+                      parent_run_id) as run_id:
         # Shared noise: one stacked computation. Redrawn noise: each seed has its own data.
         groups = ([[s] for s in seeds] if vary_noise else [seeds])
         results: list[MemberResult] = []
@@ -111,9 +109,9 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
             data = load_dataset(noise["noise_rate"], noise["noise_type"], noise_seed)
             done, _, _ = tracking.tracked_train(
                 data, [config] * len(group), group, experiment_id=experiment_id,
-                stage="evaluate", parent_run_id=owned[0], progress=progress, device=device)
+                stage="evaluate", parent_run_id=run_id, progress=progress, device=device)
             results += done
-    return owned[0], results
+    return run_id, results
 
 
 def describe(mode: str, results: list[MemberResult]) -> str:

@@ -21,7 +21,7 @@ from scipy import stats
 from lgals import tracking
 from lgals.losses import MODES
 
-# The claim under test (../shared/reference/seed.md): % test accuracy, mean ± std, 5 seeds.
+# The claim under test (docs/claim.md): % test accuracy, mean ± std, 5 seeds.
 CLAIM = {"baseline": (53.12, 0.54), "fixed_ls": (55.33, 0.65), "lgals": (57.15, 1.17)}
 COMPARISONS = [("lgals", "baseline"), ("lgals", "fixed_ls"), ("fixed_ls", "baseline")]
 CURVES = ("test_acc", "noise_auroc", "eps_clean_mean", "eps_noisy_mean", "epoch_seconds")
@@ -205,7 +205,8 @@ def markdown(report: Report) -> str:
         "# LGALS on mnist1d with noisy labels: our measurement", "",
         "Final test accuracy after the last epoch, per mode over seeds. p-values: paired "
         "t-test when both modes ran the same seeds, else Welch's t-test. "
-        "The claim's numbers are copied from the note under test, not measured here.", "",
+        "The claim's numbers are copied from the note under test (summarised in lgals' "
+        "docs/claim.md), not measured here.", "",
         *lines, "", "## Verdicts", "", *verdicts, "",
         "Cost: wall seconds per epoch of one seed (the stacked run's epoch time / seeds).", "",
     ])
@@ -256,19 +257,16 @@ def write(report: Report, out_dir: Path, experiment_id: str,
         tags = {"lgals.stage": "report", "lgals.mode": "all"}
         params = {"evaluate_runs": ",".join(r.run_id for r in report.modes.values()),
                   **tracking.source_info()}
-        owned = [tracking.open_run(experiment_id, "report", tags, params,
-                                   parent_run_id=parent_run_id,
-                                   adopt_project_run=parent_run_id is None)]
-        with tracking.ending(owned):
+        with tracking.run(experiment_id, "report", tags, params, parent_run_id) as run_id:
             client = tracking.mlflow_client()
             for path in sorted(staged.iterdir()):
-                client.log_artifact(owned[0], str(path))
+                client.log_artifact(run_id, str(path))
             for row, mode in zip(report.rows(), report.modes):
-                client.log_metric(owned[0], f"{mode}.final_test_acc_mean_pct",
+                client.log_metric(run_id, f"{mode}.final_test_acc_mean_pct",
                                   row["final_test_acc_mean_pct"])
         for path in staged.iterdir():
             os.replace(path, out_dir / path.name)  # each file appears whole or not at all
-    return out_dir, owned[0]
+    return out_dir, run_id
 
 
 def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None = None,
@@ -285,50 +283,3 @@ def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None 
     echo(f"report: {out_dir}/results.md, results.csv, comparison_plot.png, epsilon_plot.png "
          f"(MLflow run {run_id})")
     return report
-
-
-def reproduce(experiment_id: str, out: Path, quick: bool = False, workers: int = 1,
-              storage: str | None = None, batch: int | None = None, device: str = "cpu",
-              echo=print) -> dict[str, float]:
-    """The whole protocol: tune all modes -> evaluate over seeds -> report; stage seconds."""
-    import time
-
-    from lgals.evaluation import describe, evaluate_modes, tune_source
-    from lgals.train import TrainConfig
-    from lgals.tuning import DEFAULT_BATCH, TuneSettings, tune_modes
-    from lgals.tuning import describe as describe_tune
-
-    n_trials, epochs, seeds = (2, 3, 2) if quick else (20, TrainConfig.epochs, 5)
-    prefix = "lgals-quick" if quick else "lgals"
-    settings = [TuneSettings(mode=m, n_trials=n_trials, epochs=epochs, study_name=f"{prefix}-{m}")
-                for m in MODES]
-    noise = {"noise_rate": 0.2, "noise_type": "symmetric", "noise_seed": 0}
-    batch = batch or DEFAULT_BATCH
-    params = {"quick": quick, "n_trials": n_trials, "epochs": epochs, "seeds": seeds,
-              "batch": batch, "device": device}
-    timings: dict[str, float] = {}
-    top = [tracking.open_run(experiment_id, "reproduce",
-                             {"lgals.stage": "reproduce", "lgals.mode": "all"},
-                             {**params, **tracking.source_info()}, adopt_project_run=True)]
-    with tracking.ending(top):
-        echo(f"[1/3] tuning {len(MODES)} modes x {n_trials} trials x {epochs} epochs, "
-             f"in rounds of up to {batch} trials per mode")
-        started = time.perf_counter()
-        summaries = tune_modes(settings, experiment_id, storage, workers, top[0], batch=batch,
-                               device=device)
-        timings["tuning"] = time.perf_counter() - started
-        for summary in summaries:
-            echo(describe_tune(summary))
-        echo(f"[2/3] evaluating {len(MODES)} modes x {seeds} seeds x {epochs} epochs")
-        started = time.perf_counter()
-        sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
-        results = evaluate_modes(sources, experiment_id, list(range(seeds)), epochs, noise,
-                                 parent_run_id=top[0], device=device)
-        timings["evaluation"] = time.perf_counter() - started
-        for mode, mode_results in results.items():
-            echo(describe(mode, mode_results))
-        echo("[3/3] report")
-        started = time.perf_counter()
-        report_from_mlflow(experiment_id, out, top[0], echo=echo)
-        timings["report"] = time.perf_counter() - started
-    return timings

@@ -162,6 +162,17 @@ def ending(run_ids: list[str]) -> Iterator[list[str]]:
 
 
 @contextmanager
+def run(experiment_id: str, name: str, tags: dict, params: dict,
+        parent_run_id: str | None = None) -> Iterator[str]:
+    """One run for the block (adopting ``mlflow run``'s when at the top), ended FINISHED,
+    FAILED or KILLED as the block ends; yields its id."""
+    run_id = open_run(experiment_id, name, tags, params, parent_run_id=parent_run_id,
+                      adopt_project_run=parent_run_id is None)
+    with ending([run_id]):
+        yield run_id
+
+
+@contextmanager
 def group_run(experiment_id: str, stage: str, modes: Sequence[str], params: dict,
               parent_run_id: str | None = None) -> Iterator[str | None]:
     """One umbrella run over several modes' runs (adopting ``mlflow run``'s), else nothing:
@@ -169,10 +180,8 @@ def group_run(experiment_id: str, stage: str, modes: Sequence[str], params: dict
     if len(modes) < 2:
         yield parent_run_id
         return
-    run_id = open_run(experiment_id, f"{stage}-all", {"lgals.mode": "all", "lgals.stage": stage},
-                      {**params, **source_info()}, parent_run_id=parent_run_id,
-                      adopt_project_run=parent_run_id is None)
-    with ending([run_id]):
+    with run(experiment_id, f"{stage}-all", {"lgals.mode": "all", "lgals.stage": stage},
+             {**params, **source_info()}, parent_run_id) as run_id:
         yield run_id
 
 

@@ -11,12 +11,14 @@ is retried and does not count, its retry does. Rerunning tops a study up to ``n_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +44,6 @@ SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
 # worker is started for them and pops them first.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeat API, plots
 HEARTBEAT_SECONDS = 5
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
@@ -106,6 +107,21 @@ def default_storage() -> str:
     return f"sqlite:///{Path('optuna.db').resolve()}"
 
 
+@contextlib.contextmanager
+def _experimental() -> Iterator[None]:
+    """Optuna marks the heartbeat API and its matplotlib figures experimental; lgals uses them
+    knowingly, so their warnings are silenced where they are called, and only there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the trials of dead processes (stale heartbeat); :func:`_fail_and_retry` follows."""
+    with _experimental():
+        fail_stale_trials(study)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so trials of a killed process are failed and retried.
 
@@ -114,10 +130,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     full sync of the file (safe for processes on one host; a crash can lose the last commits,
     never corrupt the file).
     """
-    storage = optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-        heartbeat_stale_trial_callback=_fail_and_retry,
-    )
+    with _experimental():
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=_fail_and_retry,
+        )
     if storage.engine.dialect.name == "sqlite":
         import sqlalchemy
 
@@ -149,7 +166,8 @@ def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
                 client.set_tag(run_id, "lgals.status_reason", reason)
                 client.set_terminated(run_id, "FAILED")
             run_id = run.data.tags.get("mlflow.parentRunId")
-    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+    with _experimental():
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -273,7 +291,7 @@ def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, 
     """Up to ``batch`` new trials per study: never more than the study is missing."""
     asked = []
     for settings, study in studies:
-        optuna.storages.fail_stale_trials(study)  # a dead process's trials are retried
+        fail_stale_trials(study)  # a dead process's trials are retried
         n = min(batch, left[settings.mode], settings.n_trials - counted_trials(study))
         for _ in range(max(0, n)):
             with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
@@ -383,7 +401,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
     tracking_uri = mlflow.get_tracking_uri()
     studies = [create_study(s, storage) for s in settings]  # once, before any worker
     for study in studies:
-        optuna.storages.fail_stale_trials(study)
+        fail_stale_trials(study)
     group = {"n_trials": settings[0].n_trials, "epochs": settings[0].epochs, "batch": batch}
     with tracking.group_run(experiment_id, "tune", [s.mode for s in settings], group,
                             parent_run_id) as parent:
@@ -409,7 +427,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
                     while any(t.state == TrialState.RUNNING
                               for t in study.get_trials(deepcopy=False)):
                         time.sleep(1)  # another machine's trials: wait so the summary is final
-                        optuna.storages.fail_stale_trials(study)
+                        fail_stale_trials(study)
             summaries = []
             for s, study, run_id in zip(settings, studies, owned):
                 summary = summarize(study)
@@ -470,7 +488,7 @@ def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
              "slice": optuna_plots.plot_slice}
     for name, plot in plots.items():
         try:
-            with plt.rc_context():  # Optuna switches the global style; keep it to its figures
+            with plt.rc_context(), _experimental():  # Optuna's style stays in its figures
                 axes = plot(study)
         except (ValueError, RuntimeError) as error:  # e.g. fewer than two complete trials
             client.set_tag(run_id, f"lgals.figure.{name}", f"skipped: {error}")
