@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lgals import tracking
 from lgals.data import NUM_CLASSES, load_dataset
+from lgals.errors import BadSetting
 from lgals.plots import confusion_figure
-from lgals.tracking import ending, open_run, source_info
 
 
 @dataclass
@@ -44,8 +45,9 @@ def rebuild_data(client, run_id: str):
         with np.load(path, allow_pickle=False) as recipe:
             if not (np.array_equal(recipe["y_train"], data.y_train)
                     and np.array_equal(recipe["noise_mask"], data.noise_mask)):
-                raise RuntimeError(f"run {run_id}: rebuilt noisy labels differ from the logged "
-                                   "recipe (another mnist1d version?)")
+                raise BadSetting(f"run {run_id}: its data cannot be rebuilt: the noisy labels "
+                                 "made from its params differ from its logged data_recipe.npz "
+                                 "(another mnist1d version?)")
     return data
 
 
@@ -69,22 +71,21 @@ def reanalyze(run_id: str) -> Reanalysis:
 
     mode = source.data.tags.get("lgals.mode", "")
     tags = {"lgals.stage": "reanalyze", "lgals.mode": mode, "lgals.source_run": run_id}
-    owned = [open_run(source.info.experiment_id, f"reanalyze-{source.info.run_name}", tags,
-                      {"source_run": run_id, **source_info()})]
-    with ending(owned):
+    with tracking.run(source.info.experiment_id, f"reanalyze-{source.info.run_name}", tags,
+                      {"source_run": run_id, **tracking.source_info()}) as new_run:
         noisy = int(data.noise_mask.sum())
         metrics = {"test_acc": test_acc, "memorized_count": memorized,
                    "memorized_frac": memorized / max(noisy, 1),
                    **{f"class_{k}_acc": float(a) for k, a in enumerate(per_class)}}
         for key, value in metrics.items():
-            client.log_metric(owned[0], key, value)
+            client.log_metric(new_run, key, value)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "confusion_matrix.csv"
             np.savetxt(path, confusion, fmt="%d", delimiter=",",
                        header="rows: true class 0-9, columns: predicted class 0-9")
-            client.log_artifact(owned[0], str(path))
+            client.log_artifact(new_run, str(path))
         figure = confusion_figure(confusion, f"{mode} run {run_id[:8]}: test confusion")
-        client.log_figure(owned[0], figure, "confusion_matrix.png")
+        client.log_figure(new_run, figure, "confusion_matrix.png")
     logged = source.data.metrics.get("final_test_acc")
-    return Reanalysis(run_id, owned[0], test_acc, logged, per_class, confusion, memorized,
+    return Reanalysis(run_id, new_run, test_acc, logged, per_class, confusion, memorized,
                       int(data.noise_mask.sum()))

@@ -250,6 +250,39 @@ def test_model_reloads_in_a_fresh_process_and_reproduces_final_test_acc(trained,
         assert reloaded["input_types"] == ["float32"]
 
 
+def test_reanalyze_a_run_whose_data_cannot_be_rebuilt_is_one_line(trained, tmp_path):
+    """A run whose logged recipe disagrees with what its params rebuild: exit 2, one line,
+    no reanalyze run."""
+    import numpy as np
+
+    source = trained.children[0]
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("tampered")
+    run_id = client.create_run(experiment_id, tags={"lgals.mode": "lgals"}).info.run_id
+    for key in ("noise_rate", "noise_type", "noise_seed", "val_fraction"):
+        client.log_param(run_id, key, source.data.params[key])
+    recipe_dir = tmp_path / "recipe"
+    recipe_dir.mkdir()
+    logged = MlflowClient(trained.uri).download_artifacts(source.info.run_id,
+                                                          "data_recipe.npz", str(recipe_dir))
+    with np.load(logged) as recipe:
+        arrays = dict(recipe)
+    arrays["y_train"] = (arrays["y_train"] + 1) % 10  # not what the params rebuild
+    np.savez(recipe_dir / "data_recipe.npz", **arrays)
+    client.log_artifact(run_id, str(recipe_dir / "data_recipe.npz"))
+    client.set_terminated(run_id)
+
+    result = run_main(["reanalyze", run_id, "--tracking-uri", uri], tmp_path)
+    assert result.code == 2, result
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert lines == [f"lgals: error: run {run_id}: its data cannot be rebuilt: the noisy "
+                     "labels made from its params differ from its logged data_recipe.npz "
+                     "(another mnist1d version?)"], result.err
+    assert "Traceback" not in result.err + result.out
+    assert len(client.search_runs([experiment_id])) == 1  # no reanalyze run was opened
+
+
 def test_reanalyze_reproduces_and_logs_a_new_run(trained, tmp_path):
     client, source = trained.client, trained.children[0]
     source_id = source.info.run_id
