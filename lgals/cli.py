@@ -128,13 +128,15 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
     config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, eps=eps, eps_max=eps_max, gamma=gamma)
     seed_list = list(range(first_seed, first_seed + seeds))
-    from lgals import tracking
+    if no_tracking:  # imports neither MLflow nor tracking
+        from lgals.interrupts import raise_if_interrupted
 
-    if no_tracking:
         data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
         results = train(data, config, seed_list, progress=True,
-                        callback=tracking.raise_if_interrupted, device=device)
+                        callback=raise_if_interrupted, device=device)
     else:
+        from lgals import tracking
+
         experiment_id = tracking.connect(tracking_uri, experiment_name)
         data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
         results, run_ids, parent = tracking.tracked_train(
@@ -200,7 +202,7 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
     a pruned trial leaves the stack.
     """
     from lgals import tracking
-    from lgals.tuning import TuneSettings, describe, tune_modes
+    from lgals.tuning import TuneSettings, describe_study, tune_modes
 
     experiment_id = tracking.connect(tracking_uri, experiment_name)
     modes = list(MODES) if mode == "all" else [mode]
@@ -213,7 +215,7 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
     ) for m in modes]
     for summary in tune_modes(settings, experiment_id, storage, workers, batch=batch,
                               device=device):
-        click.echo(describe(summary))
+        click.echo(describe_study(summary))
 
 
 @cli.command("evaluate")
@@ -234,7 +236,7 @@ def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experim
                      experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds."""
     from lgals import tracking
-    from lgals.evaluation import describe, evaluate_modes, resolve_params
+    from lgals.evaluation import describe_results, evaluate_modes, resolve_params
 
     experiment_id = tracking.connect(tracking_uri, experiment_name)
     tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
@@ -246,7 +248,7 @@ def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experim
     results = evaluate_modes(sources, experiment_id, seed_list, epochs, noise, vary_noise,
                              device=device)
     for mode, mode_results in results.items():
-        click.echo(describe(mode, mode_results))
+        click.echo(describe_results(mode, mode_results))
 
 
 def _experiment_id(name: str) -> str:
@@ -331,7 +333,7 @@ def reanalyze_command(run_id, tracking_uri, experiment_name) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors become one line and exit code 2."""
-    from lgals.tracking import install_interrupt_handlers
+    from lgals.interrupts import install_interrupt_handlers
 
     install_interrupt_handlers()  # open runs end KILLED, never RUNNING
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -32,11 +32,9 @@ class ParamsSource:
 
 def latest_tune(experiment_id: str, mode: str) -> ParamsSource:
     """Best params of the mode's latest finished tune (noisy validation labels, not oracle)."""
-    from mlflow import MlflowClient
-
     query = (f"tags.`lgals.stage` = 'tune' and tags.`lgals.mode` = '{mode}' "
              "and tags.`lgals.val_labels` = 'noisy' and attributes.status = 'FINISHED'")
-    runs = MlflowClient().search_runs([experiment_id], query,
+    runs = tracking.mlflow_client().search_runs([experiment_id], query,
                                       order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
@@ -114,7 +112,8 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
     return run_id, results
 
 
-def describe(mode: str, results: list[MemberResult]) -> str:
+def describe_results(mode: str, results: list[MemberResult]) -> str:
+    """One line: the mode's mean final test accuracy and each seed's."""
     accs = [100 * r.final_test_acc for r in results if r.final_test_acc is not None]
     mean = sum(accs) / len(accs) if accs else float("nan")
     return f"{MODES[mode].label}: final test accuracy {mean:.2f}% (seeds: " + ", ".join(

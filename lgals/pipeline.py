@@ -13,12 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lgals import tracking
-from lgals.evaluation import describe, evaluate_modes, tune_source
+from lgals.evaluation import describe_results, evaluate_modes, tune_source
 from lgals.losses import MODES
 from lgals.report import report_from_mlflow
 from lgals.train import TrainConfig
-from lgals.tuning import DEFAULT_BATCH, TuneSettings, tune_modes
-from lgals.tuning import describe as describe_tune
+from lgals.tuning import DEFAULT_BATCH, TuneSettings, describe_study, tune_modes
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
                                batch=protocol.batch, device=device)
         timings["tuning"] = time.perf_counter() - started
         for summary in summaries:
-            echo(describe_tune(summary))
+            echo(describe_study(summary))
 
         echo(f"[2/3] evaluating {len(MODES)} modes x {protocol.seeds} seeds x "
              f"{protocol.epochs} epochs")
@@ -81,7 +80,7 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
                                  protocol.epochs, noise, parent_run_id=top, device=device)
         timings["evaluation"] = time.perf_counter() - started
         for mode, mode_results in results.items():
-            echo(describe(mode, mode_results))
+            echo(describe_results(mode, mode_results))
 
         echo("[3/3] report")
         started = time.perf_counter()

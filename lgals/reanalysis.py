@@ -54,9 +54,7 @@ def rebuild_data(client, run_id: str):
 def reanalyze(run_id: str) -> Reanalysis:
     """Recompute the run's test metrics and memorisation from its logged model; log them."""
     import mlflow.pytorch
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
+    client = tracking.mlflow_client()
     source = client.get_run(run_id)
     data = rebuild_data(client, run_id)
     model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")

@@ -142,9 +142,7 @@ def build(modes: dict[str, ModeRuns]) -> Report:
 
 def collect(experiment_id: str) -> dict[str, ModeRuns]:
     """Each mode's latest finished evaluate run and its seed runs, from MLflow only."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
+    client = tracking.mlflow_client()
     query = "tags.`lgals.stage` = 'evaluate' and attributes.status = 'FINISHED'"
     runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
                               max_results=500)

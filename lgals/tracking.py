@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,41 +26,11 @@ import numpy as np
 
 from lgals.data import NoisyDataset
 from lgals.errors import TrackingUnavailable
+from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
 from lgals.metric_writer import WRITER
+from lgals.metrics import histogram_counts
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
-
-INTERRUPTED = threading.Event()
-
-
-def interrupt(signum=None, frame=None) -> None:
-    """SIGINT/SIGTERM handler: raise KeyboardInterrupt, and remember it.
-
-    Python drops an exception raised while it runs a weakref or GC callback ("Exception
-    ignored in ..."), which SQLAlchemy has; the flag lets the next epoch raise it again.
-    """
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
-
-
-def install_interrupt_handlers() -> None:
-    """Ctrl-C and SIGTERM end open runs KILLED; a dropped interrupt is not printed, since
-    :func:`raise_if_interrupted` delivers it at the next epoch."""
-
-    def quiet(unraisable) -> None:
-        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-            sys.__unraisablehook__(unraisable)
-
-    sys.unraisablehook = quiet
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt)
-
-
-def raise_if_interrupted(report: EpochReport | None = None) -> None:
-    """Engine callback: re-raise an interrupt a signal handler could not deliver."""
-    if INTERRUPTED.is_set():
-        raise KeyboardInterrupt
-
 
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
@@ -195,15 +162,6 @@ def _terminate(run_ids: list[str], status: str) -> None:
     client = mlflow_client()
     for run_id in run_ids:
         client.set_terminated(run_id, status)
-
-
-def histogram_counts(values: np.ndarray, noise_mask: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``[S, 2, bins]`` counts of ``values [S, N]`` on ``edges``, clean (0) and noisy (1) apart."""
-    n_members, n_bins = values.shape[0], len(edges) - 1
-    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
-    cell = (np.arange(n_members)[:, None] * 2 + noise_mask[None, :]) * n_bins + bins
-    return np.bincount(cell.ravel(), minlength=n_members * 2 * n_bins).reshape(
-        n_members, 2, n_bins)
 
 
 class EpochLogger:

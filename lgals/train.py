@@ -19,7 +19,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -32,6 +31,7 @@ from lgals.losses import (
     smoothed_cross_entropy,
     smoothed_cross_entropy_grad,
 )
+from lgals.metrics import epoch_metrics
 from lgals.model import LAYER_SIZES, StackedMLP
 
 
@@ -108,14 +108,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def _auroc(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
-    """Row-wise AUROC of ``scores [S, N]`` for the boolean ``positives [N]`` (ties averaged)."""
-    n_pos = int(positives.sum())
-    n_neg = len(positives) - n_pos
-    ranks = rankdata(scores, axis=1)
-    return (ranks[:, positives].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
 def _adamw(stack: StackedMLP, configs: list[TrainConfig]) -> torch.optim.AdamW:
     """torch's fused AdamW stepping the flat buffer in place.
 
@@ -154,20 +146,22 @@ class Stack:
         self.groups = []
         for mode in modes:
             rows = [r for r, c in enumerate(self.configs) if c.mode == mode]
-            hp = {name: torch.tensor([getattr(self.configs[r], name) for r in rows],
-                                     device=self.device).view(-1, 1)
-                  for name in MODES[mode].params}
+            hyperparameters = {
+                name: torch.tensor([getattr(self.configs[r], name) for r in rows],
+                                   device=self.device).view(-1, 1)
+                for name in MODES[mode].params}
             index = None if len(modes) == 1 else torch.tensor(rows, device=self.device)
-            self.groups.append((MODES[mode], index, hp))
+            self.groups.append((MODES[mode], index, hyperparameters))
 
     def epsilon(self, logits: Tensor, labels: Tensor, alignment: Tensor) -> Scalar:
         """Each member's smoothing by its own mode: ``[S, B]``, or the mode's own shape."""
         if len(self.groups) == 1:
-            mode, _, hp = self.groups[0]
-            return mode.epsilon(logits, labels, alignment, hp)
+            mode, _, hyperparameters = self.groups[0]
+            return mode.epsilon(logits, labels, alignment, hyperparameters)
         eps = torch.zeros_like(alignment)
-        for mode, rows, hp in self.groups:
-            eps[rows] = mode.epsilon(logits[rows], labels[rows], alignment[rows], hp)
+        for mode, rows, hyperparameters in self.groups:
+            eps[rows] = mode.epsilon(logits[rows], labels[rows], alignment[rows],
+                                     hyperparameters)
         return eps
 
     def batch_order(self, n_samples: int) -> Tensor:
@@ -330,7 +324,7 @@ def _train_epoch(stack: Stack, data: _EpochData, batch_size: int
     # back from batch order to sample order, where the labels and the noise mask live
     pred_seen, eps_seen, align_seen = (_to_sample_order(values, order).cpu() for values in
                                        (logits_seen.argmax(-1), eps_seen, align_seen))
-    metrics = _epoch_metrics(train_loss.cpu(), pred_seen, data.y.cpu(), data.y_true, eps_seen,
+    metrics = epoch_metrics(train_loss.cpu(), pred_seen, data.y.cpu(), data.y_true, eps_seen,
                              align_seen, data.noise_mask)
     for name, (x, y) in data.held_out.items():
         loss, acc = _held_out(stack.mlp, x, y)
@@ -341,27 +335,3 @@ def _train_epoch(stack: Stack, data: _EpochData, batch_size: int
 def _to_sample_order(values: Tensor, order: Tensor) -> Tensor:
     """``values [S, N]`` seen in each member's batch ``order`` [S, N], put back by sample."""
     return torch.empty_like(values).scatter_(1, order, values)
-
-
-def _epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask) -> dict:
-    """Per-member training-set metrics of one epoch, as ``name -> list over members``."""
-    has_noise = bool(noise_mask.any()) and not noise_mask.all()
-    clean = torch.from_numpy(~noise_mask)
-    noisy = ~clean
-    fits_observed = (pred == y).double()  # accuracies as exact count / n
-    metrics = {
-        "train_loss": train_loss,
-        "train_acc": fits_observed.mean(1),
-        "train_true_acc": (pred == y_true).double().mean(1),
-        "eps_mean": eps.mean(1),
-        "eps_clean_mean": eps[:, clean].mean(1),
-        "align_clean_mean": alignment[:, clean].mean(1),
-    }
-    if has_noise:
-        metrics |= {
-            "memorized_frac": fits_observed[:, noisy].mean(1),
-            "eps_noisy_mean": eps[:, noisy].mean(1),
-            "align_noisy_mean": alignment[:, noisy].mean(1),
-            "noise_auroc": torch.from_numpy(_auroc(1.0 - alignment.numpy(), noise_mask)),
-        }
-    return {name: value.tolist() for name, value in metrics.items()}

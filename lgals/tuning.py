@@ -155,9 +155,7 @@ def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
     this); then Optuna retries the trial once."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
+        client = tracking.mlflow_client()
         client.set_tag(run_id, "lgals.trial_state", "FAIL")
         reason = "process died (stale heartbeat)"
         while run_id:
@@ -317,12 +315,13 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
     values: list[dict[int, float]] = [{} for _ in asked]
     told: set[int] = set()
 
-    def report(epoch: EpochReport) -> list[int]:
+    def prune(report: EpochReport) -> list[int]:
+        """Record each trial's validation accuracy; return the trials to prune."""
         pruned = []
-        for member in epoch.members:
+        for member in report.members:
             item = asked[member]
-            values[member][epoch.epoch] = epoch.metrics[member]["val_acc"]
-            recorder.report(item.trial._trial_id, epoch.epoch, values[member][epoch.epoch])
+            values[member][report.epoch] = report.metrics[member]["val_acc"]
+            recorder.report(item.trial._trial_id, report.epoch, values[member][report.epoch])
             if _should_prune(item.study.pruner, completed[id(item.study)], values[member]):
                 pruned.append(member)
         return pruned
@@ -339,7 +338,7 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
                 data, [a.config for a in asked], [a.settings.train_seed for a in asked],
                 experiment_id=experiment_id, stage="trial",
                 parent_run_id=[tune_runs[a.settings.mode] for a in asked], member_tags=tags,
-                log_models=False, callback=report, on_runs_opened=point_to_runs,
+                log_models=False, callback=prune, on_runs_opened=point_to_runs,
                 progress=progress, device=device)
         for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
             state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
@@ -472,10 +471,9 @@ def summarize(study: optuna.Study) -> dict:
 def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
     """Best params as ``best.<name>``, best value, trial counts and Optuna's figures."""
     import matplotlib.pyplot as plt
-    from mlflow import MlflowClient
     from optuna.visualization import matplotlib as optuna_plots
 
-    client = MlflowClient()
+    client = tracking.mlflow_client()
     for name, value in summary.get("best_params", {}).items():
         client.log_param(run_id, f"best.{name}", value)
     if "best_value" in summary:
@@ -507,7 +505,7 @@ def _redact(url: str) -> str:
     return url
 
 
-def describe(summary: dict) -> str:
+def describe_study(summary: dict) -> str:
     """One line per study: best value and params, trials by state, where to find it."""
     best = ", ".join(f"{k}={v:.4g}" for k, v in summary.get("best_params", {}).items())
     return (f"{MODES[summary['mode']].label}: best val acc {100 * summary['best_value']:.2f}% "

@@ -1,0 +1,43 @@
+"""Ctrl-C and SIGTERM as one KeyboardInterrupt that is never lost.
+
+The CLI installs the handlers; the training loop (through its callback) re-raises an
+interrupt that arrived while Python could not deliver it. ``tracking.ending`` then ends the
+open runs KILLED.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+INTERRUPTED = threading.Event()
+
+
+def interrupt(signum=None, frame=None) -> None:
+    """SIGINT/SIGTERM handler: raise KeyboardInterrupt, and remember it.
+
+    Python drops an exception raised while it runs a weakref or GC callback ("Exception
+    ignored in ..."), which SQLAlchemy has; the flag lets the next epoch raise it again.
+    """
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handlers() -> None:
+    """Ctrl-C and SIGTERM end open runs KILLED; a dropped interrupt is not printed, since
+    :func:`raise_if_interrupted` delivers it at the next epoch."""
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            sys.__unraisablehook__(unraisable)
+
+    sys.unraisablehook = quiet
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+
+
+def raise_if_interrupted(report: object = None) -> None:
+    """Engine callback: re-raise an interrupt a signal handler could not deliver."""
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
