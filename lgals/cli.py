@@ -18,7 +18,7 @@ import click
 from lgals.data import NOISE_TYPES, load_dataset
 from lgals.errors import LgalsError
 from lgals.losses import MODES
-from lgals.train import TrainConfig, resolve_device, train
+from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
 
 DEFAULTS = TrainConfig()
 
@@ -32,8 +32,6 @@ class FiniteRange(click.FloatRange):
         return number
 
 
-Positive = FiniteRange(min=0.0, min_open=True)
-NonNegative = FiniteRange(min=0.0)
 
 
 def _apply(func, options):
@@ -49,15 +47,10 @@ def hyperparameter_options(func):
                      show_default=True),
         click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
                      show_default=True, help="At least 2: LGALS needs a batch mean."),
-        click.option("--lr", type=Positive, default=DEFAULTS.lr, show_default=True),
-        click.option("--weight-decay", type=NonNegative, default=DEFAULTS.weight_decay,
-                     show_default=True),
-        click.option("--eps", type=FiniteRange(0.0, 1.0, max_open=True),
-                     default=DEFAULTS.eps, show_default=True, help="fixed_ls smoothing."),
-        click.option("--eps-max", type=FiniteRange(0.0, 1.0), default=DEFAULTS.eps_max,
-                     show_default=True, help="LGALS largest smoothing."),
-        click.option("--gamma", type=NonNegative, default=DEFAULTS.gamma, show_default=True,
-                     help="LGALS exponent."),
+        *(click.option(f"--{name.replace('_', '-')}",
+                       type=FiniteRange(h.low, h.high, h.low_open, h.high_open),
+                       default=getattr(DEFAULTS, name), show_default=True, help=h.help or None)
+          for name, h in HYPERPARAMETERS.items()),
     ])
 
 

@@ -15,9 +15,9 @@ from lgals import tracking
 from lgals.data import load_dataset
 from lgals.errors import BadSetting
 from lgals.losses import MODES
-from lgals.train import MemberResult, TrainConfig
+from lgals.train import HYPERPARAMETERS, MemberResult, TrainConfig
 
-HYPERPARAMETERS = ("lr", "weight_decay", "eps", "eps_max", "gamma", "batch_size")
+FILE_PARAMS = (*HYPERPARAMETERS, "batch_size")  # what a --params-from file may set
 
 
 @dataclass
@@ -64,10 +64,10 @@ def params_from_file(path: str, mode: str) -> ParamsSource:
     if not isinstance(table, dict) or not isinstance(table.get(mode), dict):
         raise BadSetting(f"--params-from {path}: no entry for mode {mode!r} "
                          "(expected {mode: {param: value}})")
-    unknown = set(table[mode]) - set(HYPERPARAMETERS)
+    unknown = set(table[mode]) - set(FILE_PARAMS)
     if unknown:
         raise BadSetting(f"--params-from {path}: unknown hyperparameters {sorted(unknown)} "
-                         f"for {mode!r} (allowed: {', '.join(HYPERPARAMETERS)})")
+                         f"for {mode!r} (allowed: {', '.join(FILE_PARAMS)})")
     return ParamsSource(table[mode], f"file:{path}")
 
 
@@ -82,7 +82,7 @@ def resolve_params(params_from: str, experiment_id: str, mode: str) -> ParamsSou
 def make_config(mode: str, epochs: int, params: dict) -> TrainConfig:
     types = {f.name: f.type for f in fields(TrainConfig)}
     values = {k: (int(float(v)) if types[k] in ("int", int) else float(v))
-              for k, v in params.items() if k in HYPERPARAMETERS}
+              for k, v in params.items() if k in FILE_PARAMS}
     return TrainConfig(mode=mode, epochs=epochs, **values)
 
 

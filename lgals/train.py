@@ -36,6 +36,31 @@ from lgals.model import LAYER_SIZES, StackedMLP
 
 
 @dataclass(frozen=True)
+class Hyperparameter:
+    """A tunable value: the range a run accepts, and the narrower range tuning searches."""
+
+    low: float
+    high: float | None = None  # None: no upper bound
+    low_open: bool = False
+    high_open: bool = False
+    search: tuple[float, float] = (0.0, 1.0)
+    log: bool = False  # search on a log scale
+    help: str = ""
+
+
+# Every tunable hyperparameter, in one place: which mode reads which is MODES[mode].params,
+# the defaults are TrainConfig's.
+HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "lr": Hyperparameter(0.0, low_open=True, search=(1e-4, 3e-2), log=True),
+    "weight_decay": Hyperparameter(0.0, search=(1e-6, 1e-1), log=True),
+    "eps": Hyperparameter(0.0, 1.0, high_open=True, search=(0.0, 0.6),
+                          help="fixed_ls smoothing."),
+    "eps_max": Hyperparameter(0.0, 1.0, search=(0.0, 1.0), help="LGALS largest smoothing."),
+    "gamma": Hyperparameter(0.0, search=(0.25, 8.0), log=True, help="LGALS exponent."),
+}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one training run (untuned defaults; tuning picks the real ones)."""
 

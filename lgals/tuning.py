@@ -31,16 +31,8 @@ from lgals import tracking
 from lgals.data import NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting
 from lgals.losses import MODES
-from lgals.train import EpochReport, TrainConfig
+from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
 
-# The search space, in one place: name -> (low, high, log scale).
-SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
-    "lr": (1e-4, 3e-2, True),
-    "weight_decay": (1e-6, 1e-1, True),
-    "eps": (0.0, 0.6, False),  # fixed_ls
-    "eps_max": (0.0, 1.0, False),  # lgals
-    "gamma": (0.25, 8.0, True),  # lgals
-}
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
 # worker is started for them and pops them first.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
@@ -83,8 +75,8 @@ class TuneSettings:
 def suggest(trial: optuna.Trial, mode: str) -> dict[str, float]:
     """lr and weight decay for every mode, plus the mode's own hyperparameters."""
     names = ("lr", "weight_decay") + MODES[mode].params
-    return {name: trial.suggest_float(name, SEARCH_SPACE[name][0], SEARCH_SPACE[name][1],
-                                      log=SEARCH_SPACE[name][2]) for name in names}
+    return {name: trial.suggest_float(name, *HYPERPARAMETERS[name].search,
+                                      log=HYPERPARAMETERS[name].log) for name in names}
 
 
 def tuning_data(settings: TuneSettings) -> NoisyDataset:

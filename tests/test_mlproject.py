@@ -95,21 +95,28 @@ def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):
     assert not [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-def test_mlproject_batch_and_device_defaults_match_the_cli():
-    """MLproject's ``batch`` is the CLI's --batch default is the tuning's DEFAULT_BATCH."""
+def test_mlproject_defaults_are_the_clis():
+    """Every MLproject parameter that is a CLI option has the CLI's default (which for the
+    hyperparameters is TrainConfig's, and for --batch the tuning's DEFAULT_BATCH)."""
     import yaml
 
     from lgals.cli import cli
+    from lgals.train import TrainConfig
     from lgals.tuning import DEFAULT_BATCH
 
     entry_points = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
-    for name in ("tune", "reproduce", "main"):
-        assert entry_points[name]["parameters"]["batch"]["default"] == DEFAULT_BATCH, name
-    for name in ("train", "tune", "evaluate", "reproduce", "main"):
-        assert entry_points[name]["parameters"]["device"]["default"] == "auto", name
+    checked = 0
+    for entry, spec in entry_points.items():
+        command = cli.commands["reproduce" if entry == "main" else entry]
+        options = {p.name: p for p in command.params}
+        for name, parameter in spec["parameters"].items():
+            if name in options and options[name].default is not None:
+                assert parameter["default"] == options[name].default, (entry, name)
+                checked += 1
+    assert checked >= 30
+    train = {p.name: p.default for p in cli.commands["train"].params}
+    for name in ("epochs", "batch_size", "lr", "weight_decay", "eps", "eps_max", "gamma"):
+        assert train[name] == getattr(TrainConfig, name)
     for command in ("tune", "reproduce"):
-        (batch,) = [p for p in cli.commands[command].params if p.name == "batch"]
-        assert batch.default == DEFAULT_BATCH
-    for command in ("train", "tune", "evaluate", "reproduce"):
-        (device,) = [p for p in cli.commands[command].params if p.name == "device"]
-        assert device.default == "auto"
+        assert {p.name: p.default for p in cli.commands[command].params}["batch"] == (
+            DEFAULT_BATCH)
