@@ -27,14 +27,14 @@ work (per-sample alignment) adds at most 5% to a step.
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from common import describe_machine, emit_json, machine, paired_ratio, parser
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -86,23 +86,14 @@ def engine_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, n_seeds: in
     return statistics.median(results[0].history["epoch_seconds"][1:])
 
 
-def median_ratio(num: list[float], den: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(num, den))
-
-
-def ratio_iqr(num: list[float], den: list[float]) -> str:
-    q1, _, q3 = statistics.quantiles([a / b for a, b in zip(num, den)], n=4)
-    return f"{q1:.2f}-{q3:.2f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5,
-                        help="epochs per timed run, the first one dropped as warm-up")
-    parser.add_argument("--repeats", type=int, default=25, help="interleaved repeats (median)")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--epochs", type=int, default=5,
+                     help="epochs per timed run, the first one dropped as warm-up")
+    cli.add_argument("--repeats", type=int, default=25, help="interleaved repeats (median)")
+    args = cli.parse_args()
     data = load_dataset()
-    load_before = os.getloadavg()[0]
+    info = machine()
     steps = math.ceil(len(data.y_train) / BATCH)
     modes = list(MODES)
     kinds = ("plain1", "engine1", "engine5")
@@ -119,49 +110,57 @@ def main() -> None:
             times[mode, "engine1"].append(engine_epoch_seconds(data, mode, args.epochs, 1))
             times[mode, "engine5"].append(
                 engine_epoch_seconds(data, mode, args.epochs, N_SEEDS) / N_SEEDS)
-        print(f"repeat {repeat + 1}/{args.repeats} done", end="\r", flush=True)
+        print(f"repeat {repeat + 1}/{args.repeats} done", end="\r", file=sys.stderr)
 
     def per100(mode: str, kind: str) -> float:
         return statistics.median(times[mode, kind]) * REF_EPOCHS
 
-    print(f"\ntorch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-          f"cpu count {os.cpu_count()}, load avg (1 min) {load_before:.1f} at start / "
-          f"{os.getloadavg()[0]:.1f} at end\n{args.epochs - 1} timed epochs x "
-          f"{args.repeats} repeats "
-          f"(times extrapolated to {REF_EPOCHS} epochs), {steps} steps/epoch\n")
+    speedups = {m: paired_ratio(times[m, "plain1"], times[m, "engine5"]) for m in modes}
+    one_seed = {m: paired_ratio(times[m, "plain1"], times[m, "engine1"]) for m in modes}
+    step_cost = {kind: paired_ratio(times["lgals", kind], times["baseline", kind])
+                 for kind in ("engine5", "plain1")}
+    document = {
+        "machine": info, "epochs": args.epochs, "repeats": args.repeats, "steps": steps,
+        "per_100_epochs_s": {m: {k: per100(m, k) for k in kinds} for m in modes},
+        "speedup_per_seed": speedups, "engine_1_seed_speedup": one_seed,
+        "lgals_step_vs_baseline": step_cost,
+        "targets": {"speedup": SPEEDUP_TARGET, "lgals_overhead": LGALS_OVERHEAD_TARGET},
+    }
+    if args.json:
+        emit_json(document)
+        return
+
+    print(f"\n{describe_machine(info)}\n{args.epochs - 1} timed epochs x {args.repeats} "
+          f"repeats (times extrapolated to {REF_EPOCHS} epochs), {steps} steps/epoch\n")
     print("| mode | plain s/run (1 seed, per 100 ep) | engine 1 seed s/run | "
           "engine 5 seeds s per seed | speedup per seed (plain / engine-5) (IQR) | "
           "engine 1-seed speedup |")
     print("|---|---|---|---|---|---|")
-    speedups = {}
     for mode in modes:
-        plain = times[mode, "plain1"]
-        speedups[mode] = median_ratio(plain, times[mode, "engine5"])
+        ratio, q1, q3 = speedups[mode]
         print(f"| {mode} | {per100(mode, 'plain1'):.2f} | {per100(mode, 'engine1'):.2f} | "
-              f"{per100(mode, 'engine5'):.2f} | {speedups[mode]:.2f}x "
-              f"({ratio_iqr(plain, times[mode, 'engine5'])}) | "
-              f"{median_ratio(plain, times[mode, 'engine1']):.2f}x |")
+              f"{per100(mode, 'engine5'):.2f} | {ratio:.2f}x ({q1:.2f}-{q3:.2f}) | "
+              f"{one_seed[mode][0]:.2f}x |")
     print("\n(plain 5 seeds = 5 x plain 1 seed, i.e. "
           + ", ".join(f"{m} {5 * per100(m, 'plain1'):.1f} s" for m in modes) + ")\n")
 
     print("| per-step time (epoch s / 32) | baseline ms/step | lgals ms/step | lgals / baseline "
           "(IQR) |")
     print("|---|---|---|---|")
-    overhead = {}
     for kind, label, scale in (("engine5", "engine, 5 seeds (whole stack)", N_SEEDS),
                                ("plain1", "plain loop, 1 seed", 1)):
         base, lg = (statistics.median(times[m, kind]) * scale * 1e3 / steps
                     for m in ("baseline", "lgals"))
-        overhead[kind] = median_ratio(times["lgals", kind], times["baseline", kind])
-        iqr = ratio_iqr(times["lgals", kind], times["baseline", kind])
-        print(f"| {label} | {base:.2f} | {lg:.2f} | {overhead[kind]:.3f}x ({iqr}) |")
+        ratio, q1, q3 = step_cost[kind]
+        print(f"| {label} | {base:.2f} | {lg:.2f} | {ratio:.3f}x ({q1:.2f}-{q3:.2f}) |")
 
-    speed_ok = speedups["lgals"] >= SPEEDUP_TARGET
-    cost_ok = overhead["engine5"] <= LGALS_OVERHEAD_TARGET
+    speed_ok = speedups["lgals"][0] >= SPEEDUP_TARGET
+    cost_ok = step_cost["engine5"][0] <= LGALS_OVERHEAD_TARGET
     print(f"\n{'PASS' if speed_ok else 'FAIL'}: LGALS, 5 seeds together, per seed "
-          f"{speedups['lgals']:.2f}x faster than the plain loop (target >= {SPEEDUP_TARGET}x)")
-    print(f"{'PASS' if cost_ok else 'FAIL'}: engine LGALS step costs {overhead['engine5']:.3f}x "
-          f"a baseline step (target <= {LGALS_OVERHEAD_TARGET}x)")
+          f"{speedups['lgals'][0]:.2f}x faster than the plain loop "
+          f"(target >= {SPEEDUP_TARGET}x)")
+    print(f"{'PASS' if cost_ok else 'FAIL'}: engine LGALS step costs "
+          f"{step_cost['engine5'][0]:.3f}x a baseline step (target <= {LGALS_OVERHEAD_TARGET}x)")
 
 
 if __name__ == "__main__":
