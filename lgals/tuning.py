@@ -111,7 +111,7 @@ def _experimental() -> Iterator[None]:
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the trials of dead processes (stale heartbeat); :func:`_fail_and_retry` follows."""
     with _experimental():
-        fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
