@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import describe_machine, machine
+
 
 def timed(fn) -> float:
     start = time.perf_counter()
@@ -133,7 +135,8 @@ def main() -> None:
 
         figure = statistics.median(timed(log_figure) for _ in range(3))
 
-    print(f"{args.seeds} seeds of LGALS, {args.epochs} epochs, median of {args.repeats}\n")
+    print(f"{describe_machine(machine())}\n{args.seeds} seeds of LGALS, {args.epochs} epochs, "
+          f"median of {args.repeats}\n")
     print("| per epoch | wall seconds | ratio to untracked (IQR) | target <= 1.05x |")
     print("|---|---|---|---|")
     for kind in loggers:
