@@ -163,8 +163,9 @@ def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards ``n_trials`` (stale-failed ones that were retried do not)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
-               for t in trials} - {None}  # the retry may still be WAITING
+    with _experimental():
+        retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+                   for t in trials} - {None}  # the retry may still be WAITING
     return sum(1 for t in trials if t.state in COUNTED and t.number not in retried)
 
 
