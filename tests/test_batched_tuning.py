@@ -150,6 +150,7 @@ def test_workers_with_batches_give_exactly_n_trials(tmp_path, _cache_dir):
                                  "--n-trials", "5", "--epochs", "1", "--study-name", "w"),
                        tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr  # e.g. Optuna's ExperimentalWarning
     for mode in MODES:
         assert_one_run_per_trial(tmp_path, f"w-{mode}", 5)
     assert all(status != "RUNNING" for _, status in sqlite_runs(tmp_path / "mlflow.db"))
