@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
+# A line MLflow itself logs (store creation, a new experiment): not lgals' output.
+MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow")
 LGALS = str(VENV_BIN / "lgals")
 MLFLOW = str(VENV_BIN / "mlflow")
 

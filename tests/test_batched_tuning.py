@@ -74,6 +74,7 @@ def batched(tmp_path_factory, _cache_dir):
     return SimpleNamespace(dir=directory, result=result, runs=runs_of(directory))
 
 
+@pytest.mark.slow
 def test_batched_tune_gives_exactly_n_trials_per_study_with_one_run_each(batched):
     assert batched.result.code == 0, batched.result
     for mode in MODES:
@@ -83,6 +84,7 @@ def test_batched_tune_gives_exactly_n_trials_per_study_with_one_run_each(batched
     assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
 
 
+@pytest.mark.slow
 def test_batched_trial_runs_nest_under_their_modes_tune_run(batched):
     per_mode = [r for r in tune_runs(batched.runs) if r.data.tags["lgals.mode"] != "all"]
     assert sorted(r.data.tags["lgals.mode"] for r in per_mode) == sorted(MODES)
@@ -98,6 +100,7 @@ def test_batched_trial_runs_nest_under_their_modes_tune_run(batched):
             assert "test_acc" not in run.data.metrics
 
 
+@pytest.mark.slow
 def test_trials_of_a_round_train_in_one_stack(batched):
     """Every mode's first round (trials 0-2) is one computation: one shared epoch time."""
     client = client_of(batched.dir)
@@ -111,6 +114,7 @@ def test_trials_of_a_round_train_in_one_stack(batched):
     assert len(set(first_epoch.values())) == 1, first_epoch
 
 
+@pytest.mark.slow
 def test_trial_values_and_pruning_are_per_trial(batched):
     client = client_of(batched.dir)
     for mode in MODES:
@@ -128,6 +132,7 @@ def test_trial_values_and_pruning_are_per_trial(batched):
 
 # --- resume, workers: exact counts ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_with_another_batch_tops_up_exactly(tmp_path, _cache_dir):
     tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "3", "--batch", "2", "--epochs", "1")
     tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "7", "--batch", "3", "--epochs", "1")
@@ -136,6 +141,7 @@ def test_resume_with_another_batch_tops_up_exactly(tmp_path, _cache_dir):
     assert [len(children(runs_of(tmp_path), t.info.run_id)) for t in (first, second)] == [3, 4]
 
 
+@pytest.mark.slow
 def test_batch_one_trains_each_trial_alone(tmp_path, _cache_dir):
     tune_ok(tmp_path, "--mode", "all", "--n-trials", "2", "--batch", "1", "--epochs", "1")
     client = client_of(tmp_path)

@@ -6,14 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from mlflow_fixtures import LGALS
 
 from lgals.cli import main
 
-LGALS = str(Path(sys.executable).with_name("lgals"))  # the console script of this venv
 QUICK = {"--epochs": "1", "--seeds": "1"}  # should a bad value slip through, train little
 
 
@@ -97,6 +95,7 @@ def test_nan_is_rejected_like_any_out_of_range_value(run_main, option, value, mo
     assert_one_line_error(*run_main([*train_argv(option, value), "--mode", mode]), option)
 
 
+@pytest.mark.slow
 def test_console_script_bad_value_has_no_traceback():
     proc = subprocess.run([LGALS, "train", "--no-tracking", "--gamma", "-1"],
                           capture_output=True, text=True, timeout=120)
@@ -104,6 +103,7 @@ def test_console_script_bad_value_has_no_traceback():
     assert proc.stderr.startswith("lgals train: error:")
 
 
+@pytest.mark.slow
 def test_console_script_help():
     proc = subprocess.run([LGALS, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -119,6 +119,7 @@ def test_train_help_lists_every_option(run_main):
         assert option in out
 
 
+@pytest.mark.slow
 def test_train_json_document():
     env = dict(os.environ)
     proc = subprocess.run([LGALS, "train", "--epochs", "2", "--seeds", "2", "--json",

@@ -97,6 +97,7 @@ def test_first_load_generates_writes_cache_and_second_load_reads_it(tmp_path, mo
     np.testing.assert_array_equal(dataset.x_test, first["x_test"])
 
 
+@pytest.mark.slow
 def test_cached_load_does_not_import_mnist1d(tmp_path):
     """A cached run pays no mnist1d import (~0.8 s: it pulls in matplotlib and scipy)."""
     env = {**os.environ, "LGALS_CACHE_DIR": str(tmp_path)}

@@ -11,6 +11,8 @@ from mlflow_fixtures import sqlite_uri
 
 from lgals.metric_writer import MAX_METRICS_PER_BATCH, WRITER_NICENESS, MetricWriter
 
+pytestmark = pytest.mark.slow  # every test runs the writer process
+
 
 @pytest.fixture
 def store(tmp_path):

@@ -27,6 +27,8 @@ from mlflow_fixtures import (
 
 from lgals.data import load_dataset
 
+pytestmark = pytest.mark.slow  # a real `mlflow server` process
+
 SERVER_START_TIMEOUT = 120  # a cold start takes ~30 s on a busy 2-core machine
 
 

@@ -57,6 +57,7 @@ def project_runs(tmp_path_factory, _cache_dir):
     )
 
 
+@pytest.mark.slow
 def test_mlflow_run_train_nests_the_seeds_under_the_project_run(project_runs):
     good = project_runs.good
     assert good.code == 0, good.err[-3000:]
@@ -83,6 +84,7 @@ def test_mlflow_run_train_nests_the_seeds_under_the_project_run(project_runs):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow
 def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):
     bad = project_runs.bad
     assert bad.code != 0

@@ -10,25 +10,25 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import all_runs, run_lgals, run_main, sqlite_uri
+from mlflow_fixtures import MLFLOW_LOG, all_runs, run_lgals, run_main, sqlite_uri
 from PIL import Image
 from scipy import stats
 
 from lgals.losses import MODES
+
+pytestmark = pytest.mark.slow  # `lgals reproduce --quick` in a subprocess
 
 OUTPUTS = ("results.md", "results.csv", "comparison_plot.png", "epsilon_plot.png")
 CLAIM = {"baseline": ("53.12", "0.54"), "fixed_ls": ("55.33", "0.65"),
          "lgals": ("57.15", "1.17")}
 LABEL_TO_MODE = {m.label: name for name, m in MODES.items()}
 QUICK_TRIALS, QUICK_EPOCHS, QUICK_SEEDS = 2, 3, 2
-MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow")
 
 
 def exact(value: str, expected: float) -> bool:

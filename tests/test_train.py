@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import parameters_to_vector
+from test_model import flat
 
 from lgals.data import load_dataset
 from lgals.losses import MODES, alignment_to_epsilon
@@ -42,10 +42,6 @@ class Recorder:
         report.alignment = report.alignment.copy()
         self.reports.append(report)
         return self.stop.get(report.epoch)
-
-
-def flat(model) -> torch.Tensor:
-    return parameters_to_vector(model.parameters()).detach()
 
 
 def assert_histories_close(a: dict, b: dict, rtol=1e-5, atol=1e-5) -> None:

@@ -8,7 +8,6 @@ own (local workers, a second process for the determinism check) runs the console
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
 import warnings
 from pathlib import Path
@@ -18,7 +17,15 @@ import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import CliResult, all_runs, history, run_lgals, run_main, sqlite_uri
+from mlflow_fixtures import (
+    MLFLOW_LOG,
+    CliResult,
+    all_runs,
+    history,
+    run_lgals,
+    run_main,
+    sqlite_uri,
+)
 from optuna.trial import TrialState
 
 import lgals.data
@@ -96,7 +103,6 @@ def trial_signature(study: optuna.Study) -> list[tuple]:
             for t in sorted(study.trials, key=lambda t: t.number)]
 
 
-MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow")
 
 
 def error_line(result: CliResult) -> str:
@@ -216,6 +222,7 @@ def test_tune_run_logs_optuna_figures(lgals_study):
 
 # --- 2. all modes under one umbrella run ----------------------------------------------------
 
+@pytest.mark.slow
 def test_mode_all_nests_one_tune_run_per_mode_under_an_umbrella(tmp_path, _cache_dir):
     result = tune_ok(tmp_path, "--mode", "all", "--n-trials", "1", "--epochs", "1",
                      "--study-name", "grp")
@@ -252,6 +259,7 @@ def resumed(tmp_path_factory, _cache_dir):
                            study=load_study(directory, "lgals-baseline"))
 
 
+@pytest.mark.slow
 def test_rerun_tops_the_study_up_to_n_trials(resumed):
     assert [r.code for r in resumed.results] == [0, 0, 0], resumed.results
     study = resumed.study
@@ -273,6 +281,7 @@ def test_rerun_tops_the_study_up_to_n_trials(resumed):
     assert tunes[2].data.metrics["best_val_acc"] == study.best_value
 
 
+@pytest.mark.slow
 def test_resumed_study_proposes_new_hyperparameters(resumed):
     """Topping up must explore: the resumed trials must not replay the first ones.
 
@@ -288,6 +297,7 @@ def test_resumed_study_proposes_new_hyperparameters(resumed):
 
 # --- 4. local workers ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_workers_share_one_study_without_duplicates(tmp_path, _cache_dir):
     result = run_lgals(tune_argv(tmp_path, "--mode", "baseline", "--workers", "2",
                                  "--n-trials", "4", "--epochs", "2"), tmp_path, timeout=300)
@@ -424,6 +434,7 @@ def test_tuning_data_has_no_test_set(_cache_dir):
         assert len(data.y_val) > 0
 
 
+@pytest.mark.slow
 def test_poisoned_test_labels_do_not_change_any_trial(lgals_study, tmp_path, monkeypatch):
     """The same study with the test set replaced by garbage measures exactly the same."""
     real = lgals.data.load_mnist1d
@@ -474,6 +485,7 @@ def test_resume_with_another_sampler_seed_is_allowed(lgals_study, tmp_path):
 
 # --- 8. determinism ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_sampler_seed_gives_the_same_study_in_another_process(lgals_study, tmp_path):
     result = run_lgals(tune_argv(tmp_path, "--mode", "lgals", "--n-trials", "3",
                                  "--epochs", "2", "--sampler-seed", "0"), tmp_path)
@@ -512,6 +524,7 @@ def test_clean_validation_labels_are_an_oracle_study_evaluate_ignores(tmp_path, 
     assert len(runs_of(tmp_path)) == 3  # no evaluate run was created
 
 
+@pytest.mark.slow
 def test_evaluate_takes_the_noisy_tune_even_when_an_oracle_tune_is_newer(tmp_path, _cache_dir):
     tune_ok(tmp_path, "--mode", "baseline", "--n-trials", "1", "--epochs", "1")
     tune_ok(tmp_path, "--mode", "baseline", "--val-labels", "clean", "--n-trials", "1",
