@@ -286,7 +286,7 @@ def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, 
         n = min(batch, left[settings.mode], settings.n_trials - counted_trials(study))
         for _ in range(max(0, n)):
             with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
-                warnings.simplefilter("ignore", UserWarning)  # _Heartbeats records them
+                warnings.simplefilter("ignore", UserWarning)  # _TrialRecorder records them
                 trial = study.ask()
             config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
                                  batch_size=settings.batch_size, **suggest(trial, settings.mode))
