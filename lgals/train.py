@@ -196,7 +196,8 @@ class Stack:
 
     def drop(self, members: Iterable[int]) -> None:
         """Remove ``members`` from the stack, carrying the others' weights and Adam state."""
-        keep = [row for row, member in enumerate(self.members) if member not in set(members)]
+        leaving = set(members)
+        keep = [row for row, member in enumerate(self.members) if member not in leaving]
         old = self.optimizer
         self.mlp = self.mlp.select(keep)
         self.members = [self.members[row] for row in keep]
