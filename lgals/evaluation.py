@@ -34,8 +34,8 @@ def latest_tune(experiment_id: str, mode: str) -> ParamsSource:
     """Best params of the mode's latest finished tune (noisy validation labels, not oracle)."""
     query = (f"tags.`lgals.stage` = 'tune' and tags.`lgals.mode` = '{mode}' "
              "and tags.`lgals.val_labels` = 'noisy' and attributes.status = 'FINISHED'")
-    runs = tracking.mlflow_client().search_runs([experiment_id], query,
-                                      order_by=["attributes.start_time DESC"], max_results=20)
+    runs = tracking.mlflow_client().search_runs(
+        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
         best.pop("trial", None)

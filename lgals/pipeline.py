@@ -43,7 +43,6 @@ class Protocol:
 CLAIM = Protocol("claim", n_trials=20, epochs=TrainConfig.epochs, seeds=5)
 # A miniature of it for a first look (and the end-to-end tests).
 QUICK = Protocol("quick", n_trials=2, epochs=3, seeds=2, experiment="lgals-quick")
-PROTOCOLS = {protocol.name: protocol for protocol in (CLAIM, QUICK)}
 
 
 def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers: int = 1,
