@@ -1,4 +1,5 @@
-"""What the benchmarks share: paired ratios with their spread, the device line, ``--json``.
+"""What the benchmarks share: the targets, interleaved repeats, paired ratios with their
+spread, the device line, ``--json``.
 
 This machine's speed drifts by up to 2x within a day, so a benchmark compares side by side in
 one process, interleaves its repeats, and states a ratio between runs seconds apart.
@@ -11,8 +12,30 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
+
+# The targets the issues set, each checked (PASS/FAIL) by the benchmark named beside it.
+ENGINE_SPEEDUP = 3.0  # train_speed: 5 stacked seeds vs the plain loop, per seed, at least
+LGALS_STEP_OVERHEAD = 1.05  # train_speed: an LGALS step vs a baseline step, at most
+TUNE_SPEEDUP, TUNE_SPEEDUP_STRETCH = 2.5, 3.0  # tune_speed: --batch K vs --batch 1, at least
+REPRODUCE_WALL_RATIO = 0.5  # reproduce_speed: --batch K wall / --batch 1 wall, at most
+REPRODUCE_OUTSIDE_SHARE = 0.20  # reproduce_speed: share of the wall outside training, at most
+TRACKING_EPOCH_OVERHEAD = 1.10  # tracking_overhead: tracked / untracked epoch, at most
+TRACKING_COMMAND_CUT = 0.5  # tracking_overhead: a command's added seconds vs before, at most
+
+
+def interleaved(variants: Sequence[Hashable], repeats: int,
+                measure: Callable[[Hashable, int], float]) -> dict[Hashable, list[float]]:
+    """``measure(variant, repeat)`` for every variant in every repeat, the order reversed on
+    odd repeats, so that a drift of the machine's speed falls on every variant alike."""
+    values: dict[Hashable, list[float]] = {variant: [] for variant in variants}
+    for repeat in range(repeats):
+        for variant in variants if repeat % 2 == 0 else list(variants)[::-1]:
+            values[variant].append(measure(variant, repeat))
+        print(f"repeat {repeat + 1}/{repeats} done", end="\r", file=sys.stderr)
+    return values
 
 
 def paired_ratio(num: list[float], den: list[float]) -> tuple[float, float, float]:

@@ -2,27 +2,28 @@
 
 Per epoch: the same 5-seed training untracked, tracked as lgals tracks (metrics buffered and
 handed to the writer process, histograms computed every epoch), and tracked with MLflow's own
-in-process async logging instead (``log_batch(synchronous=False)``, lgals' previous design),
-in short runs interleaved in one process (order alternating, since this machine's speed
-drifts); the median of the paired ratios of their training wall times is the per-epoch
-overhead (target <= 1.05x). Metrics are flushed every ``--flush-seconds`` (1 s here so that
-short runs flush as long ones do; lgals flushes every 5 s, which costs less per row, not
-more). The final flush, which waits for the last unsent metrics to be stored before the
-run ends, is a once-per-run cost: timed apart, in the one-off table.
+in-process async logging instead (``log_batch(synchronous=False)``), interleaved in one
+process; the median of the paired ratios of their training wall times is the per-epoch
+overhead. Metrics are flushed every ``--flush-seconds`` (lgals' own interval by default). The
+final flush, which waits for the last unsent metrics to be stored before the run ends, is a
+once-per-run cost: timed apart, in the one-off table.
+
 One-off: importing mlflow (a fresh interpreter), opening a new sqlite store and an existing
-one (a fresh interpreter: most of it is MLflow importing its SQLAlchemy store), starting the
-writer process (its own ``import mlflow``, overlapped with training in a real run), logging
-one model (first and steady state) and one figure, each timed on its own.
+one (a fresh interpreter), starting the writer process, logging one model (first and steady
+state) and one figure, each timed on its own.
 
 With ``--cli-pairs N`` it also times whole 5-seed, 100-epoch ``lgals train`` commands,
-tracked and untracked: everything a user pays, one-off costs included.
+tracked and ``--no-tracking``: everything a user pays, one-off costs included. With
+``--before DIR`` (a checkout of an earlier lgals) the tracked command of that code runs
+interleaved with them, so the added seconds of both are measured side by side.
 
-    python benchmarks/tracking_overhead.py [--epochs 10] [--repeats 9] [--cli-pairs 0]
+    python benchmarks/tracking_overhead.py [--epochs 100] [--repeats 15] [--cli-pairs 0]
+        [--before DIR] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import describe_machine, machine
+from common import (
+    TRACKING_COMMAND_CUT,
+    TRACKING_EPOCH_OVERHEAD,
+    describe_machine,
+    emit_json,
+    interleaved,
+    machine,
+    paired_ratio,
+    parser,
+)
+from scipy import stats
+
+SEEDS = 5
 
 
 def timed(fn) -> float:
@@ -39,21 +52,13 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--flush-seconds", type=float, default=1.0)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--cli-pairs", type=int, default=0,
-                        help="also time whole `lgals train` commands, tracked vs --no-tracking")
-    args = parser.parse_args()
+def fresh_interpreter_seconds(code: str) -> float:
+    """The fastest of two runs of ``code``, which prints the seconds it measured itself."""
+    return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, check=True).stdout) for _ in range(2))
 
-    import_mlflow = min(float(subprocess.run(
-        [sys.executable, "-c", "import time; t = time.perf_counter(); import mlflow; "
-         "print(time.perf_counter() - t)"], capture_output=True, text=True, check=True
-    ).stdout) for _ in range(2))
 
+def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
     import matplotlib.pyplot as plt
     import mlflow
     from mlflow.entities import Metric
@@ -65,7 +70,7 @@ def main() -> None:
     from lgals.train import TrainConfig, train
 
     class InProcessAsyncLogger(EpochLogger):
-        """lgals' previous design: MLflow's async logging, a thread of this process."""
+        """MLflow's own async logging, a thread of this process."""
 
         def __init__(self, run_ids, flush_seconds):
             super().__init__(run_ids, flush_seconds)
@@ -85,114 +90,169 @@ def main() -> None:
             for operation in self.operations:
                 operation.wait()
 
+    import_mlflow = fresh_interpreter_seconds(
+        "import time; t = time.perf_counter(); import mlflow; print(time.perf_counter() - t)")
+    loggers = {"untracked": None, "writer": EpochLogger, "async": InProcessAsyncLogger}
     with tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
         open_store = timed(lambda: mlflow.set_experiment("bench"))
-        open_existing = min(float(subprocess.run(
-            [sys.executable, "-c", "import time, mlflow; "
-             f"mlflow.set_tracking_uri('sqlite:///{Path(tmp) / 'mlflow.db'}'); "
-             "t = time.perf_counter(); mlflow.set_experiment('bench'); "
-             "print(time.perf_counter() - t)"], capture_output=True, text=True, check=True
-        ).stdout) for _ in range(2))
+        open_existing = fresh_interpreter_seconds(
+            f"import time, mlflow; mlflow.set_tracking_uri('{uri}'); t = time.perf_counter(); "
+            "mlflow.set_experiment('bench'); print(time.perf_counter() - t)")
         writer_start = timed(lambda: (WRITER.start(), WRITER.sync()))
         experiment_id = mlflow.get_experiment_by_name("bench").experiment_id
         data = load_dataset()
-        config = TrainConfig(mode="lgals", epochs=args.epochs)
-        seeds = list(range(args.seeds))
+        config = TrainConfig(mode="lgals", epochs=epochs)
+        seeds = list(range(SEEDS))
         train(data, TrainConfig(mode="lgals", epochs=1), seeds)  # warm-up
+        final_flush = {kind: [] for kind in loggers if loggers[kind]}
+        last_run = {}
 
-        loggers = {"untracked": None, "lgals": EpochLogger, "in-process": InProcessAsyncLogger}
-        times = {kind: [] for kind in loggers}
-        final_flush = []
-        for repeat in range(args.repeats):
-            for kind in list(loggers) if repeat % 2 == 0 else list(loggers)[::-1]:
-                run_ids = [open_run(experiment_id, f"s{s}", {}, {}) for s in seeds]
-                logger = loggers[kind] and loggers[kind](run_ids, args.flush_seconds)
-                times[kind].append(timed(lambda log=logger: train(data, config, seeds,
-                                                                  callback=log)))
-                if kind == "lgals":
-                    final_flush.append(timed(logger.close))
-                    histograms = logger.histogram_arrays(0)
-                elif logger:
-                    logger.close()
+        def measure(kind: str, repeat: int) -> float:
+            run_ids = [open_run(experiment_id, f"s{s}", {}, {}) for s in seeds]
+            logger = loggers[kind] and loggers[kind](run_ids, flush_seconds)
+            seconds = timed(lambda: train(data, config, seeds, callback=logger))
+            if logger:
+                final_flush[kind].append(timed(logger.close))
+                last_run.update(logger=logger, run_id=run_ids[0])
+            return seconds
+
+        times = interleaved(list(loggers), repeats, measure)
 
         import mlflow.pytorch
 
         from lgals.model import make_mlp
 
         def log_model():
-            mlflow.pytorch.log_model(make_mlp(0), name="model", run_id=run_ids[0],
+            mlflow.pytorch.log_model(make_mlp(0), name="model", run_id=last_run["run_id"],
                                      input_example=data.x_train[:2],
                                      pip_requirements=pip_requirements())
 
-        first_model = timed(log_model)
-        steady_model = statistics.median(timed(log_model) for _ in range(3))
-
         def log_figure():
-            figure = distribution_heatmaps(histograms, EDGES, "bench")
-            mlflow.MlflowClient().log_figure(run_ids[0], figure, "eps.png")
+            figure = distribution_heatmaps(last_run["logger"].histogram_arrays(0), EDGES,
+                                           "bench")
+            mlflow.MlflowClient().log_figure(last_run["run_id"], figure, "eps.png")
             plt.close(figure)
 
+        first_model = timed(log_model)
+        steady_model = statistics.median(timed(log_model) for _ in range(3))
         figure = statistics.median(timed(log_figure) for _ in range(3))
 
-    print(f"{describe_machine(machine())}\n{args.seeds} seeds of LGALS, {args.epochs} epochs, "
-          f"median of {args.repeats}\n")
-    print("| per epoch | wall seconds | ratio to untracked (IQR) | target <= 1.05x |")
+    ratios = {kind: paired_ratio(times[kind], times["untracked"]) for kind in ("writer", "async")}
+    writer_vs_async = paired_ratio(times["writer"], times["async"])
+    return {
+        "epochs": epochs, "repeats": repeats, "seeds": SEEDS, "flush_seconds": flush_seconds,
+        "times_s": times,
+        "seconds_per_epoch": {kind: statistics.median(t) / epochs for kind, t in times.items()},
+        "ratio_to_untracked": ratios,
+        "writer_vs_async": writer_vs_async,
+        "writer_vs_async_wilcoxon_p": float(stats.wilcoxon(times["writer"], times["async"]).pvalue),
+        "one_off_s": {
+            "import mlflow (fresh interpreter)": import_mlflow,
+            "open a new sqlite store + experiment": open_store,
+            "open an existing sqlite store (fresh interpreter)": open_existing,
+            "start the writer process": writer_start,
+            "final flush of a run, writer": statistics.median(final_flush["writer"]),
+            "final flush of a run, async": statistics.median(final_flush["async"]),
+            "log_model, first in the process": first_model,
+            "log_model, steady state": steady_model,
+            "log_figure": figure,
+        },
+    }
+
+
+def whole_commands(pairs: int, before: Path | None) -> dict:
+    """``lgals train --mode lgals --seeds 5 --epochs 100``, each a fresh process, tracked (into
+    a store the first tracked command created) and with --no-tracking, interleaved; with
+    ``before``, also tracked by that checkout's lgals."""
+    command = [sys.executable, "-m", "lgals.cli", "train", "--mode", "lgals", "--seeds",
+               str(SEEDS), "--epochs", "100"]
+    variants = ["untracked", "tracked"] + (["tracked_before"] if before else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {kind: Path(tmp) / kind for kind in variants}
+        for directory in stores.values():
+            directory.mkdir()
+
+        def measure(kind: str, repeat: int) -> float:
+            env = dict(os.environ)
+            if kind == "tracked_before":
+                env["PYTHONPATH"] = str(before)
+            extra = ["--no-tracking"] if kind == "untracked" else []
+            return timed(lambda: subprocess.run(command + extra, cwd=stores[kind], env=env,
+                                                capture_output=True, check=True))
+
+        times = interleaved(variants, pairs, measure)
+    added = [t - u for t, u in zip(times["tracked"], times["untracked"])]
+    document = {"pairs": pairs, "times_s": times, "added_s": statistics.median(added),
+                "median_s": {kind: statistics.median(t) for kind, t in times.items()}}
+    if before:
+        added_before = [t - u for t, u in zip(times["tracked_before"], times["untracked"])]
+        document.update(before=str(before), added_before_s=statistics.median(added_before),
+                        added_ratio=statistics.median(added) / statistics.median(added_before))
+    return document
+
+
+def print_tables(document: dict) -> None:
+    epoch = document["per_epoch"]
+    print(f"{describe_machine(document['machine'])}\n{epoch['seeds']} seeds of LGALS, "
+          f"{epoch['epochs']} epochs, {epoch['repeats']} interleaved repeats, metrics flushed "
+          f"every {epoch['flush_seconds']:g} s\n")
+    print(f"| per epoch | wall s | ratio to untracked (IQR) | target <= "
+          f"{TRACKING_EPOCH_OVERHEAD}x |")
     print("|---|---|---|---|")
-    for kind in loggers:
-        seconds = statistics.median(times[kind]) / args.epochs
-        if kind == "untracked":
-            print(f"| untracked | {seconds:.4f} | | |")
-            continue
-        ratios = [t / p for t, p in zip(times[kind], times["untracked"])]
-        q1, ratio, q3 = statistics.quantiles(ratios, n=4)
-        label = ("tracked, writer process (lgals)" if kind == "lgals"
-                 else "tracked, MLflow async logging in-process")
-        print(f"| {label} | {seconds:.4f} | {ratio:.3f}x ({q1:.3f}-{q3:.3f}) | "
-              f"{'PASS' if ratio <= 1.05 else 'FAIL'} |")
-    print()
-    rows = [("import mlflow (fresh interpreter)", import_mlflow),
-            ("open a new sqlite store + experiment", open_store),
-            ("open an existing sqlite store (fresh interpreter)", open_existing),
-            ("start the writer process (overlaps training in a real run)", writer_start),
-            (f"final flush of a run: its last <= {args.flush_seconds:g} s of metrics",
-             statistics.median(final_flush)),
-            ("log_model, first in the process", first_model),
-            ("log_model, steady state", steady_model),
-            ("log_figure", figure)]
+    print(f"| untracked | {epoch['seconds_per_epoch']['untracked']:.4f} | | |")
+    labels = {"writer": "tracked, writer process (lgals)",
+              "async": "tracked, MLflow async logging in-process"}
+    for kind, label in labels.items():
+        ratio, q1, q3 = epoch["ratio_to_untracked"][kind]
+        verdict = "PASS" if ratio <= TRACKING_EPOCH_OVERHEAD else "FAIL"
+        print(f"| {label} | {epoch['seconds_per_epoch'][kind]:.4f} | {ratio:.3f}x "
+              f"({q1:.3f}-{q3:.3f}) | {verdict} |")
+    ratio, q1, q3 = epoch["writer_vs_async"]
+    print(f"\nwriter / async, paired: {ratio:.3f}x (IQR {q1:.3f}-{q3:.3f}), Wilcoxon "
+          f"signed-rank p = {epoch['writer_vs_async_wilcoxon_p']:.3g}\n")
     print("| one-off cost | seconds |")
     print("|---|---|")
-    for name, seconds in rows:
+    for name, seconds in epoch["one_off_s"].items():
         print(f"| {name} | {seconds:.2f} |")
-    print(f"| a run on an existing store: import + open + first model + figure | "
-          f"{import_mlflow + open_existing + first_model + figure:.2f} |")
-    print(f"| a first run on a new store: import + open new + first model + figure | "
-          f"{import_mlflow + open_store + first_model + figure:.2f} |")
-    print(f"| floor that MLflow sets: import + open existing | "
-          f"{import_mlflow + open_existing:.2f} |")
-    if args.cli_pairs:
-        whole_commands(args.cli_pairs)
-
-
-def whole_commands(pairs: int) -> None:
-    """What a user pays: `lgals train --mode lgals --seeds 5 --epochs 100`, each a fresh
-    process, tracked (into a store the first pair created) and with --no-tracking,
-    interleaved."""
-    command = [sys.executable, "-m", "lgals.cli", "train", "--mode", "lgals", "--seeds", "5",
-               "--epochs", "100"]
-    times = {"tracked": [], "untracked": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for pair in range(pairs):
-            for kind in ("untracked", "tracked") if pair % 2 == 0 else ("tracked", "untracked"):
-                extra = ["--no-tracking"] if kind == "untracked" else []
-                times[kind].append(timed(lambda extra=extra: subprocess.run(
-                    command + extra, cwd=tmp, capture_output=True, check=True)))
-    print(f"\nwhole `lgals train --mode lgals --seeds 5 --epochs 100`, {pairs} interleaved pairs\n")
-    print("| command | wall s (median) | tracked - untracked, paired median s |")
+    commands = document.get("commands")
+    if not commands:
+        return
+    print(f"\nwhole `lgals train --mode lgals --seeds {SEEDS} --epochs 100`, "
+          f"{commands['pairs']} interleaved repeats\n")
+    print("| command | wall s (median) | added by tracking, paired median s |")
     print("|---|---|---|")
-    extra = statistics.median(t - u for t, u in zip(times["tracked"], times["untracked"]))
-    print(f"| --no-tracking | {statistics.median(times['untracked']):.1f} | |")
-    print(f"| tracked | {statistics.median(times['tracked']):.1f} | {extra:.1f} |")
+    print(f"| --no-tracking | {commands['median_s']['untracked']:.1f} | |")
+    print(f"| tracked | {commands['median_s']['tracked']:.1f} | {commands['added_s']:.1f} |")
+    if "before" in commands:
+        print(f"| tracked, {commands['before']} | {commands['median_s']['tracked_before']:.1f} | "
+              f"{commands['added_before_s']:.1f} |")
+        ratio = commands["added_ratio"]
+        print(f"\n{'PASS' if ratio <= TRACKING_COMMAND_CUT else 'FAIL'}: tracking adds "
+              f"{ratio:.2f}x the seconds it added before (target <= {TRACKING_COMMAND_CUT}x)")
+
+
+def main() -> None:
+    from lgals.tracking import FLUSH_SECONDS
+
+    cli = parser(__doc__)
+    cli.add_argument("--epochs", type=int, default=100)
+    cli.add_argument("--repeats", type=int, default=15)
+    cli.add_argument("--flush-seconds", type=float, default=FLUSH_SECONDS)
+    cli.add_argument("--cli-pairs", type=int, default=0,
+                     help="also time whole `lgals train` commands, tracked vs --no-tracking")
+    cli.add_argument("--before", type=Path,
+                     help="a checkout of an earlier lgals whose tracked command to time too")
+    args = cli.parse_args()
+    document = {"machine": machine(),
+                "per_epoch": per_epoch(args.epochs, args.repeats, args.flush_seconds)}
+    if args.cli_pairs:
+        document["commands"] = whole_commands(args.cli_pairs, args.before)
+    if args.json:
+        emit_json(document)
+    else:
+        print_tables(document)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ line naming the option and its allowed range, and exits with code 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -15,12 +16,13 @@ from statistics import mean, stdev
 
 import click
 
-from lgals.data import NOISE_TYPES, load_dataset
+from lgals.data import NOISE_TYPES, NoiseRecipe, load_dataset
 from lgals.errors import LgalsError
 from lgals.losses import MODES
 from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
 
 DEFAULTS = TrainConfig()
+NOISE = NoiseRecipe()
 
 class FiniteRange(click.FloatRange):
     """A float range that also refuses nan and inf (they pass any pair of comparisons)."""
@@ -52,15 +54,25 @@ def hyperparameter_options(func):
     ])
 
 
-def noise_options(func):
-    """The label-noise recipe of the training set."""
-    return _apply(func, [
-        click.option("--noise-rate", type=FiniteRange(0.0, 0.9), default=0.2,
-                     show_default=True, help="Share of training labels flipped."),
-        click.option("--noise-type", type=click.Choice(NOISE_TYPES), default="symmetric",
-                     show_default=True),
-        click.option("--noise-seed", type=int, default=0, show_default=True),
-    ])
+def noise_options(split_option=None):
+    """The label-noise recipe as options, handed to the command as one ``noise``
+    :class:`NoiseRecipe`; ``split_option`` is the command's ``--val-fraction``, if it has one."""
+    def decorate(func):
+        @functools.wraps(func)
+        def command(*args, noise_rate, noise_type, noise_seed, val_fraction=NOISE.val_fraction,
+                    **kwargs):
+            noise = NoiseRecipe(noise_rate, noise_type, noise_seed, val_fraction)
+            return func(*args, noise=noise, **kwargs)
+
+        return _apply(command, [
+            click.option("--noise-rate", type=FiniteRange(0.0, 0.9), default=NOISE.noise_rate,
+                         show_default=True, help="Share of training labels flipped."),
+            click.option("--noise-type", type=click.Choice(NOISE_TYPES),
+                         default=NOISE.noise_type, show_default=True),
+            click.option("--noise-seed", type=int, default=NOISE.noise_seed, show_default=True),
+            *([split_option] if split_option else []),
+        ])
+    return decorate
 
 
 def _device(ctx, param, value: str) -> str:
@@ -103,16 +115,16 @@ def cli() -> None:
               help="How many seeds to train together.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @hyperparameter_options
-@noise_options
-@click.option("--val-fraction", type=FiniteRange(0.0, 0.5), default=0.0, show_default=True,
-              help="Noisy validation split carved from training.")
+@noise_options(click.option("--val-fraction", type=FiniteRange(0.0, 0.5),
+                            default=NOISE.val_fraction, show_default=True,
+                            help="Noisy validation split carved from training."))
 @device_option
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay, eps, eps_max,
-                  gamma, noise_rate, noise_type, noise_seed, val_fraction, device, tracking_uri,
-                  experiment_name, no_tracking, as_json) -> None:
+                  gamma, noise, device, tracking_uri, experiment_name, no_tracking,
+                  as_json) -> None:
     """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together.
 
     Each seed is one MLflow run (several seeds: under one parent run) with per-epoch metrics,
@@ -124,20 +136,20 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
     if no_tracking:  # imports neither MLflow nor tracking
         from lgals.interrupts import raise_if_interrupted
 
-        data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
+        data = load_dataset(noise)
         results = train(data, config, seed_list, progress=True,
                         callback=raise_if_interrupted, device=device)
     else:
         from lgals import tracking
 
         experiment_id = tracking.connect(tracking_uri, experiment_name)
-        data = load_dataset(noise_rate, noise_type, noise_seed, val_fraction)
+        data = load_dataset(noise)
         results, run_ids, parent = tracking.tracked_train(
             data, [config] * len(seed_list), seed_list, experiment_id=experiment_id,
             stage="train", progress=True, device=device)
         click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
                                                             else ""), err=True)
-    params = {**config.mode_params(), **data.recipe(), "seeds": seed_list}
+    params = {**config.mode_params(), **noise.params(), "seeds": seed_list}
     accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
     if as_json:
         document = {
@@ -169,9 +181,11 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
               show_default=True)
-@noise_options
-@click.option("--val-fraction", type=FiniteRange(0.0, 0.5, min_open=True), default=0.1,
-              show_default=True, help="Validation split (noisy labels) for the objective.")
+# 0.1: TuneSettings' default split, written out so that --help does not import Optuna
+# (a test keeps the two equal).
+@noise_options(click.option("--val-fraction", type=FiniteRange(0.0, 0.5, min_open=True),
+                            default=0.1, show_default=True,
+                            help="Validation split (noisy labels) for the objective."))
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
 @click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
@@ -186,9 +200,9 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
 @batch_option
 @device_option
 @tracking_options
-def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noise_seed,
-                 val_fraction, val_labels, storage, study_name, workers, sampler_seed,
-                 train_seed, pruner, batch, device, tracking_uri, experiment_name) -> None:
+def tune_command(mode, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
+                 workers, sampler_seed, train_seed, pruner, batch, device, tracking_uri,
+                 experiment_name) -> None:
     """Tune lr, weight decay and each mode's own parameters with Optuna (TPE).
 
     Each round asks up to --batch trials of every study and trains them all as one stack;
@@ -201,8 +215,7 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
     modes = list(MODES) if mode == "all" else [mode]
     settings = [TuneSettings(
         mode=m, n_trials=n_trials, epochs=epochs, batch_size=batch_size,
-        val_fraction=val_fraction, val_labels=val_labels, noise_rate=noise_rate,
-        noise_type=noise_type, noise_seed=noise_seed, train_seed=train_seed,
+        noise=noise, val_labels=val_labels, train_seed=train_seed,
         sampler_seed=sampler_seed, pruner=pruner,
         study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
     ) for m in modes]
@@ -220,13 +233,12 @@ def tune_command(mode, n_trials, epochs, batch_size, noise_rate, noise_type, noi
               help="`tune` (latest finished tune per mode), a JSON/YAML file "
                    "{mode: {lr: ..}}, or `defaults`.")
 @click.option("--tune-experiment", help="Experiment holding the tunes [default: this one].")
-@noise_options
+@noise_options()
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
 @device_option
 @tracking_options
-def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experiment,
-                     noise_rate, noise_type, noise_seed, vary_noise, device, tracking_uri,
-                     experiment_name) -> None:
+def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experiment, noise,
+                     vary_noise, device, tracking_uri, experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds."""
     from lgals import tracking
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
@@ -236,7 +248,6 @@ def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experim
     mode_list = list(MODES) if modes == "all" else [modes]
     # Every mode's params are found before anything is trained or logged.
     sources = {m: resolve_params(params_from, tune_id, m) for m in mode_list}
-    noise = {"noise_rate": noise_rate, "noise_type": noise_type, "noise_seed": noise_seed}
     seed_list = list(range(first_seed, first_seed + seeds))
     results = evaluate_modes(sources, experiment_id, seed_list, epochs, noise, vary_noise,
                              device=device)

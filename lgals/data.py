@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -127,6 +127,35 @@ def split_indices(
 
 
 @dataclass(frozen=True)
+class NoiseRecipe:
+    """What rebuilds one noisy split exactly: which labels flip (rate, type, seed) and the
+    share held out, stratified, for validation. Its fields are the run params it is logged as
+    (:meth:`params`) and read back from (:meth:`from_params`)."""
+
+    noise_rate: float = 0.2
+    noise_type: str = "symmetric"
+    noise_seed: int = 0
+    val_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noise_rate <= 0.9:
+            raise ValueError(f"noise_rate must be in [0, 0.9], got {self.noise_rate}")
+        if self.noise_type not in NOISE_TYPES:
+            raise ValueError(f"noise_type must be one of {NOISE_TYPES}, got {self.noise_type!r}")
+        if not 0.0 <= self.val_fraction <= 0.5:
+            raise ValueError(f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
+
+    def params(self) -> dict[str, float | str | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> NoiseRecipe:
+        """The recipe a run logged; a run without a validation split may not log its 0."""
+        return cls(float(params["noise_rate"]), params["noise_type"], int(params["noise_seed"]),
+                   float(params.get("val_fraction", 0.0)))
+
+
+@dataclass(frozen=True)
 class NoisyDataset:
     """Arrays for one noise draw. ``*_index`` point into the canonical 4000 training rows."""
 
@@ -142,10 +171,7 @@ class NoisyDataset:
     y_test: np.ndarray | None
     train_index: np.ndarray
     val_index: np.ndarray
-    noise_rate: float
-    noise_type: str
-    noise_seed: int
-    val_fraction: float
+    recipe: NoiseRecipe  # what rebuilds exactly these arrays with :func:`load_dataset`
 
     @property
     def has_val(self) -> bool:
@@ -155,32 +181,15 @@ class NoisyDataset:
     def has_test(self) -> bool:
         return self.x_test is not None
 
-    def recipe(self) -> dict:
-        """The settings that rebuild exactly these arrays with :func:`load_dataset`."""
-        return {
-            "noise_rate": self.noise_rate,
-            "noise_type": self.noise_type,
-            "noise_seed": self.noise_seed,
-            "val_fraction": self.val_fraction,
-        }
 
-
-def load_dataset(
-    noise_rate: float = 0.2,
-    noise_type: str = "symmetric",
-    noise_seed: int = 0,
-    val_fraction: float = 0.0,
-) -> NoisyDataset:
+def load_dataset(recipe: NoiseRecipe = NoiseRecipe()) -> NoisyDataset:
     """Noisy mnist1d: noise in the training labels only, optional noisy validation split."""
-    if not 0.0 <= noise_rate <= 0.9:
-        raise ValueError(f"noise_rate must be in [0, 0.9], got {noise_rate}")
-    if not 0.0 <= val_fraction <= 0.5:
-        raise ValueError(f"val_fraction must be in [0, 0.5], got {val_fraction}")
     clean = load_mnist1d()
     y_true = clean["y"]
-    y_noisy, mask = inject_noise(y_true, noise_rate, noise_type, noise_seed)
-    if val_fraction > 0:
-        train_index, val_index = split_indices(y_noisy, val_fraction, noise_seed)
+    y_noisy, mask = inject_noise(y_true, recipe.noise_rate, recipe.noise_type,
+                                 recipe.noise_seed)
+    if recipe.val_fraction > 0:
+        train_index, val_index = split_indices(y_noisy, recipe.val_fraction, recipe.noise_seed)
     else:
         train_index, val_index = np.arange(len(y_true)), np.array([], dtype=np.int64)
     x = clean["x"]
@@ -197,8 +206,5 @@ def load_dataset(
         y_test=clean["y_test"],
         train_index=train_index,
         val_index=val_index,
-        noise_rate=noise_rate,
-        noise_type=noise_type,
-        noise_seed=noise_seed,
-        val_fraction=val_fraction,
+        recipe=recipe,
     )

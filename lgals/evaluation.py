@@ -8,11 +8,11 @@ epoch for the learning curves; ``final_test_acc`` is the last epoch's, never the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from lgals import tracking
-from lgals.data import load_dataset
+from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.losses import MODES
 from lgals.train import HYPERPARAMETERS, MemberResult, TrainConfig
@@ -87,13 +87,13 @@ def make_config(mode: str, epochs: int, params: dict) -> TrainConfig:
 
 
 def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: list[int],
-                  epochs: int, noise: dict, vary_noise: bool,
+                  epochs: int, noise: NoiseRecipe, vary_noise: bool,
                   parent_run_id: str | None = None, progress: bool = True,
                   device: str = "cpu") -> tuple[str, list[MemberResult]]:
     """Train ``seeds`` with the mode's params under one evaluate run; return its id, results."""
     config = make_config(mode, epochs, source.params)
     tags = {"lgals.mode": mode, "lgals.stage": "evaluate", "lgals.params_source": source.source}
-    params = {**config.mode_params(), **noise, "seeds": ",".join(map(str, seeds)),
+    params = {**config.mode_params(), **noise.params(), "seeds": ",".join(map(str, seeds)),
               "vary_noise": vary_noise, "params_source": source.source,
               "tune_run_id": source.tune_run_id, "tune_study": source.tune_study,
               **tracking.source_info()}
@@ -103,8 +103,9 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
         groups = ([[s] for s in seeds] if vary_noise else [seeds])
         results: list[MemberResult] = []
         for group in groups:
-            noise_seed = noise["noise_seed"] + group[0] if vary_noise else noise["noise_seed"]
-            data = load_dataset(noise["noise_rate"], noise["noise_type"], noise_seed)
+            recipe = (replace(noise, noise_seed=noise.noise_seed + group[0]) if vary_noise
+                      else noise)
+            data = load_dataset(recipe)
             done, _, _ = tracking.tracked_train(
                 data, [config] * len(group), group, experiment_id=experiment_id,
                 stage="evaluate", parent_run_id=run_id, progress=progress, device=device)
@@ -127,11 +128,11 @@ def tune_source(summary: dict, batch_size: int) -> ParamsSource:
 
 
 def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: list[int],
-                   epochs: int, noise: dict, vary_noise: bool = False,
+                   epochs: int, noise: NoiseRecipe, vary_noise: bool = False,
                    parent_run_id: str | None = None, device: str = "cpu"
                    ) -> dict[str, list[MemberResult]]:
     """Every mode's evaluation, under one umbrella run when several."""
-    group = {"seeds": ",".join(map(str, seeds)), "epochs": epochs, **noise}
+    group = {"seeds": ",".join(map(str, seeds)), "epochs": epochs, **noise.params()}
     results = {}
     with tracking.group_run(experiment_id, "evaluate", list(sources), group,
                             parent_run_id) as parent:

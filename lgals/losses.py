@@ -103,8 +103,9 @@ EpsilonFn = Callable[[Tensor, Tensor, Tensor, dict[str, Tensor]], Scalar]
 class Mode:
     """How a mode picks its smoothing.
 
-    ``epsilon(logits, labels, alignment, hp)`` gets the step's logits, observed labels, the
-    already computed alignment ``s_i`` and the hyperparameters named in ``params``.
+    ``epsilon(logits, labels, alignment, hyperparameters)`` gets the step's logits, observed
+    labels, the already computed alignment ``s_i`` and the hyperparameters named in
+    ``params`` (tensors, one row per stacked member).
     """
 
     epsilon: EpsilonFn
@@ -112,16 +113,16 @@ class Mode:
     label: str = ""
 
 
-def _baseline(logits, labels, alignment, hp):
+def _baseline(logits, labels, alignment, hyperparameters):
     return 0.0
 
 
-def _fixed_ls(logits, labels, alignment, hp):
-    return hp["eps"]
+def _fixed_ls(logits, labels, alignment, hyperparameters):
+    return hyperparameters["eps"]
 
 
-def _lgals(logits, labels, alignment, hp):
-    return alignment_to_epsilon(alignment, hp["eps_max"], hp["gamma"])
+def _lgals(logits, labels, alignment, hyperparameters):
+    return alignment_to_epsilon(alignment, hyperparameters["eps_max"], hyperparameters["gamma"])
 
 
 MODES: dict[str, Mode] = {

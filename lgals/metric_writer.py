@@ -7,9 +7,9 @@ loop waits to dispatch its next torch op, and a 5-seed run paid 1.10-1.21x per e
 
 The parent sends JSON lines on the child's stdin: ``{"uri", "run_id", "metrics": [[key, value,
 timestamp, step], ...]}``, and ``{"sync": true}``, which the child answers on its stdout with
-``ok`` once everything before it is stored, or ``error: <what failed>``. The child runs
-niced, ignores Ctrl-C (the parent ends the runs) and exits when its stdin closes, after
-writing what it has.
+``ok`` once everything before it is stored, or ``error: <what failed>``. The child runs at
+idle priority, ignores Ctrl-C (the parent ends the runs) and exits when its stdin closes,
+after writing what it has.
 This module imports neither torch nor mlflow at the top: the child starts light.
 """
 
@@ -26,9 +26,6 @@ import threading
 from collections.abc import Sequence
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's own limit for one log_batch call
-# Training fills the cores; the writer yields to it, and catches up while a run waits at its
-# final sync (measured per epoch: 1.08-1.09x niced, 1.12-1.19x not, vs untracked).
-WRITER_NICENESS = 10
 
 
 class MetricWriter:
@@ -100,11 +97,21 @@ WRITER = MetricWriter()
 atexit.register(WRITER.close)
 
 
+def _yield_to_training() -> None:
+    """Run only on cores training leaves idle, and catch up while a run waits at its final
+    sync: a niced writer still takes its share of a busy core from training's threads
+    (``benchmarks/tracking_overhead.py`` compares the two)."""
+    if hasattr(os, "SCHED_IDLE"):  # Linux
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
+
+
 def main() -> None:
     """The child: read messages as they come (a full pipe would stall the parent), write them
     in order once mlflow is imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(WRITER_NICENESS)
+    _yield_to_training()
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lgals import tracking
+from lgals.data import NoiseRecipe
 from lgals.evaluation import describe_results, evaluate_modes, tune_source
 from lgals.losses import MODES
 from lgals.report import report_from_mlflow
@@ -32,11 +33,13 @@ class Protocol:
     epochs: int
     seeds: int
     batch: int = DEFAULT_BATCH  # trials per study trained together in a tuning round
-    noise_rate: float = 0.2
-    noise_type: str = "symmetric"
-    noise_seed: int = 0
-    val_fraction: float = 0.1
+    noise: NoiseRecipe = NoiseRecipe(val_fraction=0.1)  # tuning's; evaluation's has no split
     experiment: str = "lgals"
+
+    def params(self) -> dict:
+        """The protocol verbatim as run params, its noise recipe as its own params."""
+        return {**{k: v for k, v in asdict(self).items() if k not in ("name", "noise")},
+                "protocol": self.name, **self.noise.params()}
 
 
 # The note's protocol: 20 trials per mode, 100 epochs, 5 evaluation seeds.
@@ -50,15 +53,10 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
               echo: Callable[[str], None] = print) -> dict[str, float]:
     """Tune every mode -> evaluate over seeds -> report; return each stage's seconds."""
     settings = [TuneSettings(mode=mode, n_trials=protocol.n_trials, epochs=protocol.epochs,
-                             val_fraction=protocol.val_fraction, noise_rate=protocol.noise_rate,
-                             noise_type=protocol.noise_type, noise_seed=protocol.noise_seed,
-                             study_name=f"{protocol.experiment}-{mode}")
+                             noise=protocol.noise, study_name=f"{protocol.experiment}-{mode}")
                 for mode in MODES]
-    noise = {"noise_rate": protocol.noise_rate, "noise_type": protocol.noise_type,
-             "noise_seed": protocol.noise_seed}
-    params = {"protocol": protocol.name,
-              **{k: v for k, v in asdict(protocol).items() if k != "name"},
-              "workers": workers, "device": device, **tracking.source_info()}
+    params = {**protocol.params(), "workers": workers, "device": device,
+              **tracking.source_info()}
     timings: dict[str, float] = {}
     with tracking.run(experiment_id, "reproduce", {"lgals.stage": "reproduce",
                                                    "lgals.mode": "all"}, params) as top:
@@ -76,7 +74,8 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
         started = time.perf_counter()
         sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
         results = evaluate_modes(sources, experiment_id, list(range(protocol.seeds)),
-                                 protocol.epochs, noise, parent_run_id=top, device=device)
+                                 protocol.epochs, replace(protocol.noise, val_fraction=0.0),
+                                 parent_run_id=top, device=device)
         timings["evaluation"] = time.perf_counter() - started
         for mode, mode_results in results.items():
             echo(describe_results(mode, mode_results))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lgals import tracking
-from lgals.data import NUM_CLASSES, load_dataset
+from lgals.data import NUM_CLASSES, NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.plots import confusion_figure
 
@@ -38,8 +38,7 @@ class Reanalysis:
 def rebuild_data(client, run_id: str):
     """The source run's dataset, rebuilt from its params and checked against its recipe."""
     params = client.get_run(run_id).data.params
-    data = load_dataset(float(params["noise_rate"]), params["noise_type"],
-                        int(params["noise_seed"]), float(params["val_fraction"]))
+    data = load_dataset(NoiseRecipe.from_params(params))
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "data_recipe.npz", tmp)
         with np.load(path, allow_pickle=False) as recipe:

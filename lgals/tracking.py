@@ -265,13 +265,14 @@ def log_member(run_id: str, result: MemberResult, histograms: dict[str, np.ndarr
 
 def save_recipe(path: Path, data: NoisyDataset) -> None:
     """What rebuilds this run's data exactly: settings, observed labels, masks, indices."""
-    np.savez_compressed(path, **data.recipe(), y_train=data.y_train, noise_mask=data.noise_mask,
-                        y_val=data.y_val, val_noise_mask=data.val_noise_mask,
+    np.savez_compressed(path, **data.recipe.params(), y_train=data.y_train,
+                        noise_mask=data.noise_mask, y_val=data.y_val,
+                        val_noise_mask=data.val_noise_mask,
                         train_index=data.train_index, val_index=data.val_index)
 
 
 def run_params(config: TrainConfig, data: NoisyDataset) -> dict:
-    return {**config.mode_params(), **data.recipe(), **source_info()}
+    return {**config.mode_params(), **data.recipe.params(), **source_info()}
 
 
 def tracked_train(

@@ -28,7 +28,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from lgals import tracking
-from lgals.data import NoisyDataset, load_dataset
+from lgals.data import NoiseRecipe, NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting
 from lgals.losses import MODES
 from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
@@ -51,11 +51,8 @@ class TuneSettings:
     n_trials: int = 20
     epochs: int = 100
     batch_size: int = 128
-    val_fraction: float = 0.1
+    noise: NoiseRecipe = NoiseRecipe(val_fraction=0.1)  # trials learn on train, score on val
     val_labels: str = "noisy"  # "clean" is the oracle variant, tagged as such
-    noise_rate: float = 0.2
-    noise_type: str = "symmetric"
-    noise_seed: int = 0
     train_seed: int = 0
     sampler_seed: int = 0
     pruner: str = "median"
@@ -66,9 +63,14 @@ class TuneSettings:
             suffix = "-oracle" if self.val_labels == "clean" else ""
             object.__setattr__(self, "study_name", f"lgals-{self.mode}{suffix}")
 
+    def params(self) -> dict:
+        """Every setting, the noise recipe as its own run params."""
+        return {**{k: v for k, v in asdict(self).items() if k != "noise"},
+                **self.noise.params()}
+
     def study_attrs(self) -> dict:
         """What must match when a study is resumed (not n_trials: topping up is the point)."""
-        return {k: v for k, v in asdict(self).items()
+        return {k: v for k, v in self.params().items()
                 if k not in ("n_trials", "sampler_seed", "pruner", "study_name")}
 
 
@@ -81,8 +83,7 @@ def suggest(trial: optuna.Trial, mode: str) -> dict[str, float]:
 
 def tuning_data(settings: TuneSettings) -> NoisyDataset:
     """Training and validation split only: the test set is not there to be read."""
-    data = load_dataset(settings.noise_rate, settings.noise_type, settings.noise_seed,
-                        settings.val_fraction)
+    data = load_dataset(settings.noise)
     data = dataclasses.replace(data, x_test=None, y_test=None)
     if settings.val_labels == "clean":
         data = dataclasses.replace(data, y_val=data.y_val_true)
@@ -402,7 +403,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
             for s in settings:
                 tags = {"lgals.mode": s.mode, "lgals.stage": "tune", "lgals.study": s.study_name,
                         "lgals.val_labels": s.val_labels}
-                params = {**asdict(s), "workers": workers, "batch": batch, "device": device,
+                params = {**s.params(), "workers": workers, "batch": batch, "device": device,
                           "storage": _redact(storage), **tracking.source_info()}
                 owned.append(tracking.open_run(experiment_id, f"tune-{s.mode}", tags, params,
                                                parent_run_id=parent,

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 import lgals.data as data_mod
-from lgals.data import NUM_CLASSES, cache_dir, inject_noise, load_dataset, load_mnist1d
+from lgals.data import (
+    NUM_CLASSES,
+    NoiseRecipe,
+    cache_dir,
+    inject_noise,
+    load_dataset,
+    load_mnist1d,
+)
 
 N_TRAIN, N_TEST, N_FEATURES = 4000, 1000, 40
 
@@ -86,7 +93,8 @@ def test_first_load_generates_writes_cache_and_second_load_reads_it(tmp_path, mo
 
     monkeypatch.setattr(data_mod, "_generate", no_generation)
     second = load_mnist1d()
-    dataset = load_dataset(noise_rate=0.3, val_fraction=0.1)  # load_dataset uses the cache too
+    # load_dataset uses the cache too
+    dataset = load_dataset(NoiseRecipe(noise_rate=0.3, val_fraction=0.1))
     assert len(calls) == 1
     assert sorted(second) == sorted(first) == ["x", "x_test", "y", "y_test"]
     for name in first:
@@ -116,8 +124,9 @@ def test_load_dataset_leaves_global_numpy_and_python_rngs_alone():
     np.random.seed(7)
     random.seed(7)
     np_state, py_state = np.random.get_state(), random.getstate()
-    load_dataset(noise_rate=0.4, noise_type="symmetric", noise_seed=5, val_fraction=0.2)
-    load_dataset(noise_rate=0.4, noise_type="pair", noise_seed=6)
+    load_dataset(NoiseRecipe(noise_rate=0.4, noise_type="symmetric", noise_seed=5,
+                             val_fraction=0.2))
+    load_dataset(NoiseRecipe(noise_rate=0.4, noise_type="pair", noise_seed=6))
     assert_same_np_state(np.random.get_state(), np_state)
     assert random.getstate() == py_state
     assert np.random.rand() == expected_np
@@ -130,7 +139,7 @@ def test_load_dataset_leaves_global_numpy_and_python_rngs_alone():
 @pytest.mark.parametrize("noise_type", ["symmetric", "pair"])
 @pytest.mark.parametrize("noise_rate", [0.0, 0.05, 0.12345, 0.2, 0.5, 0.9])
 def test_exactly_round_rate_times_n_labels_flipped(noise_rate, noise_type, clean):
-    d = load_dataset(noise_rate=noise_rate, noise_type=noise_type, noise_seed=3)
+    d = load_dataset(NoiseRecipe(noise_rate=noise_rate, noise_type=noise_type, noise_seed=3))
     n_flip = round(noise_rate * N_TRAIN)  # 0.12345 * 4000 = 493.8 -> 494, not 493
     assert d.noise_mask.dtype == bool
     assert int(d.noise_mask.sum()) == n_flip
@@ -155,7 +164,7 @@ def test_inject_noise_small_hand_checked_and_does_not_mutate_input():
 
 
 def test_symmetric_flips_cover_all_shifts_roughly_uniformly(clean):
-    d = load_dataset(noise_rate=0.9, noise_type="symmetric", noise_seed=11)
+    d = load_dataset(NoiseRecipe(noise_rate=0.9, noise_type="symmetric", noise_seed=11))
     flipped = d.noise_mask
     shift = (d.y_train[flipped] - d.y_train_true[flipped]) % NUM_CLASSES
     counts = np.bincount(shift, minlength=NUM_CLASSES)
@@ -176,7 +185,7 @@ def test_symmetric_flips_at_default_rate_hit_several_targets_per_class(dataset):
 
 
 def test_pair_flips_are_next_class(clean):
-    d = load_dataset(noise_rate=0.45, noise_type="pair", noise_seed=2)
+    d = load_dataset(NoiseRecipe(noise_rate=0.45, noise_type="pair", noise_seed=2))
     m = d.noise_mask
     np.testing.assert_array_equal(d.y_train[m], (clean["y"][m] + 1) % NUM_CLASSES)
     np.testing.assert_array_equal(d.y_train[~m], clean["y"][~m])
@@ -185,13 +194,13 @@ def test_pair_flips_are_next_class(clean):
 
 @pytest.mark.parametrize("val_fraction", [0.0, 0.25])
 def test_same_noise_seed_same_arrays_different_seed_different(val_fraction):
-    a = load_dataset(noise_rate=0.3, noise_seed=4, val_fraction=val_fraction)
-    b = load_dataset(noise_rate=0.3, noise_seed=4, val_fraction=val_fraction)
+    a = load_dataset(NoiseRecipe(noise_rate=0.3, noise_seed=4, val_fraction=val_fraction))
+    b = load_dataset(NoiseRecipe(noise_rate=0.3, noise_seed=4, val_fraction=val_fraction))
     assert_same_dataset(a, b)
-    c = load_dataset(noise_rate=0.3, noise_seed=5, val_fraction=val_fraction)
+    c = load_dataset(NoiseRecipe(noise_rate=0.3, noise_seed=5, val_fraction=val_fraction))
     assert not np.array_equal(a.y_train, c.y_train) or not np.array_equal(a.x_train, c.x_train)
-    full_a = load_dataset(noise_rate=0.3, noise_seed=4)
-    full_c = load_dataset(noise_rate=0.3, noise_seed=5)
+    full_a = load_dataset(NoiseRecipe(noise_rate=0.3, noise_seed=4))
+    full_c = load_dataset(NoiseRecipe(noise_rate=0.3, noise_seed=5))
     assert not np.array_equal(full_a.noise_mask, full_c.noise_mask)
     # the two draws share some flips by chance, but far from all of them
     overlap = (full_a.noise_mask & full_c.noise_mask).sum() / full_a.noise_mask.sum()
@@ -199,12 +208,22 @@ def test_same_noise_seed_same_arrays_different_seed_different(val_fraction):
 
 
 def test_recipe_rebuilds_the_same_arrays():
-    d = load_dataset(noise_rate=0.35, noise_type="pair", noise_seed=9, val_fraction=0.15)
-    assert d.recipe() == {
+    d = load_dataset(NoiseRecipe(noise_rate=0.35, noise_type="pair", noise_seed=9,
+                                 val_fraction=0.15))
+    assert d.recipe.params() == {
         "noise_rate": 0.35, "noise_type": "pair", "noise_seed": 9, "val_fraction": 0.15,
     }
-    assert_same_dataset(load_dataset(**d.recipe()), d)
+    assert_same_dataset(load_dataset(d.recipe), d)
 
+
+
+def test_recipe_round_trips_through_run_params():
+    """Logged as MLflow params (strings) and read back, a recipe is the same recipe."""
+    recipe = NoiseRecipe(noise_rate=0.35, noise_type="pair", noise_seed=9, val_fraction=0.15)
+    logged = {key: str(value) for key, value in recipe.params().items()}
+    assert NoiseRecipe.from_params(logged) == recipe
+    del logged["val_fraction"]  # an evaluation run trains on the full set
+    assert NoiseRecipe.from_params(logged) == NoiseRecipe(0.35, "pair", 9, 0.0)
 
 # --- canonical order, test set, validation split -------------------------------------------
 
@@ -222,15 +241,15 @@ def test_no_split_gives_canonical_rows_in_canonical_order(dataset, clean):
 @pytest.mark.parametrize("kwargs", [{}, {"noise_rate": 0.9, "noise_type": "pair"},
                                     {"noise_rate": 0.4, "val_fraction": 0.3}])
 def test_test_set_is_clean_and_untouched(kwargs, clean):
-    d = load_dataset(**kwargs)
+    d = load_dataset(NoiseRecipe(**kwargs))
     np.testing.assert_array_equal(d.y_test, clean["y_test"])
     np.testing.assert_array_equal(d.x_test, clean["x_test"])
 
 
 @pytest.mark.parametrize("val_fraction", [0.1, 0.2, 0.5])
 def test_validation_split(val_fraction, clean):
-    d = load_dataset(noise_rate=0.3, noise_seed=1, val_fraction=val_fraction)
-    full = load_dataset(noise_rate=0.3, noise_seed=1)
+    d = load_dataset(NoiseRecipe(noise_rate=0.3, noise_seed=1, val_fraction=val_fraction))
+    full = load_dataset(NoiseRecipe(noise_rate=0.3, noise_seed=1))
 
     # sizes: stratified by the observed labels, round(fraction * class count) per class
     observed_counts = np.bincount(full.y_train, minlength=NUM_CLASSES)
@@ -271,8 +290,8 @@ def test_validation_split(val_fraction, clean):
 
 
 def test_split_depends_on_noise_seed():
-    a = load_dataset(noise_seed=1, val_fraction=0.2)
-    b = load_dataset(noise_seed=2, val_fraction=0.2)
+    a = load_dataset(NoiseRecipe(noise_seed=1, val_fraction=0.2))
+    b = load_dataset(NoiseRecipe(noise_seed=2, val_fraction=0.2))
     assert not np.array_equal(a.val_index, b.val_index)
 
 
@@ -295,7 +314,7 @@ def test_split_depends_on_noise_seed():
 )
 def test_bad_arguments_raise_value_error(kwargs, word):
     with pytest.raises(ValueError, match=word):
-        load_dataset(**kwargs)
+        load_dataset(NoiseRecipe(**kwargs))
 
 
 def test_inject_noise_rejects_unknown_noise_type():
@@ -305,5 +324,5 @@ def test_inject_noise_rejects_unknown_noise_type():
 
 @pytest.mark.parametrize("noise_rate, val_fraction", [(0.0, 0.0), (0.9, 0.5)])
 def test_range_endpoints_are_accepted(noise_rate, val_fraction):
-    d = load_dataset(noise_rate=noise_rate, val_fraction=val_fraction)
+    d = load_dataset(NoiseRecipe(noise_rate=noise_rate, val_fraction=val_fraction))
     assert d.noise_mask.sum() + d.val_noise_mask.sum() == round(noise_rate * N_TRAIN)

@@ -377,19 +377,20 @@ def test_modes_registry():
     assert MODES["lgals"].params == ("eps_max", "gamma")
 
     logits, labels = random_batch(shape=(3, 9, 10), seed=6, dtype=torch.float32)
-    hp = {
+    hyperparameters = {
         "eps": torch.tensor([[0.05], [0.1], [0.2]]),
         "eps_max": torch.tensor([[0.3], [0.1], [0.5]]),
         "gamma": torch.tensor([[1.0], [0.0], [2.0]]),
     }
     alignment = logit_gradient_alignment(logits, labels)
 
-    baseline = MODES["baseline"].epsilon(logits, labels, alignment, hp)
+    baseline = MODES["baseline"].epsilon(logits, labels, alignment, hyperparameters)
     assert float(baseline) == 0.0
-    assert MODES["fixed_ls"].epsilon(logits, labels, alignment, hp) is hp["eps"]
+    fixed = MODES["fixed_ls"].epsilon(logits, labels, alignment, hyperparameters)
+    assert fixed is hyperparameters["eps"]
     torch.testing.assert_close(
-        MODES["lgals"].epsilon(logits, labels, alignment, hp),
-        lgals_epsilon(logits, labels, hp["eps_max"], hp["gamma"]),
+        MODES["lgals"].epsilon(logits, labels, alignment, hyperparameters),
+        lgals_epsilon(logits, labels, hyperparameters["eps_max"], hyperparameters["gamma"]),
     )
     # each mode's epsilon feeds the loss as intended
     torch.testing.assert_close(

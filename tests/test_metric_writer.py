@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_fixtures import sqlite_uri
 
-from lgals.metric_writer import MAX_METRICS_PER_BATCH, WRITER_NICENESS, MetricWriter
+from lgals.metric_writer import MAX_METRICS_PER_BATCH, MetricWriter
 
 pytestmark = pytest.mark.slow  # every test runs the writer process
 
@@ -94,10 +94,9 @@ def test_a_writer_whose_process_died_raises(store, writer):
 def test_the_writer_yields_the_cores_to_training(store, writer):
     uri, client, experiment_id = store
     writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
-    writer.sync()  # the child has set its niceness before it answers
-    parent = os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, writer._process.pid) == min(
-        parent + WRITER_NICENESS, 19)
+    writer.sync()  # the child has set its scheduling policy before it answers
+    assert os.sched_getscheduler(writer._process.pid) == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # training keeps its own
 
 
 def test_a_relative_sqlite_uri_means_the_senders_working_directory(tmp_path, writer,

@@ -99,12 +99,14 @@ def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):
 
 def test_mlproject_defaults_are_the_clis():
     """Every MLproject parameter that is a CLI option has the CLI's default (which for the
-    hyperparameters is TrainConfig's, and for --batch the tuning's DEFAULT_BATCH)."""
+    hyperparameters is TrainConfig's, for the noise NoiseRecipe's, and for tune's --batch and
+    --val-fraction the tuning's)."""
     import yaml
 
     from lgals.cli import cli
+    from lgals.data import NoiseRecipe
     from lgals.train import TrainConfig
-    from lgals.tuning import DEFAULT_BATCH
+    from lgals.tuning import DEFAULT_BATCH, TuneSettings
 
     entry_points = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
     checked = 0
@@ -119,6 +121,10 @@ def test_mlproject_defaults_are_the_clis():
     train = {p.name: p.default for p in cli.commands["train"].params}
     for name in ("epochs", "batch_size", "lr", "weight_decay", "eps", "eps_max", "gamma"):
         assert train[name] == getattr(TrainConfig, name)
+    for name in ("noise_rate", "noise_type", "noise_seed", "val_fraction"):
+        assert train[name] == getattr(NoiseRecipe, name)
+    tune = {p.name: p.default for p in cli.commands["tune"].params}
+    assert tune["val_fraction"] == TuneSettings(mode="baseline").noise.val_fraction
     for command in ("tune", "reproduce"):
         assert {p.name: p.default for p in cli.commands[command].params}["batch"] == (
             DEFAULT_BATCH)

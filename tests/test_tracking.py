@@ -39,7 +39,7 @@ from mlflow_fixtures import (
     wait_for,
 )
 
-from lgals.data import load_dataset
+from lgals.data import NoiseRecipe, load_dataset
 
 EPOCHS = 3
 TRAIN_ARGS = ["train", "--mode", "lgals", "--epochs", str(EPOCHS), "--seeds", "2"]
@@ -358,7 +358,7 @@ def test_baseline_with_a_validation_split(tmp_path, _cache_dir):
     _, eps = history(client, run_id, "eps_mean")
     assert eps == [0.0, 0.0]
 
-    data = load_dataset(val_fraction=0.1)
+    data = load_dataset(NoiseRecipe(val_fraction=0.1))
     recipe = load_npz(client, run_id, "data_recipe.npz")
     for name in ("y_train", "noise_mask", "y_val", "val_noise_mask", "train_index",
                  "val_index"):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from test_model import flat
 
-from lgals.data import load_dataset
+from lgals.data import NoiseRecipe, load_dataset
 from lgals.losses import MODES, alignment_to_epsilon
 from lgals.train import TrainConfig, resolve_device, train
 
@@ -235,7 +235,7 @@ def test_test_metrics_match_the_returned_model(runs, dataset, mode):
 
 
 def test_validation_split_adds_val_metrics(dataset):
-    data = load_dataset(noise_rate=0.2, val_fraction=0.2)
+    data = load_dataset(NoiseRecipe(noise_rate=0.2, val_fraction=0.2))
     recorder = Recorder()
     [result] = train(data, TrainConfig(mode="fixed_ls", epochs=2), [0], callback=recorder)
     assert set(result.history) == TRAIN_KEYS | NOISE_KEYS | TEST_KEYS | VAL_KEYS
@@ -254,7 +254,7 @@ def test_validation_split_adds_val_metrics(dataset):
 
 
 def test_clean_labels_have_no_noise_metrics():
-    data = load_dataset(noise_rate=0.0)
+    data = load_dataset(NoiseRecipe(noise_rate=0.0))
     [result] = train(data, TrainConfig(mode="lgals", epochs=1), [0])
     assert set(result.history) == TRAIN_KEYS | TEST_KEYS
     # with clean labels, fitting the observed labels is fitting the true ones
