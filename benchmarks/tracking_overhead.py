@@ -64,7 +64,7 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
     from mlflow.entities import Metric
 
     from lgals.data import load_dataset
-    from lgals.metric_writer import WRITER
+    from lgals.mlflow_writer import WRITER
     from lgals.plots import distribution_heatmaps
     from lgals.tracking import EDGES, EpochLogger, open_run, pip_requirements
     from lgals.train import TrainConfig, train
@@ -85,8 +85,7 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
                 metrics.clear()
             self.last_flush = time.monotonic()
 
-        def close(self):
-            self.flush()
+        def wait(self):
             for operation in self.operations:
                 operation.wait()
 
@@ -114,7 +113,8 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
             logger = loggers[kind] and loggers[kind](run_ids, flush_seconds)
             seconds = timed(lambda: train(data, config, seeds, callback=logger))
             if logger:
-                final_flush[kind].append(timed(logger.close))
+                logger.flush()
+                final_flush[kind].append(timed(getattr(logger, "wait", WRITER.sync)))
                 last_run.update(logger=logger, run_id=run_ids[0])
             return seconds
 
@@ -194,8 +194,15 @@ def whole_commands(pairs: int, before: Path | None) -> dict:
 
 
 def print_tables(document: dict) -> None:
-    epoch = document["per_epoch"]
-    print(f"{describe_machine(document['machine'])}\n{epoch['seeds']} seeds of LGALS, "
+    print(describe_machine(document["machine"]))
+    if "per_epoch" in document:
+        print_per_epoch(document["per_epoch"])
+    if "commands" in document:
+        print_commands(document["commands"])
+
+
+def print_per_epoch(epoch: dict) -> None:
+    print(f"\n{epoch['seeds']} seeds of LGALS, "
           f"{epoch['epochs']} epochs, {epoch['repeats']} interleaved repeats, metrics flushed "
           f"every {epoch['flush_seconds']:g} s\n")
     print(f"| per epoch | wall s | ratio to untracked (IQR) | target <= "
@@ -216,9 +223,9 @@ def print_tables(document: dict) -> None:
     print("|---|---|")
     for name, seconds in epoch["one_off_s"].items():
         print(f"| {name} | {seconds:.2f} |")
-    commands = document.get("commands")
-    if not commands:
-        return
+
+
+def print_commands(commands: dict) -> None:
     print(f"\nwhole `lgals train --mode lgals --seeds {SEEDS} --epochs 100`, "
           f"{commands['pairs']} interleaved repeats\n")
     print("| command | wall s (median) | added by tracking, paired median s |")
@@ -238,15 +245,16 @@ def main() -> None:
 
     cli = parser(__doc__)
     cli.add_argument("--epochs", type=int, default=100)
-    cli.add_argument("--repeats", type=int, default=15)
+    cli.add_argument("--repeats", type=int, default=15, help="0: skip the per-epoch runs")
     cli.add_argument("--flush-seconds", type=float, default=FLUSH_SECONDS)
     cli.add_argument("--cli-pairs", type=int, default=0,
                      help="also time whole `lgals train` commands, tracked vs --no-tracking")
     cli.add_argument("--before", type=Path,
                      help="a checkout of an earlier lgals whose tracked command to time too")
     args = cli.parse_args()
-    document = {"machine": machine(),
-                "per_epoch": per_epoch(args.epochs, args.repeats, args.flush_seconds)}
+    document = {"machine": machine()}
+    if args.repeats:
+        document["per_epoch"] = per_epoch(args.epochs, args.repeats, args.flush_seconds)
     if args.cli_pairs:
         document["commands"] = whole_commands(args.cli_pairs, args.before)
     if args.json:

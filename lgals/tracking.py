@@ -3,9 +3,10 @@
 The engine knows nothing of MLflow; :class:`EpochLogger` is its callback. Seeds trained
 together are open MLflow runs at the same time, so runs are created and ended with
 ``MlflowClient`` (the fluent API keeps one active run per thread). Metrics are buffered and
-handed every few seconds to a writer process (:mod:`lgals.metric_writer`): one synchronous
+handed every few seconds to a writer process (:mod:`lgals.mlflow_writer`): one synchronous
 call per epoch would cost more than the epoch itself on a server, and MLflow's own async
-logging runs its SQLAlchemy work in a thread that holds this process's GIL.
+logging runs its SQLAlchemy work in a thread that holds this process's GIL. After training
+the writer logs the artifact files and draws the figures while this process logs the models.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from lgals.data import NoisyDataset
 from lgals.errors import TrackingUnavailable
 from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
-from lgals.metric_writer import WRITER
 from lgals.metrics import histogram_counts
+from lgals.mlflow_writer import WRITER
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
@@ -39,6 +40,7 @@ FLUSH_SECONDS = 5.0
 def connect(tracking_uri: str | None, experiment_name: str) -> str:
     """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``); return the
     experiment id. Inside ``mlflow run`` the project's run decides the experiment."""
+    WRITER.start(figures=True)  # its imports overlap this process's
     import mlflow
 
     if tracking_uri:
@@ -48,8 +50,11 @@ def connect(tracking_uri: str | None, experiment_name: str) -> str:
         _check_server(uri)
     project_run = os.environ.get("MLFLOW_RUN_ID")
     if project_run:
-        return mlflow.MlflowClient().get_run(project_run).info.experiment_id
-    return mlflow.set_experiment(experiment_name).experiment_id
+        experiment_id = mlflow.MlflowClient().get_run(project_run).info.experiment_id
+    else:
+        experiment_id = mlflow.set_experiment(experiment_name).experiment_id
+    WRITER.open(uri)  # only now: two processes creating a new store's tables collide
+    return experiment_id
 
 
 def _check_server(uri: str) -> None:
@@ -203,11 +208,6 @@ class EpochLogger:
             metrics.clear()
         self.last_flush = time.monotonic()
 
-    def close(self) -> None:
-        """Flush what is left and wait until every metric is stored."""
-        self.flush()
-        WRITER.sync()
-
     def histogram_arrays(self, member: int) -> dict[str, np.ndarray]:
         return {name: np.stack(per_epoch) if per_epoch else np.zeros((0, 2, len(EDGES[name]) - 1),
                                                                      dtype=np.int64)
@@ -219,48 +219,52 @@ def pip_requirements() -> list[str]:
     return [f"torch=={version('torch').split('+')[0]}", f"numpy=={version('numpy')}"]
 
 
-def log_member(run_id: str, result: MemberResult, histograms: dict[str, np.ndarray],
-               data: NoisyDataset, log_model: bool = True) -> None:
-    """A finished member's final metric, status, histograms, data recipe, figure and model.
+def log_members(run_ids: Sequence[str], results: Sequence[MemberResult], logger: EpochLogger,
+                data: NoisyDataset, log_models: bool = True) -> None:
+    """Each finished member's final metric, status, histograms, the data recipe, its figure and
+    model; returns once all of it is stored.
 
-    Tuning trials (``log_model=False``) skip the model and the heat-map figure: at dozens of
-    trials they would cost more than the training; their histograms are logged all the same.
+    The writer process logs the files and draws the figures while this process exports the
+    models. Tuning trials (``log_models=False``) skip the model and the heat-map figure: at
+    dozens of trials they would cost more than the training; their histograms are logged all
+    the same.
     """
     from mlflow.entities import Metric, RunTag
 
     client = mlflow_client()
-    metrics = []
-    if result.final_test_acc is not None:
-        metrics.append(Metric("final_test_acc", result.final_test_acc, int(time.time() * 1000),
-                              result.config.epochs))
-    tags = [RunTag("lgals.status", result.status)]
-    if result.reason:
-        tags.append(RunTag("lgals.status_reason", result.reason))
-    client.log_batch(run_id, metrics=metrics, tags=tags)
+    logger.flush()
     with tempfile.TemporaryDirectory() as tmp:
         # Complete files are handed to MLflow; nothing is logged half-written.
-        np.savez_compressed(Path(tmp) / "epsilon_distributions.npz",
-                            eps_edges=EDGES["eps"], alignment_edges=EDGES["alignment"],
-                            eps_counts=histograms["eps"], alignment_counts=histograms["alignment"],
-                            groups=np.array(["clean", "noisy"]))
-        save_recipe(Path(tmp) / "data_recipe.npz", data)
-        client.log_artifact(run_id, str(Path(tmp) / "epsilon_distributions.npz"))
-        client.log_artifact(run_id, str(Path(tmp) / "data_recipe.npz"))
-    if log_model and len(histograms["eps"]):
-        import matplotlib.pyplot as plt
+        recipe = Path(tmp) / "data_recipe.npz"
+        save_recipe(recipe, data)
+        for member, (run_id, result) in enumerate(zip(run_ids, results)):
+            histograms = logger.histogram_arrays(member)
+            path = Path(tmp) / str(member) / "epsilon_distributions.npz"
+            path.parent.mkdir()
+            np.savez_compressed(path, eps_edges=EDGES["eps"], alignment_edges=EDGES["alignment"],
+                                eps_counts=histograms["eps"],
+                                alignment_counts=histograms["alignment"],
+                                groups=np.array(["clean", "noisy"]))
+            WRITER.log_artifacts(logger.uri, run_id, [str(path), str(recipe)])
+            if log_models and len(histograms["eps"]):
+                WRITER.log_heatmaps(logger.uri, run_id, str(path),
+                                    f"{MODES[result.config.mode].label}, seed {result.seed}")
+        for run_id, result in zip(run_ids, results):
+            metrics = []
+            if result.final_test_acc is not None:
+                metrics.append(Metric("final_test_acc", result.final_test_acc,
+                                      int(time.time() * 1000), result.config.epochs))
+            tags = [RunTag("lgals.status", result.status)]
+            if result.reason:
+                tags.append(RunTag("lgals.status_reason", result.reason))
+            client.log_batch(run_id, metrics=metrics, tags=tags)
+            if log_models:
+                import mlflow.pytorch
 
-        from lgals.plots import distribution_heatmaps  # matplotlib: 0.5 s, only when drawing
-
-        title = f"{MODES[result.config.mode].label}, seed {result.seed}"
-        figure = distribution_heatmaps(histograms, EDGES, title)
-        client.log_figure(run_id, figure, "epsilon_distributions.png")
-        plt.close(figure)
-    if log_model:
-        import mlflow.pytorch
-
-        mlflow.pytorch.log_model(result.model, name="model", run_id=run_id,
-                                 input_example=data.x_train[:2],
-                                 pip_requirements=pip_requirements())
+                mlflow.pytorch.log_model(result.model, name="model", run_id=run_id,
+                                         input_example=data.x_train[:2],
+                                         pip_requirements=pip_requirements())
+        WRITER.sync()
 
 
 def save_recipe(path: Path, data: NoisyDataset) -> None:
@@ -328,9 +332,8 @@ def tracked_train(
 
         results = train(data, list(configs), list(seeds), callback=observe, progress=progress,
                         device=device)
-        logger.close()
-        for member, (run_id, result) in enumerate(zip(run_ids, results)):
-            log_member(run_id, result, logger.histogram_arrays(member), data, log_models)
+        log_members(run_ids, results, logger, data, log_models)
+        for run_id, result in zip(run_ids, results):
             if result.status == "diverged":
                 _terminate([run_id], "FAILED")
                 owned.remove(run_id)

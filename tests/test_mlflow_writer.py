@@ -1,15 +1,17 @@
-"""The metric writer process against a real sqlite MLflow store."""
+"""The MLflow writer process against a real sqlite MLflow store."""
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow_fixtures import sqlite_uri
 
-from lgals.metric_writer import MAX_METRICS_PER_BATCH, MetricWriter
+from lgals.mlflow_writer import MAX_METRICS_PER_BATCH, MlflowWriter
 
 pytestmark = pytest.mark.slow  # every test runs the writer process
 
@@ -24,7 +26,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def writer():
-    writer = MetricWriter()
+    writer = MlflowWriter()
     yield writer
     writer.close()
 
@@ -61,7 +63,7 @@ def test_a_failed_write_is_reported_at_sync_and_the_writer_goes_on(store, writer
     run_id = client.create_run(experiment_id).info.run_id
     writer.send(uri, "0" * 32, _metrics(2))  # no such run
     writer.send(uri, run_id, _metrics(2, keys=("kept",)))  # after the failure, still written
-    with pytest.raises(RuntimeError, match="metric writer: .*0{32}"):
+    with pytest.raises(RuntimeError, match="MLflow writer: .*0{32}"):
         writer.sync()
     writer.sync()  # the error was reported once
     assert [m.step for m in client.get_metric_history(run_id, "kept")] == [0, 1]
@@ -86,7 +88,7 @@ def test_a_writer_whose_process_died_raises(store, writer):
     writer.start()
     writer._process.kill()
     writer._process.wait()
-    with pytest.raises(RuntimeError, match="metric writer: .*exited unexpectedly"):
+    with pytest.raises(RuntimeError, match="MLflow writer: .*exited unexpectedly"):
         writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
         writer.sync()
 
@@ -113,3 +115,38 @@ def test_a_relative_sqlite_uri_means_the_senders_working_directory(tmp_path, wri
     writer.sync()
     assert [m.step for m in client.get_metric_history(run_id, "here")] == [0, 1, 2]
     assert not (first / "mlflow.db").exists()
+
+
+def test_artifacts_and_heat_maps_are_logged_from_files(store, writer, tmp_path):
+    """The files a run hands over arrive byte for byte; the figure is drawn from the
+    histograms file, by the child, with its imports done at start (``figures``)."""
+    uri, client, experiment_id = store
+    writer.start(figures=True)
+    writer.open(uri)
+    run_id = client.create_run(experiment_id).info.run_id
+    counts = np.random.default_rng(0).integers(0, 50, size=(4, 2, 50))
+    histograms = tmp_path / "epsilon_distributions.npz"
+    np.savez_compressed(histograms, eps_edges=np.linspace(0, 1, 51), eps_counts=counts,
+                        alignment_edges=np.linspace(-1, 1, 51), alignment_counts=counts[::-1])
+    recipe = tmp_path / "data_recipe.npz"
+    np.savez_compressed(recipe, y_train=np.arange(10))
+    writer.log_artifacts(uri, run_id, [str(histograms), str(recipe)])
+    writer.log_heatmaps(uri, run_id, str(histograms), "LGALS, seed 3")
+    writer.sync()
+    logged = {a.path for a in client.list_artifacts(run_id)}
+    assert logged == {"epsilon_distributions.npz", "data_recipe.npz",
+                      "epsilon_distributions.png"}
+    for name, source in (("epsilon_distributions.npz", histograms), ("data_recipe.npz", recipe)):
+        assert Path(client.download_artifacts(run_id, name, str(tmp_path / "back"))
+                    ).read_bytes() == source.read_bytes()
+    png = Path(client.download_artifacts(run_id, "epsilon_distributions.png",
+                                         str(tmp_path / "back")))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_missing_file_is_reported_at_sync(store, writer, tmp_path):
+    uri, client, experiment_id = store
+    run_id = client.create_run(experiment_id).info.run_id
+    writer.log_heatmaps(uri, run_id, str(tmp_path / "gone.npz"), "title")
+    with pytest.raises(RuntimeError, match="MLflow writer: error: FileNotFoundError"):
+        writer.sync()

@@ -1,14 +1,19 @@
-"""Per-epoch metrics written to MLflow by a child process, off the training process's GIL.
+"""MLflow writes done by a child process, off the training process's GIL and in parallel.
 
-MLflow's SQLAlchemy store spends ~60-200 us of pure Python per metric row. In a thread of
-the training process (MLflow's own async logging) that work holds the GIL while the training
-loop waits to dispatch its next torch op, and a 5-seed run paid 1.10-1.21x per epoch for it
-(``benchmarks/tracking_overhead.py``). In a child process it only shares the cores.
+MLflow's SQLAlchemy store spends hundreds of microseconds of pure Python per metric row. In a
+thread of the training process (MLflow's own async logging) that work holds the GIL while the
+training loop waits to dispatch its next torch op; in a child process at idle priority it only
+takes what the cores have left (``benchmarks/tracking_overhead.py`` compares the two). After
+training the child draws and logs the heat-map figures and logs the artifact files while the
+training process exports the models: the two halves of a run's last seconds overlap.
 
-The parent sends JSON lines on the child's stdin: ``{"uri", "run_id", "metrics": [[key, value,
-timestamp, step], ...]}``, and ``{"sync": true}``, which the child answers on its stdout with
-``ok`` once everything before it is stored, or ``error: <what failed>``. The child runs at
-idle priority, ignores Ctrl-C (the parent ends the runs) and exits when its stdin closes,
+The parent sends JSON lines on the child's stdin, each naming the store ``uri`` and, but for
+``{"uri"}`` alone (open the store now), the ``run_id`` and one of ``"metrics": [[key, value,
+timestamp, step], ...]``, ``"artifacts": [path, ...]`` or ``"figure": {"histograms": npz path,
+"title": ...}``; and ``{"sync": true}``, which the child answers on its stdout with ``ok`` once
+everything before it is stored, or ``error: <what failed>``. The child imports MLflow (and,
+for figures, matplotlib) as soon as it starts, while the parent still gets ready, then runs at
+idle priority; it ignores Ctrl-C (the parent ends the runs) and exits when its stdin closes,
 after writing what it has.
 This module imports neither torch nor mlflow at the top: the child starts light.
 """
@@ -28,25 +33,30 @@ from collections.abc import Sequence
 MAX_METRICS_PER_BATCH = 1000  # MLflow's own limit for one log_batch call
 
 
-class MetricWriter:
+class MlflowWriter:
     """The parent's handle on one writer process, started on first use, one per process."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
         self._owner = os.getpid()
 
-    def _started(self) -> subprocess.Popen:
+    def _started(self, figures: bool = False) -> subprocess.Popen:
         # A forked child inherits this object: it gets a writer of its own, not the pipes.
         if self._process is None or self._owner != os.getpid():
             self._owner = os.getpid()
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "lgals.metric_writer"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True, bufsize=1)
+                [sys.executable, "-m", "lgals.mlflow_writer", *(["--figures"] * figures)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         return self._process
 
-    def start(self) -> None:
-        """Start the child now, so its ``import mlflow`` overlaps training."""
-        self._started()
+    def start(self, figures: bool = False) -> None:
+        """Start the child now, so that its imports (matplotlib's too, with ``figures``)
+        overlap the parent's work."""
+        self._started(figures)
+
+    def open(self, uri: str) -> None:
+        """Have the child open the store ``uri`` now, before its first write needs it."""
+        self._write({"uri": _absolute(uri)})
 
     def send(self, uri: str, run_id: str, rows: Sequence[tuple[str, float, int, int]]) -> None:
         """Queue metric ``rows`` ``(key, value, timestamp ms, step)`` for ``run_id`` in the
@@ -54,12 +64,22 @@ class MetricWriter:
         if rows:
             self._write({"uri": _absolute(uri), "run_id": run_id, "metrics": list(rows)})
 
+    def log_artifacts(self, uri: str, run_id: str, paths: Sequence[str]) -> None:
+        """Queue files to log at the run's artifact root; they must exist until :meth:`sync`."""
+        self._write({"uri": _absolute(uri), "run_id": run_id, "artifacts": list(paths)})
+
+    def log_heatmaps(self, uri: str, run_id: str, histograms: str, title: str) -> None:
+        """Queue the heat-map figure of an ``epsilon_distributions.npz`` file (which must exist
+        until :meth:`sync`) as the run's ``epsilon_distributions.png``."""
+        self._write({"uri": _absolute(uri), "run_id": run_id,
+                     "figure": {"histograms": histograms, "title": title}})
+
     def sync(self) -> None:
         """Return once the child has stored everything sent; raise if any write failed."""
         self._write({"sync": True})
         answer = self._started().stdout.readline().strip()
         if answer != "ok":
-            raise RuntimeError(f"metric writer: {answer or 'exited unexpectedly'}")
+            raise RuntimeError(f"MLflow writer: {answer or 'exited unexpectedly'}")
 
     def close(self, timeout: float = 60) -> None:
         """Let the child finish what it has and exit."""
@@ -81,7 +101,7 @@ class MetricWriter:
         try:
             process.stdin.write(json.dumps(message) + "\n")
         except BrokenPipeError:
-            raise RuntimeError("metric writer: exited unexpectedly") from None
+            raise RuntimeError("MLflow writer: exited unexpectedly") from None
 
 
 def _absolute(uri: str) -> str:
@@ -93,7 +113,7 @@ def _absolute(uri: str) -> str:
     return uri
 
 
-WRITER = MetricWriter()
+WRITER = MlflowWriter()
 atexit.register(WRITER.close)
 
 
@@ -107,11 +127,26 @@ def _yield_to_training() -> None:
         os.nice(19)
 
 
-def main() -> None:
+def _heatmaps(client, run_id: str, histograms: str, title: str) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from lgals.plots import distribution_heatmaps
+
+    with np.load(histograms, allow_pickle=False) as saved:
+        counts = {name: saved[f"{name}_counts"] for name in ("eps", "alignment")}
+        edges = {name: saved[f"{name}_edges"] for name in ("eps", "alignment")}
+    figure = distribution_heatmaps(counts, edges, title)
+    try:
+        client.log_figure(run_id, figure, "epsilon_distributions.png")
+    finally:
+        plt.close(figure)
+
+
+def main(argv: Sequence[str] = sys.argv[1:]) -> None:
     """The child: read messages as they come (a full pipe would stall the parent), write them
     in order once mlflow is imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _yield_to_training()
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:
@@ -123,6 +158,12 @@ def main() -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    if "--figures" in argv:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import lgals.plots  # noqa: F401
+    _yield_to_training()
     clients: dict[str, MlflowClient] = {}
     error = ""
     while (line := lines.get()) is not None:
@@ -131,13 +172,19 @@ def main() -> None:
             print(f"error: {error}" if error else "ok", flush=True)
             error = ""
             continue
-        uri, metrics = message["uri"], [Metric(*row) for row in message["metrics"]]
+        uri, run_id = message["uri"], message.get("run_id")
         try:
             if uri not in clients:
                 clients[uri] = MlflowClient(uri)
+                clients[uri].search_experiments(max_results=1)  # opens the store
+            client = clients[uri]
+            metrics = [Metric(*row) for row in message.get("metrics", ())]
             for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-                clients[uri].log_batch(message["run_id"],
-                                       metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+                client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+            for path in message.get("artifacts", ()):
+                client.log_artifact(run_id, path)
+            if "figure" in message:
+                _heatmaps(client, run_id, **message["figure"])
         except Exception as failure:  # the first is reported to the parent at its next sync
             first_line = (str(failure).splitlines() or [""])[0]
             error = error or f"{type(failure).__name__}: {first_line}"
