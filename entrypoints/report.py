@@ -2,7 +2,7 @@
 
 import sys
 
-from lgals.cli import main
+from lgals.cli import run
 
 if __name__ == "__main__":
-    main(["report", *sys.argv[1:]])
+    run(["report", *sys.argv[1:]])

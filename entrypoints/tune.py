@@ -2,7 +2,7 @@
 
 import sys
 
-from lgals.cli import main
+from lgals.cli import run
 
 if __name__ == "__main__":
-    main(["tune", *sys.argv[1:]])
+    run(["tune", *sys.argv[1:]])

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 from statistics import mean, stdev
+from typing import NoReturn
 
 import click
 
@@ -360,5 +361,28 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code or 0)
 
 
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The ``lgals`` command: :func:`main`, then an exit without the interpreter's teardown of
+    torch's, MLflow's and SQLAlchemy's modules, which takes seconds and writes nothing: by
+    then every run has ended and the MLflow writer is stopped here, after storing what it
+    had (``benchmarks/tracking_overhead.py --cli-pairs`` times whole commands)."""
+    import logging
+
+    from lgals.mlflow_writer import WRITER
+
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    WRITER.close()
+    if not isinstance(code, int | None):  # sys.exit("message")
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -188,6 +188,10 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> None:
         except Exception as failure:  # the first is reported to the parent at its next sync
             first_line = (str(failure).splitlines() or [""])[0]
             error = error or f"{type(failure).__name__}: {first_line}"
+    # Every write is stored; tearing MLflow's and matplotlib's modules down would only keep
+    # the parent waiting at its exit.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
