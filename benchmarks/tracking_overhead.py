@@ -165,10 +165,11 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
 def whole_commands(pairs: int, before: Path | None) -> dict:
     """``lgals train --mode lgals --seeds 5 --epochs 100``, each a fresh process, tracked (into
     a store the first tracked command created) and with --no-tracking, interleaved; with
-    ``before``, also tracked by that checkout's lgals."""
+    ``before``, the same two by that checkout's lgals too."""
     command = [sys.executable, "-m", "lgals.cli", "train", "--mode", "lgals", "--seeds",
                str(SEEDS), "--epochs", "100"]
-    variants = ["untracked", "tracked"] + (["tracked_before"] if before else [])
+    variants = ["untracked", "tracked"] + (["untracked_before", "tracked_before"] if before
+                                           else [])
     with tempfile.TemporaryDirectory() as tmp:
         stores = {kind: Path(tmp) / kind for kind in variants}
         for directory in stores.values():
@@ -176,20 +177,23 @@ def whole_commands(pairs: int, before: Path | None) -> dict:
 
         def measure(kind: str, repeat: int) -> float:
             env = dict(os.environ)
-            if kind == "tracked_before":
+            if kind.endswith("_before"):
                 env["PYTHONPATH"] = str(before)
-            extra = ["--no-tracking"] if kind == "untracked" else []
+            extra = ["--no-tracking"] if kind.startswith("untracked") else []
             return timed(lambda: subprocess.run(command + extra, cwd=stores[kind], env=env,
                                                 capture_output=True, check=True))
 
         times = interleaved(variants, pairs, measure)
-    added = [t - u for t, u in zip(times["tracked"], times["untracked"])]
-    document = {"pairs": pairs, "times_s": times, "added_s": statistics.median(added),
+
+    def added(suffix: str = "") -> float:
+        return statistics.median(t - u for t, u in zip(times["tracked" + suffix],
+                                                       times["untracked" + suffix]))
+
+    document = {"pairs": pairs, "times_s": times, "added_s": added(),
                 "median_s": {kind: statistics.median(t) for kind, t in times.items()}}
     if before:
-        added_before = [t - u for t, u in zip(times["tracked_before"], times["untracked"])]
-        document.update(before=str(before), added_before_s=statistics.median(added_before),
-                        added_ratio=statistics.median(added) / statistics.median(added_before))
+        document.update(before=str(before), added_before_s=added("_before"),
+                        added_ratio=added() / added("_before"))
     return document
 
 
@@ -233,6 +237,8 @@ def print_commands(commands: dict) -> None:
     print(f"| --no-tracking | {commands['median_s']['untracked']:.1f} | |")
     print(f"| tracked | {commands['median_s']['tracked']:.1f} | {commands['added_s']:.1f} |")
     if "before" in commands:
+        print(f"| --no-tracking, {commands['before']} | "
+              f"{commands['median_s']['untracked_before']:.1f} | |")
         print(f"| tracked, {commands['before']} | {commands['median_s']['tracked_before']:.1f} | "
               f"{commands['added_before_s']:.1f} |")
         ratio = commands["added_ratio"]
