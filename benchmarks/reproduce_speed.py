@@ -18,13 +18,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import describe_machine, emit_json, machine, parser, training_seconds
+from common import (
+    REPRODUCE_OUTSIDE_SHARE,
+    REPRODUCE_WALL_RATIO,
+    describe_machine,
+    emit_json,
+    machine,
+    parser,
+    training_seconds,
+)
 
 from lgals import tracking
 from lgals.pipeline import CLAIM, QUICK, reproduce
 from lgals.tuning import DEFAULT_BATCH
-
-WALL_RATIO_TARGET, OUTSIDE_SHARE_TARGET = 0.5, 0.20
 
 
 def stage_training(experiment_id: str, stage: str) -> float:
@@ -79,11 +85,12 @@ def main() -> None:
         return
     first, *_, one = rows
     ratio = first["wall_s"] / one["wall_s"]
-    print(f"\n{'PASS' if ratio <= WALL_RATIO_TARGET else 'FAIL'}: --batch {first['batch']} takes "
-          f"{ratio:.2f}x the wall of --batch {one['batch']} (target <= {WALL_RATIO_TARGET}x)")
+    verdict = "PASS" if ratio <= REPRODUCE_WALL_RATIO else "FAIL"
+    print(f"\n{verdict}: --batch {first['batch']} takes {ratio:.2f}x the wall of --batch "
+          f"{one['batch']} (target <= {REPRODUCE_WALL_RATIO}x)")
     share = first["outside_share"]
-    print(f"{'PASS' if share <= OUTSIDE_SHARE_TARGET else 'FAIL'}: {100 * share:.0f}% of the "
-          f"wall outside training (target <= {100 * OUTSIDE_SHARE_TARGET:.0f}%)")
+    print(f"{'PASS' if share <= REPRODUCE_OUTSIDE_SHARE else 'FAIL'}: {100 * share:.0f}% of the "
+          f"wall outside training (target <= {100 * REPRODUCE_OUTSIDE_SHARE:.0f}%)")
 
 
 if __name__ == "__main__":

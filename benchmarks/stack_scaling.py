@@ -16,7 +16,7 @@ import statistics
 import time
 
 import torch
-from common import describe_machine, emit_json, machine, parser
+from common import describe_machine, emit_json, interleaved, machine, parser
 
 from lgals.losses import MODES
 from lgals.model import LAYER_SIZES
@@ -70,10 +70,8 @@ def main() -> None:
 
     for size in sizes:  # warm-up
         epoch_seconds(data, size, 2)
-    times = {size: [] for size in sizes}
-    for repeat in range(args.repeats):
-        for size in sizes if repeat % 2 == 0 else sizes[::-1]:
-            times[size].append(epoch_seconds(data, size, args.epochs) / size)
+    times = interleaved(sizes, args.repeats,
+                        lambda size, _: epoch_seconds(data, size, args.epochs) / size)
     rows = [{"members": size, "ms_per_member_epoch": 1e3 * statistics.median(times[size]),
              "gflops_per_s": gflop / statistics.median(times[size]),
              "vs_bound": statistics.median(times[size]) * 1e3 / bound_ms,

@@ -362,23 +362,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> NoReturn:
-    """The ``lgals`` command: :func:`main`, then an exit without the interpreter's teardown of
-    torch's, MLflow's and SQLAlchemy's modules, which takes seconds and writes nothing: by
-    then every run has ended and the MLflow writer is stopped here, after storing what it
-    had (``benchmarks/tracking_overhead.py --cli-pairs`` times whole commands)."""
-    import logging
-
-    from lgals.mlflow_writer import WRITER
+    """The ``lgals`` command: :func:`main`, then the interpreter's exit handlers (the MLflow
+    writer's close, multiprocessing's and logging's clean-up) but not its teardown of torch's,
+    MLflow's and SQLAlchemy's modules, which takes seconds and writes nothing
+    (``benchmarks/tracking_overhead.py --cli-pairs`` times whole commands)."""
+    import atexit
 
     try:
         main(argv)
     except SystemExit as exit_:
         code = exit_.code
-    WRITER.close()
     if not isinstance(code, int | None):  # sys.exit("message")
         print(code, file=sys.stderr)
         code = 1
-    logging.shutdown()
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)

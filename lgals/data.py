@@ -30,8 +30,8 @@ def cache_dir() -> Path:
 def generation_args() -> dict:
     """mnist1d's own default recipe (5000 samples, 80/20 split, 40 features, seed 42).
 
-    Remembered beside the cache per mnist1d version: importing mnist1d (it pulls in
-    matplotlib and scipy) costs ~0.8 s, which a cached run should not pay just for a key.
+    Remembered beside the cache per mnist1d version: importing mnist1d pulls in matplotlib
+    and scipy, which a cached run should not pay for just to compute a key.
     """
     path = cache_dir() / f"mnist1d-{version('mnist1d')}-default-args.json"
     if path.exists():

@@ -30,7 +30,7 @@ def distribution_heatmaps(
     counts, e.g. ``eps``, ``alignment``) as heat maps, clean vs noisy side by side.
 
     Drawn for every tracked seed, so the layout is fixed: constrained layout measured every
-    tick label again and made saving the figure twice as slow (0.67 vs 0.37 s).
+    tick label again and made saving the figure about twice as slow.
     """
     quantities = list(histograms)
     fig, axes = plt.subplots(len(quantities), 2, figsize=(11, 3.2 * len(quantities)),
