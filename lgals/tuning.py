@@ -449,6 +449,8 @@ def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
              i, False, threads) for i, quota in enumerate(quotas) if any(quota.values())]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         pool.map(_worker, jobs)
+        pool.close()  # the workers exit on their own, not terminated at the block's end
+        pool.join()
 
 
 def summarize(study: optuna.Study) -> dict:
