@@ -356,8 +356,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"lgals: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
     except (click.Abort, KeyboardInterrupt):
+        from lgals.interrupts import exit_code
+
         click.echo("lgals: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(exit_code())
     sys.exit(code or 0)
 
 

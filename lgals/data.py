@@ -11,6 +11,9 @@ import hashlib
 import json
 import os
 import random
+import sys
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -20,6 +23,8 @@ import numpy as np
 
 NUM_CLASSES = 10
 NOISE_TYPES = ("symmetric", "pair")
+# What a remembered mnist1d recipe must name (the cache key and shapes come from them).
+GENERATION_KEYS = {"num_samples", "train_split", "final_seq_length", "seed"}
 
 
 def cache_dir() -> Path:
@@ -35,13 +40,26 @@ def generation_args() -> dict:
     """
     path = cache_dir() / f"mnist1d-{version('mnist1d')}-default-args.json"
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            args = json.loads(path.read_text())
+            problem = (None if isinstance(args, dict) and GENERATION_KEYS <= args.keys()
+                       else "not mnist1d's arguments")
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            problem = f"{type(error).__name__}: {error}"
+        if problem is None:
+            return args
+        _rebuilding(path, problem)
     from mnist1d.data import get_dataset_args
 
     args = get_dataset_args(as_dict=True)
     args.pop("url")  # only used for downloading, which we never do
     _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(args, sort_keys=True)))
     return args
+
+
+def _rebuilding(path: Path, problem: str) -> None:
+    """A cache file is derived data: a damaged one is named, once, and made again."""
+    print(f"lgals: {path} is damaged ({problem}); rebuilding it", file=sys.stderr)
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -72,16 +90,41 @@ def _generate(args: dict) -> dict[str, np.ndarray]:
 
 
 def load_mnist1d(args: dict | None = None) -> dict[str, np.ndarray]:
-    """Clean mnist1d arrays, generated once per recipe and then read from the .npz cache."""
+    """Clean mnist1d arrays, generated once per recipe and then read from the .npz cache
+    (rebuilt when it cannot be read back whole, with the shapes and classes its recipe
+    gives)."""
     args = generation_args() if args is None else args
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"mnist1d-{key}.npz"
     if path.exists():
-        with np.load(path, allow_pickle=False) as cached:
-            return {name: cached[name] for name in cached.files}
+        try:  # the zip's CRC-32 of every array is checked as it is read
+            with np.load(path, allow_pickle=False) as cached:
+                arrays = {name: cached[name] for name in cached.files}
+            problem = _cache_problem(arrays, args)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            problem = f"{type(error).__name__}: {error}"
+        if problem is None:
+            return arrays
+        _rebuilding(path, problem)
     arrays = _generate(args)
     _write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
     return arrays
+
+
+def _cache_problem(arrays: dict[str, np.ndarray], args: dict) -> str | None:
+    """What is wrong with cached arrays for the recipe ``args``, if anything."""
+    if sorted(arrays) != ["x", "x_test", "y", "y_test"]:
+        return f"arrays {sorted(arrays)}"
+    n_train = len(arrays["y"])
+    shapes = {"x": (n_train, args["final_seq_length"]), "y": (n_train,),
+              "x_test": (args["num_samples"] - n_train, args["final_seq_length"]),
+              "y_test": (args["num_samples"] - n_train,)}
+    for name, shape in shapes.items():
+        if arrays[name].shape != shape:
+            return f"{name} has shape {arrays[name].shape}, not {shape}"
+    if not all(((y >= 0) & (y < NUM_CLASSES)).all() for y in (arrays["y"], arrays["y_test"])):
+        return f"labels outside 0..{NUM_CLASSES - 1}"
+    return None
 
 
 def inject_noise(

@@ -29,6 +29,13 @@ class ParamsSource:
     tune_run_id: str = ""
     tune_study: str = ""
 
+    @property
+    def where(self) -> str:
+        """The source as an error names it."""
+        if self.source.startswith("file:"):
+            return f"--params-from {self.source[len('file:'):]}"
+        return f"tune run {self.tune_run_id}" if self.source == "tune" else self.source
+
 
 def latest_tune(experiment_id: str, mode: str) -> ParamsSource:
     """Best params of the mode's latest finished tune (noisy validation labels, not oracle)."""
@@ -72,18 +79,42 @@ def params_from_file(path: str, mode: str) -> ParamsSource:
 
 
 def resolve_params(params_from: str, experiment_id: str, mode: str) -> ParamsSource:
+    """The mode's params from their source, held to the command line's rules."""
     if params_from == "tune":
-        return latest_tune(experiment_id, mode)
-    if params_from == "defaults":
-        return ParamsSource({}, "defaults")
-    return params_from_file(params_from, mode)
+        source = latest_tune(experiment_id, mode)
+    elif params_from == "defaults":
+        source = ParamsSource({}, "defaults")
+    else:
+        source = params_from_file(params_from, mode)
+    make_config(mode, TrainConfig.epochs, source)
+    return source
 
 
-def make_config(mode: str, epochs: int, params: dict) -> TrainConfig:
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    values = {k: (int(float(v)) if types[k] in ("int", int) else float(v))
-              for k, v in params.items() if k in FILE_PARAMS}
-    return TrainConfig(mode=mode, epochs=epochs, **values)
+def make_config(mode: str, epochs: int, source: ParamsSource) -> TrainConfig:
+    """A training config from a source's params (numbers or their strings, as MLflow keeps
+    them); a value of the wrong type or out of range is one line naming source, mode and
+    parameter."""
+    integers = {f.name for f in fields(TrainConfig) if f.type in ("int", int)}
+    values = {}
+    for name, value in source.params.items():
+        number = _number(value)
+        if number is None or (name in integers and not number.is_integer()):
+            kind = "an integer" if name in integers else "a number"
+            raise BadSetting(f"{source.where}: {mode} {name} = {value!r} is not {kind}")
+        values[name] = int(number) if name in integers else number
+    try:
+        return TrainConfig(mode=mode, epochs=epochs, **values)
+    except ValueError as error:
+        raise BadSetting(f"{source.where}: {mode} {error}") from None
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: list[int],
@@ -91,7 +122,7 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
                   parent_run_id: str | None = None, progress: bool = True,
                   device: str = "cpu") -> tuple[str, list[MemberResult]]:
     """Train ``seeds`` with the mode's params under one evaluate run; return its id, results."""
-    config = make_config(mode, epochs, source.params)
+    config = make_config(mode, epochs, source)
     tags = {"lgals.mode": mode, "lgals.stage": "evaluate", "lgals.params_source": source.source}
     params = {**config.mode_params(), **noise.params(), "seeds": ",".join(map(str, seeds)),
               "vary_noise": vary_noise, "params_source": source.source,

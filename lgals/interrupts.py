@@ -12,6 +12,7 @@ import sys
 import threading
 
 INTERRUPTED = threading.Event()
+_signals: list[int] = []  # those that arrived, in order
 
 
 def interrupt(signum=None, frame=None) -> None:
@@ -20,8 +21,16 @@ def interrupt(signum=None, frame=None) -> None:
     Python drops an exception raised while it runs a weakref or GC callback ("Exception
     ignored in ..."), which SQLAlchemy has; the flag lets the next epoch raise it again.
     """
+    if signum is not None:
+        _signals.append(signum)
     INTERRUPTED.set()
     raise KeyboardInterrupt
+
+
+def exit_code() -> int:
+    """What a shell expects of a process its signal ended: 128 + the signal's number (130
+    for Ctrl-C, 143 for SIGTERM); 130 for an interrupt no signal delivered."""
+    return 128 + (_signals[0] if _signals else signal.SIGINT)
 
 
 def install_interrupt_handlers() -> None:

@@ -12,6 +12,7 @@ extra; held-out metrics (test, validation) come from a full pass after each epoc
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,18 @@ class Hyperparameter:
     log: bool = False  # search on a log scale
     help: str = ""
 
+    def allows(self, value: float) -> bool:
+        """Finite, and within the range a run accepts."""
+        above = value > self.low if self.low_open else value >= self.low
+        below = (self.high is None
+                 or (value < self.high if self.high_open else value <= self.high))
+        return math.isfinite(value) and above and below
+
+    def describe(self) -> str:
+        """The range a run accepts, e.g. ``[0, 1)``."""
+        high = "inf)" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
+
 
 # Every tunable hyperparameter, in one place: which mode reads which is MODES[mode].params,
 # the defaults are TrainConfig's.
@@ -72,6 +85,20 @@ class TrainConfig:
     eps: float = 0.1
     eps_max: float = 0.3
     gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        """The same rules as the command line's, for values from files and from MLflow."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (LGALS needs a batch mean), got "
+                             f"{self.batch_size}")
+        for name, hyperparameter in HYPERPARAMETERS.items():
+            value = getattr(self, name)
+            if not hyperparameter.allows(value):
+                raise ValueError(f"{name} must be in {hyperparameter.describe()}, got {value}")
 
     def mode_params(self) -> dict:
         """The hyperparameters this mode actually reads (what is worth logging and tuning)."""

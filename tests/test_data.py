@@ -105,6 +105,82 @@ def test_first_load_generates_writes_cache_and_second_load_reads_it(tmp_path, mo
     np.testing.assert_array_equal(dataset.x_test, first["x_test"])
 
 
+def _flip_middle_bytes(path):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    path.write_bytes(bytes(data))
+
+
+def _resave(**arrays):
+    def damage(path):
+        with np.load(path) as cached:
+            kept = {name: cached[name] for name in cached.files}
+        np.savez(path.with_suffix(""), **{**kept, **arrays})  # np.savez adds the .npz
+    return damage
+
+
+CACHE_DAMAGE = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "bytes flipped": _flip_middle_bytes,
+    "empty": lambda p: p.write_bytes(b""),
+    "not a zip": lambda p: p.write_text("hello"),
+    "an array missing": lambda p: np.savez(p.with_suffix(""), x=np.zeros((4000, 40))),
+    "a wrong shape": _resave(x=np.zeros((4000, 39), dtype=np.float32)),
+    "a label out of range": _resave(y=np.full(4000, 10, dtype=np.int64)),
+}
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch, clean):
+    """A cache directory of this test's own, filled by a first load; generation is the
+    session's arrays (counted), since rebuilding, not mnist1d, is under test."""
+    monkeypatch.setenv("LGALS_CACHE_DIR", str(tmp_path))
+    generated = []
+
+    def generate(args):
+        generated.append(args)
+        return {name: array.copy() for name, array in clean.items()}
+
+    monkeypatch.setattr(data_mod, "_generate", generate)
+    load_mnist1d()
+    return tmp_path, generated
+
+
+@pytest.mark.parametrize("damage", CACHE_DAMAGE, ids=list(CACHE_DAMAGE))
+def test_a_damaged_cache_is_named_and_rebuilt(damage, own_cache, clean, capsys):
+    cache, generated = own_cache
+    (npz,) = cache.glob("mnist1d-*.npz")
+    CACHE_DAMAGE[damage](npz)
+    capsys.readouterr()
+    arrays = load_mnist1d()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lgals: {npz} is damaged (")
+    assert err[0].endswith("); rebuilding it")
+    assert len(generated) == 2  # the first load, then the rebuild
+    for name in clean:
+        np.testing.assert_array_equal(arrays[name], clean[name])
+    assert load_mnist1d().keys() == clean.keys()  # rebuilt on disk: read back silently
+    assert capsys.readouterr().err == "" and len(generated) == 2
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("content", ['{"num_samples": 50', "", "[1, 2]", '{"seed": 1}'])
+def test_damaged_remembered_arguments_are_named_and_rebuilt(content, own_cache, clean,
+                                                            capsys):
+    cache, generated = own_cache
+    (args_file,) = cache.glob("mnist1d-*-default-args.json")
+    good = args_file.read_text()
+    args_file.write_text(content)
+    capsys.readouterr()
+    arrays = load_mnist1d()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"lgals: {args_file} is damaged (")
+    assert args_file.read_text() == good
+    assert len(generated) == 1  # the same key as before: the arrays come from the cache
+    np.testing.assert_array_equal(arrays["x"], clean["x"])
+
+
 @pytest.mark.slow
 def test_cached_load_does_not_import_mnist1d(tmp_path):
     """A cached run pays no mnist1d import (~0.8 s: it pulls in matplotlib and scipy)."""

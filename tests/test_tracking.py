@@ -463,6 +463,7 @@ def assert_killed(job: Interrupted) -> None:
         + MlflowClient(sqlite_uri(job.db)).get_run(job.run_id).info.status)
     assert "Traceback" not in job.err, job.err[-3000:]
     assert "lgals: interrupted" in job.err
+    assert job.code == 128 + job.signum, f"{name}: exit {job.code}"  # 130 or 143, as shells say
     run = MlflowClient(sqlite_uri(job.db)).get_run(job.run_id)
     assert run.info.status == "KILLED", f"{name}: run ended {run.info.status}"
     assert run.info.end_time is not None

@@ -13,7 +13,7 @@ from test_model import flat
 
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.losses import MODES, alignment_to_epsilon
-from lgals.train import TrainConfig, resolve_device, train
+from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
 
 EPOCHS = 3
 SEEDS = [0, 1, 2]
@@ -441,3 +441,28 @@ def test_mode_params_lists_what_each_mode_reads():
 def test_invalid_member_configurations_raise(dataset, configs, seeds):
     with pytest.raises(ValueError):
         train(dataset, configs, seeds)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lr": 0.0}, "lr must be in (0, inf), got 0.0"),
+    ({"weight_decay": -1e-9}, "weight_decay must be in [0, inf)"),
+    ({"eps": 1.0}, "eps must be in [0, 1), got 1.0"),
+    ({"eps_max": 1.01}, "eps_max must be in [0, 1], got 1.01"),
+    ({"gamma": math.inf}, "gamma must be in [0, inf), got inf"),
+    ({"lr": math.nan}, "lr must be in (0, inf), got nan"),
+    ({"batch_size": 1}, "batch_size must be at least 2"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"mode": "label_smoothing"}, "mode must be one of baseline, fixed_ls, lgals"),
+])
+def test_a_config_is_held_to_the_command_lines_rules(values, message):
+    """Configs from files and from MLflow meet the same rules as the CLI's options."""
+    with pytest.raises(ValueError) as raised:
+        TrainConfig(**values)
+    assert str(raised.value).startswith(message)
+
+
+def test_the_edges_of_every_range_are_what_the_cli_accepts():
+    TrainConfig(weight_decay=0.0, eps=0.0, eps_max=1.0, gamma=0.0, batch_size=2, epochs=1)
+    assert {name: h.describe() for name, h in HYPERPARAMETERS.items()} == {
+        "lr": "(0, inf)", "weight_decay": "[0, inf)", "eps": "[0, 1)", "eps_max": "[0, 1]",
+        "gamma": "[0, inf)"}
