@@ -11,6 +11,7 @@ the writer logs the artifact files and draws the figures while this process logs
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import subprocess
@@ -49,12 +50,34 @@ def connect(tracking_uri: str | None, experiment_name: str) -> str:
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
     project_run = os.environ.get("MLFLOW_RUN_ID")
-    if project_run:
-        experiment_id = mlflow.MlflowClient().get_run(project_run).info.experiment_id
-    else:
-        experiment_id = mlflow.set_experiment(experiment_name).experiment_id
-    WRITER.open(uri)  # only now: two processes creating a new store's tables collide
+    with _store_lock(uri):
+        if project_run:
+            experiment_id = mlflow.MlflowClient().get_run(project_run).info.experiment_id
+        else:
+            experiment_id = mlflow.set_experiment(experiment_name).experiment_id
+    WRITER.open(uri)  # only now: it must not create a new store's tables alongside
     return experiment_id
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store (and creates it, when new): MLflow creates
+    a store's tables and experiments with no guard against another process doing the same.
+    The lock is a file beside the database."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    lock_path = Path(f"{uri[len(prefix):]}.lock")
+    if not lock_path.parent.is_dir():  # MLflow's own error names the missing directory
+        yield
+        return
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_server(uri: str) -> None:

@@ -563,3 +563,23 @@ def test_an_interrupt_as_training_starts_is_not_lost(tmp_path, _cache_dir):
                                           (signal.SIGINT, "start", 0.25)])
     for job in jobs:
         assert_killed(job)
+
+
+@pytest.mark.slow
+def test_four_trainings_started_at_once_on_an_empty_directory(tmp_path, _cache_dir):
+    """MLflow creates a new store's tables with no guard against another process: lgals
+    takes a lock beside the database, so all four start, train and log into one store."""
+    processes = [popen_lgals(["train", "--seeds", "1", "--epochs", "1"], tmp_path)
+                 for _ in range(4)]
+    try:
+        results = [process.communicate(timeout=240) for process in processes]
+    finally:
+        for process in processes:
+            stop(process)
+    for process, (_, err) in zip(processes, results):
+        assert process.returncode == 0, err
+        assert "Traceback" not in err, err
+    client = MlflowClient(sqlite_uri(tmp_path / "mlflow.db"))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "lgals"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
