@@ -53,10 +53,22 @@ def rebuild_data(client, run_id: str):
 def reanalyze(run_id: str) -> Reanalysis:
     """Recompute the run's test metrics and memorisation from its logged model; log them."""
     import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
     client = tracking.mlflow_client()
-    source = client.get_run(run_id)
+    try:
+        source = client.get_run(run_id)
+    except MlflowException:
+        raise BadSetting(f"no run {run_id!r} in the store {mlflow.get_tracking_uri()}") from None
+    if "data_recipe.npz" not in {a.path for a in client.list_artifacts(run_id)}:
+        raise BadSetting(f"run {run_id} has no data_recipe.npz: only training runs (one per "
+                         "seed or trial) can be reanalysed")
     data = rebuild_data(client, run_id)
-    model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    except MlflowException:
+        raise BadSetting(f"run {run_id} has no logged model (tuning trials log none): pick "
+                         "a seed run of `lgals train` or `lgals evaluate`") from None
     with torch.no_grad():
         test_pred = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
         train_pred = model(torch.from_numpy(data.x_train)).argmax(-1).numpy()

@@ -295,6 +295,37 @@ def test_reanalyze_a_run_whose_data_cannot_be_rebuilt_is_one_line(trained, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("what", ["unknown run", "no recipe", "no model"])
+def test_reanalyze_refuses_what_it_cannot_reload_in_one_line(trained, tmp_path, what):
+    """An unknown run id, a run without a data recipe, a run without a model (as a tuning
+    trial): exit 2, one line naming the run, no traceback, no reanalyze run."""
+    source = trained.children[0]
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("partial")
+    run_id = client.create_run(experiment_id).info.run_id
+    for key in ("noise_rate", "noise_type", "noise_seed", "val_fraction"):
+        client.log_param(run_id, key, source.data.params[key])
+    if what == "no model":
+        logged = MlflowClient(trained.uri).download_artifacts(
+            source.info.run_id, "data_recipe.npz", str(tmp_path))
+        client.log_artifact(run_id, logged)
+    client.set_terminated(run_id)
+    target = "0" * 32 if what == "unknown run" else run_id
+    expected = {"unknown run": f"lgals: error: no run '{target}' in the store {uri}",
+                "no recipe": f"lgals: error: run {run_id} has no data_recipe.npz",
+                "no model": f"lgals: error: run {run_id} has no logged model"}[what]
+
+    result = run_main(["reanalyze", target, "--tracking-uri", uri], tmp_path)
+    assert result.code == 2, result
+    lines = [line for line in result.err.splitlines()
+             if line.strip() and not MLFLOW_LOG.match(line)]
+    assert len(lines) == 1 and lines[0].startswith(expected), result.err
+    assert "Traceback" not in result.err + result.out
+    assert len(client.search_runs([experiment_id])) == 1  # no reanalyze run was opened
+
+
+@pytest.mark.slow
 def test_reanalyze_reproduces_and_logs_a_new_run(trained, tmp_path):
     client, source = trained.client, trained.children[0]
     source_id = source.info.run_id
