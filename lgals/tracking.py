@@ -27,13 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from lgals.data import NoisyDataset
-from lgals.errors import TrackingUnavailable
+from lgals.errors import BadSetting, TrackingUnavailable
 from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
 from lgals.metrics import histogram_counts
 from lgals.mlflow_writer import WRITER
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 
+# What --tracking-uri may name: MLflow's SQL stores, a tracking server, its file store.
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file")
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
 
@@ -47,16 +49,48 @@ def connect(tracking_uri: str | None, experiment_name: str) -> str:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     uri = mlflow.get_tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    scheme = uri.split(":", 1)[0].split("+")[0] if ":" in uri else ""
+    if scheme not in STORE_SCHEMES:
+        raise BadSetting(f"--tracking-uri {uri!r}: not a tracking store URI (sqlite:///PATH, "
+                         "http(s)://HOST:PORT, or postgresql://, mysql://, mssql://, file:)")
+    if scheme in ("http", "https"):
         _check_server(uri)
+    if scheme == "sqlite":
+        _check_sqlite(Path(uri[len("sqlite:///"):]))
     project_run = os.environ.get("MLFLOW_RUN_ID")
-    with _store_lock(uri):
-        if project_run:
-            experiment_id = mlflow.MlflowClient().get_run(project_run).info.experiment_id
-        else:
-            experiment_id = mlflow.set_experiment(experiment_name).experiment_id
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        with _store_lock(uri):
+            if project_run:
+                experiment_id = mlflow.MlflowClient().get_run(project_run).info.experiment_id
+            else:
+                experiment_id = mlflow.set_experiment(experiment_name).experiment_id
+    except DatabaseError as error:
+        raise TrackingUnavailable(f"cannot use the MLflow store {uri}: "
+                                  f"{error.orig or error} (damaged? move the file aside and "
+                                  "run again to start a new store)") from None
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
     return experiment_id
+
+
+def _check_sqlite(path: Path) -> None:
+    """Say in one line, before MLflow retries for minutes, why a SQLite store cannot be used:
+    its directory is missing or not writable, or the file is not an SQLite database."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise TrackingUnavailable(f"cannot create the MLflow store {path}: there is no "
+                                  f"directory {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise TrackingUnavailable(f"cannot write the MLflow store {path}: its directory "
+                                  f"{directory} is not writable (give --tracking-uri a "
+                                  "writable place)")
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as database:
+            if database.read(16) != b"SQLite format 3\x00":
+                raise TrackingUnavailable(f"{path} is not an SQLite database (damaged?): move "
+                                          f"it aside (mv {path} {path}.damaged) and run again "
+                                          "to start a new store")
 
 
 @contextmanager

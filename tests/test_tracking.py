@@ -7,6 +7,7 @@ reloading a model with nothing in memory) runs the installed ``lgals`` console s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -614,3 +615,52 @@ def test_four_trainings_started_at_once_on_an_empty_directory(tmp_path, _cache_d
     (experiment,) = [e for e in client.search_experiments() if e.name == "lgals"]
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def _store(tmp_path, kind: str) -> str:
+    """A --tracking-uri for each kind of unusable store (a bad URI, a broken place)."""
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    if kind == "not an sqlite file":
+        db.write_text("garbage, not a database")
+    elif kind == "truncated":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(db)) as connection:
+            connection.execute("create table t (x)")
+            connection.executemany("insert into t values (?)", [("x" * 1000,)] * 200)
+            connection.commit()
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    elif kind == "no directory":
+        return sqlite_uri(tmp_path / "missing" / "mlflow.db")
+    elif kind == "read-only mount":
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                                str(db.parent)], capture_output=True, text=True)
+        if mount.returncode != 0:
+            pytest.skip(f"mounting a read-only tmpfs was refused here: {mount.stderr.strip()}")
+    return {"ftp": "ftp://nowhere", "bare words": "not a uri"}.get(kind, sqlite_uri(db))
+
+
+@pytest.mark.parametrize("kind, code, message", [
+    ("ftp", 2, "--tracking-uri 'ftp://nowhere': not a tracking store URI"),
+    ("bare words", 2, "--tracking-uri 'not a uri': not a tracking store URI"),
+    ("no directory", 1, "cannot create the MLflow store"),
+    ("read-only mount", 1, "cannot write the MLflow store"),
+    ("not an sqlite file", 1, "is not an SQLite database (damaged?): move it aside"),
+    ("truncated", 1, "cannot use the MLflow store"),
+])
+def test_an_unusable_store_is_one_line_before_anything_trains(tmp_path, kind, code, message):
+    uri = _store(tmp_path, kind)
+    try:
+        result = run_main(["train", "--seeds", "1", "--epochs", "1", "--tracking-uri", uri],
+                          tmp_path)
+    finally:
+        if kind == "read-only mount":
+            subprocess.run(["umount", str(tmp_path / "store")], check=True)
+    lines = [line for line in result.err.splitlines()
+             if line.strip() and not MLFLOW_LOG.match(line)]
+    assert result.code == code, result
+    assert len(lines) == 1 and lines[0].startswith("lgals: error: ") and message in lines[0], (
+        result.err)
+    assert "Traceback" not in result.err and "seed 0" not in result.out  # nothing trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # nothing created here
