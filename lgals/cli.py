@@ -244,11 +244,15 @@ def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experim
     from lgals import tracking
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
 
-    experiment_id = tracking.connect(tracking_uri, experiment_name)
-    tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
     mode_list = list(MODES) if modes == "all" else [modes]
-    # Every mode's params are found before anything is trained or logged.
-    sources = {m: resolve_params(params_from, tune_id, m) for m in mode_list}
+    # Every mode's params are found and checked before anything is trained or logged; those
+    # from a file or the defaults before the store is even opened.
+    sources = ({m: resolve_params(params_from, "", m) for m in mode_list}
+               if params_from != "tune" else {})
+    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    if not sources:
+        tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
+        sources = {m: resolve_params(params_from, tune_id, m) for m in mode_list}
     seed_list = list(range(first_seed, first_seed + seeds))
     results = evaluate_modes(sources, experiment_id, seed_list, epochs, noise, vary_noise,
                              device=device)
@@ -276,7 +280,7 @@ def report_command(out, tracking_uri, experiment_name) -> None:
     from lgals import tracking
     from lgals.report import report_from_mlflow
 
-    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    experiment_id = tracking.connect(tracking_uri, experiment_name, create=False)
     report_from_mlflow(experiment_id, out, echo=click.echo)
 
 

@@ -40,9 +40,11 @@ EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 5
 FLUSH_SECONDS = 5.0
 
 
-def connect(tracking_uri: str | None, experiment_name: str) -> str:
+def connect(tracking_uri: str | None, experiment_name: str, create: bool = True) -> str:
     """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``); return the
-    experiment id. Inside ``mlflow run`` the project's run decides the experiment."""
+    experiment id. Inside ``mlflow run`` the project's run decides the experiment. A command
+    that only reads (``create=False``) creates neither store nor experiment: a missing one
+    is one line."""
     WRITER.start(figures=True)  # its imports overlap this process's
     import mlflow
 
@@ -56,7 +58,11 @@ def connect(tracking_uri: str | None, experiment_name: str) -> str:
     if scheme in ("http", "https"):
         _check_server(uri)
     if scheme == "sqlite":
-        _check_sqlite(Path(uri[len("sqlite:///"):]))
+        path = Path(uri[len("sqlite:///"):])
+        if not create and not path.is_file():
+            raise BadSetting(f"no MLflow store at {path}, so nothing to read: point "
+                             "--tracking-uri at the store that holds the runs")
+        _check_sqlite(path)
     project_run = os.environ.get("MLFLOW_RUN_ID")
     from sqlalchemy.exc import DatabaseError
 
@@ -64,8 +70,14 @@ def connect(tracking_uri: str | None, experiment_name: str) -> str:
         with _store_lock(uri):
             if project_run:
                 experiment_id = mlflow.MlflowClient().get_run(project_run).info.experiment_id
-            else:
+            elif create:
                 experiment_id = mlflow.set_experiment(experiment_name).experiment_id
+            else:
+                experiment = mlflow.get_experiment_by_name(experiment_name)
+                if experiment is None:
+                    raise BadSetting(f"--experiment-name: no experiment {experiment_name!r} "
+                                     f"in {uri}")
+                experiment_id = experiment.experiment_id
     except DatabaseError as error:
         raise TrackingUnavailable(f"cannot use the MLflow store {uri}: "
                                   f"{error.orig or error} (damaged? move the file aside and "

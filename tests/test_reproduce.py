@@ -295,9 +295,30 @@ def test_evaluate_refuses_a_bad_params_file(tmp_path, content, fragment, _cache_
         pytest.fail(f"lgals evaluate raised {error!r} instead of a one-line error")
     assert "Traceback" not in result.err, result.err
     assert result.code == 2, result
-    lines = [line for line in result.err.splitlines()
-             if line.strip() and not MLFLOW_LOG.match(line)]  # MLflow's store creation
+    lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err
     assert lines[0].startswith("lgals: error: --params-from") and fragment in lines[0]
     assert result.out == ""
-    assert all_runs(MlflowClient(uri)) == []  # nothing trained, nothing logged
+    assert not (tmp_path / "mlflow.db").exists()  # checked before the store was opened
+
+
+@pytest.mark.parametrize("store", ["missing", "no such experiment"])
+def test_report_creates_no_store_and_no_experiment(tmp_path, store):
+    """`lgals report` only reads: where there is nothing to read it says so in one line
+    (exit 2) and leaves the store as it found it."""
+    db = tmp_path / "mlflow.db"
+    if store == "no such experiment":
+        MlflowClient(sqlite_uri(db)).create_experiment("other")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_main(["report", "--tracking-uri", sqlite_uri(db), "--out",
+                       str(tmp_path / "out")], tmp_path)
+    assert result.code == 2, result
+    lines = [line for line in result.err.splitlines()
+             if line.strip() and not MLFLOW_LOG.match(line)]
+    expected = ("no MLflow store at" if store == "missing"
+                else "--experiment-name: no experiment 'lgals'")
+    assert len(lines) == 1 and lines[0].startswith(f"lgals: error: {expected}"), result.err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == before
+    if store == "no such experiment":
+        experiments = MlflowClient(sqlite_uri(db)).search_experiments()
+        assert {e.name for e in experiments} == {"other", "Default"}
