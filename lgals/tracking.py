@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
 
@@ -399,8 +399,14 @@ def tracked_train(
             logger(report)
             return callback(report) if callback else None
 
-        results = train(data, list(configs), list(seeds), callback=observe, progress=progress,
-                        device=device)
+        try:
+            results = train(data, list(configs), list(seeds), callback=observe,
+                            progress=progress, device=device)
+        except BaseException:  # interrupted or failed: the epochs trained are stored first
+            logger.flush()
+            with suppress(RuntimeError):  # a dead writer: the runs end all the same
+                WRITER.sync()
+            raise
         log_members(run_ids, results, logger, data, log_models)
         for run_id, result in zip(run_ids, results):
             if result.status == "diverged":

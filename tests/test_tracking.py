@@ -664,3 +664,32 @@ def test_an_unusable_store_is_one_line_before_anything_trains(tmp_path, kind, co
         result.err)
     assert "Traceback" not in result.err and "seed 0" not in result.out  # nothing trained
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # nothing created here
+
+
+def test_an_interrupt_stores_every_epoch_trained_before_the_runs_end(tmp_path, dataset):
+    """Metrics are flushed every few seconds; an interrupt in between must not drop the
+    epochs since the last flush: they are stored, then the runs end KILLED."""
+    import mlflow
+
+    from lgals.tracking import tracked_train
+    from lgals.train import TrainConfig
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+
+    def interrupt_at_epoch_7(report):
+        if report.epoch == 7:
+            raise KeyboardInterrupt
+
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(uri)
+        experiment_id = client.create_experiment("interrupted")
+        opened = []
+        with pytest.raises(KeyboardInterrupt):
+            tracked_train(dataset, [TrainConfig(epochs=50)] * 2, [0, 1],
+                          experiment_id=experiment_id, stage="test",
+                          callback=interrupt_at_epoch_7, on_runs_opened=opened.extend)
+    for run_id in opened:
+        assert client.get_run(run_id).info.status == "KILLED"
+        steps, _ = history(client, run_id, "test_acc")
+        assert steps == list(range(1, 8))  # well within the first 5 s: none flushed before
