@@ -161,6 +161,18 @@ def collect(experiment_id: str) -> dict[str, ModeRuns]:
     return modes
 
 
+def unfinished(experiment_id: str) -> dict[str, int]:
+    """How many evaluate runs the report leaves out, by status: only FINISHED runs are
+    results (a killed process's half-logged seed run is not)."""
+    runs = tracking.mlflow_client().search_runs(
+        [experiment_id], "tags.`lgals.stage` = 'evaluate' and attributes.status != 'FINISHED'",
+        max_results=1000)
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.info.status] = counts.get(run.info.status, 0) + 1
+    return counts
+
+
 def _mode_runs(client, mode: str, parent, children) -> ModeRuns:
     curves = {}
     for key in CURVES:
@@ -278,6 +290,10 @@ def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None 
     report = build(modes)
     out_dir, run_id = write(report, out, experiment_id, parent_run_id)
     echo(markdown(report))
+    skipped = unfinished(experiment_id)
+    if skipped:
+        echo(f"left out {sum(skipped.values())} evaluate runs that did not finish ("
+             + ", ".join(f"{n} {status}" for status, n in sorted(skipped.items())) + ")")
     echo(f"report: {out_dir}/results.md, results.csv, comparison_plot.png, epsilon_plot.png "
          f"(MLflow run {run_id})")
     return report

@@ -56,6 +56,14 @@ def cli_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def copy_database(source: Path, target: Path) -> None:
+    """Copy a SQLite file that may be open, with what its write-ahead log holds (the Optuna
+    storage runs in WAL mode: a plain file copy can miss the latest commits)."""
+    with contextlib.closing(sqlite3.connect(source)) as src, \
+            contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
 def sqlite_uri(path: Path) -> str:
     return f"sqlite:///{path}"
 

@@ -16,7 +16,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import MLFLOW_LOG, all_runs, run_lgals, run_main, sqlite_uri
+from mlflow_fixtures import (
+    MLFLOW_LOG,
+    all_runs,
+    copy_database,
+    run_lgals,
+    run_main,
+    sqlite_uri,
+)
 from PIL import Image
 from scipy import stats
 
@@ -322,3 +329,24 @@ def test_report_creates_no_store_and_no_experiment(tmp_path, store):
     if store == "no such experiment":
         experiments = MlflowClient(sqlite_uri(db)).search_experiments()
         assert {e.name for e in experiments} == {"other", "Default"}
+
+
+@pytest.mark.slow
+def test_report_leaves_out_unfinished_runs_and_says_how_many(quick, tmp_path):
+    """Seed runs a killed process left RUNNING, or that ended KILLED, are not results."""
+    copy_database(quick.root / "mlflow.db", tmp_path / "mlflow.db")
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    parent = by_stage(all_runs(client), "evaluate")[0]
+    for seed, status in ((7, "RUNNING"), (8, "KILLED")):
+        run = client.create_run(quick.experiment.experiment_id, tags={
+            "lgals.stage": "evaluate", "lgals.mode": parent.data.tags["lgals.mode"],
+            "lgals.seed": str(seed), "mlflow.parentRunId": parent.info.run_id})
+        client.log_metric(run.info.run_id, "final_test_acc", 0.99)
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+    result = run_main(["report", "--tracking-uri", uri, "--experiment-name", "lgals-quick",
+                       "--out", str(tmp_path / "out")], tmp_path)
+    assert result.code == 0, result
+    assert "left out 2 evaluate runs that did not finish (1 KILLED, 1 RUNNING)" in result.out
+    assert csv_rows(tmp_path / "out" / "results.csv") == csv_rows(quick.out / "results.csv")

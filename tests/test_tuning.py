@@ -21,6 +21,7 @@ from mlflow_fixtures import (
     MLFLOW_LOG,
     CliResult,
     all_runs,
+    copy_database,
     history,
     run_lgals,
     run_main,
@@ -61,14 +62,6 @@ def tune_ok(directory: Path, *args: str) -> CliResult:
     result = tune_main(directory, *args)
     assert result.code == 0, result
     return result
-
-
-def copy_database(source: Path, target: Path) -> None:
-    """Copy a SQLite file that may be open, with what its write-ahead log holds (the Optuna
-    storage runs in WAL mode: a plain file copy can miss the latest commits)."""
-    with contextlib.closing(sqlite3.connect(source)) as src, \
-            contextlib.closing(sqlite3.connect(target)) as dst:
-        src.backup(dst)
 
 
 def load_study(directory: Path, name: str) -> optuna.Study:
