@@ -16,6 +16,7 @@ import functools
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +39,10 @@ from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file")
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
+# Every run lgals has open beats: its ``lgals.heartbeat`` tag (unix seconds) is refreshed
+# this often. One that has not beaten for STALE_SECONDS lost its process (kill -9, power
+# loss, a full disk), on this host or another: the next command on its experiment ends it.
+HEARTBEAT_TAG, HEARTBEAT_SECONDS, STALE_SECONDS = "lgals.heartbeat", 5.0, 30.0
 
 
 def connect(tracking_uri: str | None, experiment_name: str, create: bool = True) -> str:
@@ -83,6 +88,7 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
                                   f"{error.orig or error} (damaged? move the file aside and "
                                   "run again to start a new store)") from None
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
+    end_dead_runs(experiment_id)
     return experiment_id
 
 
@@ -183,7 +189,9 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     else:
         logged = client.get_run(run_id).data.params
     new_params = [Param(k, str(v)) for k, v in params.items() if k not in logged]
+    tags[HEARTBEAT_TAG] = str(int(time.time()))
     client.log_batch(run_id, params=new_params, tags=[RunTag(k, v) for k, v in tags.items()])
+    HEARTBEATS.add(run_id)
     return run_id
 
 
@@ -235,7 +243,80 @@ def set_tags(run_id: str, tags: dict) -> None:
 def _terminate(run_ids: list[str], status: str) -> None:
     client = mlflow_client()
     for run_id in run_ids:
+        HEARTBEATS.discard(run_id)
         client.set_terminated(run_id, status)
+
+
+class Heartbeats:
+    """The runs this process has open, kept alive by a daemon thread that refreshes their
+    heartbeat tag: when the process dies, so does the thread, and the runs go stale."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, str] = {}  # run id -> the store it lives in
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._owner = os.getpid()
+
+    def add(self, run_id: str) -> None:
+        import mlflow
+
+        with self._lock:
+            self._runs[run_id] = mlflow.get_tracking_uri()
+            if self._thread is None or self._owner != os.getpid():  # a fork has no thread
+                self._owner = os.getpid()
+                self._thread = threading.Thread(target=self._beat, name="lgals-heartbeat",
+                                                daemon=True)
+                self._thread.start()
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def _beat(self) -> None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        clients: dict[str, MlflowClient] = {}
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            with self._lock:
+                runs = list(self._runs.items())
+            now = str(int(time.time()))
+            for run_id, uri in runs:
+                try:
+                    clients.setdefault(uri, MlflowClient(uri)).set_tag(run_id, HEARTBEAT_TAG,
+                                                                       now)
+                except MlflowException:  # a store hiccup: the next beat comes in seconds
+                    pass
+
+
+HEARTBEATS = Heartbeats()
+
+
+def end_dead_runs(experiment_id: str) -> list[str]:
+    """End FAILED, with the reason, every RUNNING run of the experiment whose heartbeat is
+    stale, and mark the models they left PENDING as FAILED; return the runs' ids."""
+    from mlflow.entities import LoggedModelStatus
+
+    client = mlflow_client()
+    now = time.time()
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+                                 max_results=10000)
+    dead = [run for run in running if HEARTBEAT_TAG in run.data.tags
+            and now - float(run.data.tags[HEARTBEAT_TAG]) > STALE_SECONDS]
+    for run in dead:
+        last = time.strftime("%Y-%m-%d %H:%M:%S",
+                             time.localtime(float(run.data.tags[HEARTBEAT_TAG])))
+        client.set_tag(run.info.run_id, "lgals.status_reason",
+                       f"its process stopped: no heartbeat since {last} (killed, or its host "
+                       "went down)")
+        client.set_terminated(run.info.run_id, "FAILED")
+    dead_ids = {run.info.run_id for run in dead}
+    if dead_ids:
+        for model in client.search_logged_models([experiment_id], max_results=10000):
+            if model.source_run_id in dead_ids and model.status == LoggedModelStatus.PENDING:
+                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+    return sorted(dead_ids)
 
 
 class EpochLogger:

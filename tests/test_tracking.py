@@ -693,3 +693,84 @@ def test_an_interrupt_stores_every_epoch_trained_before_the_runs_end(tmp_path, d
         assert client.get_run(run_id).info.status == "KILLED"
         steps, _ = history(client, run_id, "test_acc")
         assert steps == list(range(1, 8))  # well within the first 5 s: none flushed before
+
+
+def test_runs_that_stopped_beating_end_failed_and_live_ones_stay(tmp_path):
+    """The heartbeat tag decides: stale -> FAILED with the reason (its PENDING model too),
+    fresh -> untouched, no heartbeat (not lgals' run) -> untouched."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    from lgals import tracking
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(uri)
+        experiment_id = client.create_experiment("beats")
+        dead = tracking.open_run(experiment_id, "dead", {"lgals.stage": "test"}, {})
+        alive = tracking.open_run(experiment_id, "alive", {"lgals.stage": "test"}, {})
+        foreign = client.create_run(experiment_id).info.run_id
+        tracking.HEARTBEATS.discard(dead)  # as if its process had died
+        stale = int(time.time() - tracking.STALE_SECONDS - 5)
+        client.set_tag(dead, tracking.HEARTBEAT_TAG, str(stale))
+        model = client.create_logged_model(experiment_id, source_run_id=dead)
+        assert model.status == LoggedModelStatus.PENDING
+
+        assert tracking.end_dead_runs(experiment_id) == [dead]
+        assert tracking.end_dead_runs(experiment_id) == []  # once
+        tracking._terminate([alive], "FINISHED")
+    assert client.get_run(dead).info.status == "FAILED"
+    assert client.get_run(dead).data.tags["lgals.status_reason"].startswith(
+        "its process stopped: no heartbeat since ")
+    assert client.get_logged_model(model.model_id).status == LoggedModelStatus.FAILED
+    assert client.get_run(alive).info.status == "FINISHED"
+    assert client.get_run(foreign).info.status == "RUNNING"
+
+
+def test_an_open_run_keeps_beating(tmp_path):
+    import mlflow
+
+    from lgals import tracking
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(uri)
+        run_id = tracking.open_run(client.create_experiment("beat"), "r", {}, {})
+        first = int(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG])
+        wait_for(lambda: int(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG]) > first,
+                 timeout=3 * tracking.HEARTBEAT_SECONDS, what="a second heartbeat")
+        tracking._terminate([run_id], "FINISHED")
+
+
+@pytest.mark.slow
+def test_a_killed_trainings_runs_end_failed_at_the_next_command(tmp_path, _cache_dir):
+    """kill -9 mid-training: its parent and seed runs stay RUNNING only until a command on
+    the experiment runs after their heartbeats went stale."""
+    from lgals import tracking
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    process = popen_lgals(["train", "--seeds", "2", "--epochs", "400", "--tracking-uri", uri],
+                          tmp_path)
+    try:
+        wait_for(lambda: len(sqlite_runs(tmp_path / "mlflow.db")) == 3, timeout=120,
+                 what="the parent and 2 seed runs")
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        stop(process)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("lgals")
+    assert {r.info.status for r in client.search_runs([experiment.experiment_id])} == {
+        "RUNNING"}
+    time.sleep(tracking.STALE_SECONDS + tracking.HEARTBEAT_SECONDS)
+    result = run_lgals(["train", "--seeds", "1", "--epochs", "1", "--tracking-uri", uri],
+                       tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = client.search_runs([experiment.experiment_id])
+    killed = [r for r in runs if r.info.status != "FINISHED"]
+    assert len(runs) == 4 and len(killed) == 3
+    assert {r.info.status for r in killed} == {"FAILED"}
+    assert all(r.data.tags["lgals.status_reason"].startswith("its process stopped")
+               for r in killed)
