@@ -317,14 +317,14 @@ def reproduce_command(quick, out, workers, storage, batch, device, tracking_uri,
 
 @cli.command("reanalyze")
 @click.argument("run_id")
-@tracking_options
-def reanalyze_command(run_id, tracking_uri, experiment_name) -> None:
+@tracking_uri_option
+def reanalyze_command(run_id, tracking_uri) -> None:
     """Reload RUN_ID's logged model and data; recheck its test accuracy, per-class accuracy,
     confusion matrix and memorised noisy labels, and log them to a new run."""
     from lgals import tracking
     from lgals.reanalysis import reanalyze
 
-    tracking.connect(tracking_uri, experiment_name)
+    tracking.open_store(tracking_uri, create=False)  # runs are addressed by id
     result = reanalyze(run_id)
     verdict = "reproduces" if result.reproduces else "DOES NOT reproduce"
     click.echo(f"test accuracy {100 * result.test_acc:.2f}% {verdict} the logged "

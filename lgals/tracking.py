@@ -46,31 +46,15 @@ HEARTBEAT_TAG, HEARTBEAT_SECONDS, STALE_SECONDS = "lgals.heartbeat", 5.0, 30.0
 
 
 def connect(tracking_uri: str | None, experiment_name: str, create: bool = True) -> str:
-    """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``); return the
-    experiment id. Inside ``mlflow run`` the project's run decides the experiment. A command
-    that only reads (``create=False``) creates neither store nor experiment: a missing one
-    is one line."""
+    """The store (:func:`open_store`) and the experiment's id, after ending the runs on it that
+    lost their process. Inside ``mlflow run`` the project's run decides the experiment. A
+    command that only reads (``create=False``) creates neither store nor experiment."""
     WRITER.start(figures=True)  # its imports overlap this process's
     import mlflow
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    uri = mlflow.get_tracking_uri()
-    scheme = uri.split(":", 1)[0].split("+")[0] if ":" in uri else ""
-    if scheme not in STORE_SCHEMES:
-        raise BadSetting(f"--tracking-uri {uri!r}: not a tracking store URI (sqlite:///PATH, "
-                         "http(s)://HOST:PORT, or postgresql://, mysql://, mssql://, file:)")
-    if scheme in ("http", "https"):
-        _check_server(uri)
-    if scheme == "sqlite":
-        path = Path(uri[len("sqlite:///"):])
-        if not create and not path.is_file():
-            raise BadSetting(f"no MLflow store at {path}, so nothing to read: point "
-                             "--tracking-uri at the store that holds the runs")
-        _check_sqlite(path)
-    project_run = os.environ.get("MLFLOW_RUN_ID")
     from sqlalchemy.exc import DatabaseError
 
+    uri = open_store(tracking_uri, create)
+    project_run = os.environ.get("MLFLOW_RUN_ID")
     try:
         with _store_lock(uri):
             if project_run:
@@ -90,6 +74,30 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
     end_dead_runs(experiment_id)
     return experiment_id
+
+
+def open_store(tracking_uri: str | None, create: bool = True) -> str:
+    """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``) once it is
+    known to be usable; return its URI. A bad URI or an unusable place is one line before
+    anything is created; with ``create=False`` so is a store that does not exist yet."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    uri = mlflow.get_tracking_uri()
+    scheme = uri.split(":", 1)[0].split("+")[0] if ":" in uri else ""
+    if scheme not in STORE_SCHEMES:
+        raise BadSetting(f"--tracking-uri {uri!r}: not a tracking store URI (sqlite:///PATH, "
+                         "http(s)://HOST:PORT, or postgresql://, mysql://, mssql://, file:)")
+    if scheme in ("http", "https"):
+        _check_server(uri)
+    if scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):])
+        if not create and not path.is_file():
+            raise BadSetting(f"no MLflow store at {path}, so nothing to read: point "
+                             "--tracking-uri at the store that holds the runs")
+        _check_sqlite(path)
+    return uri
 
 
 def _check_sqlite(path: Path) -> None:

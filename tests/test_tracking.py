@@ -774,3 +774,12 @@ def test_a_killed_trainings_runs_end_failed_at_the_next_command(tmp_path, _cache
     assert {r.info.status for r in killed} == {"FAILED"}
     assert all(r.data.tags["lgals.status_reason"].startswith("its process stopped")
                for r in killed)
+
+
+def test_reanalyze_where_there_is_no_store_creates_none(tmp_path):
+    result = run_main(["reanalyze", "0" * 32], tmp_path)
+    assert result.code == 2, result
+    assert result.err.strip().splitlines() == [
+        f"lgals: error: no MLflow store at {tmp_path / 'mlflow.db'}, so nothing to read: "
+        "point --tracking-uri at the store that holds the runs"]
+    assert list(tmp_path.iterdir()) == []
