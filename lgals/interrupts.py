@@ -27,13 +27,20 @@ def interrupt(signum=None, frame=None) -> None:
     raise KeyboardInterrupt
 
 
+def interrupt_once(signum=None, frame=None) -> None:
+    """A tuning worker's handler: the first signal interrupts; later ones (a Ctrl-C reaches the
+    whole group, and the parent passes it on) must not cut the worker's clean-up short."""
+    if not INTERRUPTED.is_set():
+        interrupt(signum, frame)
+
+
 def exit_code() -> int:
     """What a shell expects of a process its signal ended: 128 + the signal's number (130
     for Ctrl-C, 143 for SIGTERM); 130 for an interrupt no signal delivered."""
     return 128 + (_signals[0] if _signals else signal.SIGINT)
 
 
-def install_interrupt_handlers() -> None:
+def install_interrupt_handlers(handler=interrupt) -> None:
     """Ctrl-C and SIGTERM end open runs KILLED; a dropped interrupt is not printed, since
     :func:`raise_if_interrupted` delivers it at the next epoch."""
 
@@ -43,7 +50,7 @@ def install_interrupt_handlers() -> None:
 
     sys.unraisablehook = quiet
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt)
+        signal.signal(signum, handler)
 
 
 def raise_if_interrupted(report: object = None) -> None:

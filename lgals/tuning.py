@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import warnings
@@ -372,12 +373,21 @@ def run_trials(settings: list[TuneSettings], storage: str, tracking_uri: str,
             train_round(asked, data, experiment_id, tune_runs, device, progress)
 
 
-def _worker(args: tuple) -> None:
+def _worker(args: tuple) -> bool:
+    """One worker process's trials; False if interrupted, once its round's trials are failed
+    and its runs ended (the parent re-raises the interrupt)."""
     *run_args, threads = args
     import torch
 
+    from lgals.interrupts import install_interrupt_handlers, interrupt_once
+
+    install_interrupt_handlers(interrupt_once)
     torch.set_num_threads(threads)  # N workers share the cores instead of fighting for them
-    run_trials(*run_args)
+    try:
+        run_trials(*run_args)
+    except KeyboardInterrupt:
+        return False
+    return True
 
 
 def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | None = None,
@@ -448,7 +458,17 @@ def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
     jobs = [(settings, storage, tracking_uri, experiment_id, tune_runs, quota, batch, device,
              i, False, threads) for i, quota in enumerate(quotas) if any(quota.values())]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-        pool.map(_worker, jobs)
+        try:
+            pool.map(_worker, jobs)
+        except KeyboardInterrupt:
+            # Passed on (a SIGTERM reaches this process alone); every worker fails its round's
+            # trials and ends its runs before the pool goes.
+            for worker in multiprocessing.active_children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGINT)
+            pool.close()
+            pool.join()
+            raise
         pool.close()  # the workers exit on their own, not terminated at the block's end
         pool.join()
 

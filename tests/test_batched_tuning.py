@@ -9,7 +9,10 @@ retried by the next run.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +20,8 @@ from types import SimpleNamespace
 import optuna
 import pytest
 from mlflow_fixtures import (
+    LGALS,
+    cli_env,
     popen_lgals,
     run_lgals,
     run_main,
@@ -209,6 +214,39 @@ def test_interrupted_batched_tune_kills_its_runs_and_fails_its_trials(tmp_path, 
     for mode in MODES:
         study = load_study(tmp_path, f"i-{mode}")
         assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_group", [True, False], ids=["Ctrl-C to the group",
+                                                         "SIGTERM to the parent"])
+def test_an_interrupted_worker_pool_ends_everything_it_owns(tmp_path, _cache_dir, to_group):
+    """Ctrl-C reaches every process of the group; a SIGTERM only the parent, which passes it
+    on. Either way each worker fails its round's trials and ends its runs KILLED before the
+    command exits: nothing is left RUNNING."""
+    argv = tune_argv(tmp_path, "--mode", "all", "--workers", "2", "--batch", "2",
+                     "--n-trials", "4", "--epochs", "300", "--study-name", "g")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([LGALS, *argv], cwd=tmp_path, env=cli_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        wait_for_trial_runs(tmp_path, 4, process)
+        if to_group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == (130 if to_group else 143), err
+    assert "Traceback" not in err, err
+    runs = runs_of(tmp_path)
+    assert runs and "RUNNING" not in {r.info.status for r in runs}, err
+    for mode in MODES:
+        states = {t.state for t in load_study(tmp_path, f"g-{mode}").trials}
+        assert TrialState.RUNNING not in states, (mode, states)
 
 
 @pytest.mark.slow
