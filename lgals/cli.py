@@ -17,7 +17,13 @@ from typing import NoReturn
 
 import click
 
-from lgals.data import NOISE_TYPES, NoiseRecipe, load_dataset
+from lgals.data import (
+    MAX_NOISE_RATE,
+    MAX_VAL_FRACTION,
+    NOISE_TYPES,
+    NoiseRecipe,
+    load_dataset,
+)
 from lgals.errors import LgalsError
 from lgals.losses import MODES
 from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
@@ -66,8 +72,9 @@ def noise_options(split_option=None):
             return func(*args, noise=noise, **kwargs)
 
         return _apply(command, [
-            click.option("--noise-rate", type=FiniteRange(0.0, 0.9), default=NOISE.noise_rate,
-                         show_default=True, help="Share of training labels flipped."),
+            click.option("--noise-rate", type=FiniteRange(0.0, MAX_NOISE_RATE),
+                         default=NOISE.noise_rate, show_default=True,
+                         help="Share of training labels flipped."),
             click.option("--noise-type", type=click.Choice(NOISE_TYPES),
                          default=NOISE.noise_type, show_default=True),
             click.option("--noise-seed", type=int, default=NOISE.noise_seed, show_default=True),
@@ -116,7 +123,7 @@ def cli() -> None:
               help="How many seeds to train together.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @hyperparameter_options
-@noise_options(click.option("--val-fraction", type=FiniteRange(0.0, 0.5),
+@noise_options(click.option("--val-fraction", type=FiniteRange(0.0, MAX_VAL_FRACTION),
                             default=NOISE.val_fraction, show_default=True,
                             help="Noisy validation split carved from training."))
 @device_option
@@ -184,7 +191,8 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
               show_default=True)
 # 0.1: TuneSettings' default split, written out so that --help does not import Optuna
 # (a test keeps the two equal).
-@noise_options(click.option("--val-fraction", type=FiniteRange(0.0, 0.5, min_open=True),
+@noise_options(click.option("--val-fraction",
+                            type=FiniteRange(0.0, MAX_VAL_FRACTION, min_open=True),
                             default=0.1, show_default=True,
                             help="Validation split (noisy labels) for the objective."))
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",

@@ -23,6 +23,9 @@ import numpy as np
 
 NUM_CLASSES = 10
 NOISE_TYPES = ("symmetric", "pair")
+# The largest share of flipped training labels, and of labels held out for validation: the
+# bounds NoiseRecipe and the command line's options share.
+MAX_NOISE_RATE, MAX_VAL_FRACTION = 0.9, 0.5
 # What a remembered mnist1d recipe must name (the cache key and shapes come from them).
 GENERATION_KEYS = {"num_samples", "train_split", "final_seq_length", "seed"}
 
@@ -181,12 +184,14 @@ class NoiseRecipe:
     val_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.noise_rate <= 0.9:
-            raise ValueError(f"noise_rate must be in [0, 0.9], got {self.noise_rate}")
+        if not 0.0 <= self.noise_rate <= MAX_NOISE_RATE:
+            raise ValueError(f"noise_rate must be in [0, {MAX_NOISE_RATE}], got "
+                             f"{self.noise_rate}")
         if self.noise_type not in NOISE_TYPES:
             raise ValueError(f"noise_type must be one of {NOISE_TYPES}, got {self.noise_type!r}")
-        if not 0.0 <= self.val_fraction <= 0.5:
-            raise ValueError(f"val_fraction must be in [0, 0.5], got {self.val_fraction}")
+        if not 0.0 <= self.val_fraction <= MAX_VAL_FRACTION:
+            raise ValueError(f"val_fraction must be in [0, {MAX_VAL_FRACTION}], got "
+                             f"{self.val_fraction}")
 
     def params(self) -> dict[str, float | str | int]:
         return asdict(self)

@@ -12,6 +12,7 @@ import io
 import math
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,10 +168,7 @@ def unfinished(experiment_id: str) -> dict[str, int]:
     runs = tracking.mlflow_client().search_runs(
         [experiment_id], "tags.`lgals.stage` = 'evaluate' and attributes.status != 'FINISHED'",
         max_results=1000)
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.info.status] = counts.get(run.info.status, 0) + 1
-    return counts
+    return dict(Counter(run.info.status for run in runs))
 
 
 def _mode_runs(client, mode: str, parent, children) -> ModeRuns:

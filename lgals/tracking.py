@@ -91,13 +91,19 @@ def open_store(tracking_uri: str | None, create: bool = True) -> str:
                          "http(s)://HOST:PORT, or postgresql://, mysql://, mssql://, file:)")
     if scheme in ("http", "https"):
         _check_server(uri)
-    if scheme == "sqlite":
-        path = Path(uri[len("sqlite:///"):])
+    path = sqlite_path(uri)
+    if path:
         if not create and not path.is_file():
             raise BadSetting(f"no MLflow store at {path}, so nothing to read: point "
                              "--tracking-uri at the store that holds the runs")
         _check_sqlite(path)
     return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` store; None for any other store."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
 
 
 def _check_sqlite(path: Path) -> None:
@@ -124,15 +130,11 @@ def _store_lock(uri: str) -> Iterator[None]:
     """One process at a time opens a SQLite store (and creates it, when new): MLflow creates
     a store's tables and experiments with no guard against another process doing the same.
     The lock is a file beside the database."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    path = sqlite_path(uri)
+    if path is None:
         yield
         return
-    lock_path = Path(f"{uri[len(prefix):]}.lock")
-    if not lock_path.parent.is_dir():  # MLflow's own error names the missing directory
-        yield
-        return
-    with open(lock_path, "a") as lock:
+    with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

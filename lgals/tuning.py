@@ -95,10 +95,8 @@ def default_storage() -> str:
     """A SQLite file beside the MLflow store (``optuna.db`` next to ``mlflow.db``)."""
     import mlflow
 
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).parent / 'optuna.db'}"
-    return f"sqlite:///{Path('optuna.db').resolve()}"
+    path = tracking.sqlite_path(mlflow.get_tracking_uri())
+    return f"sqlite:///{path.parent / 'optuna.db' if path else Path('optuna.db').resolve()}"
 
 
 @contextlib.contextmanager
