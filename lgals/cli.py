@@ -24,7 +24,7 @@ from lgals.data import (
     NoiseRecipe,
     load_dataset,
 )
-from lgals.errors import LgalsError
+from lgals.errors import LgalsError, NoSpaceLeft, out_of_space
 from lgals.losses import MODES
 from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
 
@@ -372,6 +372,11 @@ def main(argv: list[str] | None = None) -> None:
 
         click.echo("lgals: interrupted", err=True)
         sys.exit(exit_code())
+    except Exception as error:
+        if not out_of_space(error):
+            raise
+        click.echo(f"lgals: error: {NoSpaceLeft('running the command')}", err=True)
+        sys.exit(NoSpaceLeft.exit_code)
     sys.exit(code or 0)
 
 

@@ -143,6 +143,35 @@ def _heatmaps(client, run_id: str, histograms: str, title: str) -> None:
         plt.close(figure)
 
 
+def local_artifact_dir(artifact_uri: str):
+    """The directory behind a local artifact location (a path or ``file:``); None for one a
+    server holds."""
+    from pathlib import Path
+
+    from mlflow.utils.file_utils import get_local_path_or_none
+
+    path = get_local_path_or_none(artifact_uri)
+    return Path(path) if path else None
+
+
+def _remove_partial_files(client, run_id: str | None, message: dict) -> None:
+    """Delete what a failed write (a full disk) left half-copied into a local artifact store:
+    a logged file whose size is not its source's, and the figure being logged."""
+    if client is None or run_id is None:
+        return
+    sizes = {os.path.basename(path): os.path.getsize(path)
+             for path in message.get("artifacts", ()) if os.path.exists(path)}
+    if "figure" in message:
+        sizes["epsilon_distributions.png"] = -1  # failed while logged: never complete
+    try:
+        root = local_artifact_dir(client.get_run(run_id).info.artifact_uri)
+    except Exception:  # the store itself is unreadable: the run's files cannot be found
+        return
+    for name, size in sizes.items():
+        if root is not None and (root / name).is_file() and (root / name).stat().st_size != size:
+            (root / name).unlink()
+
+
 def main(argv: Sequence[str] = sys.argv[1:]) -> None:
     """The child: read messages as they come (a full pipe would stall the parent), write them
     in order once mlflow is imported."""
@@ -186,6 +215,7 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> None:
             if "figure" in message:
                 _heatmaps(client, run_id, **message["figure"])
         except Exception as failure:  # the first is reported to the parent at its next sync
+            _remove_partial_files(clients.get(uri), run_id, message)
             first_line = (str(failure).splitlines() or [""])[0]
             error = error or f"{type(failure).__name__}: {first_line}"
     # Every write is stored; tearing MLflow's and matplotlib's modules down would only keep

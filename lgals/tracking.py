@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import math
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
@@ -28,29 +30,51 @@ from pathlib import Path
 import numpy as np
 
 from lgals.data import NoisyDataset
-from lgals.errors import BadSetting, TrackingUnavailable
+from lgals.errors import BadSetting, NoSpaceLeft, TrackingUnavailable, out_of_space
 from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
 from lgals.metrics import histogram_counts
-from lgals.mlflow_writer import WRITER
+from lgals.mlflow_writer import WRITER, local_artifact_dir
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 
 # What --tracking-uri may name: MLflow's SQL stores, a tracking server, its file store.
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file")
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
-# Every run lgals has open beats: its ``lgals.heartbeat`` tag (unix seconds) is refreshed
-# this often. One that has not beaten for STALE_SECONDS lost its process (kill -9, power
-# loss, a full disk), on this host or another: the next command on its experiment ends it.
-HEARTBEAT_TAG, HEARTBEAT_SECONDS, STALE_SECONDS = "lgals.heartbeat", 5.0, 30.0
+HEARTBEAT_TAG = "lgals.heartbeat"
+DEFAULT_STALE_SECONDS = 30.0
+
+
+def stale_seconds() -> float:
+    """How long a run may go without a heartbeat before it counts as lost with its process
+    (kill -9, power loss, a full disk), on this host or another: ``$LGALS_STALE_SECONDS``,
+    default 30. Every run lgals has open beats (its ``lgals.heartbeat`` tag, unix seconds) six
+    times as often; the next command on the experiment ends a stale one."""
+    text = os.environ.get("LGALS_STALE_SECONDS", "")
+    try:
+        seconds = float(text) if text else DEFAULT_STALE_SECONDS
+    except ValueError:
+        seconds = math.nan
+    if not 6 <= seconds < math.inf:
+        raise BadSetting(f"LGALS_STALE_SECONDS={text!r}: must be a number of seconds >= 6")
+    return seconds
+
+
+def heartbeat_seconds() -> float:
+    return stale_seconds() / 6
 
 
 def connect(tracking_uri: str | None, experiment_name: str, create: bool = True) -> str:
     """The store (:func:`open_store`) and the experiment's id, after ending the runs on it that
     lost their process. Inside ``mlflow run`` the project's run decides the experiment. A
     command that only reads (``create=False``) creates neither store nor experiment."""
+    stale_seconds()  # a bad $LGALS_STALE_SECONDS is one line before anything is created
     WRITER.start(figures=True)  # its imports overlap this process's
+    import logging
+
     import mlflow
+
+    logging.getLogger("mlflow.store.db.utils").addFilter(_full_disk_reported_by_lgals)
     from sqlalchemy.exc import DatabaseError
 
     uri = open_store(tracking_uri, create)
@@ -74,6 +98,12 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
     end_dead_runs(experiment_id)
     return experiment_id
+
+
+def _full_disk_reported_by_lgals(record) -> bool:
+    """Logging filter: MLflow logs each failed SQL statement with its traceback; a full disk
+    is lgals's one line (:func:`storing`) instead."""
+    return not (record.exc_info and out_of_space(record.exc_info[1]))
 
 
 def open_store(tracking_uri: str | None, create: bool = True) -> str:
@@ -192,15 +222,17 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     tags = {key: str(value) for key, value in tags.items()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    # beating from birth: a process killed right after creating the run leaves it stale
+    tags[HEARTBEAT_TAG] = str(int(time.time()))
     run_id = os.environ.pop("MLFLOW_RUN_ID", None) if adopt_project_run else None
     if run_id is None:
         run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
-        logged = {}
+        logged, new_tags = {}, []
     else:
         logged = client.get_run(run_id).data.params
+        new_tags = [RunTag(k, v) for k, v in tags.items()]
     new_params = [Param(k, str(v)) for k, v in params.items() if k not in logged]
-    tags[HEARTBEAT_TAG] = str(int(time.time()))
-    client.log_batch(run_id, params=new_params, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_batch(run_id, params=new_params, tags=new_tags)
     HEARTBEATS.add(run_id)
     return run_id
 
@@ -211,13 +243,15 @@ def ending(run_ids: list[str]) -> Iterator[list[str]]:
     KILLED on an interrupt (Ctrl-C, or SIGTERM turned into KeyboardInterrupt by the CLI)."""
     try:
         yield run_ids
-    except KeyboardInterrupt:
-        _terminate(run_ids, "KILLED")
+    except BaseException as error:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        # Best effort: a store that cannot take the status (full, gone) must not hide the
+        # error; the runs stop beating, and the next command ends them FAILED.
+        with suppress(Exception):
+            _terminate(run_ids, status)
         raise
-    except BaseException:
-        _terminate(run_ids, "FAILED")
-        raise
-    _terminate(run_ids, "FINISHED")
+    with storing(f"ending {len(run_ids)} run(s)"):
+        _terminate(run_ids, "FINISHED")
 
 
 @contextmanager
@@ -254,6 +288,7 @@ def _terminate(run_ids: list[str], status: str) -> None:
     client = mlflow_client()
     for run_id in run_ids:
         HEARTBEATS.discard(run_id)
+    for run_id in run_ids:
         client.set_terminated(run_id, status)
 
 
@@ -288,7 +323,7 @@ class Heartbeats:
 
         clients: dict[str, MlflowClient] = {}
         while True:
-            time.sleep(HEARTBEAT_SECONDS)
+            time.sleep(heartbeat_seconds())
             with self._lock:
                 runs = list(self._runs.items())
             now = str(int(time.time()))
@@ -305,15 +340,13 @@ HEARTBEATS = Heartbeats()
 
 def end_dead_runs(experiment_id: str) -> list[str]:
     """End FAILED, with the reason, every RUNNING run of the experiment whose heartbeat is
-    stale, and mark the models they left PENDING as FAILED; return the runs' ids."""
-    from mlflow.entities import LoggedModelStatus
-
+    stale, and fail the models they left unfinished; return the runs' ids."""
     client = mlflow_client()
     now = time.time()
     running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
                                  max_results=10000)
     dead = [run for run in running if HEARTBEAT_TAG in run.data.tags
-            and now - float(run.data.tags[HEARTBEAT_TAG]) > STALE_SECONDS]
+            and now - float(run.data.tags[HEARTBEAT_TAG]) > stale_seconds()]
     for run in dead:
         last = time.strftime("%Y-%m-%d %H:%M:%S",
                              time.localtime(float(run.data.tags[HEARTBEAT_TAG])))
@@ -323,10 +356,38 @@ def end_dead_runs(experiment_id: str) -> list[str]:
         client.set_terminated(run.info.run_id, "FAILED")
     dead_ids = {run.info.run_id for run in dead}
     if dead_ids:
-        for model in client.search_logged_models([experiment_id], max_results=10000):
-            if model.source_run_id in dead_ids and model.status == LoggedModelStatus.PENDING:
-                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        fail_unfinished_models(experiment_id, dead_ids)
     return sorted(dead_ids)
+
+
+def fail_unfinished_models(experiment_id: str, run_ids: Collection[str]) -> None:
+    """Mark FAILED the models of ``run_ids`` whose logging never finished, and delete what they
+    left in a local artifact store: a half-written model must not look loadable."""
+    from mlflow.entities import LoggedModelStatus
+
+    client = mlflow_client()
+    for model in client.search_logged_models([experiment_id], max_results=10000):
+        if model.source_run_id not in run_ids or model.status == LoggedModelStatus.READY:
+            continue
+        directory = local_artifact_dir(model.artifact_location)  # .../models/<id>/artifacts
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+            with suppress(OSError):  # the model's own directory, now empty
+                directory.parent.rmdir()
+        if model.status == LoggedModelStatus.PENDING:
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+
+
+@contextmanager
+def storing(what: str) -> Iterator[None]:
+    """A full disk while storing ``what`` is one line, not MLflow's and SQLAlchemy's
+    tracebacks: the runs left open end FAILED at the next command (:func:`end_dead_runs`)."""
+    try:
+        yield
+    except Exception as error:
+        if out_of_space(error):
+            raise NoSpaceLeft(what) from None
+        raise
 
 
 class EpochLogger:
@@ -417,14 +478,29 @@ def log_members(run_ids: Sequence[str], results: Sequence[MemberResult], logger:
             tags = [RunTag("lgals.status", result.status)]
             if result.reason:
                 tags.append(RunTag("lgals.status_reason", result.reason))
-            client.log_batch(run_id, metrics=metrics, tags=tags)
+            with storing(f"logging the results of run {run_id}"):
+                client.log_batch(run_id, metrics=metrics, tags=tags)
             if log_models:
-                import mlflow.pytorch
+                _log_model(run_id, result, data)
+        with storing(f"logging the files of {len(run_ids)} run(s)"):
+            WRITER.sync()
 
-                mlflow.pytorch.log_model(result.model, name="model", run_id=run_id,
-                                         input_example=data.x_train[:2],
-                                         pip_requirements=pip_requirements())
-        WRITER.sync()
+
+def _log_model(run_id: str, result: MemberResult, data: NoisyDataset) -> None:
+    """The member's model, or, should logging it fail (a full disk, an interrupt), no trace
+    of it but a FAILED logged model."""
+    import mlflow.pytorch
+
+    try:
+        with storing(f"logging the model of run {run_id}"):
+            mlflow.pytorch.log_model(result.model, name="model", run_id=run_id,
+                                     input_example=data.x_train[:2],
+                                     pip_requirements=pip_requirements())
+    except BaseException:
+        with suppress(Exception):  # a full store cannot be written: the next command will
+            fail_unfinished_models(mlflow_client().get_run(run_id).info.experiment_id,
+                                   {run_id})
+        raise
 
 
 def save_recipe(path: Path, data: NoisyDataset) -> None:

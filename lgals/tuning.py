@@ -37,11 +37,9 @@ from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
 # worker is started for them and pops them first.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-HEARTBEAT_SECONDS = 5
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
 DEFAULT_BATCH = 10
-GRACE_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """
     with _experimental():
         storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+            # a trial goes stale in half the time a run does: its retry is under way by then
+            url, heartbeat_interval=max(1, round(tracking.heartbeat_seconds())),
+            grace_period=round(tracking.stale_seconds() / 2),
             heartbeat_stale_trial_callback=_fail_and_retry,
         )
     if storage.engine.dialect.name == "sqlite":
@@ -235,7 +235,7 @@ class _TrialRecorder:
             queued, self.queue = self.queue, []
         for trial_id, step, value in queued:
             self.storage.set_trial_intermediate_value(trial_id, step, value)
-        if time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
+        if time.monotonic() - self.last_beat >= tracking.heartbeat_seconds():
             for trial_id in self.trial_ids:
                 self.storage.record_heartbeat(trial_id)
             self.last_beat = time.monotonic()
