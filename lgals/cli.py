@@ -25,7 +25,7 @@ from lgals.data import (
     load_dataset,
 )
 from lgals.errors import LgalsError, NoSpaceLeft, out_of_space
-from lgals.losses import MODES
+from lgals.losses import MODES, SUITES
 from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
 
 DEFAULTS = TrainConfig()
@@ -48,8 +48,14 @@ def _apply(func, options):
 
 
 def hyperparameter_options(func):
-    """Options of one training run: schedule and each mode's hyperparameters."""
-    return _apply(func, [
+    """Options of one training run: its schedule, and every mode's hyperparameters, handed to
+    the command as one ``hyperparameters`` dict."""
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        hyperparameters = {name: kwargs.pop(name) for name in HYPERPARAMETERS}
+        return func(*args, hyperparameters=hyperparameters, **kwargs)
+
+    return _apply(command, [
         click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs,
                      show_default=True),
         click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
@@ -99,6 +105,11 @@ batch_option = click.option(
     "--batch", type=click.IntRange(min=1), default=10, show_default=True,
     help="Trials per study trained together in each round (1: one at a time).")
 
+suite_option = click.option(
+    "--suite", type=click.Choice(list(SUITES)), default="paper", show_default=True,
+    help="The modes `all` means: paper (Baseline, FixedLS, LGALS), controls (paper + the "
+         "ablations), peers (paper + label-noise methods), all.")
+
 tracking_uri_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
@@ -130,16 +141,14 @@ def cli() -> None:
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay, eps, eps_max,
-                  gamma, noise, device, tracking_uri, experiment_name, no_tracking,
-                  as_json) -> None:
+def train_command(mode, seeds, first_seed, epochs, batch_size, hyperparameters, noise, device,
+                  tracking_uri, experiment_name, no_tracking, as_json) -> None:
     """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together.
 
     Each seed is one MLflow run (several seeds: under one parent run) with per-epoch metrics,
     epsilon distributions, the data recipe and the model.
     """
-    config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, eps=eps, eps_max=eps_max, gamma=gamma)
+    config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, **hyperparameters)
     seed_list = list(range(first_seed, first_seed + seeds))
     if no_tracking:  # imports neither MLflow nor tracking
         from lgals.interrupts import raise_if_interrupted
@@ -183,7 +192,8 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
 
 @cli.command("tune")
 @click.option("--mode", type=click.Choice([*MODES, "all"]), default="all", show_default=True,
-              help="`all`: one study per mode, one after the other.")
+              help="`all`: one study per mode of --suite, trained in rounds together.")
+@suite_option
 @click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Total per study; a rerun tops the study up to this.")
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
@@ -209,7 +219,7 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, lr, weight_decay,
 @batch_option
 @device_option
 @tracking_options
-def tune_command(mode, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
+def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
                  workers, sampler_seed, train_seed, pruner, batch, device, tracking_uri,
                  experiment_name) -> None:
     """Tune lr, weight decay and each mode's own parameters with Optuna (TPE).
@@ -221,7 +231,7 @@ def tune_command(mode, n_trials, epochs, batch_size, noise, val_labels, storage,
     from lgals.tuning import TuneSettings, describe_study, tune_modes
 
     experiment_id = tracking.connect(tracking_uri, experiment_name)
-    modes = list(MODES) if mode == "all" else [mode]
+    modes = list(SUITES[suite]) if mode == "all" else [mode]
     settings = [TuneSettings(
         mode=m, n_trials=n_trials, epochs=epochs, batch_size=batch_size,
         noise=noise, val_labels=val_labels, train_seed=train_seed,
@@ -234,7 +244,9 @@ def tune_command(mode, n_trials, epochs, batch_size, noise, val_labels, storage,
 
 
 @cli.command("evaluate")
-@click.option("--modes", type=click.Choice([*MODES, "all"]), default="all", show_default=True)
+@click.option("--modes", type=click.Choice([*MODES, "all"]), default="all", show_default=True,
+              help="`all`: every mode of --suite.")
+@suite_option
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
@@ -246,13 +258,13 @@ def tune_command(mode, n_trials, epochs, batch_size, noise, val_labels, storage,
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
 @device_option
 @tracking_options
-def evaluate_command(modes, seeds, first_seed, epochs, params_from, tune_experiment, noise,
+def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_experiment, noise,
                      vary_noise, device, tracking_uri, experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds."""
     from lgals import tracking
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
 
-    mode_list = list(MODES) if modes == "all" else [modes]
+    mode_list = list(SUITES[suite]) if modes == "all" else [modes]
     # Every mode's params are found and checked before anything is trained or logged; those
     # from a file or the defaults before the store is even opened.
     sources = ({m: resolve_params(params_from, "", m) for m in mode_list}
@@ -282,14 +294,16 @@ def _experiment_id(name: str) -> str:
 @cli.command("report")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
               show_default=True, help="Directory for results.md/.csv and the plots.")
+@suite_option
 @tracking_options
-def report_command(out, tracking_uri, experiment_name) -> None:
-    """Table, statistics and plots from the latest evaluate runs of every mode (MLflow only)."""
+def report_command(out, suite, tracking_uri, experiment_name) -> None:
+    """Tables, statistics and plots from the latest evaluate runs of the suite's modes (MLflow
+    only)."""
     from lgals import tracking
     from lgals.report import report_from_mlflow
 
     experiment_id = tracking.connect(tracking_uri, experiment_name, create=False)
-    report_from_mlflow(experiment_id, out, echo=click.echo)
+    report_from_mlflow(experiment_id, out, suite=suite, echo=click.echo)
 
 
 @cli.command("reproduce")
@@ -297,13 +311,14 @@ def report_command(out, tracking_uri, experiment_name) -> None:
               help="A miniature protocol (2 trials, 3 epochs, 2 seeds) for a first look.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
               show_default=True)
+@suite_option
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
 @batch_option
 @device_option
 @tracking_uri_option
 @click.option("--experiment-name", help="[default: lgals, or lgals-quick with --quick]")
-def reproduce_command(quick, out, workers, storage, batch, device, tracking_uri,
+def reproduce_command(quick, out, suite, workers, storage, batch, device, tracking_uri,
                       experiment_name) -> None:
     """The whole study: tune every mode -> evaluate over seeds -> report."""
     import dataclasses
@@ -313,7 +328,7 @@ def reproduce_command(quick, out, workers, storage, batch, device, tracking_uri,
     from lgals import tracking
     from lgals.pipeline import CLAIM, QUICK, reproduce
 
-    protocol = dataclasses.replace(QUICK if quick else CLAIM, batch=batch)
+    protocol = dataclasses.replace(QUICK if quick else CLAIM, batch=batch, suite=suite)
     experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
     timings = reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
                         device=device, echo=lambda line: click.echo(line, err=True))
@@ -346,6 +361,89 @@ def reanalyze_command(run_id, tracking_uri) -> None:
     click.echo(f"logged to run {result.run_id}")
     if not result.reproduces:
         sys.exit(1)
+
+
+def _epochs_list(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of epochs",
+                                 ctx, param) from None
+
+
+@cli.command("diagnose")
+@click.option("--run", "run_id", help="Diagnose this seed run's logged model (its last epoch) "
+                                      "on its own data instead of training one.")
+@click.option("--mode", type=click.Choice(list(MODES)), default="lgals", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Model seed of the run trained here.")
+@hyperparameter_options
+@noise_options()
+@click.option("--checkpoints", callback=_epochs_list, default="1,5,20,50,100",
+              show_default=True, help="Epochs to measure at, increasing; not with --run.")
+@click.option("--batches", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Fixed training batches (of the batch size) measured at each checkpoint.")
+@device_option
+@tracking_options
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, noise,
+                     checkpoints, batches, device, tracking_uri, experiment_name, no_tracking,
+                     as_json) -> None:
+    """Does s_i track the weight-gradient alignment? Per-sample weight gradients at
+    checkpoints, their cosines to the batch mean (all layers, each layer), correlations with
+    s_i and with p_y, and how well each finds the flipped labels."""
+    import dataclasses
+
+    from lgals import diagnose
+    from lgals.errors import BadSetting
+
+    given = click.get_current_context().get_parameter_source("checkpoints")
+    if run_id and given != click.core.ParameterSource.DEFAULT:
+        raise BadSetting("--checkpoints: a reloaded model has only its last epoch; drop "
+                         "--checkpoints, or leave out --run to train one")
+    settings = diagnose.DiagnoseSettings(checkpoints=checkpoints, batches=batches)
+    if run_id:
+        from lgals import tracking
+        from lgals.reanalysis import load_run
+
+        tracking.open_store(tracking_uri, create=False)
+        source, data, model = load_run(run_id)
+        params = source.data.params
+        epochs, batch_size = int(params["epochs"]), int(params["batch_size"])
+        settings = dataclasses.replace(settings, checkpoints=(epochs,))
+        about = {"run": run_id, "mode": params.get("mode", ""), "epochs": epochs,
+                 "batch_size": batch_size}
+    else:
+        config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, **hyperparameters)
+        data = load_dataset(noise)
+        about = {**config.mode_params(), **noise.params(), "seed": seed}
+    try:
+        diagnose.check(settings, epochs, batch_size, len(data.y_train))
+    except ValueError as error:
+        raise BadSetting(str(error)) from None
+    if not no_tracking:
+        from lgals import tracking
+
+        experiment_id = (tracking.connect(tracking_uri, experiment_name) if not run_id
+                         else source.info.experiment_id)
+    if run_id:
+        found = diagnose.diagnose_model(model, data, epochs, batch_size, settings)
+    else:
+        found = diagnose.diagnose_training(data, config, seed, settings, device)
+    if not no_tracking:
+        logged = diagnose.log_diagnosis(
+            experiment_id, found, f"diagnose-{about['mode']}",
+            {**about, "checkpoints": ",".join(map(str, settings.checkpoints)),
+             "batches": settings.batches},
+            {"lgals.mode": about["mode"], **({"lgals.source_run": run_id} if run_id else {})})
+        click.echo(f"MLflow run: {logged}", err=True)
+    if as_json:
+        click.echo(json.dumps(diagnose.document(found, **about)))
+    else:
+        for checkpoint in found:
+            click.echo(diagnose.summary_line(checkpoint))
+        click.echo(f"(the note: r = {diagnose.NOTE_CORRELATION} between the two alignments)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,9 @@ from lgals.errors import BadSetting
 from lgals.losses import MODES
 from lgals.train import HYPERPARAMETERS, MemberResult, TrainConfig
 
-FILE_PARAMS = (*HYPERPARAMETERS, "batch_size")  # what a --params-from file may set
+# What a --params-from file may set; ``epochs`` (early_stop's tuned epoch count) overrides
+# the command's --epochs for that mode.
+FILE_PARAMS = (*HYPERPARAMETERS, "batch_size", "epochs")
 
 
 @dataclass
@@ -45,7 +47,7 @@ def latest_tune(experiment_id: str, mode: str) -> ParamsSource:
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
-        best.pop("trial", None)
+        best.pop("trial", None)  # best.epochs stays: early_stop's chosen epoch count
         if best:
             best["batch_size"] = run.data.params.get("batch_size", TrainConfig.batch_size)
             return ParamsSource(best, "tune", run.info.run_id,
@@ -103,7 +105,7 @@ def make_config(mode: str, epochs: int, source: ParamsSource) -> TrainConfig:
             raise BadSetting(f"{source.where}: {mode} {name} = {value!r} is not {kind}")
         values[name] = int(number) if name in integers else number
     try:
-        return TrainConfig(mode=mode, epochs=epochs, **values)
+        return TrainConfig(mode=mode, **{"epochs": epochs, **values})
     except ValueError as error:
         raise BadSetting(f"{source.where}: {mode} {error}") from None
 

@@ -2,8 +2,8 @@
 
 Everything is per member (rows) over samples (columns): accuracies against the observed and
 the true labels, memorisation of flipped labels, the mean epsilon and alignment of clean and
-noisy samples, how well ``1 - s_i`` ranks flipped labels (AUROC), and the histograms of
-epsilon and alignment that tracking logs.
+noisy samples, how well ``1 - s_i`` and other per-sample scores rank flipped labels (AUROC),
+and the histograms of epsilon and alignment that tracking logs.
 """
 
 from __future__ import annotations
@@ -21,8 +21,31 @@ def auroc(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
     return (ranks[:, positives].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask) -> dict:
-    """Per-member training-set metrics of one epoch, as ``name -> list over members``."""
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``z_y - max_{k != y} z_k`` per sample ``[S, N]``: negative when another class wins."""
+    observed = logits.gather(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1), -torch.inf)
+    return observed - others.max(-1).values
+
+
+def detection_scores(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor,
+                     mean_margin: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample scores ``[S, N]`` that should be high for a flipped label: the training loss
+    of the sample's mode, ``1 - p_y``, the logit gradient's norm ``||g||`` (EL2N) and minus
+    the area under the margin (the margin averaged over the epochs so far)."""
+    probs = torch.softmax(logits, -1)
+    index = labels.expand(logits.shape[:-1]).unsqueeze(-1)
+    p_y = probs.gather(-1, index).squeeze(-1)
+    gradients = probs.scatter_add(-1, index, torch.full_like(probs[..., :1], -1.0))
+    return {"loss": loss, "confidence": 1.0 - p_y, "el2n": gradients.norm(dim=-1),
+            "aum": -mean_margin}
+
+
+def epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask,
+                  scores: dict[str, torch.Tensor]) -> dict:
+    """Per-member training-set metrics of one epoch, as ``name -> list over members``; with
+    noisy labels, the AUROC of ``1 - s_i`` (``noise_auroc``) and of each detection score
+    (``noise_auroc_<name>``) for finding them."""
     has_noise = bool(noise_mask.any()) and not noise_mask.all()
     clean = torch.from_numpy(~noise_mask)
     noisy = ~clean
@@ -41,6 +64,8 @@ def epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask) -> di
             "eps_noisy_mean": eps[:, noisy].mean(1),
             "align_noisy_mean": alignment[:, noisy].mean(1),
             "noise_auroc": torch.from_numpy(auroc(1.0 - alignment.numpy(), noise_mask)),
+            **{f"noise_auroc_{name}": torch.from_numpy(auroc(score.numpy(), noise_mask))
+               for name, score in scores.items()},
         }
     return {name: value.tolist() for name, value in metrics.items()}
 

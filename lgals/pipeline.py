@@ -15,7 +15,7 @@ from pathlib import Path
 from lgals import tracking
 from lgals.data import NoiseRecipe
 from lgals.evaluation import describe_results, evaluate_modes, tune_source
-from lgals.losses import MODES
+from lgals.losses import SUITES
 from lgals.report import report_from_mlflow
 from lgals.train import TrainConfig
 from lgals.tuning import DEFAULT_BATCH, TuneSettings, describe_study, tune_modes
@@ -35,6 +35,7 @@ class Protocol:
     batch: int = DEFAULT_BATCH  # trials per study trained together in a tuning round
     noise: NoiseRecipe = NoiseRecipe(val_fraction=0.1)  # tuning's; evaluation's has no split
     experiment: str = "lgals"
+    suite: str = "paper"  # which modes are tuned, evaluated and reported (losses.SUITES)
 
     def params(self) -> dict:
         """The protocol verbatim as run params, its noise recipe as its own params."""
@@ -54,13 +55,13 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     """Tune every mode -> evaluate over seeds -> report; return each stage's seconds."""
     settings = [TuneSettings(mode=mode, n_trials=protocol.n_trials, epochs=protocol.epochs,
                              noise=protocol.noise, study_name=f"{protocol.experiment}-{mode}")
-                for mode in MODES]
+                for mode in SUITES[protocol.suite]]
     params = {**protocol.params(), "workers": workers, "device": device,
               **tracking.source_info()}
     timings: dict[str, float] = {}
     with tracking.run(experiment_id, "reproduce", {"lgals.stage": "reproduce",
                                                    "lgals.mode": "all"}, params) as top:
-        echo(f"[1/3] tuning {len(MODES)} modes x {protocol.n_trials} trials x "
+        echo(f"[1/3] tuning {len(settings)} modes x {protocol.n_trials} trials x "
              f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} trials per mode")
         started = time.perf_counter()
         summaries = tune_modes(settings, experiment_id, storage, workers, top,
@@ -69,7 +70,7 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
         for summary in summaries:
             echo(describe_study(summary))
 
-        echo(f"[2/3] evaluating {len(MODES)} modes x {protocol.seeds} seeds x "
+        echo(f"[2/3] evaluating {len(settings)} modes x {protocol.seeds} seeds x "
              f"{protocol.epochs} epochs")
         started = time.perf_counter()
         sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
@@ -82,6 +83,6 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
 
         echo("[3/3] report")
         started = time.perf_counter()
-        report_from_mlflow(experiment_id, out, top, echo=echo)
+        report_from_mlflow(experiment_id, out, top, suite=protocol.suite, echo=echo)
         timings["report"] = time.perf_counter() - started
     return timings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def group_heatmaps(fig: Figure, axes, counts: np.ndarray, edges: np.ndarray, title: str,
@@ -60,6 +61,10 @@ def confusion_figure(confusion: np.ndarray, title: str) -> Figure:
     return fig
 
 
+# One colour per mode for up to twelve modes (matplotlib's default cycle has ten).
+COLORS = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3)]
+
+
 def _band(ax, values: np.ndarray, label: str, scale: float = 1.0) -> None:
     """Mean over seeds (rows) as a line, ± one standard deviation as a band."""
     epochs = np.arange(1, values.shape[1] + 1)
@@ -73,18 +78,23 @@ def comparison_figure(finals: dict[str, np.ndarray], claim: dict[str, tuple[floa
                       curves: dict[str, dict[str, np.ndarray]]) -> Figure:
     """Left: final test accuracy, every seed a dot, mean ± std, the claim beside it.
     Right: test-accuracy learning curves, mean ± std over seeds."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13 + 0.4 * max(len(finals) - 3, 0), 4.8),
+                                      constrained_layout=True)
+    right.set_prop_cycle(color=COLORS)
     rng = np.random.default_rng(0)  # horizontal jitter only, so dots do not hide each other
     for i, (label, accs) in enumerate(finals.items()):
+        color = COLORS[i % len(COLORS)]
         left.scatter(i + rng.uniform(-0.08, 0.08, len(accs)), accs, s=22, alpha=0.7,
-                     color=f"C{i}", label="seeds (ours)" if i == 0 else None)
+                     color=color, label="seeds (ours)" if i == 0 else None)
         std = accs.std(ddof=1) if len(accs) > 1 else 0.0
-        left.errorbar(i - 0.22, accs.mean(), yerr=std, fmt="o", color=f"C{i}", capsize=5,
+        left.errorbar(i - 0.22, accs.mean(), yerr=std, fmt="o", color=color, capsize=5,
                       markersize=7, label="mean ± std (ours)" if i == 0 else None)
-        mean_c, std_c = claim[label]
-        left.errorbar(i + 0.25, mean_c, yerr=std_c, fmt="s", mfc="white", color="grey",
-                      capsize=5, label="the claim" if i == 0 else None)
-    left.set_xticks(range(len(finals)), list(finals))
+        if label in claim:
+            mean_c, std_c = claim[label]
+            left.errorbar(i + 0.25, mean_c, yerr=std_c, fmt="s", mfc="white", color="grey",
+                          capsize=5, label="the claim" if i == 0 else None)
+    left.set_xticks(range(len(finals)), list(finals), rotation=30 if len(finals) > 3 else 0,
+                    ha="right" if len(finals) > 3 else "center")
     left.set_ylabel("final test accuracy (%)")
     left.set_title("Final test accuracy per mode")
     left.legend(loc="best", fontsize=8)
@@ -92,9 +102,10 @@ def comparison_figure(finals: dict[str, np.ndarray], claim: dict[str, tuple[floa
     for label, values in curves.get("test_acc", {}).items():
         _band(right, values, label, scale=100)
     right.set_xlabel("epoch")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel("test accuracy (%)")
     right.set_title("Test accuracy over training (mean ± std over seeds)")
-    right.legend()
+    right.legend(fontsize=8, ncols=2 if len(finals) > 6 else 1)
     right.grid(alpha=0.3)
     return fig
 
@@ -130,4 +141,53 @@ def epsilon_figure(eps: tuple[np.ndarray, np.ndarray] | None,
     axes[1, 1].set_xlabel("epoch")
     axes[1, 1].set_ylabel("AUROC")
     axes[1, 1].legend()
+    return fig
+
+
+def detection_figure(detectors: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """One panel per noise-detection score: its AUROC per epoch for every mode, mean ± std
+    over seeds (``detectors[score][mode]``: ``[seeds, epochs]``)."""
+    n = max(len(detectors), 1)
+    columns = min(n, 3)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4 * rows), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    for ax, (score, per_mode) in zip(axes.flat, detectors.items()):
+        ax.set_prop_cycle(color=COLORS)
+        for label, values in per_mode.items():
+            _band(ax, values, label)
+        ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+        ax.set_title(score)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("AUROC, flipped vs clean labels")
+    for ax in list(axes.flat)[len(detectors):]:
+        ax.axis("off")
+    if detectors:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 7),
+                   fontsize=8)
+    fig.suptitle("Detecting flipped training labels per epoch")
+    return fig
+
+
+def alignment_scatter(alignment: np.ndarray, weight_alignment: dict[str, np.ndarray],
+                      noise_mask: np.ndarray, title: str) -> Figure:
+    """``s_i`` against the weight-gradient cosine, one panel per group (all layers, each
+    layer), clean and flipped-label samples in their own colours, Pearson's r in the title."""
+    fig, axes = plt.subplots(1, len(weight_alignment), figsize=(4.2 * len(weight_alignment), 4),
+                             sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    for ax, (group, cosine) in zip(axes[0], weight_alignment.items()):
+        for noisy, (label, color) in enumerate((("clean", "C0"), ("flipped label", "C3"))):
+            rows = noise_mask == bool(noisy)
+            ax.scatter(alignment[rows], cosine[rows], s=5, alpha=0.4, color=color, label=label)
+        r = np.corrcoef(alignment, cosine)[0, 1]
+        ax.set_title(f"{group}: r = {r:.3f}")
+        ax.set_xlabel("logit-gradient cosine s_i")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("weight-gradient cosine")
+    axes[0, 0].legend(markerscale=3, fontsize=8)
+    fig.suptitle(title)
     return fig

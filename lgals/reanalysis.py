@@ -50,8 +50,10 @@ def rebuild_data(client, run_id: str):
     return data
 
 
-def reanalyze(run_id: str) -> Reanalysis:
-    """Recompute the run's test metrics and memorisation from its logged model; log them."""
+def load_run(run_id: str):
+    """A training run's MLflow run, its rebuilt data and its reloaded model; one line naming
+    what is missing (exit 2) for an unknown run, one without a data recipe or a model."""
+    import mlflow
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 
@@ -62,13 +64,20 @@ def reanalyze(run_id: str) -> Reanalysis:
         raise BadSetting(f"no run {run_id!r} in the store {mlflow.get_tracking_uri()}") from None
     if "data_recipe.npz" not in {a.path for a in client.list_artifacts(run_id)}:
         raise BadSetting(f"run {run_id} has no data_recipe.npz: only training runs (one per "
-                         "seed or trial) can be reanalysed")
+                         "seed or trial) have one")
     data = rebuild_data(client, run_id)
     try:
         model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
     except MlflowException:
         raise BadSetting(f"run {run_id} has no logged model (tuning trials log none): pick "
                          "a seed run of `lgals train` or `lgals evaluate`") from None
+    return source, data, model
+
+
+def reanalyze(run_id: str) -> Reanalysis:
+    """Recompute the run's test metrics and memorisation from its logged model; log them."""
+    source, data, model = load_run(run_id)
+    client = tracking.mlflow_client()
     with torch.no_grad():
         test_pred = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
         train_pred = model(torch.from_numpy(data.x_train)).argmax(-1).numpy()

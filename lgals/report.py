@@ -20,13 +20,35 @@ import numpy as np
 from scipy import stats
 
 from lgals import tracking
-from lgals.losses import MODES
+from lgals.diagnose import NOTE_CORRELATION
+from lgals.losses import MODES, SUITES
 
 # The claim under test (docs/claim.md): % test accuracy, mean ± std, 5 seeds.
 CLAIM = {"baseline": (53.12, 0.54), "fixed_ls": (55.33, 0.65), "lgals": (57.15, 1.17)}
 COMPARISONS = [("lgals", "baseline"), ("lgals", "fixed_ls"), ("fixed_ls", "baseline")]
-CURVES = ("test_acc", "noise_auroc", "eps_clean_mean", "eps_noisy_mean", "epoch_seconds")
+REFERENCES = ("baseline", "fixed_ls", "lgals")  # every other mode is compared with these
+# Per-sample scores for detecting flipped labels: the metric each logs per epoch, its name.
+DETECTORS = {"noise_auroc": "1 − s_i (LGALS's alignment)", "noise_auroc_loss": "training loss",
+             "noise_auroc_confidence": "1 − p_y", "noise_auroc_el2n": "‖g_i‖ (EL2N)",
+             "noise_auroc_aum": "−AUM (area under the margin)"}
+CURVES = ("test_acc", "eps_clean_mean", "eps_noisy_mean", "epoch_seconds", *DETECTORS)
 ALPHA = 0.05
+# What each ablation and peer asks, as the report's sentence about it: (mode, the mode it is
+# compared with, what the difference means).
+QUESTIONS = [
+    ("shuffled_lgals", "lgals", "Shuffling LGALS's epsilons within each batch (the same "
+                                "amount of smoothing, no per-sample information)"),
+    ("confidence_ls", "lgals", "Smoothing by the model's doubt 1 − p_y instead of alignment"),
+    ("el2n_ls", "lgals", "Smoothing by the logit gradient's magnitude ‖g_i‖ instead of its "
+                         "direction"),
+    ("nls", "fixed_ls", "Negative instead of positive label smoothing"),
+    ("gce", "lgals", "Generalized cross-entropy instead of LGALS"),
+    ("sce", "lgals", "Symmetric cross-entropy instead of LGALS"),
+    ("bootstrap", "lgals", "Soft bootstrapping instead of LGALS"),
+    ("elr", "lgals", "Early-learning regularisation instead of LGALS"),
+    ("early_stop", "lgals", "Stopping Baseline at the epoch the noisy validation split picks, "
+                            "instead of LGALS"),
+]
 
 
 @dataclass
@@ -52,27 +74,47 @@ class Comparison:
     n_a: int
     n_b: int
 
+    @property
+    def p(self) -> float:
+        """The paired p-value when there is one, else Welch's."""
+        return self.paired_p if self.paired_p is not None else self.welch_p
+
+    def significance(self) -> str:
+        if math.isnan(self.p):
+            return f"not testable at n = {self.n_a} vs {self.n_b}"
+        if self.p < ALPHA:
+            direction = "better" if self.diff_pp > 0 else "worse"
+            return f"significant at α = {ALPHA}: {MODES[self.a].label} is {direction}"
+        return f"not significant at α = {ALPHA}"
+
     def verdict(self) -> str:
         label = f"{MODES[self.a].label} − {MODES[self.b].label}"
-        p = self.paired_p if self.paired_p is not None else self.welch_p
         test = "paired t-test" if self.paired_p is not None else "Welch's t-test"
         claim = CLAIM[self.a][0] - CLAIM[self.b][0]
-        if math.isnan(p):
-            significance = f"not testable at n = {self.n_a} vs {self.n_b}"
-        elif p < ALPHA:
-            direction = "better" if self.diff_pp > 0 else "worse"
-            significance = f"significant at α = {ALPHA}: {MODES[self.a].label} is {direction}"
-        else:
-            significance = f"not significant at α = {ALPHA}"
-        return (f"{label} = {self.diff_pp:+.2f} pp, {test} p = {p:.3g} "
-                f"(Welch p = {self.welch_p:.3g}): {significance} at n = {self.n_a} vs "
+        return (f"{label} = {self.diff_pp:+.2f} pp, {test} p = {self.p:.3g} "
+                f"(Welch p = {self.welch_p:.3g}): {self.significance()} at n = {self.n_a} vs "
                 f"{self.n_b} (the claim: {claim:+.2f} pp)")
+
+    def answer(self, question: str) -> str:
+        """The comparison as a sentence answering ``question``."""
+        return (f"{question} changes final test accuracy by {self.diff_pp:+.2f} pp against "
+                f"{MODES[self.b].label} (p = {self.p:.3g}): {self.significance()}.")
+
+
+@dataclass
+class Diagnosis:
+    """The latest ``lgals diagnose`` run: per statistic, its value at each checkpoint epoch."""
+
+    run_id: str
+    mode: str
+    values: dict[str, dict[int, float]]  # metric key -> epoch -> value
 
 
 @dataclass
 class Report:
     modes: dict[str, ModeRuns]
     comparisons: list[Comparison] = field(default_factory=list)
+    diagnosis: Diagnosis | None = None
 
     def rows(self) -> list[dict]:
         base_cost = self.cost_per_epoch("baseline")
@@ -83,12 +125,13 @@ class Report:
             row = {"mode": MODES[mode].label, "n_seeds": len(accs),
                    "final_test_acc_mean_pct": mean, "final_test_acc_std_pct": std,
                    "ci95_low_pct": lo, "ci95_high_pct": hi}
-            for other in ("baseline", "fixed_ls"):
+            row["family"] = MODES[mode].family
+            for other in REFERENCES:
                 c = self.comparison(mode, other)
                 row[f"diff_vs_{other}_pp"] = c.diff_pp if c else ""
                 row[f"welch_p_vs_{other}"] = c.welch_p if c else ""
                 row[f"paired_p_vs_{other}"] = c.paired_p if c and c.paired_p is not None else ""
-            row["claim_mean_pct"], row["claim_std_pct"] = CLAIM[mode]
+            row["claim_mean_pct"], row["claim_std_pct"] = CLAIM.get(mode, ("", ""))
             cost = self.cost_per_epoch(mode)
             row["seconds_per_epoch_per_seed"] = cost
             row["cost_vs_baseline"] = cost / base_cost if base_cost else ""
@@ -133,22 +176,38 @@ def compare(a: ModeRuns, b: ModeRuns) -> Comparison:
 
 
 def build(modes: dict[str, ModeRuns]) -> Report:
+    """The claim's comparisons, then every other mode against each reference mode."""
+    pairs = COMPARISONS + [(mode, reference) for mode in modes if mode not in REFERENCES
+                           for reference in REFERENCES]
     report = Report(modes)
-    report.comparisons = [compare(modes[a], modes[b]) for a, b in COMPARISONS
+    report.comparisons = [compare(modes[a], modes[b]) for a, b in pairs
                           if a in modes and b in modes]
     return report
 
 
+def detection(modes: dict[str, ModeRuns]) -> dict[str, dict[str, tuple[float, int]]]:
+    """Per detector and mode: the best AUROC over epochs (mean over seeds) and its epoch."""
+    table: dict[str, dict[str, tuple[float, int]]] = {}
+    for name in DETECTORS:
+        for mode, runs in modes.items():
+            if name in runs.curves:
+                mean = runs.curves[name].mean(axis=0)
+                best = int(np.argmax(mean))
+                table.setdefault(name, {})[mode] = (float(mean[best]), best + 1)
+    return table
+
+
 # --- collecting from MLflow ----------------------------------------------------------------
 
-def collect(experiment_id: str) -> dict[str, ModeRuns]:
-    """Each mode's latest finished evaluate run and its seed runs, from MLflow only."""
+def collect(experiment_id: str, suite: str = "paper") -> dict[str, ModeRuns]:
+    """Each of the suite's modes' latest finished evaluate run and its seed runs, from MLflow
+    only."""
     client = tracking.mlflow_client()
     query = "tags.`lgals.stage` = 'evaluate' and attributes.status = 'FINISHED'"
     runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
                               max_results=500)
     modes = {}
-    for mode in MODES:
+    for mode in SUITES[suite]:
         parent = next((r for r in runs if r.data.tags.get("lgals.mode") == mode
                        and "lgals.seed" not in r.data.tags), None)
         if parent is None:
@@ -160,6 +219,24 @@ def collect(experiment_id: str) -> dict[str, ModeRuns]:
         if children:
             modes[mode] = _mode_runs(client, mode, parent, children)
     return modes
+
+
+DIAGNOSIS_KEYS = ("all.pearson", "layer1.pearson", "layer2.pearson", "layer3.pearson",
+                  "weight.layer3", "auroc.alignment", "auroc.weight_alignment")
+
+
+def collect_diagnosis(experiment_id: str) -> Diagnosis | None:
+    """The latest finished diagnose run's statistics per checkpoint, if there is one."""
+    client = tracking.mlflow_client()
+    runs = client.search_runs(
+        [experiment_id], "tags.`lgals.stage` = 'diagnose' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    values = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
+              for key in DIAGNOSIS_KEYS}
+    return Diagnosis(run_id, runs[0].data.params.get("mode", ""), values)
 
 
 def unfinished(experiment_id: str) -> dict[str, int]:
@@ -196,19 +273,19 @@ def _mode_runs(client, mode: str, parent, children) -> ModeRuns:
 # --- writing ---------------------------------------------------------------------------
 
 def markdown(report: Report) -> str:
+    rows = dict(zip(report.modes, report.rows()))
     lines = ["| Mode | n | Final test acc. (%) mean ± std | 95% CI (%) | vs Baseline (pp, p) "
              "| vs FixedLS (pp, p) | Claim (%) | s/epoch/seed | cost vs Baseline |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for row in report.rows():
-        versus = {other: _versus_cell(row, other) for other in ("baseline", "fixed_ls")}
-        cost, ratio = row["seconds_per_epoch_per_seed"], row["cost_vs_baseline"]
-        cost_cells = f"{cost:.4f} | {ratio:.2f}x" if cost and ratio != "" else "— | —"
+    for mode in SUITES["paper"]:
+        if mode not in rows:
+            continue
+        row = rows[mode]
         lines.append(
-            f"| {row['mode']} | {row['n_seeds']} | {row['final_test_acc_mean_pct']:.2f} ± "
-            f"{row['final_test_acc_std_pct']:.2f} | [{row['ci95_low_pct']:.2f}, "
-            f"{row['ci95_high_pct']:.2f}] | {versus['baseline']} | {versus['fixed_ls']} | "
-            f"{row['claim_mean_pct']:.2f} ± {row['claim_std_pct']:.2f} | {cost_cells} |")
-    verdicts = [f"- {c.verdict()}" for c in report.comparisons]
+            f"| {row['mode']} | {row['n_seeds']} | {_accuracy_cells(row)} | "
+            f"{_versus_cell(row, 'baseline')} | {_versus_cell(row, 'fixed_ls')} | "
+            f"{row['claim_mean_pct']:.2f} ± {row['claim_std_pct']:.2f} | {_cost_cells(row)} |")
+    verdicts = [f"- {c.verdict()}" for c in report.comparisons if (c.a, c.b) in COMPARISONS]
     return "\n".join([
         "# LGALS on mnist1d with noisy labels: our measurement", "",
         "Final test accuracy after the last epoch, per mode over seeds. p-values: paired "
@@ -216,8 +293,100 @@ def markdown(report: Report) -> str:
         "The claim's numbers are copied from the note under test (summarised in lgals' "
         "docs/claim.md), not measured here.", "",
         *lines, "", "## Verdicts", "", *verdicts, "",
+        *_other_modes(report, rows), *_detection_section(report),
+        *_diagnosis_section(report.diagnosis),
         "Cost: wall seconds per epoch of one seed (the stacked run's epoch time / seeds).", "",
     ])
+
+
+def _other_modes(report: Report, rows: dict[str, dict]) -> list[str]:
+    """The ablations and peers: every mode against the three references, and what each
+    comparison answers, in words."""
+    if set(report.modes) <= set(SUITES["paper"]):
+        return []
+    lines = ["## Every mode against Baseline, FixedLS and LGALS", "",
+             "| Mode | family | n | Final test acc. (%) mean ± std | 95% CI (%) "
+             "| vs Baseline (pp, p) | vs FixedLS (pp, p) | vs LGALS (pp, p) | s/epoch/seed "
+             "| cost vs Baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows.values():
+        versus = " | ".join(_versus_cell(row, other) for other in REFERENCES)
+        lines.append(f"| {row['mode']} | {row['family']} | {row['n_seeds']} | "
+                     f"{_accuracy_cells(row)} | {versus} | {_cost_cells(row)} |")
+    answers = [f"- {report.comparison(mode, reference).answer(question)}"
+               for mode, reference, question in QUESTIONS
+               if report.comparison(mode, reference) is not None]
+    return [*lines, "", "## What the controls and peers say", "", *answers, "",
+            f"These comparisons are not corrected for multiple testing: {len(answers)} "
+            "questions at α = 0.05 each.", ""]
+
+
+def _detection_section(report: Report) -> list[str]:
+    """How well each per-sample score finds the flipped labels, and when."""
+    table = detection(report.modes)
+    if not table:
+        return []
+    modes = [m for m in report.modes if m in SUITES["paper"]]
+    lines = ["## Which per-sample score detects the flipped labels?", "",
+             "AUROC of each score for telling flipped training labels from clean ones, at its "
+             "best epoch (mean over seeds; 0.5 is chance). Scores come from the logits each "
+             "training step saw.", "",
+             "| Score | " + " | ".join(f"{MODES[m].label}: best (epoch)" for m in modes)
+             + " | best in any mode |", "|---" * (len(modes) + 2) + "|"]
+    for name, label in DETECTORS.items():
+        per_mode = table.get(name)
+        if not per_mode:
+            continue
+        cells = [f"{per_mode[m][0]:.3f} ({per_mode[m][1]})" if m in per_mode else "—"
+                 for m in modes]
+        top = max(per_mode, key=lambda m: per_mode[m][0])
+        cells.append(f"{per_mode[top][0]:.3f} ({MODES[top].label}, epoch {per_mode[top][1]})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    reference = "baseline" if "baseline" in report.modes else next(iter(report.modes))
+    ranked = sorted((name for name in table if reference in table[name]),
+                    key=lambda name: -table[name][reference][0])
+    if "noise_auroc" not in ranked:  # runs from before the other scores were logged
+        return [*lines, ""]
+    best, alignment = ranked[0], table["noise_auroc"][reference]
+    lines += ["", f"On {MODES[reference].label}'s training, {DETECTORS[best]} detects best "
+              f"(AUROC {table[best][reference][0]:.3f} at epoch {table[best][reference][1]}); "
+              f"{DETECTORS['noise_auroc']} ranks {ranked.index('noise_auroc') + 1} of "
+              f"{len(ranked)} (AUROC {alignment[0]:.3f} at epoch {alignment[1]}).", ""]
+    return lines
+
+
+def _diagnosis_section(diagnosis: Diagnosis | None) -> list[str]:
+    """The note's ~0.75 beside what ``lgals diagnose`` measured, layer by layer."""
+    if diagnosis is None or not diagnosis.values["all.pearson"]:
+        return []
+    v = diagnosis.values
+    lines = ["## Does s_i track the weight-gradient alignment?", "",
+             f"Pearson's r between each sample's logit-gradient cosine s_i and its "
+             f"weight-gradient cosine (to the batch mean), from `lgals diagnose` run "
+             f"{diagnosis.run_id} ({diagnosis.mode}); the note says {NOTE_CORRELATION}.", "",
+             "| epoch | all layers | layer1 | layer2 | layer3 | layer3's weight in the "
+             "all-layer cosine | AUROC 1 − s_i | AUROC 1 − weight cosine |",
+             "|---|---|---|---|---|---|---|---|"]
+    for epoch in sorted(v["all.pearson"]):
+        cells = [f"{v[key][epoch]:.3f}" if epoch in v[key] else "—" for key in DIAGNOSIS_KEYS]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    last = max(v["all.pearson"])
+    return [*lines, "", f"layer3's per-sample gradient is g_i ⊗ (a_i, 1): its cosine to the "
+            "batch mean equals s_i whenever every sample's penultimate activations a_i are "
+            "the same, so its correlation with s_i is partly built in by construction. At "
+            f"epoch {last} layer3 carries {v['weight.layer3'][last]:.2f} of the all-layer "
+            f"cosine (its weight w_3 averaged over samples) and correlates "
+            f"r = {v['layer3.pearson'][last]:.3f}; the first layer, whose gradient is furthest "
+            f"from g_i, correlates r = {v['layer1.pearson'][last]:.3f}.", ""]
+
+
+def _accuracy_cells(row: dict) -> str:
+    return (f"{row['final_test_acc_mean_pct']:.2f} ± {row['final_test_acc_std_pct']:.2f} | "
+            f"[{row['ci95_low_pct']:.2f}, {row['ci95_high_pct']:.2f}]")
+
+
+def _cost_cells(row: dict) -> str:
+    cost, ratio = row["seconds_per_epoch_per_seed"], row["cost_vs_baseline"]
+    return f"{cost:.4f} | {ratio:.2f}x" if cost and ratio != "" else "— | —"
 
 
 def _versus_cell(row: dict, other: str) -> str:
@@ -243,7 +412,7 @@ def write(report: Report, out_dir: Path, experiment_id: str,
     """Write every file into ``out_dir`` (each replaced atomically) and log a report run."""
     import matplotlib.pyplot as plt
 
-    from lgals.plots import comparison_figure, epsilon_figure
+    from lgals.plots import comparison_figure, detection_figure, epsilon_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
@@ -255,11 +424,13 @@ def write(report: Report, out_dir: Path, experiment_id: str,
                   for m, r in report.modes.items()}
         curves = {name: {labels[m]: r.curves[name] for m, r in report.modes.items()
                          if name in r.curves} for name in CURVES}
-        claim = {labels[m]: CLAIM[m] for m in report.modes}
+        claim = {labels[m]: CLAIM[m] for m in report.modes if m in CLAIM}
         lgals = report.modes.get("lgals")
         eps = (lgals.eps_counts, lgals.eps_edges) if lgals else None
+        detectors = {DETECTORS[name]: curves[name] for name in DETECTORS if curves[name]}
         for name, figure in (("comparison_plot.png", comparison_figure(finals, claim, curves)),
-                             ("epsilon_plot.png", epsilon_figure(eps, curves))):
+                             ("epsilon_plot.png", epsilon_figure(eps, curves)),
+                             ("detection_plot.png", detection_figure(detectors))):
             figure.savefig(staged / name, dpi=120)
             plt.close(figure)
         tags = {"lgals.stage": "report", "lgals.mode": "all"}
@@ -278,20 +449,21 @@ def write(report: Report, out_dir: Path, experiment_id: str,
 
 
 def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None = None,
-                       echo=print) -> Report:
-    """Collect, build, write and log the report; print its table."""
+                       suite: str = "paper", echo=print) -> Report:
+    """Collect the suite's modes, build, write and log the report; print its tables."""
     from lgals.errors import BadSetting
 
-    modes = collect(experiment_id)
+    modes = collect(experiment_id, suite)
     if not modes:
         raise BadSetting("no finished evaluate runs in this experiment: run `lgals evaluate`")
     report = build(modes)
+    report.diagnosis = collect_diagnosis(experiment_id)
     out_dir, run_id = write(report, out, experiment_id, parent_run_id)
     echo(markdown(report))
     skipped = unfinished(experiment_id)
     if skipped:
         echo(f"left out {sum(skipped.values())} evaluate runs that did not finish ("
              + ", ".join(f"{n} {status}" for status, n in sorted(skipped.items())) + ")")
-    echo(f"report: {out_dir}/results.md, results.csv, comparison_plot.png, epsilon_plot.png "
-         f"(MLflow run {run_id})")
+    echo(f"report: {out_dir}/results.md, results.csv, comparison_plot.png, epsilon_plot.png, "
+         f"detection_plot.png (MLflow run {run_id})")
     return report

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -24,15 +24,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lgals.data import NoisyDataset
-from lgals.losses import (
-    MODES,
-    Scalar,
-    logit_gradient_alignment,
-    logit_gradients,
-    smoothed_cross_entropy,
-    smoothed_cross_entropy_grad,
-)
-from lgals.metrics import epoch_metrics
+from lgals.losses import MODES, Loss, Step, smoothed_cross_entropy
+from lgals.metrics import detection_scores, epoch_metrics, margins
 from lgals.model import LAYER_SIZES, StackedMLP
 
 
@@ -68,8 +61,23 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "weight_decay": Hyperparameter(0.0, search=(1e-6, 1e-1), log=True),
     "eps": Hyperparameter(0.0, 1.0, high_open=True, search=(0.0, 0.6),
                           help="fixed_ls smoothing."),
-    "eps_max": Hyperparameter(0.0, 1.0, search=(0.0, 1.0), help="LGALS largest smoothing."),
-    "gamma": Hyperparameter(0.0, search=(0.25, 8.0), log=True, help="LGALS exponent."),
+    "eps_max": Hyperparameter(0.0, 1.0, search=(0.0, 1.0),
+                              help="Largest smoothing of lgals and its ablations."),
+    "gamma": Hyperparameter(0.0, search=(0.25, 8.0), log=True,
+                            help="Exponent of lgals and its ablations."),
+    "nls_eps": Hyperparameter(-1.0, 0.0, high_open=True, search=(-1.0, -0.01),
+                              help="nls smoothing (negative)."),
+    "gce_q": Hyperparameter(0.0, 1.0, low_open=True, search=(0.05, 1.0), help="gce exponent q."),
+    "sce_alpha": Hyperparameter(0.0, search=(0.01, 10.0), log=True,
+                                help="sce weight of cross-entropy."),
+    "sce_beta": Hyperparameter(0.0, search=(0.01, 10.0), log=True,
+                               help="sce weight of reverse cross-entropy."),
+    "bootstrap_beta": Hyperparameter(0.5, 1.0, search=(0.5, 1.0),
+                                     help="bootstrap weight of the observed label."),
+    "elr_beta": Hyperparameter(0.0, 1.0, high_open=True, search=(0.5, 0.99),
+                               help="elr momentum of the running targets."),
+    "elr_lambda": Hyperparameter(0.0, search=(0.1, 10.0), log=True,
+                                 help="elr weight of the regulariser."),
 }
 
 
@@ -85,6 +93,13 @@ class TrainConfig:
     eps: float = 0.1
     eps_max: float = 0.3
     gamma: float = 1.0
+    nls_eps: float = -0.2
+    gce_q: float = 0.7
+    sce_alpha: float = 0.1
+    sce_beta: float = 1.0
+    bootstrap_beta: float = 0.95
+    elr_beta: float = 0.7
+    elr_lambda: float = 3.0
 
     def __post_init__(self) -> None:
         """The same rules as the command line's, for values from files and from MLflow."""
@@ -144,6 +159,8 @@ class EpochReport:
     alignment: np.ndarray  # [len(rows), N] per-sample cosine s_i this epoch
     noise_mask: np.ndarray  # [N]
     diverged: dict[int, str] = field(default_factory=dict)
+    # a member's model as it is now (a copy, on the CPU): for observers that look inside
+    model: Callable[[int], nn.Sequential] | None = None
 
 
 Callback = Callable[[EpochReport], Iterable[int] | None]
@@ -177,19 +194,26 @@ def _adamw(stack: StackedMLP, configs: list[TrainConfig]) -> torch.optim.AdamW:
 
 
 class Stack:
-    """The members still training, one row each: the stacked MLP, its optimizer, batch orders
-    and hyperparameters. A member that stops leaves (:meth:`drop`), so it stops costing.
+    """The members still training, one row each: the stacked MLP, its optimizer, batch orders,
+    hyperparameters and per-sample state (ELR's running targets, the margins summed for the
+    area under the margin). A member that stops leaves (:meth:`drop`), so it stops costing.
 
-    Members may differ in mode: each mode's epsilon is computed on its own rows, vectorised.
+    Members may differ in mode: each mode's loss is computed on its own rows, vectorised.
     """
 
-    def __init__(self, seeds: Sequence[int], configs: Sequence[TrainConfig], device: str):
+    def __init__(self, seeds: Sequence[int], configs: Sequence[TrainConfig], device: str,
+                 n_samples: int):
         self.members = list(range(len(seeds)))  # the member of each row
         self.configs = list(configs)
         self.device = torch.device(device)
         self.mlp = StackedMLP(list(seeds), self.device)
         self.optimizer = _adamw(self.mlp, self.configs)
-        self.batch_orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+        # each member's own stream: its batch order, then any random draws of its mode
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        n_classes = LAYER_SIZES[-1]
+        self.targets = (torch.zeros(len(seeds), n_samples, n_classes, device=self.device)
+                        if any(MODES[c.mode].targets for c in configs) else None)
+        self.margin_sum = torch.zeros(len(seeds), n_samples, device=self.device)
         self._group_by_mode()
 
     def _group_by_mode(self) -> None:
@@ -203,23 +227,44 @@ class Stack:
                                    device=self.device).view(-1, 1)
                 for name in MODES[mode].params}
             index = None if len(modes) == 1 else torch.tensor(rows, device=self.device)
-            self.groups.append((MODES[mode], index, hyperparameters))
+            self.groups.append((MODES[mode], rows, index, hyperparameters))
 
-    def epsilon(self, logits: Tensor, labels: Tensor, alignment: Tensor) -> Scalar:
-        """Each member's smoothing by its own mode: ``[S, B]``, or the mode's own shape."""
+    def _uniform(self, rows: list[int], n: int):
+        """``[len(rows), n]`` uniforms, each row from its member's own generator."""
+        return lambda: torch.stack([torch.rand(n, generator=self.generators[r])
+                                    for r in rows]).to(self.device)
+
+    def loss(self, logits: Tensor, labels: Tensor, samples: Tensor) -> tuple[Loss, Tensor]:
+        """Each member's loss by its own mode, for a batch of ``samples [S, B]`` (indices into
+        the training set); returns it and the alignment ``s_i``. ELR's targets are updated."""
+        index = None
+        targets = None
+        if self.targets is not None:
+            index = samples.unsqueeze(-1).expand(-1, -1, self.targets.shape[-1])
+            targets = self.targets.gather(1, index)
+        step = Step.of(logits, labels, targets=targets)
+        n = labels.shape[-1]
         if len(self.groups) == 1:
-            mode, _, hyperparameters = self.groups[0]
-            return mode.epsilon(logits, labels, alignment, hyperparameters)
-        eps = torch.zeros_like(alignment)
-        for mode, rows, hyperparameters in self.groups:
-            eps[rows] = mode.epsilon(logits[rows], labels[rows], alignment[rows],
-                                     hyperparameters)
-        return eps
+            mode, rows, _, hyperparameters = self.groups[0]
+            loss = mode.loss(replace(step, uniform=self._uniform(rows, n)), hyperparameters)
+        else:
+            values, grad = torch.empty_like(step.alignment), torch.empty_like(logits)
+            eps = torch.zeros_like(step.alignment)
+            new_targets = targets.clone() if targets is not None else None
+            for mode, rows, selected, hyperparameters in self.groups:
+                part = mode.loss(step.select(selected, self._uniform(rows, n)), hyperparameters)
+                values[selected], grad[selected], eps[selected] = part.values, part.grad, part.eps
+                if part.targets is not None:
+                    new_targets[selected] = part.targets
+            loss = Loss(values, grad, eps, new_targets)
+        if loss.targets is not None:
+            self.targets.scatter_(1, index, loss.targets)
+        return loss, step.alignment
 
     def batch_order(self, n_samples: int) -> Tensor:
         """``[S, N]``: each member's shuffle of the samples this epoch, from its own seed."""
         return torch.stack([torch.randperm(n_samples, generator=g)
-                            for g in self.batch_orders]).to(self.device)
+                            for g in self.generators]).to(self.device)
 
     def drop(self, members: Iterable[int]) -> None:
         """Remove ``members`` from the stack, carrying the others' weights and Adam state."""
@@ -229,7 +274,10 @@ class Stack:
         self.mlp = self.mlp.select(keep)
         self.members = [self.members[row] for row in keep]
         self.configs = [self.configs[row] for row in keep]
-        self.batch_orders = [self.batch_orders[row] for row in keep]
+        self.generators = [self.generators[row] for row in keep]
+        if self.targets is not None:
+            self.targets = self.targets[keep]
+        self.margin_sum = self.margin_sum[keep]
         self.optimizer = _adamw(self.mlp, self.configs)
         states = [old.state[p] for group in old.param_groups for p in group["params"]]
         if states and states[0]:
@@ -273,7 +321,7 @@ def train(
         raise ValueError("members trained together must share epochs and batch size")
     ((n_epochs, batch_size),) = schedules
     results = [MemberResult(seed, cfg) for seed, cfg in zip(seeds, configs)]
-    stack = Stack(seeds, configs, device)
+    stack = Stack(seeds, configs, device, len(data.y_train))
     tensors = _EpochData.of(data, stack.device)
 
     modes = sorted({c.mode for c in configs})
@@ -281,7 +329,7 @@ def train(
                      unit="epoch", leave=False, disable=None if progress else True)
     for epoch in epoch_bar:
         started = time.perf_counter()
-        metrics, eps_seen, align_seen = _train_epoch(stack, tensors, batch_size)
+        metrics, eps_seen, align_seen = _train_epoch(stack, tensors, batch_size, epoch)
         seconds = time.perf_counter() - started
 
         rows = list(stack.members)
@@ -301,7 +349,8 @@ def train(
                 epoch=epoch, members=active,
                 metrics={m: {k: v[-1] for k, v in results[m].history.items()} for m in active},
                 rows=rows, eps=eps_seen.numpy(), alignment=align_seen.numpy(),
-                noise_mask=data.noise_mask, diverged=diverged)
+                noise_mask=data.noise_mask, diverged=diverged,
+                model=lambda member: stack.mlp.module(stack.members.index(member)))
             for member in callback(report) or ():
                 if member in active:
                     stopping[member] = ("stopped", f"stopped after epoch {epoch}")
@@ -347,7 +396,7 @@ class _EpochData:
                    data.noise_mask, held_out)
 
 
-def _train_epoch(stack: Stack, data: _EpochData, batch_size: int
+def _train_epoch(stack: Stack, data: _EpochData, batch_size: int, epoch: int
                  ) -> tuple[dict[str, list[float]], Tensor, Tensor]:
     """One pass over the training set for every member of the stack.
 
@@ -358,33 +407,36 @@ def _train_epoch(stack: Stack, data: _EpochData, batch_size: int
     order = stack.batch_order(n_samples)
     x_epoch, y_epoch = data.x[order], data.y[order]  # [S, N, ...]: each member's batches
     logits_seen = torch.empty(n_members, n_samples, LAYER_SIZES[-1], device=stack.device)
-    eps_seen = torch.empty(n_members, n_samples, device=stack.device)
-    align_seen = torch.empty(n_members, n_samples, device=stack.device)
+    loss_seen, eps_seen, align_seen = (torch.empty(n_members, n_samples, device=stack.device)
+                                       for _ in range(3))
     for start in range(0, n_samples, batch_size):
         batch = slice(start, start + batch_size)
         labels = y_epoch[:, batch]
         logits, layer_inputs = stack.mlp.forward(x_epoch[:, batch])
-        gradients = logit_gradients(logits, labels)  # one softmax serves both below
-        alignment = logit_gradient_alignment(logits, labels, gradients)
-        eps = stack.epsilon(logits, labels, alignment)
-        stack.mlp.backward(layer_inputs,
-                           smoothed_cross_entropy_grad(logits, labels, eps, gradients))
+        loss, alignment = stack.loss(logits, labels, order[:, batch])
+        stack.mlp.backward(layer_inputs, loss.grad / logits.shape[-2])
         stack.optimizer.step()
         logits_seen[:, batch] = logits
-        eps_seen[:, batch] = eps
+        loss_seen[:, batch] = loss.values
+        eps_seen[:, batch] = loss.eps
         align_seen[:, batch] = alignment
-    train_loss = smoothed_cross_entropy(logits_seen, y_epoch, eps_seen)
     # back from batch order to sample order, where the labels and the noise mask live
-    pred_seen, eps_seen, align_seen = (_to_sample_order(values, order).cpu() for values in
-                                       (logits_seen.argmax(-1), eps_seen, align_seen))
-    metrics = epoch_metrics(train_loss.cpu(), pred_seen, data.y.cpu(), data.y_true, eps_seen,
-                             align_seen, data.noise_mask)
+    logits_seen, loss_seen, eps_seen, align_seen = (
+        _to_sample_order(values, order) for values in
+        (logits_seen, loss_seen, eps_seen, align_seen))
+    stack.margin_sum += margins(logits_seen, data.y)
+    scores = detection_scores(logits_seen, data.y, loss_seen, stack.margin_sum / epoch)
+    metrics = epoch_metrics(loss_seen.mean(-1).cpu(), logits_seen.argmax(-1).cpu(), data.y.cpu(),
+                            data.y_true, eps_seen.cpu(), align_seen.cpu(), data.noise_mask,
+                            {name: score.cpu() for name, score in scores.items()})
     for name, (x, y) in data.held_out.items():
         loss, acc = _held_out(stack.mlp, x, y)
         metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss.tolist(), acc.tolist()
-    return metrics, eps_seen, align_seen
+    return metrics, eps_seen.cpu(), align_seen.cpu()
 
 
 def _to_sample_order(values: Tensor, order: Tensor) -> Tensor:
-    """``values [S, N]`` seen in each member's batch ``order`` [S, N], put back by sample."""
-    return torch.empty_like(values).scatter_(1, order, values)
+    """``values [S, N, ...]`` seen in each member's batch ``order [S, N]``, put back by
+    sample."""
+    index = order.view(*order.shape, *(1,) * (values.dim() - 2)).expand_as(values)
+    return torch.empty_like(values).scatter_(1, index, values)

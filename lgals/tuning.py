@@ -339,7 +339,9 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
             tracking.set_tags(run_id, {"lgals.trial_state": state.name})
             if result.status == "diverged":
                 item.trial.set_user_attr("fail_reason", result.reason)
-            value = result.history["val_acc"][-1] if state == TrialState.COMPLETE else None
+            value = None
+            if state == TrialState.COMPLETE:
+                value = _objective(item, result.history["val_acc"])
             item.study.tell(item.trial, value, state=state)
             told.add(member)
     except BaseException:
@@ -347,6 +349,16 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
             if member not in told:
                 item.study.tell(item.trial, state=TrialState.FAIL)
         raise
+
+
+def _objective(item: _Trial, val_acc: list[float]) -> float:
+    """The last epoch's validation accuracy; for a mode that picks its epoch count
+    (``early_stop``), the best epoch's, which the trial keeps as ``best_epoch``."""
+    if not MODES[item.settings.mode].picks_epochs:
+        return val_acc[-1]
+    best = int(np.argmax(val_acc))  # the first of equal maxima: fewer epochs
+    item.trial.set_user_attr("best_epoch", best + 1)
+    return val_acc[best]
 
 
 def run_trials(settings: list[TuneSettings], storage: str, tracking_uri: str,
@@ -477,8 +489,12 @@ def summarize(study: optuna.Study) -> dict:
     summary = {"n_trials": len(trials), "n_complete": counts[TrialState.COMPLETE],
                "n_pruned": counts[TrialState.PRUNED], "n_fail": counts[TrialState.FAIL]}
     if summary["n_complete"]:
-        summary |= {"best_value": study.best_value, "best_params": study.best_params,
-                    "best_trial": study.best_trial.number}
+        best = study.best_trial
+        # early_stop's epoch count is chosen, not suggested: it joins the best params
+        epochs = {"epochs": best.user_attrs["best_epoch"]} if "best_epoch" in best.user_attrs \
+            else {}
+        summary |= {"best_value": best.value, "best_params": {**best.params, **epochs},
+                    "best_trial": best.number}
     return summary
 
 

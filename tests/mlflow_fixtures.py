@@ -31,7 +31,8 @@ MLFLOW = str(VENV_BIN / "mlflow")
 HISTORY_KEYS = (
     "train_loss", "train_acc", "train_true_acc", "memorized_frac", "test_loss", "test_acc",
     "eps_mean", "eps_clean_mean", "eps_noisy_mean", "align_clean_mean", "align_noisy_mean",
-    "noise_auroc", "epoch_seconds",
+    "noise_auroc", "noise_auroc_loss", "noise_auroc_confidence", "noise_auroc_el2n",
+    "noise_auroc_aum", "epoch_seconds",
 )
 # Params every seed's run carries (LGALS mode: eps_max and gamma too).
 MEMBER_PARAMS = (

@@ -41,10 +41,12 @@ from test_tuning import (
     tune_runs,
 )
 
-from lgals.losses import MODES
+from lgals.losses import MODES, SUITES
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning:optuna")]
+
+PAPER = SUITES["paper"]  # the modes `--mode all` means by default
 
 
 def trial_runs(runs: list) -> list:
@@ -82,7 +84,7 @@ def batched(tmp_path_factory, _cache_dir):
 @pytest.mark.slow
 def test_batched_tune_gives_exactly_n_trials_per_study_with_one_run_each(batched):
     assert batched.result.code == 0, batched.result
-    for mode in MODES:
+    for mode in PAPER:
         assert_one_run_per_trial(batched.dir, f"b-{mode}", 5)
     runs = batched.runs
     assert len(runs) == 1 + 3 + 15  # umbrella, a tune run per mode, a run per trial
@@ -122,7 +124,7 @@ def test_trials_of_a_round_train_in_one_stack(batched):
 @pytest.mark.slow
 def test_trial_values_and_pruning_are_per_trial(batched):
     client = client_of(batched.dir)
-    for mode in MODES:
+    for mode in PAPER:
         study = load_study(batched.dir, f"b-{mode}")
         for trial in study.trials:
             run = client.get_run(trial.user_attrs["mlflow_run_id"])
@@ -162,7 +164,7 @@ def test_workers_with_batches_give_exactly_n_trials(tmp_path, _cache_dir):
                        tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr, result.stderr  # e.g. Optuna's ExperimentalWarning
-    for mode in MODES:
+    for mode in PAPER:
         assert_one_run_per_trial(tmp_path, f"w-{mode}", 5)
     assert all(status != "RUNNING" for _, status in sqlite_runs(tmp_path / "mlflow.db"))
 
@@ -211,7 +213,7 @@ def test_interrupted_batched_tune_kills_its_runs_and_fails_its_trials(tmp_path, 
     assert "Traceback" not in err and "lgals: interrupted" in err
     runs = runs_of(tmp_path)
     assert runs and {r.info.status for r in runs} == {"KILLED"}
-    for mode in MODES:
+    for mode in PAPER:
         study = load_study(tmp_path, f"i-{mode}")
         assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
 
@@ -244,7 +246,7 @@ def test_an_interrupted_worker_pool_ends_everything_it_owns(tmp_path, _cache_dir
     assert "Traceback" not in err, err
     runs = runs_of(tmp_path)
     assert runs and "RUNNING" not in {r.info.status for r in runs}, err
-    for mode in MODES:
+    for mode in PAPER:
         states = {t.state for t in load_study(tmp_path, f"g-{mode}").trials}
         assert TrialState.RUNNING not in states, (mode, states)
 
@@ -264,7 +266,7 @@ def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir
     rerun = run_lgals(tune_argv(tmp_path, *args), tmp_path, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert time.monotonic() - killed_at >= 15  # the dead trials had to go stale first
-    for mode in MODES:
+    for mode in PAPER:
         assert_one_run_per_trial(tmp_path, f"k-{mode}", 3)
         study = load_study(tmp_path, f"k-{mode}")
         dead = [t for t in study.trials if t.state == TrialState.FAIL

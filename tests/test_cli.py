@@ -68,6 +68,16 @@ BAD_VALUES = [
     ("--val-fraction", "0.6"),
     ("--val-fraction", "-0.1"),
     ("--first-seed", "-1"),
+    ("--nls-eps", "0"),
+    ("--nls-eps", "-1.5"),
+    ("--gce-q", "0"),
+    ("--gce-q", "1.1"),
+    ("--sce-alpha", "-1"),
+    ("--sce-beta", "-0.1"),
+    ("--bootstrap-beta", "0.4"),
+    ("--bootstrap-beta", "1.2"),
+    ("--elr-beta", "1"),
+    ("--elr-lambda", "-3"),
 ]
 
 
@@ -194,3 +204,17 @@ def test_version(run_main):
 
     code, out, _ = run_main(["--version"])
     assert code == 0 and version("lgals") in out
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["tune", "--suite", "everything"], "--suite"),
+    (["evaluate", "--suite", "peer"], "--suite"),
+    (["report", "--suite", ""], "--suite"),
+    (["reproduce", "--suite", "ablations"], "--suite"),
+    (["tune", "--mode", "mixup"], "--mode"),
+    (["evaluate", "--modes", "label_smoothing"], "--modes"),
+])
+def test_an_unknown_suite_or_mode_is_one_line(run_main, argv, option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(*run_main(argv), option)
+    assert list(tmp_path.iterdir()) == []

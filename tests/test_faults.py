@@ -41,7 +41,7 @@ from mlflow_fixtures import (
     wait_for,
 )
 
-from lgals.losses import MODES
+from lgals.losses import SUITES
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
@@ -75,7 +75,13 @@ def assert_settled(root: Path) -> MlflowClient:
     ready = {m.model_id for m in models if m.status == LoggedModelStatus.READY}
     model_dirs = {p.name for p in root.glob("mlruns/*/models/*")}
     assert model_dirs == ready  # a failed model leaves no files behind
-    for path in (root / "mlruns").rglob("*"):
+    assert_files_whole(root / "mlruns")
+    return client
+
+
+def assert_files_whole(root: Path) -> None:
+    """Every artifact under ``root`` is complete: archives open, images end."""
+    for path in root.rglob("*"):
         if path.suffix == ".npz":
             with np.load(path) as npz:
                 [npz[name] for name in npz.files]  # each member decompresses in full
@@ -84,7 +90,6 @@ def assert_settled(root: Path) -> MlflowClient:
         elif path.suffix == ".pt2":
             with zipfile.ZipFile(path) as archive:
                 assert archive.testzip() is None, path
-    return client
 
 
 def failed_by_heartbeat(client: MlflowClient) -> list:
@@ -122,9 +127,9 @@ def exact_trials(root: Path, study_name: str, n_trials: int) -> None:
 
 STAGES = {
     # what runs, the stage whose RUNNING runs show it is under way, how many of them
-    "train": (["train", "--seeds", "2", "--epochs", "400"], "train", 2),
+    "train": (["train", "--seeds", "2", "--epochs", "60"], "train", 2),
     "reproduce, tuning": (["reproduce", "--quick"], "trial", 1),
-    "evaluate": (["evaluate", "--params-from", "defaults", "--seeds", "2", "--epochs", "150"],
+    "evaluate": (["evaluate", "--params-from", "defaults", "--seeds", "2", "--epochs", "40"],
                  "evaluate", 2),
     "tune --workers 2": (["tune", "--workers", "2", "--batch", "2", "--n-trials", "3",
                           "--epochs", "60", "--study-name", "w"], "trial", 2),
@@ -164,11 +169,11 @@ def test_kill_9_then_the_same_command_again(tmp_path, _cache_dir, stage):
     dead = failed_by_heartbeat(client)
     assert dead and {r.info.status for r in dead} == {"FAILED"}
     if stage == "reproduce, tuning":
-        for mode in MODES:
+        for mode in SUITES["paper"]:
             exact_trials(tmp_path, f"lgals-quick-{mode}", 2)
         assert (tmp_path / "results" / "results.md").is_file()
     if stage == "tune --workers 2":
-        for mode in MODES:
+        for mode in SUITES["paper"]:
             exact_trials(tmp_path, f"w-{mode}", 3)
     if stage == "evaluate":
         report = run_lgals(["report"], tmp_path)
@@ -299,7 +304,9 @@ def test_a_bad_stale_period_is_one_line_before_anything_is_created(tmp_path, val
 def test_a_model_that_does_not_fit_is_failed_and_leaves_no_files(tmp_path, _cache_dir):
     """Artifacts on a 256 kB tmpfs, the store elsewhere: the model (~330 kB) cannot be
     written. One line names the run; the runs end FAILED (the store has room), the model is
-    FAILED and its partial files are gone; the smaller files of the run were logged whole."""
+    FAILED and its partial files are gone; whatever else of the run was logged is whole (the
+    writer copies the data recipe and histograms while the model is exported: which of them
+    fills the disk first varies)."""
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(artifacts)],
@@ -320,7 +327,6 @@ def test_a_model_that_does_not_fit_is_failed_and_leaves_no_files(tmp_path, _cach
         (model,) = client.search_logged_models([experiment_id])
         assert model.status.name == "FAILED"
         assert not list(artifacts.glob("models/*"))
-        with np.load(artifacts / run.info.run_id / "artifacts" / "data_recipe.npz") as npz:
-            assert npz["y_train"].shape == (4000,)
+        assert_files_whole(artifacts)
     finally:
         subprocess.run(["umount", "-l", str(artifacts)], check=True)

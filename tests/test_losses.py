@@ -12,11 +12,12 @@ from hypothesis.extra.numpy import arrays
 
 from lgals.losses import (
     MODES,
+    Step,
     alignment_to_epsilon,
+    label_smoothing,
     lgals_epsilon,
     logit_gradient_alignment,
     smoothed_cross_entropy,
-    smoothed_cross_entropy_grad,
     softmax,
 )
 
@@ -346,54 +347,52 @@ def per_sample_eps(shape):
     ],
 )
 def test_closed_form_grad_equals_autograd(shape, eps):
+    """:func:`label_smoothing`'s per-sample gradient, over the batch size, is the gradient of
+    :func:`smoothed_cross_entropy` (the batch mean), for every way to give ``eps``."""
     logits, labels = random_batch(shape=shape, seed=4)
     if eps == "per_sample":
         eps = per_sample_eps(shape[:-1])
     elif eps == "per_member":
         eps = per_sample_eps((shape[0], 1))
+    closed = label_smoothing(Step.of(logits, labels), eps)
     logits.requires_grad_(True)
     smoothed_cross_entropy(logits, labels, eps).sum().backward()
-    closed = smoothed_cross_entropy_grad(logits.detach(), labels, eps)
-    assert closed.shape == logits.shape
-    torch.testing.assert_close(closed, logits.grad, rtol=1e-10, atol=1e-12)
+    assert closed.grad.shape == logits.shape
+    torch.testing.assert_close(closed.grad / shape[-2], logits.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(closed.values.mean(-1),
+                               smoothed_cross_entropy(logits.detach(), labels, eps))
 
 
 def test_closed_form_grad_float32_matches_autograd():
     logits, labels = random_batch(shape=(4, 32, 10), seed=5, dtype=torch.float32)
     eps = lgals_epsilon(logits, labels, 0.3, 1.0)
+    closed = label_smoothing(Step.of(logits, labels), eps)
     logits.requires_grad_(True)
     smoothed_cross_entropy(logits, labels, eps).sum().backward()
-    torch.testing.assert_close(smoothed_cross_entropy_grad(logits.detach(), labels, eps),
-                               logits.grad, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(closed.grad / 32, logits.grad, rtol=1e-5, atol=1e-8)
 
 
 # --- mode registry -------------------------------------------------------------------------
 
 
-def test_modes_registry():
-    assert set(MODES) == {"baseline", "fixed_ls", "lgals"}
-    assert MODES["baseline"].params == ()
-    assert MODES["fixed_ls"].params == ("eps",)
-    assert MODES["lgals"].params == ("eps_max", "gamma")
-
+def test_the_papers_modes_smooth_as_the_note_says():
+    """Baseline: eps 0; FixedLS: its constant eps; LGALS: eps_max ((1 - s_i) / 2) ** gamma,
+    each member with its own hyperparameters; and each eps feeds label smoothing."""
     logits, labels = random_batch(shape=(3, 9, 10), seed=6, dtype=torch.float32)
     hyperparameters = {
         "eps": torch.tensor([[0.05], [0.1], [0.2]]),
         "eps_max": torch.tensor([[0.3], [0.1], [0.5]]),
         "gamma": torch.tensor([[1.0], [0.0], [2.0]]),
     }
-    alignment = logit_gradient_alignment(logits, labels)
-
-    baseline = MODES["baseline"].epsilon(logits, labels, alignment, hyperparameters)
-    assert float(baseline) == 0.0
-    fixed = MODES["fixed_ls"].epsilon(logits, labels, alignment, hyperparameters)
-    assert fixed is hyperparameters["eps"]
-    torch.testing.assert_close(
-        MODES["lgals"].epsilon(logits, labels, alignment, hyperparameters),
-        lgals_epsilon(logits, labels, hyperparameters["eps_max"], hyperparameters["gamma"]),
-    )
-    # each mode's epsilon feeds the loss as intended
-    torch.testing.assert_close(
-        smoothed_cross_entropy(logits, labels, baseline),
-        smoothed_cross_entropy(logits, labels, 0.0),
-    )
+    step = Step.of(logits, labels)
+    torch.testing.assert_close(step.alignment, logit_gradient_alignment(logits, labels))
+    baseline = MODES["baseline"].loss(step, hyperparameters)
+    assert float(baseline.eps) == 0.0
+    fixed = MODES["fixed_ls"].loss(step, hyperparameters)
+    assert fixed.eps is hyperparameters["eps"]
+    lgals = MODES["lgals"].loss(step, hyperparameters)
+    torch.testing.assert_close(lgals.eps, lgals_epsilon(
+        logits, labels, hyperparameters["eps_max"], hyperparameters["gamma"]))
+    for loss in (baseline, fixed, lgals):
+        torch.testing.assert_close(loss.values.mean(-1),
+                                   smoothed_cross_entropy(logits, labels, loss.eps))

@@ -105,7 +105,7 @@ def test_mlproject_defaults_are_the_clis():
 
     from lgals.cli import cli
     from lgals.data import NoiseRecipe
-    from lgals.train import TrainConfig
+    from lgals.train import HYPERPARAMETERS, TrainConfig
     from lgals.tuning import DEFAULT_BATCH, TuneSettings
 
     entry_points = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
@@ -119,8 +119,12 @@ def test_mlproject_defaults_are_the_clis():
                 checked += 1
     assert checked >= 30
     train = {p.name: p.default for p in cli.commands["train"].params}
-    for name in ("epochs", "batch_size", "lr", "weight_decay", "eps", "eps_max", "gamma"):
+    for name in ("epochs", "batch_size", *HYPERPARAMETERS):
         assert train[name] == getattr(TrainConfig, name)
+    # every mode's hyperparameters reach `mlflow run -e train`; every suite the others
+    assert set(HYPERPARAMETERS) <= set(entry_points["train"]["parameters"])
+    for entry in ("tune", "evaluate", "report", "reproduce", "main"):
+        assert entry_points[entry]["parameters"]["suite"]["default"] == "paper", entry
     for name in ("noise_rate", "noise_type", "noise_seed", "val_fraction"):
         assert train[name] == getattr(NoiseRecipe, name)
     tune = {p.name: p.default for p in cli.commands["tune"].params}

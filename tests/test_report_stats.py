@@ -134,3 +134,92 @@ def test_no_baseline_present():
     assert rows["LGALS"]["diff_vs_baseline_pp"] == "" and rows["LGALS"]["cost_vs_baseline"] == ""
     assert "— | —" in next(line for line in markdown(report).splitlines()
                            if line.startswith("| LGALS |"))
+
+
+# --- the controls and peers, and noise detection ---------------------------------------------
+
+SHUFFLED = {0: 54.0, 1: 56.5, 2: 55.5, 3: 56.5, 4: 53.5}  # A - 1.0 pp on average
+GCE = {0: 58.0, 1: 58.5, 2: 57.0, 3: 59.0, 4: 57.5}
+
+
+def with_detection(runs: ModeRuns, peaks: dict[str, tuple[float, int]]) -> ModeRuns:
+    """Detection curves over 4 epochs that reach ``peak`` at ``epoch`` for every seed."""
+    for name, (peak, epoch) in peaks.items():
+        curve = np.full(4, 0.5)
+        curve[epoch - 1] = peak
+        runs.curves[name] = np.tile(curve, (len(runs.final_acc), 1))
+    return runs
+
+
+@pytest.fixture
+def extended():
+    peaks = {"noise_auroc": (0.52, 1), "noise_auroc_loss": (0.9, 2),
+             "noise_auroc_confidence": (0.9, 2), "noise_auroc_el2n": (0.88, 3),
+             "noise_auroc_aum": (0.95, 4)}
+    modes = {"baseline": with_detection(mode_runs("baseline", B), peaks),
+             "fixed_ls": mode_runs("fixed_ls", {s: a + 1 for s, a in B.items()}),
+             "lgals": with_detection(mode_runs("lgals", A), {"noise_auroc": (0.6, 2)}),
+             "shuffled_lgals": mode_runs("shuffled_lgals", SHUFFLED),
+             "gce": mode_runs("gce", GCE)}
+    return build(modes)
+
+
+def test_every_other_mode_is_compared_with_each_reference(extended):
+    pairs = [(c.a, c.b) for c in extended.comparisons]
+    assert pairs[:3] == [("lgals", "baseline"), ("lgals", "fixed_ls"), ("fixed_ls", "baseline")]
+    assert pairs[3:] == [(m, r) for m in ("shuffled_lgals", "gce")
+                         for r in ("baseline", "fixed_ls", "lgals")]
+    c = extended.comparison("shuffled_lgals", "lgals")
+    assert c.diff_pp == pytest.approx(-1.0)
+    assert c.paired_p == pytest.approx(stats.ttest_rel(
+        [SHUFFLED[s] / 100 for s in range(5)], [A[s] / 100 for s in range(5)]).pvalue)
+
+
+def test_the_report_answers_the_ablation_and_peer_questions_in_words(extended):
+    text = markdown(extended)
+    assert "## Every mode against Baseline, FixedLS and LGALS" in text
+    c = extended.comparison("shuffled_lgals", "lgals")
+    assert (f"- Shuffling LGALS's epsilons within each batch (the same amount of smoothing, no "
+            f"per-sample information) changes final test accuracy by -1.00 pp against LGALS "
+            f"(p = {c.paired_p:.3g}): ") in text
+    gce = extended.comparison("gce", "lgals")
+    assert f"changes final test accuracy by {gce.diff_pp:+.2f} pp against LGALS" in text
+    assert "2 questions at α = 0.05 each" in text
+    # the paper's table still has exactly the paper's three modes
+    paper_table = text.split("## Verdicts")[0]
+    assert "ShuffledLGALS" not in paper_table and "| LGALS |" in paper_table
+
+
+def test_the_report_says_which_score_detects_best(extended):
+    text = markdown(extended)
+    assert "| −AUM (area under the margin) | 0.950 (4) | — | — | 0.950 (Baseline, epoch 4) |" in (
+        text)
+    assert "| 1 − s_i (LGALS's alignment) | 0.520 (1) | — | 0.600 (2) | 0.600 (LGALS, " \
+           "epoch 2) |" in text
+    assert ("On Baseline's training, −AUM (area under the margin) detects best (AUROC 0.950 at "
+            "epoch 4); 1 − s_i (LGALS's alignment) ranks 5 of 5 (AUROC 0.520 at epoch 1).") in text
+
+
+def test_csv_has_every_mode_with_its_family_and_the_lgals_comparison(extended):
+    rows = list(csv.DictReader(io.StringIO(csv_text(extended))))
+    assert [r["mode"] for r in rows] == ["Baseline", "FixedLS", "LGALS", "ShuffledLGALS", "GCE"]
+    assert [r["family"] for r in rows] == ["paper", "paper", "paper", "ablation", "peer"]
+    assert float(rows[3]["diff_vs_lgals_pp"]) == pytest.approx(-1.0)
+    assert rows[3]["claim_mean_pct"] == ""
+
+
+def test_the_report_quotes_the_note_beside_the_measured_alignment_correlation(extended):
+    from lgals.report import DIAGNOSIS_KEYS, Diagnosis
+
+    values = {key: {1: 0.1, 20: 0.2} for key in DIAGNOSIS_KEYS}
+    values["all.pearson"] = {1: 0.774, 20: 0.823}
+    values["layer1.pearson"][20] = 0.315
+    values["layer3.pearson"][20] = 0.936
+    values["weight.layer3"][20] = 0.284
+    extended.diagnosis = Diagnosis("run-d", "lgals", values)
+    text = markdown(extended)
+    assert "the note says 0.75" in text
+    assert "| 20 | 0.823 | 0.315 | 0.200 | 0.936 | 0.284 | 0.200 | 0.200 |" in text
+    assert ("At epoch 20 layer3 carries 0.28 of the all-layer cosine (its weight w_3 averaged "
+            "over samples) and correlates r = 0.936; the first layer, whose gradient is "
+            "furthest from g_i, correlates r = 0.315.") in text

@@ -658,11 +658,12 @@ def test_runs_that_stopped_beating_end_failed_and_live_ones_stay(tmp_path):
     assert client.get_run(foreign).info.status == "RUNNING"
 
 
-def test_an_open_run_keeps_beating(tmp_path):
+def test_an_open_run_keeps_beating(tmp_path, monkeypatch):
     import mlflow
 
     from lgals import tracking
 
+    monkeypatch.setenv("LGALS_STALE_SECONDS", "6")  # a beat a second
     uri = sqlite_uri(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     with isolated_mlflow():
@@ -670,7 +671,7 @@ def test_an_open_run_keeps_beating(tmp_path):
         run_id = tracking.open_run(client.create_experiment("beat"), "r", {}, {})
         first = int(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG])
         wait_for(lambda: int(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG]) > first,
-                 timeout=3 * tracking.heartbeat_seconds(), what="a second heartbeat")
+                 timeout=tracking.DEFAULT_STALE_SECONDS, what="a second heartbeat")
         tracking._terminate([run_id], "FINISHED")
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from test_model import flat
 
 from lgals.data import NoiseRecipe, load_dataset
-from lgals.losses import MODES, alignment_to_epsilon
+from lgals.losses import MODES, SUITES, alignment_to_epsilon
 from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
 
 EPOCHS = 3
@@ -24,10 +24,14 @@ CONFIGS = {
 }
 TRAIN_KEYS = {"train_loss", "train_acc", "train_true_acc", "eps_mean", "eps_clean_mean",
               "align_clean_mean", "epoch_seconds"}
-NOISE_KEYS = {"memorized_frac", "eps_noisy_mean", "align_noisy_mean", "noise_auroc"}
+NOISE_KEYS = {"memorized_frac", "eps_noisy_mean", "align_noisy_mean", "noise_auroc",
+              "noise_auroc_loss", "noise_auroc_confidence", "noise_auroc_el2n",
+              "noise_auroc_aum"}
 TEST_KEYS = {"test_loss", "test_acc"}
 VAL_KEYS = {"val_loss", "val_acc"}
-ACCURACY_KEYS = ("train_acc", "train_true_acc", "memorized_frac", "test_acc", "noise_auroc")
+ACCURACY_KEYS = ("train_acc", "train_true_acc", "memorized_frac", "test_acc", "noise_auroc",
+                 "noise_auroc_loss", "noise_auroc_confidence", "noise_auroc_el2n",
+                 "noise_auroc_aum")
 
 
 class Recorder:
@@ -357,6 +361,57 @@ def test_mixed_stack_members_equal_each_member_alone(mixed, dataset):
     np.testing.assert_allclose(last.eps[1], expected, rtol=1e-5, atol=1e-6)
 
 
+EVERY_MODE = [TrainConfig(mode=mode, epochs=2) for mode in MODES]
+STOPPED = [list(MODES).index("baseline"), list(MODES).index("gce")]
+
+
+def test_every_mode_in_one_stack_equals_each_alone_through_compaction(dataset):
+    """All twelve modes, each with its own seed, as one stack; two members leave after epoch
+    1. Every member, ELR's running targets and the shuffle's draws included, trains exactly as
+    it does alone."""
+    recorder = Recorder(stop={1: STOPPED})
+    seeds = list(range(len(EVERY_MODE)))
+    results = train(dataset, EVERY_MODE, seeds, callback=recorder)
+    assert [r.rows for r in recorder.reports][1] == [m for m in seeds if m not in STOPPED]
+    for member, (result, config) in enumerate(zip(results, EVERY_MODE)):
+        alone = train(dataset, config, [member])[0]
+        if member in STOPPED:
+            assert result.status == "stopped"
+            alone.history = {k: v[:1] for k, v in alone.history.items()}
+        else:
+            assert result.status == "completed"
+            assert_params_close(result.model, alone.model, config.lr)
+        assert_histories_close(result.history, alone.history)
+        assert {f"noise_auroc_{s}" for s in ("loss", "confidence", "el2n", "aum")} <= set(
+            result.history)
+
+
+def test_detection_aurocs_are_those_of_the_models_own_scores(dataset):
+    """At lr 1e-12 the model does not move in its one epoch: each per-sample score is the
+    returned model's, and each AUROC is the brute-force one of that score."""
+    config = TrainConfig(mode="fixed_ls", epochs=1, lr=1e-12, weight_decay=0.0, eps=0.2)
+    (result,) = train(dataset, config, [0])
+    with torch.no_grad():
+        logits = result.model(torch.from_numpy(dataset.x_train)).double()
+    y = torch.from_numpy(dataset.y_train)
+    log_p = torch.log_softmax(logits, -1)
+    p_y = log_p.exp().gather(-1, y[:, None])[:, 0]
+    onehot = F.one_hot(y, 10).double()
+    others = logits.masked_fill(onehot.bool(), -torch.inf).max(-1).values
+    scores = {
+        "loss": 0.8 * -torch.log(p_y) + 0.2 * -log_p.mean(-1),
+        "confidence": 1 - p_y,
+        "el2n": (log_p.exp() - onehot).norm(dim=-1),
+        "aum": -(logits.gather(-1, y[:, None])[:, 0] - others),
+    }
+    mask = dataset.noise_mask
+    for name, score in scores.items():
+        assert result.history[f"noise_auroc_{name}"][0] == pytest.approx(
+            brute_force_auroc(score.numpy(), mask), abs=1e-3), name
+    assert result.history["train_loss"][0] == pytest.approx(scores["loss"].mean().item(),
+                                                            rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def compacted(dataset):
     """The mixed stack again, with members 1 and 3 stopped after epoch 1."""
@@ -425,7 +480,8 @@ def test_mode_params_lists_what_each_mode_reads():
     assert TrainConfig(mode="fixed_ls", eps=0.2).mode_params()["eps"] == 0.2
     assert set(TrainConfig(mode="fixed_ls").mode_params()) == common | {"eps"}
     assert set(TrainConfig(mode="lgals").mode_params()) == common | {"eps_max", "gamma"}
-    assert set(MODES) == set(CONFIGS)
+    assert set(CONFIGS) == set(SUITES["paper"])
+    assert set(TrainConfig(mode="elr").mode_params()) == common | {"elr_beta", "elr_lambda"}
 
 
 @pytest.mark.parametrize(
@@ -452,7 +508,11 @@ def test_invalid_member_configurations_raise(dataset, configs, seeds):
     ({"lr": math.nan}, "lr must be in (0, inf), got nan"),
     ({"batch_size": 1}, "batch_size must be at least 2"),
     ({"epochs": 0}, "epochs must be at least 1"),
-    ({"mode": "label_smoothing"}, "mode must be one of baseline, fixed_ls, lgals"),
+    ({"mode": "label_smoothing"}, "mode must be one of baseline, fixed_ls, lgals, "),
+    ({"nls_eps": 0.0}, "nls_eps must be in [-1, 0), got 0.0"),
+    ({"gce_q": 0.0}, "gce_q must be in (0, 1], got 0.0"),
+    ({"bootstrap_beta": 0.4}, "bootstrap_beta must be in [0.5, 1], got 0.4"),
+    ({"elr_beta": 1.0}, "elr_beta must be in [0, 1), got 1.0"),
 ])
 def test_a_config_is_held_to_the_command_lines_rules(values, message):
     """Configs from files and from MLflow meet the same rules as the CLI's options."""
@@ -463,6 +523,11 @@ def test_a_config_is_held_to_the_command_lines_rules(values, message):
 
 def test_the_edges_of_every_range_are_what_the_cli_accepts():
     TrainConfig(weight_decay=0.0, eps=0.0, eps_max=1.0, gamma=0.0, batch_size=2, epochs=1)
+    TrainConfig(nls_eps=-1.0, gce_q=1.0, sce_alpha=0.0, sce_beta=0.0, bootstrap_beta=0.5,
+                elr_beta=0.0, elr_lambda=0.0)
+    TrainConfig(bootstrap_beta=1.0)
     assert {name: h.describe() for name, h in HYPERPARAMETERS.items()} == {
         "lr": "(0, inf)", "weight_decay": "[0, inf)", "eps": "[0, 1)", "eps_max": "[0, 1]",
-        "gamma": "[0, inf)"}
+        "gamma": "[0, inf)", "nls_eps": "[-1, 0)", "gce_q": "(0, 1]", "sce_alpha": "[0, inf)",
+        "sce_beta": "[0, inf)", "bootstrap_beta": "[0.5, 1]", "elr_beta": "[0, 1)",
+        "elr_lambda": "[0, inf)"}

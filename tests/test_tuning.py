@@ -30,8 +30,10 @@ from mlflow_fixtures import (
 from optuna.trial import TrialState
 
 import lgals.data
-from lgals.losses import MODES
+from lgals.losses import MODES, SUITES
 from lgals.tuning import TuneSettings, create_study, suggest, tuning_data
+
+PAPER = SUITES["paper"]  # the modes `--mode all` means by default
 
 FIGURES = ("optimization_history", "param_importances", "slice")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -236,7 +238,7 @@ def test_mode_all_nests_one_tune_run_per_mode_under_an_umbrella(tmp_path, _cache
         assert trial.data.tags["lgals.mode"] == mode
     # umbrella + 3 tune runs + 3 trials, nothing else
     assert len(runs) == 7
-    assert study_names(tmp_path) == sorted(f"grp-{m}" for m in MODES)
+    assert study_names(tmp_path) == sorted(f"grp-{m}" for m in PAPER)
     assert len(result.out.strip().splitlines()) == 3  # one summary line per mode
 
 
@@ -534,3 +536,30 @@ def test_evaluate_takes_the_noisy_tune_even_when_an_oracle_tune_is_newer(tmp_pat
     assert evaluate.data.params["tune_run_id"] == noisy.info.run_id
     assert evaluate.data.params["tune_study"] == "lgals-baseline"
     assert evaluate.data.params["lr"] == noisy.data.params["best.lr"]
+
+
+# --- 7. a mode that picks its epoch count ------------------------------------------------------
+
+def test_early_stop_picks_the_best_epoch_and_evaluation_trains_to_it(tmp_path, _cache_dir):
+    """early_stop's trial value is its best epoch's validation accuracy (the first of equal
+    ones); the tune logs that epoch as ``best.epochs`` and evaluation trains exactly that long,
+    whatever --epochs says."""
+    tune_ok(tmp_path, "--mode", "early_stop", "--n-trials", "2", "--epochs", "6",
+            "--pruner", "none")
+    study = load_study(tmp_path, "lgals-early_stop")
+    for trial in study.trials:
+        curve = [trial.intermediate_values[e] for e in range(1, 7)]
+        assert trial.value == max(curve)
+        assert trial.user_attrs["best_epoch"] == curve.index(max(curve)) + 1
+    best_epoch = study.best_trial.user_attrs["best_epoch"]
+    (tune,) = tune_runs(runs_of(tmp_path))
+    assert tune.data.params["best.epochs"] == str(best_epoch)
+    uri, _ = stores(tmp_path)
+    result = run_main(["evaluate", "--modes", "early_stop", "--seeds", "1", "--epochs", "50",
+                       "--tracking-uri", uri], tmp_path)
+    assert result.code == 0, result
+    (evaluated,) = [r for r in runs_of(tmp_path) if r.data.tags.get("lgals.stage") == "evaluate"
+                    and "lgals.seed" in r.data.tags]
+    assert evaluated.data.params["epochs"] == str(best_epoch)
+    steps, _ = history(client_of(tmp_path), evaluated.info.run_id, "test_acc")
+    assert steps == list(range(1, best_epoch + 1))
