@@ -24,6 +24,9 @@ REPRODUCE_WALL_RATIO = 0.5  # reproduce_speed: --batch K wall / --batch 1 wall, 
 REPRODUCE_OUTSIDE_SHARE = 0.20  # reproduce_speed: share of the wall outside training, at most
 TRACKING_EPOCH_OVERHEAD = 1.10  # tracking_overhead: tracked / untracked epoch, at most
 TRACKING_COMMAND_CUT = 0.5  # tracking_overhead: a command's added seconds vs before, at most
+SUITE_ALL_SECONDS = 15 * 60  # reproduce_speed --suite all: the whole protocol's wall, at most
+DIAGNOSE_SECONDS = 60  # diagnose_speed: `lgals diagnose` at its defaults, at most
+DETECTION_EPOCH_SHARE = 0.05  # diagnose_speed: the detection scores' share of an epoch, at most
 
 
 def interleaved(variants: Sequence[Hashable], repeats: int,

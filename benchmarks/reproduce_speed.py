@@ -6,9 +6,12 @@ tuning, 3 modes x 5 seeds x 100 epochs of evaluation, the report. For each stage
 the wall time, the part spent in training epochs (the sum of logged ``epoch_seconds``, a
 stack counted once) and the rest: MLflow logging, models, figures, Optuna, data. Targets:
 the default batch takes <= 0.5x the wall of --batch 1, and <= 20% of its wall is spent
-outside training.
+outside training. ``--suite all`` runs the twelve modes instead of the paper's three (target:
+<= 15 minutes with the default batch); ``--keep DIR`` keeps the first run's stores there
+(``lgals report`` / ``diagnose`` can then use them).
 
-    python benchmarks/reproduce_speed.py [--quick] [--batches 10,1] [--out DIR] [--json]
+    python benchmarks/reproduce_speed.py [--quick] [--suite S] [--batches 10,1] [--out DIR]
+        [--keep DIR] [--json]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from common import (
     REPRODUCE_OUTSIDE_SHARE,
     REPRODUCE_WALL_RATIO,
+    SUITE_ALL_SECONDS,
     describe_machine,
     emit_json,
     machine,
@@ -29,6 +33,7 @@ from common import (
 )
 
 from lgals import tracking
+from lgals.losses import SUITES
 from lgals.pipeline import CLAIM, QUICK, reproduce
 from lgals.tuning import DEFAULT_BATCH
 
@@ -39,9 +44,10 @@ def stage_training(experiment_id: str, stage: str) -> float:
     return training_seconds(tracking.mlflow_client(), [r.info.run_id for r in runs])
 
 
-def reproduce_once(directory: Path, batch: int, quick: bool, out: Path | None) -> dict:
+def reproduce_once(directory: Path, batch: int, quick: bool, out: Path | None,
+                   suite: str) -> dict:
     experiment_id = tracking.connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
-    protocol = dataclasses.replace(QUICK if quick else CLAIM, batch=batch)
+    protocol = dataclasses.replace(QUICK if quick else CLAIM, batch=batch, suite=suite)
     timings = reproduce(experiment_id, out or directory / "results", protocol,
                         storage=f"sqlite:///{directory / 'optuna.db'}",
                         echo=lambda line: print(line, file=sys.stderr))
@@ -58,21 +64,26 @@ def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--quick", action="store_true")
     cli.add_argument("--batches", default=f"{DEFAULT_BATCH},1", help="run in this order")
+    cli.add_argument("--suite", choices=list(SUITES), default="paper")
     cli.add_argument("--out", type=Path,
                      help="keep the report of the first batch size here (default: discarded)")
+    cli.add_argument("--keep", type=Path,
+                     help="keep the stores of the first batch size here (an empty directory)")
     args = cli.parse_args()
     info = machine()
     rows = []
     for i, batch in enumerate(int(b) for b in args.batches.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(reproduce_once(Path(tmp), batch, args.quick,
-                                       args.out if i == 0 else None))
-    document = {"machine": info, "quick": args.quick, "rows": rows}
+            directory = args.keep if args.keep and i == 0 else Path(tmp)
+            directory.mkdir(parents=True, exist_ok=True)
+            rows.append(reproduce_once(directory, batch, args.quick,
+                                       args.out if i == 0 else None, args.suite))
+    document = {"machine": info, "quick": args.quick, "suite": args.suite, "rows": rows}
     if args.json:
         emit_json(document)
         return
-    print(f"lgals reproduce{' --quick' if args.quick else ''}, tracked, fresh stores; "
-          f"{describe_machine(info)}\n")
+    print(f"lgals reproduce{' --quick' if args.quick else ''} --suite {args.suite}, tracked, "
+          f"fresh stores; {describe_machine(info)}\n")
     print("| --batch | stage | wall s | training s | outside training s |")
     print("|---|---|---|---|---|")
     for row in rows:
@@ -81,6 +92,10 @@ def main() -> None:
                   f"{t['wall_s'] - t['training_s']:.1f} |")
         print(f"| {row['batch']} | **total** | {row['wall_s']:.1f} | {row['training_s']:.1f} | "
               f"{row['wall_s'] - row['training_s']:.1f} ({100 * row['outside_share']:.0f}%) |")
+    if args.suite == "all" and not args.quick:
+        wall = rows[0]["wall_s"]
+        print(f"\n{'PASS' if wall <= SUITE_ALL_SECONDS else 'FAIL'}: --suite all takes "
+              f"{wall / 60:.1f} min (target <= {SUITE_ALL_SECONDS / 60:.0f} min)")
     if args.quick or len(rows) < 2:
         return
     first, *_, one = rows

@@ -10,22 +10,33 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+
+from lgals.losses import softmax
 
 
 def auroc(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
-    """Row-wise AUROC of ``scores [S, N]`` for the boolean ``positives [N]`` (ties averaged)."""
-    n_pos = int(positives.sum())
-    n_neg = len(positives) - n_pos
-    ranks = rankdata(scores, axis=1)
-    return (ranks[:, positives].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    """Row-wise AUROC of ``scores [S, N]`` for the boolean ``positives [N]``: the share of
+    (positive, negative) pairs the scores order correctly, a tie counting half. Each row's
+    negatives are sorted once and every positive found among them by binary search (faster
+    than ranking all samples, and it runs for five scores every epoch)."""
+    negatives = np.sort(np.take(scores, np.flatnonzero(~positives), axis=1), axis=1)
+    # sorted positives too: binary searches in increasing order stay in cache
+    positives_sorted = np.sort(np.take(scores, np.flatnonzero(positives), axis=1), axis=1)
+    n_pairs = positives_sorted.shape[1] * negatives.shape[1]
+    below = np.empty(len(scores))
+    for row, (sorted_row, positive) in enumerate(zip(negatives, positives_sorted)):
+        lower = np.searchsorted(sorted_row, positive, side="left")
+        not_higher = np.searchsorted(sorted_row, positive, side="right")
+        below[row] = (lower + not_higher).sum() / 2  # each tie counts half
+    return below / n_pairs
 
 
 def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``z_y - max_{k != y} z_k`` per sample ``[S, N]``: negative when another class wins."""
-    observed = logits.gather(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    others = logits.scatter(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1), -torch.inf)
-    return observed - others.max(-1).values
+    index = labels.expand(logits.shape[:-1]).unsqueeze(-1)
+    others = logits.scatter(-1, index, -torch.inf)
+    # the max over the classes as softmax takes it: over dim -2 of the transposed view
+    return logits.gather(-1, index).squeeze(-1) - others.transpose(-1, -2).amax(-2)
 
 
 def detection_scores(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor,
@@ -33,12 +44,11 @@ def detection_scores(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Ten
     """Per-sample scores ``[S, N]`` that should be high for a flipped label: the training loss
     of the sample's mode, ``1 - p_y``, the logit gradient's norm ``||g||`` (EL2N) and minus
     the area under the margin (the margin averaged over the epochs so far)."""
-    probs = torch.softmax(logits, -1)
-    index = labels.expand(logits.shape[:-1]).unsqueeze(-1)
-    p_y = probs.gather(-1, index).squeeze(-1)
-    gradients = probs.scatter_add(-1, index, torch.full_like(probs[..., :1], -1.0))
-    return {"loss": loss, "confidence": 1.0 - p_y, "el2n": gradients.norm(dim=-1),
-            "aum": -mean_margin}
+    probs = softmax(logits)
+    p_y = probs.gather(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    # ||p - onehot(y)||^2 = sum(p^2) - 2 p_y + 1, without forming p - onehot
+    el2n = ((probs * probs).sum(-1) - 2.0 * p_y + 1.0).clamp_min(0.0).sqrt()
+    return {"loss": loss, "confidence": 1.0 - p_y, "el2n": el2n, "aum": -mean_margin}
 
 
 def epoch_metrics(train_loss, pred, y, y_true, eps, alignment, noise_mask,

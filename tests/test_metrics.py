@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from lgals.metrics import auroc, histogram_counts
+from lgals.metrics import auroc, detection_scores, histogram_counts, margins
 
 
 def test_histogram_counts_by_hand():
@@ -38,3 +39,36 @@ def test_auroc_by_hand():
 
 def test_auroc_is_half_for_constant_scores():
     assert auroc(np.zeros((1, 6)), np.array([True, False] * 3)) == pytest.approx([0.5])
+
+
+@pytest.mark.parametrize("seed, decimals", [(0, 1), (1, 2), (2, None)])
+def test_auroc_equals_the_rank_sum_formula_with_ties(seed, decimals):
+    """The Mann-Whitney rank sum with average ranks for ties (``scipy.stats.rankdata``)."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    values = rng.random((4, 500))
+    if decimals is not None:
+        values = np.round(values, decimals)
+    positives = rng.random(500) < 0.2
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    ranks = rankdata(values, axis=1)
+    expected = (ranks[:, positives].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    np.testing.assert_allclose(auroc(values, positives), expected, rtol=1e-12)
+
+
+def test_margins_and_detection_scores_by_hand():
+    """Logits (2, 1, 0) with label 1: margin 1 - 2 = -1; label 0: 2 - 1 = +1. p =
+    softmax(2, 1, 0) = (e^2, e, 1) / (e^2 + e + 1)."""
+    logits = torch.tensor([[[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]]], dtype=torch.float64)
+    labels = torch.tensor([1, 0])
+    torch.testing.assert_close(margins(logits, labels),
+                               torch.tensor([[-1.0, 1.0]], dtype=torch.float64))
+    p = np.exp([2.0, 1.0, 0.0]) / np.exp([2.0, 1.0, 0.0]).sum()
+    scores = detection_scores(logits, labels, torch.tensor([[0.3, 0.7]]),
+                              torch.tensor([[-1.0, 1.0]]))
+    np.testing.assert_allclose(scores["confidence"][0], [1 - p[1], 1 - p[0]])
+    np.testing.assert_allclose(scores["el2n"][0], [np.linalg.norm(p - [0, 1, 0]),
+                                                   np.linalg.norm(p - [1, 0, 0])])
+    np.testing.assert_allclose(scores["aum"][0], [1.0, -1.0])  # low margin = suspicious
+    np.testing.assert_allclose(scores["loss"][0], [0.3, 0.7])
