@@ -171,6 +171,13 @@ def test_a_logged_model_is_diagnosed_and_logged(tmp_path, _cache_dir):
         checkpoint["correlation"]["all"]["pearson"])
     artifacts = {a.path for a in client.list_artifacts(diagnosis.info.run_id, "scatter")}
     assert artifacts == {"scatter/epoch_0002.png"}
+    # a run with no model or data recipe (the diagnosis itself) is one line naming what
+    refused = run_main(["diagnose", "--run", diagnosis.info.run_id, "--tracking-uri", uri],
+                       tmp_path)
+    assert refused.code == 2, refused
+    assert refused.err.strip().splitlines() == [
+        f"lgals: error: run {diagnosis.info.run_id} has no data_recipe.npz: only training "
+        "runs (one per seed or trial) have one"]
 
 
 def test_cli_defaults_are_the_settings():

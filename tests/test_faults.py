@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -183,12 +184,12 @@ def test_kill_9_then_the_same_command_again(tmp_path, _cache_dir, stage):
 
 # --- a full disk -----------------------------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB tmpfs: room for the store and a few models, not for five."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs at ``mount`` for the block (root only: the test is skipped, saying so, where
+    mounting is refused)."""
+    mount.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
@@ -196,6 +197,13 @@ def small_disk(tmp_path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs: room for the store and a few models, not for five."""
+    with tmpfs(tmp_path / "disk", "size=3m") as mount:
+        yield mount
 
 
 @pytest.mark.slow
@@ -307,13 +315,7 @@ def test_a_model_that_does_not_fit_is_failed_and_leaves_no_files(tmp_path, _cach
     FAILED and its partial files are gone; whatever else of the run was logged is whole (the
     writer copies the data recipe and histograms while the model is exported: which of them
     fills the disk first varies)."""
-    artifacts = tmp_path / "artifacts"
-    artifacts.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(artifacts)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "artifacts", "size=256k") as artifacts:
         uri = sqlite_uri(tmp_path / "mlflow.db")
         client = MlflowClient(uri)
         experiment_id = client.create_experiment("tiny", artifact_location=str(artifacts))
@@ -328,5 +330,3 @@ def test_a_model_that_does_not_fit_is_failed_and_leaves_no_files(tmp_path, _cach
         assert model.status.name == "FAILED"
         assert not list(artifacts.glob("models/*"))
         assert_files_whole(artifacts)
-    finally:
-        subprocess.run(["umount", "-l", str(artifacts)], check=True)

@@ -119,7 +119,7 @@ def test_reproduce_nests_every_stage_under_one_run(quick):
     (tune_all,) = [r for r in tunes if r.data.tags["lgals.mode"] == "all"]
     assert parent[tune_all.info.run_id] == top_id
     per_mode = [r for r in tunes if r.data.tags["lgals.mode"] != "all"]
-    assert sorted(r.data.tags["lgals.mode"] for r in per_mode) == sorted(MODES)
+    assert sorted(r.data.tags["lgals.mode"] for r in per_mode) == sorted(PAPER)
     for tune in per_mode:
         assert parent[tune.info.run_id] == tune_all.info.run_id
         assert tune.data.metrics["n_trials"] == QUICK_TRIALS
@@ -138,7 +138,7 @@ def test_reproduce_nests_every_stage_under_one_run(quick):
 def test_csv_statistics_are_recomputed_from_mlflow(quick):
     rows = csv_rows(quick.out / "results.csv")
     table = seed_accuracies(quick.runs)
-    assert set(rows) == set(MODES) == set(table)
+    assert set(rows) == set(PAPER) == set(table)
     frac = {mode: np.array([seeds[s] for s in sorted(seeds)]) for mode, seeds in table.items()}
     assert len({tuple(sorted(seeds)) for seeds in table.values()}) == 1  # the same seeds
     pct = {mode: 100 * values for mode, values in frac.items()}
@@ -211,7 +211,7 @@ def test_evaluate_used_the_params_the_tune_recorded(quick):
     tunes = {r.data.tags["lgals.mode"]: r for r in by_stage(runs, "tune")}
     parents = [r for r in by_stage(runs, "evaluate")
                if "lgals.seed" not in r.data.tags and r.data.tags["lgals.mode"] != "all"]
-    assert sorted(r.data.tags["lgals.mode"] for r in parents) == sorted(MODES)
+    assert sorted(r.data.tags["lgals.mode"] for r in parents) == sorted(PAPER)
     for evaluate in parents:
         mode = evaluate.data.tags["lgals.mode"]
         tune = tunes[mode]

@@ -1,0 +1,87 @@
+"""Statistics for comparing modes over repeated studies (Bouthillier et al. 2021).
+
+Results come as ``[R, S]`` arrays: R repetitions of the whole protocol (each with its own
+noise draw, split and tuning), S seeds (initialisation and batch order) within each. Modes
+share each repetition's noise draw and seeds, so a comparison works on paired differences.
+Pure functions on arrays: no MLflow, no training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.80
+
+
+def hierarchical_bootstrap(values: np.ndarray, resamples: int = 10_000, seed: int = 0,
+                           level: float = 1 - ALPHA) -> tuple[float, float, float]:
+    """The mean of ``values [R, S]`` and its percentile bootstrap interval, resampling the
+    repetitions, then the seeds within each resampled repetition."""
+    values = np.asarray(values, dtype=float)
+    n_repeats, n_seeds = values.shape
+    rng = np.random.default_rng(seed)
+    repeats = rng.integers(0, n_repeats, size=(resamples, n_repeats))
+    seeds = rng.integers(0, n_seeds, size=(resamples, n_repeats, n_seeds))
+    means = values[repeats[..., None], seeds].mean(axis=(1, 2))
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(values.mean()), float(low), float(high)
+
+
+def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> float:
+    """P(A > B) over paired runs, a tie counting half."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.mean(a > b) + 0.5 * np.mean(a == b))
+
+
+@dataclass(frozen=True)
+class Variance:
+    """One-way random-effects decomposition of ``[R, S]`` results: the variance between
+    repetitions (noise draw, split, tuning) and between seeds within a repetition."""
+
+    repeat: float
+    seed: float
+
+    @property
+    def repeat_share(self) -> float:
+        total = self.repeat + self.seed
+        return self.repeat / total if total > 0 else math.nan
+
+
+def variance_components(values: np.ndarray) -> Variance:
+    """Method-of-moments estimates: the seeds' variance is the mean within-repetition
+    variance; the repetitions' is what the spread of the repetition means adds beyond it
+    (``(MS_between - MS_within) / S``, floored at 0)."""
+    values = np.asarray(values, dtype=float)
+    n_repeats, n_seeds = values.shape
+    within = float(values.var(axis=1, ddof=1).mean()) if n_seeds > 1 else math.nan
+    if n_repeats < 2:
+        return Variance(math.nan, within)
+    between = n_seeds * float(values.mean(axis=1).var(ddof=1))
+    return Variance(max(0.0, (between - (within if n_seeds > 1 else 0.0)) / n_seeds), within)
+
+
+def minimum_detectable_difference(variance: Variance, repeats: int = 1, seeds: int = 5,
+                                  alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest mean paired difference a protocol of ``repeats`` x ``seeds`` detects
+    with ``power`` at two-sided level ``alpha``, given the variance components of the paired
+    differences (normal approximation): ``(z_{1-alpha/2} + z_power) * SE``, with
+    ``SE^2 = var_repeat / R + var_seed / (R S)``."""
+    se = math.sqrt(variance.repeat / repeats + variance.seed / (repeats * seeds))
+    return (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * se
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error rate), in the input's order."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    scaled = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.minimum(1.0, np.maximum.accumulate(scaled))
+    result = np.empty_like(adjusted)
+    result[order] = adjusted
+    return result.tolist()

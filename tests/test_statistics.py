@@ -1,0 +1,84 @@
+"""The repeated-study statistics on hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lgals.statistics import (
+    Variance,
+    hierarchical_bootstrap,
+    holm,
+    minimum_detectable_difference,
+    probability_of_improvement,
+    variance_components,
+)
+
+
+def test_hierarchical_bootstrap_of_two_repetitions_by_hand():
+    """R = 2 repetitions of one seed, differences 0 and 1: a resample's mean is 0, 0.5 or 1
+    with chances 1/4, 1/2, 1/4, so the 95% interval is [0, 1] and the mean 0.5."""
+    mean, low, high = hierarchical_bootstrap(np.array([[0.0], [1.0]]), resamples=4000)
+    assert (mean, low, high) == (0.5, 0.0, 1.0)
+
+
+def test_hierarchical_bootstrap_of_constant_differences_is_a_point():
+    assert hierarchical_bootstrap(np.full((3, 4), 1.5)) == (1.5, 1.5, 1.5)
+
+
+def test_hierarchical_bootstrap_resamples_repetitions_first():
+    """Seeds agree within each repetition, repetitions disagree: the interval is as wide as
+    the repetitions make it (resampling the 12 runs as if independent would be narrower)."""
+    values = np.repeat(np.array([[-2.0], [0.0], [2.0]]), 4, axis=1)
+    _, low, high = hierarchical_bootstrap(values, seed=1)
+    flat = stats.bootstrap((values.ravel(),), np.mean, n_resamples=10_000,
+                           method="percentile", rng=np.random.default_rng(1))
+    assert high - low > flat.confidence_interval.high - flat.confidence_interval.low
+    assert low == pytest.approx(-2 / 3 * 2, abs=0.7) and high == pytest.approx(4 / 3, abs=0.7)
+
+
+def test_hierarchical_bootstrap_is_seeded():
+    values = np.random.default_rng(0).normal(size=(5, 10))
+    assert hierarchical_bootstrap(values, seed=3) == hierarchical_bootstrap(values, seed=3)
+
+
+def test_probability_of_improvement_by_hand():
+    """Pairs (3 > 1), (2 = 2), (1 < 3), (5 > 4): (2 + 0.5) / 4."""
+    assert probability_of_improvement([3, 2, 1, 5], [1, 2, 3, 4]) == 0.625
+
+
+def test_variance_components_by_hand():
+    """[[1, 3], [5, 7]]: repetition means 2 and 6 (variance 8, so MS_between = 2 x 8 = 16),
+    within-repetition variances 2 and 2 (MS_within = 2): seed 2, repetition (16 - 2) / 2 = 7,
+    share 7 / 9."""
+    found = variance_components(np.array([[1.0, 3.0], [5.0, 7.0]]))
+    assert (found.repeat, found.seed) == (7.0, 2.0)
+    assert found.repeat_share == pytest.approx(7 / 9)
+
+
+def test_variance_components_floor_the_repetition_at_zero():
+    """Repetition means closer than the seeds' spread implies: no repetition variance."""
+    found = variance_components(np.array([[0.0, 4.0], [1.0, 3.0]]))
+    assert found.repeat == 0.0 and found.seed == pytest.approx(5.0)
+    assert math.isnan(variance_components(np.array([[1.0, 2.0, 3.0]])).repeat)
+
+
+def test_minimum_detectable_difference_by_hand():
+    """var_repeat 1, var_seed 5, one repetition of 5 seeds: SE = sqrt(1 + 1);
+    z_0.975 + z_0.8 = 1.959964 + 0.841621."""
+    mdd = minimum_detectable_difference(Variance(1.0, 5.0), repeats=1, seeds=5)
+    assert mdd == pytest.approx((1.959964 + 0.841621) * math.sqrt(2), rel=1e-5)
+    # five repetitions of ten seeds: SE = sqrt(1 / 5 + 5 / 50)
+    assert minimum_detectable_difference(Variance(1.0, 5.0), repeats=5, seeds=10) == (
+        pytest.approx((1.959964 + 0.841621) * math.sqrt(0.3), rel=1e-5))
+
+
+def test_holm_by_hand():
+    """Sorted 0.01, 0.03, 0.04 times 3, 2, 1: 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06;
+    back in the input's order."""
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # 2 x 0.5 caps at 1, and adjusted p never fall
+    assert holm([]) == []
