@@ -29,12 +29,12 @@ from lgals.data import NoisyDataset
 from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
 from lgals.model import make_mlp
+from lgals.statistics import ALPHA
 from lgals.train import EpochReport, TrainConfig, train
 
 LAYERS = ("layer1", "layer2", "layer3")
 GROUPS = ("all", *LAYERS)
 NOTE_CORRELATION = 0.75  # what the note reports for logit vs weight-gradient alignment
-ALPHA = 0.05
 
 
 @dataclass(frozen=True)

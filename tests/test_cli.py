@@ -154,6 +154,7 @@ def test_train_json_document():
     assert document["seeds"][0]["history"] != document["seeds"][1]["history"]
 
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_train_json_lgals_params_in_process(run_main):
     code, out, err = run_main(["train", "--mode", "lgals", "--epochs", "1", "--seeds", "1",
                                "--first-seed", "3", "--eps-max", "0.2", "--gamma", "2",

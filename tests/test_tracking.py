@@ -658,6 +658,7 @@ def test_runs_that_stopped_beating_end_failed_and_live_ones_stay(tmp_path):
     assert client.get_run(foreign).info.status == "RUNNING"
 
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_an_open_run_keeps_beating(tmp_path, monkeypatch):
     import mlflow
 

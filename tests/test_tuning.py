@@ -356,6 +356,7 @@ def test_enqueued_out_of_range_lr_is_a_failed_trial_and_the_study_goes_on(tmp_pa
     assert "2 complete, 0 pruned, 1 failed" in result.out
 
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache_dir):
     """Inputs full of NaN: every trial's loss is non-finite at epoch 1."""
     real = lgals.data.load_mnist1d
@@ -382,6 +383,7 @@ def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache
     assert result.out == ""  # no summary line: there is no best trial
 
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir):
     """The documented crash recovery: a trial whose process died (stale heartbeat) is failed,
     its MLflow run too, and it is retried; the retry counts towards ``n_trials``.
@@ -540,6 +542,7 @@ def test_evaluate_takes_the_noisy_tune_even_when_an_oracle_tune_is_newer(tmp_pat
 
 # --- 7. a mode that picks its epoch count ------------------------------------------------------
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_early_stop_picks_the_best_epoch_and_evaluation_trains_to_it(tmp_path, _cache_dir):
     """early_stop's trial value is its best epoch's validation accuracy (the first of equal
     ones); the tune logs that epoch as ``best.epochs`` and evaluation trains exactly that long,
