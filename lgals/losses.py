@@ -255,7 +255,6 @@ class Mode:
     family: str = "paper"
     targets: bool = False
     picks_epochs: bool = False
-    draws: bool = False  # reads step.uniform()
 
 
 MODES: dict[str, Mode] = {
@@ -264,8 +263,7 @@ MODES: dict[str, Mode] = {
     "lgals": Mode(_lgals, ("eps_max", "gamma"), "LGALS"),
     "confidence_ls": Mode(_confidence_ls, ("eps_max", "gamma"), "ConfidenceLS", "ablation"),
     "el2n_ls": Mode(_el2n_ls, ("eps_max", "gamma"), "EL2N-LS", "ablation"),
-    "shuffled_lgals": Mode(_shuffled_lgals, ("eps_max", "gamma"), "ShuffledLGALS", "ablation",
-                           draws=True),
+    "shuffled_lgals": Mode(_shuffled_lgals, ("eps_max", "gamma"), "ShuffledLGALS", "ablation"),
     "nls": Mode(_nls, ("nls_eps",), "NLS", "ablation"),
     "gce": Mode(_gce, ("gce_q",), "GCE", "peer"),
     "sce": Mode(_sce, ("sce_alpha", "sce_beta"), "SCE", "peer"),
