@@ -105,39 +105,23 @@ def per_sample_factors(model: nn.Sequential, x: Tensor, y: Tensor
 
 
 @torch.no_grad()
-def _layer_terms(factors: list[tuple[Tensor, Tensor]]
-                 ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
-    """Per layer: each sample's ``<g_i, G>`` and ``||g_i||`` ``[B]``, and ``||G||``, with ``G``
-    the batch-mean gradient of the layer."""
+def weight_gradient_alignment(factors: list[tuple[Tensor, Tensor]]
+                              ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Each sample's cosine ``[B]`` to the batch-mean weight gradient, per layer and over all
+    layers; and each layer's weight in the all-layer cosine, which is ``sum_l w_l cos_l`` with
+    ``w_l = ||g_i^l|| ||G^l|| / (||g_i|| ||G||)`` (``G``: the batch-mean gradient)."""
     dots, norms, mean_norms = {}, {}, {}
     for name, (delta, a) in zip(LAYERS, factors):
         mean = delta.T @ a / len(delta)  # [out, in + 1]
         dots[name] = ((delta @ mean) * a).sum(-1)
         norms[name] = delta.norm(dim=-1) * a.norm(dim=-1)
         mean_norms[name] = mean.norm()
-    return dots, norms, mean_norms
-
-
-def _overall(norms: dict[str, Tensor]) -> Tensor:
-    """The norm over all layers from the layers' norms."""
-    return torch.sqrt(sum(n**2 for n in norms.values()))
-
-
-def weight_gradient_alignment(factors: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-    """Each sample's cosine to the batch-mean weight gradient, per layer and over all layers."""
-    dots, norms, mean_norms = _layer_terms(factors)
+    overall = (torch.sqrt(sum(n**2 for n in norms.values()))
+               * torch.sqrt(sum(n**2 for n in mean_norms.values()))).clamp_min(1e-12)
     cosines = {name: dots[name] / (norms[name] * mean_norms[name]).clamp_min(1e-12)
                for name in LAYERS}
-    overall = (_overall(norms) * _overall(mean_norms)).clamp_min(1e-12)
-    return {"all": sum(dots.values()) / overall, **cosines}
-
-
-def layer_weights(factors: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-    """The all-layer cosine is ``sum_l w_l cos_l`` with ``w_l = ||g_i^l|| ||G^l|| /
-    (||g_i|| ||G||)``: each sample's weight ``[B]`` of each layer's cosine in it."""
-    _, norms, mean_norms = _layer_terms(factors)
-    overall = (_overall(norms) * _overall(mean_norms)).clamp_min(1e-12)
-    return {name: norms[name] * mean_norms[name] / overall for name in LAYERS}
+    weights = {name: norms[name] * mean_norms[name] / overall for name in LAYERS}
+    return {"all": sum(dots.values()) / overall, **cosines}, weights
 
 
 def measure(model: nn.Sequential, data: NoisyDataset, batches: np.ndarray, epoch: int
@@ -152,12 +136,14 @@ def measure(model: nn.Sequential, data: NoisyDataset, batches: np.ndarray, epoch
         y = torch.from_numpy(data.y_train[rows])
         logits, factors = per_sample_factors(model, x, y)
         p_y = torch.softmax(logits.double(), -1).gather(-1, y[:, None])[:, 0]
-        parts["alignment"].append(logit_gradient_alignment(logits, y))
+        last_delta = factors[-1][0]  # the last layer's error is the logit gradient g_i
+        parts["alignment"].append(logit_gradient_alignment(logits, y, last_delta))
         parts["confidence"].append(p_y)
         parts["loss"].append(-torch.log(p_y))
-        for group, cosine in weight_gradient_alignment(factors).items():
+        cosines, weights = weight_gradient_alignment(factors)
+        for group, cosine in cosines.items():
             parts[group].append(cosine)
-        for layer, weight in layer_weights(factors).items():
+        for layer, weight in weights.items():
             parts[f"weight.{layer}"].append(weight)
     joined = {name: torch.cat(values).double().numpy() for name, values in parts.items()}
     return Checkpoint(epoch, joined["alignment"], {g: joined[g] for g in GROUPS},

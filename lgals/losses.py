@@ -50,9 +50,10 @@ def smoothed_cross_entropy(logits: Tensor, labels: Tensor, eps: Scalar) -> Tenso
 
 
 @torch.no_grad()
-def logit_gradients(logits: Tensor, labels: Tensor) -> Tensor:
-    """``g_i = softmax(z_i) - onehot(y_i)``: the unsmoothed cross-entropy gradient per sample."""
-    g = softmax(logits)
+def logit_gradients(logits: Tensor, labels: Tensor, probs: Tensor | None = None) -> Tensor:
+    """``g_i = softmax(z_i) - onehot(y_i)``: the unsmoothed cross-entropy gradient per sample.
+    ``probs``, the softmax when already computed, is read and left as it is."""
+    g = softmax(logits) if probs is None else probs.clone()
     g.scatter_add_(-1, labels.unsqueeze(-1), torch.full_like(g[..., :1], -1.0))
     return g
 
@@ -110,8 +111,7 @@ class Step:
     @torch.no_grad()
     def of(cls, logits: Tensor, labels: Tensor, **state) -> Step:
         probs = softmax(logits)
-        gradients = probs.scatter_add(-1, labels.unsqueeze(-1),
-                                      torch.full_like(probs[..., :1], -1.0))
+        gradients = logit_gradients(logits, labels, probs)
         return cls(logits, labels, probs, softmax(logits, log=True), gradients,
                    logit_gradient_alignment(logits, labels, gradients), **state)
 

@@ -167,8 +167,10 @@ def _remove_partial_files(client, run_id: str | None, message: dict) -> None:
         root = local_artifact_dir(client.get_run(run_id).info.artifact_uri)
     except Exception:  # the store itself is unreadable: the run's files cannot be found
         return
+    if root is None:  # a server's artifact store cleans up after its own uploads
+        return
     for name, size in sizes.items():
-        if root is not None and (root / name).is_file() and (root / name).stat().st_size != size:
+        if (root / name).is_file() and (root / name).stat().st_size != size:
             (root / name).unlink()
 
 

@@ -342,11 +342,11 @@ def end_dead_runs(experiment_id: str) -> list[str]:
     """End FAILED, with the reason, every RUNNING run of the experiment whose heartbeat is
     stale, and fail the models they left unfinished; return the runs' ids."""
     client = mlflow_client()
-    now = time.time()
+    stale_before = time.time() - stale_seconds()
     running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
                                  max_results=10000)
     dead = [run for run in running if HEARTBEAT_TAG in run.data.tags
-            and now - float(run.data.tags[HEARTBEAT_TAG]) > stale_seconds()]
+            and float(run.data.tags[HEARTBEAT_TAG]) < stale_before]
     for run in dead:
         last = time.strftime("%Y-%m-%d %H:%M:%S",
                              time.localtime(float(run.data.tags[HEARTBEAT_TAG])))

@@ -426,13 +426,14 @@ def _train_epoch(stack: Stack, data: _EpochData, batch_size: int, epoch: int
         (logits_seen, loss_seen, eps_seen, align_seen))
     stack.margin_sum += margins(logits_seen, data.y)
     scores = detection_scores(logits_seen, data.y, loss_seen, stack.margin_sum / epoch)
+    eps_seen, align_seen = eps_seen.cpu(), align_seen.cpu()
     metrics = epoch_metrics(loss_seen.mean(-1).cpu(), logits_seen.argmax(-1).cpu(), data.y.cpu(),
-                            data.y_true, eps_seen.cpu(), align_seen.cpu(), data.noise_mask,
+                            data.y_true, eps_seen, align_seen, data.noise_mask,
                             {name: score.cpu() for name, score in scores.items()})
     for name, (x, y) in data.held_out.items():
         loss, acc = _held_out(stack.mlp, x, y)
         metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss.tolist(), acc.tolist()
-    return metrics, eps_seen.cpu(), align_seen.cpu()
+    return metrics, eps_seen, align_seen
 
 
 def _to_sample_order(values: Tensor, order: Tensor) -> Tensor:

@@ -476,11 +476,10 @@ def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
             for worker in multiprocessing.active_children():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGINT)
+            raise
+        finally:  # the workers exit on their own, not terminated at the block's end
             pool.close()
             pool.join()
-            raise
-        pool.close()  # the workers exit on their own, not terminated at the block's end
-        pool.join()
 
 
 def summarize(study: optuna.Study) -> dict:

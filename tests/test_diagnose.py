@@ -19,7 +19,6 @@ from lgals.diagnose import (
     DiagnoseSettings,
     check,
     correlate,
-    layer_weights,
     per_sample_factors,
     weight_gradient_alignment,
 )
@@ -57,7 +56,7 @@ def test_closed_form_weight_gradient_cosines_equal_one_backward_per_sample(seed)
     model = make_mlp(seed)
     x, y = batch(seed=seed)
     _, factors = per_sample_factors(model, x, y)
-    closed = weight_gradient_alignment(factors)
+    closed, _ = weight_gradient_alignment(factors)
     expected = autograd_cosines(model, x, y)
     for group in GROUPS:
         np.testing.assert_allclose(closed[group].numpy(), expected[group], rtol=1e-4,
@@ -68,8 +67,7 @@ def test_the_all_layer_cosine_is_the_layers_cosines_weighted():
     """cos_all = sum_l w_l cos_l, with w_l >= 0 and sum_l w_l <= 1 (Cauchy-Schwarz)."""
     x, y = batch(seed=2)
     _, factors = per_sample_factors(make_mlp(2), x, y)
-    cosines = weight_gradient_alignment(factors)
-    weights = layer_weights(factors)
+    cosines, weights = weight_gradient_alignment(factors)
     mixed = sum(weights[name] * cosines[name] for name in LAYERS)
     torch.testing.assert_close(mixed, cosines["all"], rtol=1e-4, atol=1e-6)
     total = sum(weights.values())
@@ -83,7 +81,7 @@ def test_last_layer_factors_are_the_logit_gradient_and_the_penultimate_activatio
     x = torch.randn(1, 40).expand(16, 40)
     y = torch.arange(16) % 10
     logits, factors = per_sample_factors(model, x, y)
-    torch.testing.assert_close(weight_gradient_alignment(factors)["layer3"],
+    torch.testing.assert_close(weight_gradient_alignment(factors)[0]["layer3"],
                                logit_gradient_alignment(logits, y), rtol=1e-5, atol=1e-6)
 
 
