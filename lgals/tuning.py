@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import multiprocessing
 import os
 import signal
@@ -121,7 +122,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     never corrupt the file).
     """
     with _experimental():
-        storage = optuna.storages.RDBStorage(
+        storage = _HeartbeatStorage(
             # a trial goes stale in half the time a run does: its retry is under way by then
             url, heartbeat_interval=max(1, round(tracking.heartbeat_seconds())),
             grace_period=round(tracking.stale_seconds() / 2),
@@ -139,6 +140,32 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
         storage.engine.dispose()  # connections opened from now on get the pragmas
     return storage
+
+
+class _HeartbeatStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, where a trial that never got a heartbeat can also go stale.
+
+    ``study.ask()`` creates a RUNNING trial; its first heartbeat is written just after. A
+    process killed in between leaves a trial Optuna never finds stale (it looks only at
+    heartbeats), which would stay RUNNING for good. Here such a trial is stale once it
+    started more than the grace period ago.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb import models
+
+        stale = super()._get_stale_trial_ids(study_id)
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        cutoff = now - datetime.timedelta(seconds=self.grace_period)  # the column is UTC
+        with contextlib.closing(self.scoped_session()) as session:
+            never_beat = (
+                session.query(models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id,
+                        models.TrialModel.state == TrialState.RUNNING,
+                        models.TrialModel._datetime_start_utc < cutoff,
+                        ~models.TrialModel.heartbeats.any())
+                .all())
+        return stale + [trial_id for (trial_id,) in never_beat]
 
 
 def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -288,6 +315,7 @@ def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, 
             with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
                 warnings.simplefilter("ignore", UserWarning)  # _TrialRecorder records them
                 trial = study.ask()
+            study._storage.record_heartbeat(trial._trial_id)  # stale from now if we die
             config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
                                  batch_size=settings.batch_size, **suggest(trial, settings.mode))
             asked.append(_Trial(settings, study, trial, config))

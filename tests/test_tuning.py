@@ -384,12 +384,15 @@ def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache
 
 
 @pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
-def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir):
+@pytest.mark.parametrize("died", ["training", "between ask and first heartbeat"])
+def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir, died):
     """The documented crash recovery: a trial whose process died (stale heartbeat) is failed,
     its MLflow run too, and it is retried; the retry counts towards ``n_trials``.
 
     The dead process is reproduced as the state it leaves: a RUNNING trial with an old
-    heartbeat and a RUNNING MLflow trial run.
+    heartbeat (or, killed right after ``ask``, none at all and an old start) and a RUNNING
+    MLflow trial run. Optuna alone never finds the second stale: the rerun used to wait on it
+    for good.
     """
     settings = TuneSettings(mode="baseline", n_trials=1, epochs=2)
     uri, storage = stores(tmp_path)
@@ -402,9 +405,12 @@ def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir):
     experiment_id = client.create_experiment("lgals")
     dead_run = client.create_run(experiment_id, tags={"lgals.stage": "trial"}).info.run_id
     dead.set_user_attr("mlflow_run_id", dead_run)
-    study._storage.record_heartbeat(dead._trial_id)
     with contextlib.closing(sqlite3.connect(tmp_path / "optuna.db")) as db, db:
-        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')")
+        if died == "training":
+            study._storage.record_heartbeat(dead._trial_id)
+            db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')")
+        else:
+            db.execute("UPDATE trials SET datetime_start = '2000-01-01 00:00:00.000000'")
 
     result = tune_main(tmp_path, "--mode", "baseline", "--n-trials", "1", "--epochs", "2")
     dead_after = client.get_run(dead_run)
