@@ -25,6 +25,8 @@ REPRODUCE_OUTSIDE_SHARE = 0.20  # reproduce_speed: share of the wall outside tra
 TRACKING_EPOCH_OVERHEAD = 1.10  # tracking_overhead: tracked / untracked epoch, at most
 TRACKING_COMMAND_CUT = 0.5  # tracking_overhead: a command's added seconds vs before, at most
 SUITE_ALL_SECONDS = 15 * 60  # reproduce_speed --suite all: the whole protocol's wall, at most
+ROBUST_SECONDS = 20 * 60  # reproduce_speed --protocol robust: the whole protocol, at most
+SWEEP_SECONDS = 30 * 60  # sweep_speed: `lgals sweep` at its defaults, at most
 DIAGNOSE_SECONDS = 60  # diagnose_speed: `lgals diagnose` at its defaults, at most
 DETECTION_EPOCH_SHARE = 0.05  # diagnose_speed: the detection scores' share of an epoch, at most
 

@@ -110,6 +110,11 @@ suite_option = click.option(
     help="The modes `all` means: paper (Baseline, FixedLS, LGALS), controls (paper + the "
          "ablations), peers (paper + label-noise methods), all.")
 
+repeats_option = click.option(
+    "--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Independent repetitions: repetition r has its own noise draw (--noise-seed + r), "
+         "validation split and sampler seed.")
+
 tracking_uri_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
@@ -216,16 +221,18 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, hyperparameters, 
               help="Model seed of every trial.")
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
               show_default=True)
+@repeats_option
 @batch_option
 @device_option
 @tracking_options
 def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
-                 workers, sampler_seed, train_seed, pruner, batch, device, tracking_uri,
+                 workers, sampler_seed, train_seed, pruner, repeats, batch, device, tracking_uri,
                  experiment_name) -> None:
     """Tune lr, weight decay and each mode's own parameters with Optuna (TPE).
 
     Each round asks up to --batch trials of every study and trains them all as one stack;
-    a pruned trial leaves the stack.
+    a pruned trial leaves the stack. Repetition r > 0 tunes its own studies (STUDY-rR) on its
+    own noise draw and split, with sampler seed --sampler-seed + r.
     """
     from lgals import tracking
     from lgals.tuning import TuneSettings, describe_study, tune_modes
@@ -238,9 +245,11 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
         sampler_seed=sampler_seed, pruner=pruner,
         study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
     ) for m in modes]
-    for summary in tune_modes(settings, experiment_id, storage, workers, batch=batch,
-                              device=device):
-        click.echo(describe_study(summary))
+    for repeat in range(repeats):
+        with tracking.scope({"lgals.repeat": repeat}):
+            for summary in tune_modes([s.repeated(repeat) for s in settings], experiment_id,
+                                      storage, workers, batch=batch, device=device):
+                click.echo(describe_study(summary))
 
 
 @cli.command("evaluate")
@@ -256,28 +265,34 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
 @click.option("--tune-experiment", help="Experiment holding the tunes [default: this one].")
 @noise_options()
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
+@repeats_option
 @device_option
 @tracking_options
 def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_experiment, noise,
-                     vary_noise, device, tracking_uri, experiment_name) -> None:
-    """Train each mode's tuned params on the full noisy training set over several seeds."""
+                     vary_noise, repeats, device, tracking_uri, experiment_name) -> None:
+    """Train each mode's tuned params on the full noisy training set over several seeds;
+    repetition r on its own noise draw, with the params of its own tune."""
     from lgals import tracking
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
 
     mode_list = list(SUITES[suite]) if modes == "all" else [modes]
     # Every mode's params are found and checked before anything is trained or logged; those
     # from a file or the defaults before the store is even opened.
-    sources = ({m: resolve_params(params_from, "", m) for m in mode_list}
-               if params_from != "tune" else {})
+    if params_from != "tune":
+        fixed = {m: resolve_params(params_from, "", m) for m in mode_list}
     experiment_id = tracking.connect(tracking_uri, experiment_name)
-    if not sources:
-        tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
-        sources = {m: resolve_params(params_from, tune_id, m) for m in mode_list}
+    tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
+    sources = [fixed if params_from != "tune" else
+               {m: resolve_params(params_from, tune_id, m, repeat) for m in mode_list}
+               for repeat in range(repeats)]
     seed_list = list(range(first_seed, first_seed + seeds))
-    results = evaluate_modes(sources, experiment_id, seed_list, epochs, noise, vary_noise,
-                             device=device)
-    for mode, mode_results in results.items():
-        click.echo(describe_results(mode, mode_results))
+    for repeat, repeat_sources in enumerate(sources):
+        with tracking.scope({"lgals.repeat": repeat}):
+            results = evaluate_modes(repeat_sources, experiment_id, seed_list, epochs,
+                                     noise.repeated(repeat), vary_noise, device=device)
+        for mode, mode_results in results.items():
+            click.echo(("" if repeats == 1 else f"repetition {repeat}: ")
+                       + describe_results(mode, mode_results))
 
 
 def _experiment_id(name: str) -> str:
@@ -295,47 +310,156 @@ def _experiment_id(name: str) -> str:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
               show_default=True, help="Directory for results.md/.csv and the plots.")
 @suite_option
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Repetitions 0..N-1 only [default: every repetition found].")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds 0..N-1 of each [default: the seeds every evaluation has].")
+@noise_options()
 @tracking_options
-def report_command(out, suite, tracking_uri, experiment_name) -> None:
-    """Tables, statistics and plots from the latest evaluate runs of the suite's modes (MLflow
-    only)."""
+def report_command(out, suite, repeats, seeds, noise, tracking_uri, experiment_name) -> None:
+    """The claim card, tables, statistics and plots from the latest evaluate runs of the
+    suite's modes at one noise setting, per repetition (MLflow only)."""
     from lgals import tracking
     from lgals.report import report_from_mlflow
 
     experiment_id = tracking.connect(tracking_uri, experiment_name, create=False)
-    report_from_mlflow(experiment_id, out, suite=suite, echo=click.echo)
+    given = click.get_current_context().get_parameter_source
+    default = click.core.ParameterSource.DEFAULT
+    setting = ((noise.noise_type, noise.noise_rate)
+               if given("noise_rate") != default or given("noise_type") != default else None)
+    report_from_mlflow(experiment_id, out, suite=suite, echo=click.echo, noise=setting,
+                       repeats=repeats, seeds=seeds)
 
 
-@cli.command("reproduce")
-@click.option("--quick", is_flag=True,
-              help="A miniature protocol (2 trials, 3 epochs, 2 seeds) for a first look.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
-              show_default=True)
-@suite_option
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
-@batch_option
-@device_option
-@tracking_uri_option
-@click.option("--experiment-name", help="[default: lgals, or lgals-quick with --quick]")
-def reproduce_command(quick, out, suite, workers, storage, batch, device, tracking_uri,
-                      experiment_name) -> None:
-    """The whole study: tune every mode -> evaluate over seeds -> report."""
-    import dataclasses
+# pipeline.PROTOCOLS' names and sizes, written out so that --help does not import the
+# pipeline (a test keeps them equal)
+PROTOCOL_HELP = ("claim: the note's (1 tuning run of 20 trials per mode, 5 seeds); robust: 5 "
+                 "repetitions x 10 seeds; quick: a miniature (2 trials, 3 epochs, 2 seeds)")
 
+
+def protocol_options(func):
+    """Which protocol, its size overridden by --repeats/--seeds; handed on as one
+    ``protocol``."""
+    @functools.wraps(func)
+    def command(*args, protocol, quick, repeats, seeds, suite, batch, **kwargs):
+        import dataclasses
+
+        from lgals.pipeline import PROTOCOLS
+
+        chosen = PROTOCOLS["quick" if quick else protocol]
+        chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
+                                     repeats=repeats or chosen.repeats,
+                                     seeds=seeds or chosen.seeds)
+        return func(*args, protocol=chosen, **kwargs)
+
+    return _apply(command, [
+        click.option("--protocol", type=click.Choice(["claim", "robust", "quick"]),
+                     default="claim", show_default=True, help=PROTOCOL_HELP),
+        click.option("--quick", is_flag=True, help="The same as --protocol quick."),
+        click.option("--repeats", type=click.IntRange(min=1), default=None,
+                     help="Repetitions [default: the protocol's]; each has its own noise "
+                          "draw, split, sampler seed and tuning."),
+        click.option("--seeds", type=click.IntRange(min=1), default=None,
+                     help="Evaluation seeds per repetition [default: the protocol's]."),
+        suite_option, batch_option,
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                     default="results", show_default=True),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--storage",
+                     help="Optuna storage URL [default: optuna.db beside mlflow.db]."),
+        device_option, tracking_uri_option,
+        click.option("--experiment-name",
+                     help="[default: lgals, or lgals-quick with the quick protocol]"),
+    ])
+
+
+def _done(timings: dict[str, float]) -> None:
     import mlflow
 
-    from lgals import tracking
-    from lgals.pipeline import CLAIM, QUICK, reproduce
-
-    protocol = dataclasses.replace(QUICK if quick else CLAIM, batch=batch, suite=suite)
-    experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
-    timings = reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
-                        device=device, echo=lambda line: click.echo(line, err=True))
     click.echo(f"done in {sum(timings.values()):.0f} s ("
                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "
                f"{mlflow.get_tracking_uri()} --host 127.0.0.1")
+
+
+@cli.command("reproduce")
+@protocol_options
+def reproduce_command(protocol, out, workers, storage, device, tracking_uri,
+                      experiment_name) -> None:
+    """The whole study: per repetition, tune every mode -> evaluate over seeds; then the
+    report. A rerun skips what finished."""
+    from lgals import tracking
+    from lgals.pipeline import reproduce
+
+    experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
+    _done(reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
+                    device=device, echo=lambda line: click.echo(line, err=True)))
+
+
+def project_argv(argv: list[str]) -> list[str]:
+    """An MLproject entry point's arguments: ``--repeats 0`` / ``--seeds 0`` mean "not given"
+    (the protocol's own; for ``report`` all there are), as an MLproject parameter must have a
+    value, so they are dropped."""
+    kept: list[str] = []
+    for arg in argv:
+        if arg == "0" and kept and kept[-1] in ("--repeats", "--seeds"):
+            kept.pop()
+        else:
+            kept.append(arg)
+    return kept
+
+
+def _unique_list(convert):
+    """A comma-separated option: each item converted (ValueError: refused), none twice."""
+    def callback(ctx, param, value: str) -> tuple:
+        items = [part.strip() for part in value.split(",")]
+        if items == [""]:
+            raise click.BadParameter("give at least one value", ctx, param)
+        try:
+            values = tuple(convert(item) for item in items)
+        except ValueError as error:
+            raise click.BadParameter(str(error), ctx, param) from None
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise click.BadParameter(f"{', '.join(repeated)} given twice", ctx, param)
+        return values
+    return callback
+
+
+def _noise_rate(item: str) -> float:
+    try:
+        rate = float(item)
+    except ValueError:
+        raise ValueError(f"{item!r} is not a number") from None
+    if not 0.0 <= rate <= MAX_NOISE_RATE:  # also refuses nan
+        raise ValueError(f"{item} is not in the range 0<=x<={MAX_NOISE_RATE}")
+    return rate
+
+
+def _noise_type(item: str) -> str:
+    if item not in NOISE_TYPES:
+        raise ValueError(f"{item!r} is not one of {', '.join(NOISE_TYPES)}")
+    return item
+
+
+@cli.command("sweep")
+@click.option("--noise-rates", callback=_unique_list(_noise_rate), default="0,0.2,0.4",
+              show_default=True, help=f"Shares of flipped training labels, in [0, "
+                                      f"{MAX_NOISE_RATE}], comma-separated.")
+@click.option("--noise-types", callback=_unique_list(_noise_type),
+              default="symmetric,pair", show_default=True,
+              help=f"Comma-separated, of: {', '.join(NOISE_TYPES)}.")
+@protocol_options
+def sweep_command(noise_rates, noise_types, protocol, out, workers, storage, device,
+                  tracking_uri, experiment_name) -> None:
+    """The protocol at every noise setting (rate 0 once: it flips nothing whatever the type),
+    one umbrella run; a report per setting in OUT/<type>-<rate>/ and the sweep's in OUT."""
+    from lgals import tracking
+    from lgals.pipeline import sweep
+
+    experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
+    _done(sweep(experiment_id, out, protocol, noise_rates, noise_types, workers=workers,
+                storage=storage, device=device, echo=lambda line: click.echo(line, err=True)))
 
 
 @cli.command("reanalyze")

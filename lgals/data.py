@@ -15,7 +15,7 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -195,6 +195,15 @@ class NoiseRecipe:
 
     def params(self) -> dict[str, float | str | int]:
         return asdict(self)
+
+    @property
+    def setting(self) -> str:
+        """The noise setting a sweep varies, e.g. ``symmetric-0.2`` (a run's ``lgals.noise``)."""
+        return f"{self.noise_type}-{self.noise_rate:g}"
+
+    def repeated(self, repeat: int) -> NoiseRecipe:
+        """Repetition ``repeat``'s own noise draw and validation split (0: this recipe)."""
+        return replace(self, noise_seed=self.noise_seed + repeat)
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> NoiseRecipe:

@@ -39,22 +39,29 @@ class ParamsSource:
         return f"tune run {self.tune_run_id}" if self.source == "tune" else self.source
 
 
-def latest_tune(experiment_id: str, mode: str) -> ParamsSource:
-    """Best params of the mode's latest finished tune (noisy validation labels, not oracle)."""
+def _repeat(run) -> int:
+    """The repetition a run belongs to (runs from before repetitions: 0)."""
+    return int(run.data.tags.get("lgals.repeat", 0))
+
+
+def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
+    """Best params of the mode's latest finished tune of repetition ``repeat`` (noisy
+    validation labels, not oracle)."""
     query = (f"tags.`lgals.stage` = 'tune' and tags.`lgals.mode` = '{mode}' "
              "and tags.`lgals.val_labels` = 'noisy' and attributes.status = 'FINISHED'")
     runs = tracking.mlflow_client().search_runs(
-        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=20)
-    for run in runs:
+        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=200)
+    for run in (r for r in runs if _repeat(r) == repeat):
         best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
         best.pop("trial", None)  # best.epochs stays: early_stop's chosen epoch count
         if best:
             best["batch_size"] = run.data.params.get("batch_size", TrainConfig.batch_size)
             return ParamsSource(best, "tune", run.info.run_id,
                                 run.data.tags.get("lgals.study", ""))
-    raise BadSetting(f"no finished tune with best params for mode {mode!r} in experiment "
-                     f"{experiment_id}: run `lgals tune --mode {mode}` first, or pass "
-                     "--params-from FILE or defaults")
+    where = f" repetition {repeat}" if repeat else ""
+    raise BadSetting(f"no finished tune with best params for mode {mode!r}{where} in "
+                     f"experiment {experiment_id}: run `lgals tune --mode {mode}` first, or "
+                     "pass --params-from FILE or defaults")
 
 
 def params_from_file(path: str, mode: str) -> ParamsSource:
@@ -80,10 +87,11 @@ def params_from_file(path: str, mode: str) -> ParamsSource:
     return ParamsSource(table[mode], f"file:{path}")
 
 
-def resolve_params(params_from: str, experiment_id: str, mode: str) -> ParamsSource:
+def resolve_params(params_from: str, experiment_id: str, mode: str,
+                   repeat: int = 0) -> ParamsSource:
     """The mode's params from their source, held to the command line's rules."""
     if params_from == "tune":
-        source = latest_tune(experiment_id, mode)
+        source = latest_tune(experiment_id, mode, repeat)
     elif params_from == "defaults":
         source = ParamsSource({}, "defaults")
     else:
@@ -144,6 +152,22 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
                 stage="evaluate", parent_run_id=run_id, progress=progress, device=device)
             results += done
     return run_id, results
+
+
+def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, seeds: list[int],
+                        epochs: int, noise: NoiseRecipe, repeat: int) -> str | None:
+    """A finished evaluate run of exactly this work (params, seeds, noise draw, repetition),
+    which a resumed protocol reuses instead of training it again."""
+    expected = {**make_config(mode, epochs, source).mode_params(), **noise.params(),
+                "seeds": ",".join(map(str, seeds)), "vary_noise": False}
+    expected = {key: str(value) for key, value in expected.items()}
+    query = (f"tags.`lgals.stage` = 'evaluate' and tags.`lgals.mode` = '{mode}' "
+             "and attributes.status = 'FINISHED'")
+    runs = tracking.mlflow_client().search_runs(
+        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=500)
+    return next((run.info.run_id for run in runs
+                 if "lgals.seed" not in run.data.tags and _repeat(run) == repeat
+                 and all(run.data.params.get(k) == v for k, v in expected.items())), None)
 
 
 def describe_results(mode: str, results: list[MemberResult]) -> str:

@@ -2,29 +2,33 @@
 
 The library below never orchestrates: ``tuning`` tunes, ``evaluation`` evaluates, ``report``
 reads MLflow and writes. :func:`reproduce` runs them in order for a :class:`Protocol`, under
-one top MLflow run that logs the protocol verbatim.
+one top MLflow run that logs the protocol verbatim; :func:`sweep` runs a protocol per noise
+setting under one umbrella run.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lgals import tracking
 from lgals.data import NoiseRecipe
-from lgals.evaluation import describe_results, evaluate_modes, tune_source
+from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
 from lgals.losses import SUITES
-from lgals.report import report_from_mlflow
+from lgals.report import report_from_mlflow, sweep_report
 from lgals.train import TrainConfig
 from lgals.tuning import DEFAULT_BATCH, TuneSettings, describe_study, tune_modes
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One study end to end: tuning budget, evaluation seeds, the noise recipe.
+    """One study end to end: tuning budget, evaluation seeds, repetitions, the noise recipe.
 
+    Each of the ``repeats`` repetitions has its own noise draw, validation split and sampler
+    seed, tunes every mode from scratch, and evaluates each with seeds 0..``seeds``-1 on its
+    noise draw; modes share a repetition's draw and seeds, so their differences are paired.
     ``experiment`` is the default MLflow experiment and the prefix of the Optuna studies.
     """
 
@@ -32,6 +36,7 @@ class Protocol:
     n_trials: int
     epochs: int
     seeds: int
+    repeats: int = 1
     batch: int = DEFAULT_BATCH  # trials per study trained together in a tuning round
     noise: NoiseRecipe = NoiseRecipe(val_fraction=0.1)  # tuning's; evaluation's has no split
     experiment: str = "lgals"
@@ -42,47 +47,130 @@ class Protocol:
         return {**{k: v for k, v in asdict(self).items() if k not in ("name", "noise")},
                 "protocol": self.name, **self.noise.params()}
 
+    def study_prefix(self) -> str:
+        """The Optuna studies' prefix: the experiment, and the noise setting unless it is the
+        note's (so a sweep's note setting resumes a plain ``reproduce``'s studies)."""
+        if (self.noise.noise_rate, self.noise.noise_type) == (CLAIM.noise.noise_rate,
+                                                              CLAIM.noise.noise_type):
+            return self.experiment
+        return f"{self.experiment}-{self.noise.setting}"
 
-# The note's protocol: 20 trials per mode, 100 epochs, 5 evaluation seeds.
+    def tune_settings(self, repeat: int) -> list[TuneSettings]:
+        """Repetition ``repeat``'s studies, one per mode of the suite."""
+        return [TuneSettings(mode=mode, n_trials=self.n_trials, epochs=self.epochs,
+                             noise=self.noise, study_name=f"{self.study_prefix()}-{mode}"
+                             ).repeated(repeat) for mode in SUITES[self.suite]]
+
+
+# The note's protocol: one tuning run of 20 trials per mode, 100 epochs, 5 evaluation seeds.
 CLAIM = Protocol("claim", n_trials=20, epochs=TrainConfig.epochs, seeds=5)
+# Five independent repetitions of it, ten seeds each (Bouthillier et al. 2021).
+ROBUST = replace(CLAIM, name="robust", seeds=10, repeats=5)
 # A miniature of it for a first look (and the end-to-end tests).
 QUICK = Protocol("quick", n_trials=2, epochs=3, seeds=2, experiment="lgals-quick")
+PROTOCOLS = {protocol.name: protocol for protocol in (CLAIM, ROBUST, QUICK)}
+
+
+def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, workers: int = 1,
+                 storage: str | None = None, device: str = "cpu",
+                 echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Every repetition: tune every mode, evaluate each over the seeds; return the seconds
+    spent tuning and evaluating. Finished work is skipped: studies are topped up, and an
+    evaluation that finished before (same params, seeds, noise draw) is reused."""
+    timings = {"tuning": 0.0, "evaluation": 0.0}
+    seeds = list(range(protocol.seeds))
+    for repeat in range(protocol.repeats):
+        of = f" (repetition {repeat + 1} of {protocol.repeats})" if protocol.repeats > 1 else ""
+        settings = protocol.tune_settings(repeat)
+        with tracking.scope({"lgals.repeat": repeat}):
+            echo(f"[tune{of}] {len(settings)} modes x {protocol.n_trials} trials x "
+                 f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} per mode")
+            started = time.perf_counter()
+            summaries = tune_modes(settings, experiment_id, storage, workers, parent_run_id,
+                                   batch=protocol.batch, device=device)
+            timings["tuning"] += time.perf_counter() - started
+            for summary in summaries:
+                echo(describe_study(summary))
+
+            started = time.perf_counter()
+            noise = replace(settings[0].noise, val_fraction=0.0)  # the repetition's draw
+            sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
+            for mode, source in list(sources.items()):
+                done = finished_evaluation(experiment_id, mode, source, seeds, protocol.epochs,
+                                           noise, repeat)
+                if done:
+                    echo(f"[evaluate{of}] {mode}: reusing finished evaluate run {done}")
+                    del sources[mode]
+            if sources:
+                echo(f"[evaluate{of}] {len(sources)} modes x {protocol.seeds} seeds x "
+                     f"{protocol.epochs} epochs")
+                results = evaluate_modes(sources, experiment_id, seeds, protocol.epochs, noise,
+                                         parent_run_id=parent_run_id, device=device)
+                for mode, mode_results in results.items():
+                    echo(describe_results(mode, mode_results))
+            timings["evaluation"] += time.perf_counter() - started
+    return timings
+
+
+def _run_params(protocol: Protocol, workers: int, device: str) -> dict:
+    return {**protocol.params(), "workers": workers, "device": device, **tracking.source_info()}
 
 
 def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers: int = 1,
               storage: str | None = None, device: str = "cpu",
-              echo: Callable[[str], None] = print) -> dict[str, float]:
-    """Tune every mode -> evaluate over seeds -> report; return each stage's seconds."""
-    settings = [TuneSettings(mode=mode, n_trials=protocol.n_trials, epochs=protocol.epochs,
-                             noise=protocol.noise, study_name=f"{protocol.experiment}-{mode}")
-                for mode in SUITES[protocol.suite]]
-    params = {**protocol.params(), "workers": workers, "device": device,
-              **tracking.source_info()}
-    timings: dict[str, float] = {}
-    with tracking.run(experiment_id, "reproduce", {"lgals.stage": "reproduce",
-                                                   "lgals.mode": "all"}, params) as top:
-        echo(f"[1/3] tuning {len(settings)} modes x {protocol.n_trials} trials x "
-             f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} trials per mode")
+              echo: Callable[[str], None] = print,
+              parent_run_id: str | None = None) -> dict[str, float]:
+    """Tune every mode -> evaluate over seeds (per repetition) -> report; return each stage's
+    seconds."""
+    tags = {"lgals.stage": "reproduce", "lgals.mode": "all",
+            "lgals.noise": protocol.noise.setting}
+    with tracking.run(experiment_id, f"reproduce-{protocol.name}", tags,
+                      _run_params(protocol, workers, device), parent_run_id) as top:
+        timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
+        echo("[report]")
         started = time.perf_counter()
-        summaries = tune_modes(settings, experiment_id, storage, workers, top,
-                               batch=protocol.batch, device=device)
-        timings["tuning"] = time.perf_counter() - started
-        for summary in summaries:
-            echo(describe_study(summary))
-
-        echo(f"[2/3] evaluating {len(settings)} modes x {protocol.seeds} seeds x "
-             f"{protocol.epochs} epochs")
-        started = time.perf_counter()
-        sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
-        results = evaluate_modes(sources, experiment_id, list(range(protocol.seeds)),
-                                 protocol.epochs, replace(protocol.noise, val_fraction=0.0),
-                                 parent_run_id=top, device=device)
-        timings["evaluation"] = time.perf_counter() - started
-        for mode, mode_results in results.items():
-            echo(describe_results(mode, mode_results))
-
-        echo("[3/3] report")
-        started = time.perf_counter()
-        report_from_mlflow(experiment_id, out, top, suite=protocol.suite, echo=echo)
+        report_from_mlflow(experiment_id, out, top, suite=protocol.suite, echo=echo,
+                           noise=(protocol.noise.noise_type, protocol.noise.noise_rate),
+                           repeats=protocol.repeats, seeds=protocol.seeds)
         timings["report"] = time.perf_counter() - started
+    return timings
+
+
+def sweep_settings(rates: Sequence[float], types: Sequence[str]) -> list[NoiseRecipe]:
+    """Every (type, rate) setting; a rate of 0 flips nothing whatever the type, so it is run
+    once (as ``symmetric``)."""
+    settings = []
+    for noise_type in types:
+        for rate in rates:
+            recipe = replace(CLAIM.noise, noise_rate=rate,
+                             noise_type="symmetric" if rate == 0 else noise_type)
+            if recipe not in settings:
+                settings.append(recipe)
+    return settings
+
+
+def sweep(experiment_id: str, out: Path, protocol: Protocol, rates: Sequence[float],
+          types: Sequence[str], workers: int = 1, storage: str | None = None,
+          device: str = "cpu", echo: Callable[[str], None] = print) -> dict[str, float]:
+    """The protocol at every noise setting, each a ``reproduce`` with its report in
+    ``out/<setting>/``, under one sweep run; then the sweep's report in ``out``. Returns the
+    seconds per setting and for the sweep report."""
+    settings = sweep_settings(rates, types)
+    params = {**_run_params(protocol, workers, device),
+              "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
+    timings: dict[str, float] = {}
+    with tracking.run(experiment_id, f"sweep-{protocol.name}",
+                      {"lgals.stage": "sweep", "lgals.mode": "all"}, params) as top:
+        for number, recipe in enumerate(settings, 1):
+            echo(f"[sweep {number}/{len(settings)}] noise {recipe.setting}")
+            started = time.perf_counter()
+            with tracking.scope({"lgals.noise": recipe.setting}):
+                reproduce(experiment_id, out / recipe.setting, replace(protocol, noise=recipe),
+                          workers, storage, device, echo, parent_run_id=top)
+            timings[recipe.setting] = time.perf_counter() - started
+        started = time.perf_counter()
+        sweep_report(experiment_id, out, [(r.noise_type, r.noise_rate) for r in settings],
+                     suite=protocol.suite, repeats=protocol.repeats, seeds=protocol.seeds,
+                     parent_run_id=top, echo=echo)
+        timings["sweep report"] = time.perf_counter() - started
     return timings

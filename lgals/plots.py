@@ -191,3 +191,24 @@ def alignment_scatter(alignment: np.ndarray, weight_alignment: dict[str, np.ndar
     axes[0, 0].legend(markerscale=3, fontsize=8)
     fig.suptitle(title)
     return fig
+
+
+def sweep_figure(points: dict[str, dict[str, list[tuple[float, float, float, float]]]]) -> Figure:
+    """Final test accuracy against the noise rate, one panel per noise type, one line per
+    mode with its 95% CI as error bars and a band (``points[type][mode]``: ``(rate %, mean,
+    CI low, CI high)`` per setting)."""
+    fig, axes = plt.subplots(1, max(len(points), 1), figsize=(6 * max(len(points), 1), 4.6),
+                             sharey=True, squeeze=False, constrained_layout=True)
+    for ax, (noise_type, per_mode) in zip(axes[0], points.items()):
+        for color, (label, rows) in zip(COLORS, per_mode.items()):
+            rate, mean, low, high = np.array(sorted(rows)).T
+            ax.errorbar(rate, mean, yerr=np.maximum(0, [mean - low, high - mean]), fmt="o-",
+                        color=color, capsize=4, label=label)
+            ax.fill_between(rate, low, high, color=color, alpha=0.15)
+        ax.set_title(f"{noise_type} label noise")
+        ax.set_xlabel("noise rate (% of training labels flipped)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("final test accuracy (%), mean and 95% CI")
+    fig.suptitle("Final test accuracy across noise settings")
+    return fig

@@ -76,6 +76,18 @@ def minimum_detectable_difference(variance: Variance, repeats: int = 1, seeds: i
     return (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * se
 
 
+def paired_test(differences: np.ndarray) -> float:
+    """Two-sided p-value that the mean of the paired differences ``[R, S]`` is 0. With one
+    repetition the seeds are the units (the paired t-test); with more, the repetition is the
+    independent unit (its noise draw, split and tuning are shared by its seeds), so the test
+    is a one-sample t-test on the R repetition means. NaN when there are too few units."""
+    differences = np.asarray(differences, dtype=float)
+    units = differences[0] if len(differences) == 1 else differences.mean(axis=1)
+    if len(units) < 2:
+        return math.nan
+    return float(stats.ttest_1samp(units, 0.0).pvalue)
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error rate), in the input's order."""
     p = np.asarray(pvalues, dtype=float)

@@ -22,10 +22,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from importlib.metadata import version
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -209,6 +211,26 @@ def source_info() -> dict[str, str]:
     return info
 
 
+_SCOPE: ContextVar[Mapping[str, str]] = ContextVar("lgals_scope",
+                                                   default=MappingProxyType({}))
+
+
+@contextmanager
+def scope(tags: dict) -> Iterator[None]:
+    """Tags that every run opened inside the block carries besides its own: a repetition's
+    ``lgals.repeat``, a sweep's ``lgals.noise``."""
+    token = _SCOPE.set({**_SCOPE.get(), **{key: str(value) for key, value in tags.items()}})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def scope_tags() -> dict[str, str]:
+    """The tags of the enclosing :func:`scope` (a worker process re-enters it)."""
+    return dict(_SCOPE.get())
+
+
 def open_run(experiment_id: str, name: str, tags: dict, params: dict,
              parent_run_id: str | None = None, adopt_project_run: bool = False) -> str:
     """Create a run, or adopt the one ``mlflow run`` made (``MLFLOW_RUN_ID``); return its id.
@@ -219,7 +241,7 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     from mlflow.entities import Param, RunTag
 
     client = mlflow_client()
-    tags = {key: str(value) for key, value in tags.items()}
+    tags = {**_SCOPE.get(), **{key: str(value) for key, value in tags.items()}}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     # beating from birth: a process killed right after creating the run leaves it stale

@@ -63,6 +63,15 @@ class TuneSettings:
             suffix = "-oracle" if self.val_labels == "clean" else ""
             object.__setattr__(self, "study_name", f"lgals-{self.mode}{suffix}")
 
+    def repeated(self, repeat: int) -> TuneSettings:
+        """Repetition ``repeat`` of this study: its own noise draw, validation split, sampler
+        seed and study (``<name>-r<repeat>``); repetition 0 is this study itself."""
+        if repeat == 0:
+            return self
+        return dataclasses.replace(self, noise=self.noise.repeated(repeat),
+                                   sampler_seed=self.sampler_seed + repeat,
+                                   study_name=f"{self.study_name}-r{repeat}")
+
     def params(self) -> dict:
         """Every setting, the noise recipe as its own run params."""
         return {**{k: v for k, v in asdict(self).items() if k != "noise"},
@@ -414,7 +423,7 @@ def run_trials(settings: list[TuneSettings], storage: str, tracking_uri: str,
 def _worker(args: tuple) -> bool:
     """One worker process's trials; False if interrupted, once its round's trials are failed
     and its runs ended (the parent re-raises the interrupt)."""
-    *run_args, threads = args
+    *run_args, threads, scope = args
     import torch
 
     from lgals.interrupts import install_interrupt_handlers, interrupt_once
@@ -422,7 +431,8 @@ def _worker(args: tuple) -> bool:
     install_interrupt_handlers(interrupt_once)
     torch.set_num_threads(threads)  # N workers share the cores instead of fighting for them
     try:
-        run_trials(*run_args)
+        with tracking.scope(scope):  # the parent's repetition and noise setting
+            run_trials(*run_args)
     except KeyboardInterrupt:
         return False
     return True
@@ -493,8 +503,9 @@ def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
     quotas = [{mode: max(0, n) // workers + (i < max(0, n) % workers)
                for mode, n in missing.items()} for i in range(workers)]
     threads = max(1, (os.cpu_count() or 1) // workers)
+    scope = tracking.scope_tags()
     jobs = [(settings, storage, tracking_uri, experiment_id, tune_runs, quota, batch, device,
-             i, False, threads) for i, quota in enumerate(quotas) if any(quota.values())]
+             i, False, threads, scope) for i, quota in enumerate(quotas) if any(quota.values())]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         try:
             pool.map(_worker, jobs)

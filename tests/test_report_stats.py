@@ -16,13 +16,16 @@ from scipy import stats
 from lgals.report import CLAIM, ModeRuns, build, compare, csv_text, markdown, summary_stats
 
 
-def mode_runs(mode: str, accs_pct: dict[int, float], seconds: float = 0.5,
+def mode_runs(mode: str, accs_pct: dict, seconds: float = 0.5,
               n_stacked: int | None = None) -> ModeRuns:
-    """A mode's runs with final accuracies (given in %) per seed and a flat epoch time."""
-    seeds = sorted(accs_pct)
-    final = {seed: accs_pct[seed] / 100 for seed in seeds}
-    curves = {"epoch_seconds": np.full((len(seeds), 3), seconds)}
-    return ModeRuns(mode, f"run-{mode}", n_stacked or len(seeds), final, curves)
+    """A mode's runs with final accuracies (given in %) per seed (repetition 0) or per
+    (repetition, seed), and a flat epoch time."""
+    final = {key if isinstance(key, tuple) else (0, key): acc / 100
+             for key, acc in accs_pct.items()}
+    curves = {"epoch_seconds": np.full((len(final), 3), seconds)}
+    repeats = sorted({r for r, _ in final})
+    return ModeRuns(mode, [f"run-{mode}-{r}" for r in repeats],
+                    n_stacked or len(final) // len(repeats), dict(sorted(final.items())), curves)
 
 
 # --- summary statistics ---------------------------------------------------------------------

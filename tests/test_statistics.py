@@ -13,6 +13,7 @@ from lgals.statistics import (
     hierarchical_bootstrap,
     holm,
     minimum_detectable_difference,
+    paired_test,
     probability_of_improvement,
     variance_components,
 )
@@ -74,6 +75,21 @@ def test_minimum_detectable_difference_by_hand():
     # five repetitions of ten seeds: SE = sqrt(1 / 5 + 5 / 50)
     assert minimum_detectable_difference(Variance(1.0, 5.0), repeats=5, seeds=10) == (
         pytest.approx((1.959964 + 0.841621) * math.sqrt(0.3), rel=1e-5))
+
+
+def test_paired_test_of_one_repetition_is_the_paired_t_test_over_seeds():
+    a, b = np.array([55.0, 57.5, 56.0, 58.0]), np.array([53.0, 54.0, 55.5, 53.5])
+    assert paired_test((a - b)[None]) == pytest.approx(stats.ttest_rel(a, b).pvalue)
+
+
+def test_paired_test_of_repetitions_tests_their_means_by_hand():
+    """Repetition means 0.5 and 2.5: t = 1.5 / (sqrt(2) / sqrt(2)) at 1 df, a Cauchy
+    variable: p = 1 - 2 atan(1.5) / pi; the four runs as if independent would differ."""
+    differences = np.array([[1.0, 0.0], [3.0, 2.0]])
+    assert paired_test(differences) == pytest.approx(1 - 2 * math.atan(1.5) / math.pi)
+    assert paired_test(differences) != pytest.approx(
+        stats.ttest_1samp(differences.ravel(), 0).pvalue)
+    assert math.isnan(paired_test(np.array([[1.0]])))  # one unit: nothing to test
 
 
 def test_holm_by_hand():

@@ -1,0 +1,462 @@
+"""Repeated studies in the report: collecting repetitions from a real MLflow store, paired
+comparisons over repetitions x seeds, the claim card's verdicts, the MDD line, the sweep.
+
+MLflow runs are made by hand with ``MlflowClient`` in a sqlite store in a tmp dir, shaped as
+``lgals evaluate`` makes them (an evaluate run per mode, one child run per seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow_fixtures import isolated_mlflow, sqlite_uri
+from scipy import stats
+from test_report_stats import mode_runs
+
+from lgals.report import (
+    AUROC_CHANCE,
+    CLAIM,
+    COST_RATIO_MAX,
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    Diagnosis,
+    Report,
+    build,
+    claim_alignment,
+    claim_cost,
+    claim_mechanism,
+    claim_ranking,
+    collect,
+    compare,
+    markdown,
+    report_from_mlflow,
+    sweep_markdown,
+    sweep_report,
+    sweep_rows,
+)
+from lgals.statistics import (
+    ALPHA,
+    Variance,
+    hierarchical_bootstrap,
+    holm,
+    minimum_detectable_difference,
+)
+
+# --- a real store with hand-made evaluate runs ---------------------------------------------
+
+EPOCHS = 2
+
+
+@pytest.fixture
+def store(tmp_path):
+    with isolated_mlflow():
+        import mlflow
+
+        uri = sqlite_uri(tmp_path / "mlflow.db")
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment(
+            "lgals-test", artifact_location=(tmp_path / "artifacts").as_uri())
+        npz = tmp_path / "epsilon_distributions.npz"
+        np.savez(npz, eps_counts=np.ones((EPOCHS, 2, 3), dtype=np.int64),
+                 eps_edges=np.linspace(0, 1, 4))
+        yield SimpleNamespace(client=client, experiment_id=experiment_id, npz=npz, out=tmp_path,
+                              clock=itertools.count(1_000_000, 1000))
+
+
+def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
+             noise: tuple[str, float] = ("symmetric", 0.2), seconds: float = 1.0) -> str:
+    """A finished evaluate run of ``mode`` with one finished child per seed (final accuracy
+    ``accs[seed]``, a flat test_acc and epoch_seconds curve), started after every earlier
+    one; its id."""
+    client = store.client
+    tags = {"lgals.stage": "evaluate", "lgals.mode": mode}
+    if repeat is not None:
+        tags["lgals.repeat"] = str(repeat)
+    parent = client.create_run(store.experiment_id, start_time=next(store.clock),
+                               tags=tags).info.run_id
+    for key, value in {"noise_type": noise[0], "noise_rate": str(noise[1]),
+                       "noise_seed": str(repeat or 0),
+                       "seeds": ",".join(map(str, sorted(accs)))}.items():
+        client.log_param(parent, key, value)
+    for seed, acc in sorted(accs.items()):
+        child = client.create_run(store.experiment_id, start_time=next(store.clock), tags={
+            **tags, "lgals.seed": str(seed), "mlflow.parentRunId": parent}).info.run_id
+        client.log_metric(child, "final_test_acc", acc)
+        for step in range(EPOCHS):
+            client.log_metric(child, "test_acc", acc, step=step)
+            client.log_metric(child, "epoch_seconds", seconds, step=step)
+        client.log_artifact(child, str(store.npz))
+        client.set_terminated(child, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    return parent
+
+
+def test_a_missing_repeat_tag_is_repetition_0_and_repetitions_stack(store):
+    first = evaluate(store, "baseline", {0: 0.50, 1: 0.52}, repeat=None)
+    second = evaluate(store, "baseline", {0: 0.60, 1: 0.62}, repeat=1)
+    runs = collect(store.experiment_id)["baseline"]
+    assert runs.run_ids == [first, second]
+    assert runs.final_acc == {(0, 0): 0.50, (0, 1): 0.52, (1, 0): 0.60, (1, 1): 0.62}
+    np.testing.assert_array_equal(runs.matrix(), [[0.50, 0.52], [0.60, 0.62]])
+    np.testing.assert_array_equal(runs.curves["test_acc"][:, 0], [0.50, 0.52, 0.60, 0.62])
+    assert runs.n_stacked == 2  # seeds per stacked run, not runs in all
+    assert runs.eps_counts.sum() == 4 * EPOCHS * 2 * 3  # four seed runs' histograms summed
+
+
+def test_the_latest_run_per_mode_and_repetition_and_repeats_limits_them(store):
+    evaluate(store, "lgals", {0: 0.50, 1: 0.50}, repeat=0)
+    newer = evaluate(store, "lgals", {0: 0.55, 1: 0.56}, repeat=0)
+    later = evaluate(store, "lgals", {0: 0.70, 1: 0.71}, repeat=2)
+    assert collect(store.experiment_id)["lgals"].run_ids == [newer, later]
+    only = collect(store.experiment_id, repeats=2)["lgals"]  # repetitions 0 and 1: 1 absent
+    assert only.run_ids == [newer] and only.final_acc == {(0, 0): 0.55, (0, 1): 0.56}
+
+
+def test_the_noise_filter_and_settings_never_mix(store):
+    older = evaluate(store, "baseline", {0: 0.5, 1: 0.5}, noise=("symmetric", 0.2))
+    evaluate(store, "lgals", {0: 0.6, 1: 0.6}, noise=("symmetric", 0.2))
+    pair = evaluate(store, "baseline", {0: 0.4, 1: 0.4}, noise=("pair", 0.4))
+    clean = evaluate(store, "fixed_ls", {0: 0.9, 1: 0.9}, noise=("symmetric", 0.0))
+    assert collect(store.experiment_id, noise=("symmetric", 0.2))["baseline"].run_ids == [older]
+    # no noise given: the first mode's (Baseline's) latest setting, pair 0.4, and only it
+    assert {m: r.run_ids for m, r in collect(store.experiment_id).items()} == {
+        "baseline": [pair]}
+    # a rate of 0 is the same data for every noise type
+    assert {m: r.run_ids for m, r in collect(store.experiment_id,
+                                             noise=("pair", 0.0)).items()} == {
+        "fixed_ls": [clean]}
+
+
+def test_seeds_prefer_the_latest_run_that_covers_them_and_use_only_those(store):
+    three = evaluate(store, "baseline", {0: 0.50, 1: 0.51, 2: 0.52})
+    two = evaluate(store, "baseline", {0: 0.60, 1: 0.61})
+    assert collect(store.experiment_id, seeds=3)["baseline"].run_ids == [three]
+    assert collect(store.experiment_id, seeds=2)["baseline"].run_ids == [two]
+    evaluate(store, "lgals", {0: 0.7, 1: 0.71, 2: 0.72})
+    runs = collect(store.experiment_id, seeds=2)["lgals"]
+    assert runs.final_acc == {(0, 0): 0.7, (0, 1): 0.71}
+    assert runs.curves["test_acc"].shape == (2, EPOCHS)
+    assert runs.n_stacked == 3  # the run stacked three seeds, whatever the report uses
+
+
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
+def test_report_from_mlflow_opens_with_the_card_lists_every_run_and_is_deterministic(store):
+    ids = [evaluate(store, mode, {0: acc, 1: acc + 0.01, 2: acc + 0.03}, repeat=repeat)
+           for repeat in (0, 1) for mode, acc in (("baseline", 0.5), ("lgals", 0.55))]
+    first = report_from_mlflow(store.experiment_id, store.out / "a", echo=lambda _: None)
+    report_from_mlflow(store.experiment_id, store.out / "b", echo=lambda _: None)
+    text = (store.out / "a" / "results.md").read_text()
+    assert text == (store.out / "b" / "results.md").read_text()
+    assert (store.out / "a" / "results.csv").read_bytes() == (
+        store.out / "b" / "results.csv").read_bytes()
+    lines = text.splitlines()
+    assert lines[:3] == ["# LGALS on mnist1d with noisy labels: our measurement", "",
+                         "## The note's claims"]
+    assert [line[:5] for line in lines[4:8]] == ["1. **", "2. **", "3. **", "4. **"]
+    assert first.comparison("lgals", "baseline").n_repeats == 2
+    (run, _) = store.client.search_runs([store.experiment_id],
+                                        "tags.`lgals.stage` = 'report'")
+    assert sorted(run.data.params["evaluate_runs"].split(",")) == sorted(ids)
+
+
+# --- comparisons over repetitions x seeds ----------------------------------------------------
+
+def test_paired_comparison_of_one_repetition_by_hand():
+    """Differences 2, 3.5, 0.5, 4.5, 2.5 pp (A − B): all positive, P(A > B) = 1."""
+    a, b = {0: 55.0, 1: 57.5, 2: 56.0, 3: 58.0, 4: 54.5}, {0: 53.0, 1: 54.0, 2: 55.5, 3: 53.5,
+                                                           4: 52.0}
+    c = compare(mode_runs("lgals", a), mode_runs("baseline", b))
+    diffs = np.array([[2.0, 3.5, 0.5, 4.5, 2.5]])
+    assert c.diff_pp == pytest.approx(2.6)
+    assert c.ci == pytest.approx(hierarchical_bootstrap(diffs)[1:])
+    assert c.p_improve == 1.0 and c.n_repeats == 1
+    assert c.paired_p == pytest.approx(stats.ttest_rel(list(a.values()), list(b.values())).pvalue)
+    assert "paired t-test p = " in c.verdict()
+
+
+A2 = {(0, 0): 50.0, (0, 1): 52.0, (1, 0): 54.0, (1, 1): 57.0}
+B2 = {(0, 0): 49.0, (0, 1): 52.0, (1, 0): 51.0, (1, 1): 55.0}  # A − B: [[1, 0], [3, 2]]
+
+
+def test_paired_comparison_of_two_repetitions_tests_the_repetition_means():
+    """Repetition means of A − B: 0.5 and 2.5: mean 1.5, sd √2, t = 1.5 / (√2 / √2) = 1.5 at
+    1 df (Cauchy): p = 1 − 2 atan(1.5) / π. Pairs: 3 wins and 1 tie of 4, P(A > B) = 0.875."""
+    c = compare(mode_runs("lgals", A2), mode_runs("baseline", B2))
+    assert c.diff_pp == pytest.approx(1.5) and c.n_repeats == 2
+    assert c.paired_p == pytest.approx(1 - 2 * math.atan(1.5) / math.pi)
+    assert c.p_improve == 0.875
+    assert c.ci == pytest.approx(hierarchical_bootstrap(np.array([[1.0, 0.0], [3.0, 2.0]]))[1:])
+    assert c.welch_p == pytest.approx(stats.ttest_ind(list(A2.values()), list(B2.values()),
+                                                      equal_var=False).pvalue)
+    assert f"t-test on the 2 repetition means of the paired differences p = {c.p:.3g}" in (
+        c.verdict())
+
+
+def test_only_the_shared_runs_pair():
+    """B ran repetition 0 only: the paired test is the seeds' of repetition 0."""
+    b = {key: acc for key, acc in B2.items() if key[0] == 0} | {(0, 2): 50.0}
+    a = A2 | {(0, 2): 51.0}
+    c = compare(mode_runs("lgals", a), mode_runs("baseline", b))
+    assert c.n_repeats == 1 and c.diff_pp == pytest.approx((1 + 0 + 1) / 3)
+    assert c.paired_p == pytest.approx(stats.ttest_rel([50, 52, 51], [49, 52, 50]).pvalue)
+    assert (c.n_a, c.n_b) == (5, 3)
+
+
+# --- the claim card ----------------------------------------------------------------------
+
+def paper(baseline: list[float], fixed_ls: list[float], lgals: list[float]) -> Report:
+    return build({mode: mode_runs(mode, dict(enumerate(accs)))
+                  for mode, accs in (("baseline", baseline), ("fixed_ls", fixed_ls),
+                                     ("lgals", lgals))})
+
+
+BASE = [50.0, 52.0, 51.0, 53.0, 50.5, 52.5, 51.5, 49.5]
+
+
+def shifted(values: list[float], deltas: list[float]) -> list[float]:
+    return [v + d for v, d in zip(values, deltas)]
+
+
+def test_claim_1_supported_when_both_steps_are_significant_upwards():
+    fixed = shifted(BASE, [2.0, 2.1, 1.9, 2.2, 2.0, 1.8, 2.1, 2.0])
+    report = paper(BASE, fixed, shifted(fixed, [1.8, 1.9, 1.7, 2.0, 1.8, 1.9, 1.6, 1.9]))
+    verdict = claim_ranking(report)
+    assert verdict.status == SUPPORTED
+    assert all(report.comparison(a, "baseline" if a == "fixed_ls" else "fixed_ls").holm_p < ALPHA
+               for a in ("lgals", "fixed_ls"))
+    c = report.comparison("lgals", "fixed_ls")
+    assert (f"LGALS − FixedLS = {c.diff_pp:+.2f} pp [95% CI {c.ci[0]:+.2f}, {c.ci[1]:+.2f}] "
+            f"(claimed +1.82), P(LGALS > FixedLS) = 1.00, Holm p = {c.holm_p:.3g}") in (
+        verdict.evidence)
+    assert verdict.line(1).endswith("(see “Verdicts”)")
+
+
+def test_claim_1_not_supported_when_a_step_is_significantly_reversed():
+    fixed = shifted(BASE, [-2.0, -2.1, -1.9, -2.2, -2.0, -1.8, -2.1, -2.0])
+    report = paper(BASE, fixed, shifted(fixed, [1.8, 1.9, 1.7, 2.0, 1.8, 1.9, 1.6, 1.9]))
+    verdict = claim_ranking(report)
+    assert verdict.status == NOT_SUPPORTED
+    assert "FixedLS − Baseline is significantly negative" in verdict.evidence
+
+
+def test_claim_1_not_supported_when_a_ci_excludes_the_claimed_difference():
+    """LGALS − FixedLS within ±0.1 pp of 0: not significant, CI far below +1.82."""
+    fixed = shifted(BASE, [3.0, -1.0, 4.0, -2.0, 2.0, -1.0, 3.0, 0.0])
+    report = paper(BASE, fixed, shifted(fixed, [0.1, -0.1, 0.1, -0.1, 0.0, 0.1, -0.1, 0.0]))
+    c = report.comparison("lgals", "fixed_ls")
+    assert c.holm_p >= ALPHA and c.ci[1] < CLAIM["lgals"][0] - CLAIM["fixed_ls"][0]
+    verdict = claim_ranking(report)
+    assert verdict.status == NOT_SUPPORTED
+    assert "LGALS − FixedLS's 95% CI excludes the claimed +1.82 pp" in verdict.evidence
+    assert "FixedLS − Baseline's 95% CI" not in verdict.evidence  # +1 ± 2.4 pp: contains it
+
+
+def test_claim_1_inconclusive_when_noisy_and_when_a_mode_is_missing():
+    fixed = shifted(BASE, [6.0, -2.0, 5.0, -3.0, 4.0, -1.0, 5.0, 4.0])
+    report = paper(BASE, fixed, shifted(fixed, [5.0, -3.0, 4.0, -2.0, 3.0, 1.0, -1.0, 7.0]))
+    assert claim_ranking(report).status == INCONCLUSIVE
+    report.modes.pop("baseline")
+    lonely = build(report.modes)
+    assert claim_ranking(lonely).status == INCONCLUSIVE
+    assert "Needs Baseline, FixedLS and LGALS" in claim_ranking(lonely).evidence
+
+
+def lgals_with(auroc: np.ndarray, noisy: np.ndarray, clean: np.ndarray) -> Report:
+    """A report whose LGALS runs (2 repetitions x 2 seeds) have these [runs, epochs] curves."""
+    runs = mode_runs("lgals", {(r, s): 55.0 for r in range(2) for s in range(2)})
+    runs.curves |= {"noise_auroc": auroc, "eps_noisy_mean": noisy, "eps_clean_mean": clean}
+    return build({"lgals": runs})
+
+
+def test_claim_2_uses_each_runs_mean_over_epochs():
+    """AUROC 0.4 then 0.9 (mean 0.65) in every run; noisy ε 0.2 over clean in every run."""
+    auroc = np.tile([0.4, 0.9], (4, 1))
+    verdict = claim_mechanism(lgals_with(auroc, np.full((4, 2), 0.7), np.full((4, 2), 0.5)))
+    assert verdict.status == SUPPORTED
+    assert ("AUROC of 1 − s_i for flipped labels is 0.650 [95% CI 0.650, 0.650] and "
+            "ε(noisy) − ε(clean) = +0.2000 [95% CI +0.2000, +0.2000]") in verdict.evidence
+
+
+def test_claim_2_every_branch():
+    runs = 4
+    at_chance = np.array([[0.45], [0.55], [0.5], [0.5]])  # repetition means 0.5, 0.5
+    mean, low, high = hierarchical_bootstrap(np.array([[0.45, 0.55], [0.5, 0.5]]))
+    assert low <= AUROC_CHANCE
+    report = lgals_with(at_chance, np.full((runs, 1), 0.7), np.full((runs, 1), 0.5))
+    verdict = claim_mechanism(report)
+    assert verdict.status == NOT_SUPPORTED
+    assert f"is {mean:.3f} [95% CI {low:.3f}, {high:.3f}]" in verdict.evidence
+    below = lgals_with(np.full((runs, 1), 0.3), np.full((runs, 1), 0.7), np.full((runs, 1), 0.5))
+    assert claim_mechanism(below).status == NOT_SUPPORTED
+    no_gap = lgals_with(np.full((runs, 1), 0.8), np.full((runs, 1), 0.5), np.full((runs, 1), 0.5))
+    assert claim_mechanism(no_gap).status == INCONCLUSIVE
+    clean_data = lgals_with(np.full((runs, 1), np.nan), np.full((runs, 1), 0.5),
+                            np.full((runs, 1), 0.5))
+    assert claim_mechanism(clean_data).status == INCONCLUSIVE
+    assert claim_mechanism(paper(BASE, BASE, BASE)).status == INCONCLUSIVE  # no curves
+
+
+def with_diagnosis(r: dict[int, float]) -> Report:
+    report = paper(BASE, BASE, BASE)
+    report.diagnosis = Diagnosis("run-d", "lgals", {
+        "all.pearson": r, "layer1.pearson": {1: 0.1, 20: 0.3}, "layer3.pearson": {1: 0.9}})
+    return report
+
+
+@pytest.mark.parametrize("r, status", [
+    ({1: 0.5, 20: 0.82}, SUPPORTED),  # every checkpoint at least 0.5
+    ({1: 0.2, 20: 0.49}, NOT_SUPPORTED),  # none reaches 0.5
+    ({1: 0.3, 20: 0.7}, INCONCLUSIVE),
+])
+def test_claim_3_every_branch(r, status):
+    verdict = claim_alignment(with_diagnosis(r))
+    assert verdict.status == status
+    assert (f"all layers {min(r.values()):.3f}–{max(r.values()):.3f} (layer1 0.100–0.300, "
+            f"layer3 0.900–0.900)") in verdict.evidence
+
+
+def test_claim_3_without_a_diagnose_run():
+    verdict = claim_alignment(paper(BASE, BASE, BASE))
+    assert verdict.status == INCONCLUSIVE and "run `lgals diagnose`" in verdict.evidence
+
+
+@pytest.mark.parametrize("seconds, status", [(1.05, SUPPORTED), (COST_RATIO_MAX, SUPPORTED),
+                                             (1.2, NOT_SUPPORTED)])
+def test_claim_4_every_branch(seconds, status):
+    report = build({"baseline": mode_runs("baseline", {0: 50.0, 1: 51.0}, seconds=1.0),
+                    "lgals": mode_runs("lgals", {0: 50.0, 1: 51.0}, seconds=seconds)})
+    verdict = claim_cost(report)
+    assert verdict.status == status
+    assert f"{seconds:.2f}x Baseline's 0.5000 s" in verdict.evidence  # 1 s / 2 stacked seeds
+
+
+def test_claim_4_without_epoch_times():
+    report = paper(BASE, BASE, BASE)
+    report.modes["lgals"].curves.clear()
+    assert claim_cost(report).status == INCONCLUSIVE
+
+
+def test_the_card_opens_the_report_and_every_line_points_to_its_evidence():
+    lines = markdown(paper(BASE, BASE, BASE)).splitlines()
+    assert lines[2] == "## The note's claims"
+    card = lines[4:8]
+    assert [line[:3] for line in card] == ["1. ", "2. ", "3. ", "4. "]
+    assert all(line.endswith(")") and "(see " in line for line in card)
+    assert lines[9].startswith("## ")  # the card is followed by the tables
+
+
+# --- how large a difference the note's protocol detects ------------------------------------
+
+def test_the_mdd_needs_two_repetitions():
+    text = markdown(paper(BASE, BASE, BASE))
+    assert ("With one repetition the variance between repetitions (noise draw, split, tuning) "
+            "is not estimable") in text
+    assert "| MDD (pp) |" not in text
+
+
+def test_the_mdd_line_by_hand():
+    """LGALS − FixedLS per run [[1, 3], [5, 7]]: repetition variance 7, seed variance 2
+    (tests/test_statistics.py); one repetition of 5 seeds: SE = √(7 + 2 / 5)."""
+    fixed = {(r, s): 50.0 for r in range(2) for s in range(2)}
+    lgals = {(0, 0): 51.0, (0, 1): 53.0, (1, 0): 55.0, (1, 1): 57.0}
+    report = build({"fixed_ls": mode_runs("fixed_ls", fixed), "lgals": mode_runs("lgals", lgals)})
+    mdd = (1.959964 + 0.841621) * math.sqrt(7.4)
+    assert report.detectable("lgals", "fixed_ls")[1] == pytest.approx(mdd, rel=1e-5)
+    assert minimum_detectable_difference(Variance(7.0, 2.0)) == pytest.approx(mdd, rel=1e-5)
+    text = markdown(report)
+    assert f"| LGALS − FixedLS | 7.000 | 2.000 | {mdd:.2f} | +1.82 |" in text
+    assert (f"The note's protocol detects an LGALS − FixedLS difference of {mdd:.2f} pp or "
+            "more; its claimed gain is 1.82 pp (LGALS 57.15 − FixedLS 55.33), so it could not "
+            "reliably have detected it (power below 80%).") in text
+    assert "## Where the variance comes from" in text
+
+
+# --- the sweep -----------------------------------------------------------------------------
+
+LOW = {(r, s): 50.0 + s for r in range(3) for s in range(3)}
+
+
+def setting_report(lgals_gain: float) -> Report:
+    """3 repetitions x 3 seeds. FixedLS − Baseline: repetition means −0.1, 0, 0.1 (mean 0);
+    LGALS − Baseline: gain + 0.2, gain, gain + 0.2 (mean gain + 0.4 / 3)."""
+    fixed = {(r, s): v + 0.1 * (r - 1) + (0.2 if s == 1 else -0.1) for (r, s), v in LOW.items()}
+    lgals = {(r, s): v + lgals_gain + 0.2 * (r - 1) ** 2 for (r, s), v in LOW.items()}
+    return build({"baseline": mode_runs("baseline", LOW), "fixed_ls": mode_runs("fixed_ls", fixed),
+                  "lgals": mode_runs("lgals", lgals)})
+
+
+def test_sweep_rows_are_holm_adjusted_over_the_whole_sweep_and_count_rate_0_once():
+    clean, noisy = setting_report(0.0), setting_report(3.0)
+    reports = {("symmetric", 0.0): clean, ("symmetric", 0.2): noisy, ("pair", 0.0): clean}
+    rows = sweep_rows(reports)
+    assert [(r["noise_type"], r["noise_rate"], r["mode"]) for r in rows][:4] == [
+        ("symmetric", 0.0, "Baseline"), ("symmetric", 0.0, "FixedLS"),
+        ("symmetric", 0.0, "LGALS"), ("symmetric", 0.2, "Baseline")]
+    family = [c.p for report in (clean, noisy) for c in report.comparisons]  # 3 + 3, not 9
+    adjusted = holm(family)
+    lgals = rows[5]
+    assert lgals["holm_p_vs_baseline"] == pytest.approx(adjusted[3])
+    assert lgals["holm_p_vs_fixed_ls"] == pytest.approx(adjusted[4])
+    assert lgals["diff_vs_baseline_pp"] == pytest.approx(3 + 0.4 / 3)
+    assert lgals["holm_p_vs_baseline"] < ALPHA and lgals["verdict_vs_baseline"] == "better"
+    fixed = rows[4]
+    assert fixed["diff_vs_baseline_pp"] == pytest.approx(0.0, abs=1e-12)
+    assert fixed["p_vs_baseline"] == pytest.approx(1.0)  # t = 0
+    assert fixed["verdict_vs_baseline"] == "n.s." and fixed["verdict_vs_fixed_ls"] == ""
+    assert rows[0]["diff_vs_baseline_pp"] == "" and rows[0]["verdict_vs_fixed_ls"] == ""
+    assert rows[6:] == [r | {"noise_type": "pair"} for r in rows[:3]]
+    mean, low, high = hierarchical_bootstrap(np.array([[50.0, 51.0, 52.0]] * 3))
+    assert (rows[0]["final_test_acc_mean_pct"], rows[0]["ci95_low_pct"],
+            rows[0]["ci95_high_pct"]) == (mean, low, high)
+
+
+def test_sweep_verdict_cells():
+    rows = sweep_rows({("symmetric", 0.2): setting_report(-3.0)})
+    line = next(li for li in sweep_markdown(rows).splitlines() if "| LGALS |" in li)
+    lgals = rows[2]
+    assert lgals["verdict_vs_baseline"] == "worse" and lgals["holm_p_vs_baseline"] < ALPHA
+    assert lgals["diff_vs_baseline_pp"] == pytest.approx(-3 + 0.4 / 3)
+    assert line.startswith(f"| symmetric | 20% | LGALS | 3 × 3 | "
+                           f"{lgals['final_test_acc_mean_pct']:.2f} | ")
+    assert line.endswith(f"| -2.87 pp, Holm p = {lgals['holm_p_vs_baseline']:.3g}: worse | "
+                         f"{lgals['diff_vs_fixed_ls_pp']:+.2f} pp, Holm p = "
+                         f"{lgals['holm_p_vs_fixed_ls']:.3g}: "
+                         f"{lgals['verdict_vs_fixed_ls']} |")
+    assert "Holm-adjusted over all 3 comparisons of this table" in sweep_markdown(rows)
+
+
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
+def test_sweep_report_from_mlflow_draws_rate_0_in_every_panel(store):
+    for mode, acc in (("baseline", 0.8), ("lgals", 0.81)):
+        evaluate(store, mode, {0: acc, 1: acc + 0.01}, noise=("symmetric", 0.0))
+    for noise, acc in ((("symmetric", 0.2), 0.6), (("pair", 0.2), 0.55)):
+        for mode, gain in (("baseline", 0.0), ("lgals", 0.02)):
+            evaluate(store, mode, {0: acc + gain, 1: acc + gain + 0.02}, noise=noise)
+    reports = sweep_report(store.experiment_id, store.out / "sweep",
+                           [("symmetric", 0.0), ("symmetric", 0.2), ("pair", 0.2)],
+                           echo=lambda _: None)
+    assert list(reports) == [("symmetric", 0.0), ("symmetric", 0.2), ("pair", 0.0),
+                             ("pair", 0.2)]
+    assert reports[("pair", 0.0)] is reports[("symmetric", 0.0)]
+    rows = list(csv.DictReader(io.StringIO((store.out / "sweep" / "sweep.csv").read_text())))
+    assert [(r["noise_type"], r["noise_rate"], r["mode"]) for r in rows] == [
+        (t, rate, mode) for t, rate in (("symmetric", "0.0"), ("symmetric", "0.2"),
+                                        ("pair", "0.0"), ("pair", "0.2"))
+        for mode in ("Baseline", "LGALS")]
+    assert float(rows[5]["final_test_acc_mean_pct"]) == pytest.approx(81.5)
+    assert float(rows[7]["diff_vs_baseline_pp"]) == pytest.approx(2.0)
+    assert (store.out / "sweep" / "sweep_accuracy.png").stat().st_size > 0
+    assert "| pair | 0% | LGALS |" in (store.out / "sweep" / "sweep.md").read_text()
+    (run,) = store.client.search_runs([store.experiment_id], "tags.`lgals.sweep` = 'true'")
+    assert (run.data.tags["lgals.stage"], run.data.tags["lgals.mode"]) == ("report", "all")
+    assert {a.path for a in store.client.list_artifacts(run.info.run_id)} == {
+        "sweep.md", "sweep.csv", "sweep_accuracy.png"}
