@@ -315,14 +315,22 @@ def _experiment_id(name: str) -> str:
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Seeds 0..N-1 of each [default: the seeds every evaluation has].")
 @noise_options()
+@click.option("--sweep", "of_sweep", is_flag=True,
+              help="Instead: the latest sweep's report (sweep.md, .csv, sweep_accuracy.png).")
 @tracking_options
-def report_command(out, suite, repeats, seeds, noise, tracking_uri, experiment_name) -> None:
+def report_command(out, suite, repeats, seeds, noise, of_sweep, tracking_uri,
+                   experiment_name) -> None:
     """The claim card, tables, statistics and plots from the latest evaluate runs of the
     suite's modes at one noise setting, per repetition (MLflow only)."""
     from lgals import tracking
     from lgals.report import report_from_mlflow
 
     experiment_id = tracking.connect(tracking_uri, experiment_name, create=False)
+    if of_sweep:
+        from lgals.pipeline import sweep_report_again
+
+        sweep_report_again(experiment_id, out, echo=click.echo)
+        return
     given = click.get_current_context().get_parameter_source
     default = click.core.ParameterSource.DEFAULT
     setting = ((noise.noise_type, noise.noise_rate)
@@ -346,6 +354,10 @@ def protocol_options(func):
 
         from lgals.pipeline import PROTOCOLS
 
+        given = click.get_current_context().get_parameter_source("protocol")
+        if quick and given != click.core.ParameterSource.DEFAULT and protocol != "quick":
+            raise click.BadParameter(f"is --protocol quick; not with --protocol {protocol}",
+                                     param_hint="'--quick'")
         chosen = PROTOCOLS["quick" if quick else protocol]
         chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
                                      repeats=repeats or chosen.repeats,

@@ -149,6 +149,28 @@ def sweep_settings(rates: Sequence[float], types: Sequence[str]) -> list[NoiseRe
     return settings
 
 
+def _sweep_setting_pairs(settings: list[NoiseRecipe]) -> list[tuple[str, float]]:
+    return [(recipe.noise_type, recipe.noise_rate) for recipe in settings]
+
+
+def sweep_report_again(experiment_id: str, out: Path,
+                       echo: Callable[[str], None] = print) -> None:
+    """The latest finished sweep's report, rebuilt from MLflow alone: its settings and size
+    are its run's params."""
+    from lgals.errors import BadSetting
+
+    runs = tracking.mlflow_client().search_runs(
+        [experiment_id], "tags.`lgals.stage` = 'sweep' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise BadSetting("--sweep: no finished sweep in this experiment: run `lgals sweep`")
+    params = runs[0].data.params
+    settings = sweep_settings([float(rate) for rate in params["noise_rates"].split(",")],
+                              params["noise_types"].split(","))
+    sweep_report(experiment_id, out, _sweep_setting_pairs(settings), suite=params["suite"],
+                 repeats=int(params["repeats"]), seeds=int(params["seeds"]), echo=echo)
+
+
 def sweep(experiment_id: str, out: Path, protocol: Protocol, rates: Sequence[float],
           types: Sequence[str], workers: int = 1, storage: str | None = None,
           device: str = "cpu", echo: Callable[[str], None] = print) -> dict[str, float]:
@@ -169,7 +191,7 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, rates: Sequence[flo
                           workers, storage, device, echo, parent_run_id=top)
             timings[recipe.setting] = time.perf_counter() - started
         started = time.perf_counter()
-        sweep_report(experiment_id, out, [(r.noise_type, r.noise_rate) for r in settings],
+        sweep_report(experiment_id, out, _sweep_setting_pairs(settings),
                      suite=protocol.suite, repeats=protocol.repeats, seeds=protocol.seeds,
                      parent_run_id=top, echo=echo)
         timings["sweep report"] = time.perf_counter() - started

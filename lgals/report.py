@@ -231,8 +231,9 @@ class Report:
         runs = self.modes.get(mode)
         if runs is None or "epoch_seconds" not in runs.curves:
             return None
-        # epoch_seconds is the wall time of the whole stack; every seed run logs the same.
-        return float(np.mean(runs.curves["epoch_seconds"][0]) / runs.n_stacked)
+        # epoch_seconds is the wall time of the whole stack; every seed run of a repetition
+        # logs the same, so the mean over runs is the mean over repetitions.
+        return float(np.mean(runs.curves["epoch_seconds"]) / runs.n_stacked)
 
     def repeats(self) -> int:
         """The most repetitions any mode has."""
@@ -389,8 +390,8 @@ def claim_mechanism(report: Report) -> ClaimVerdict:
     runs = report.modes.get("lgals")
     names = ("noise_auroc", "eps_noisy_mean", "eps_clean_mean")
     if runs is None or any(name not in runs.curves for name in names):
-        return ClaimVerdict(claim, INCONCLUSIVE, "No LGALS runs with the AUROC and ε curves.",
-                            where)
+        return ClaimVerdict(claim, INCONCLUSIVE, "LGALS's runs logged no AUROC or ε curves "
+                            "of flipped labels (none flipped, or no LGALS runs).", where)
     auroc = runs.curve_matrix("noise_auroc")
     gap = runs.curve_matrix("eps_noisy_mean") - runs.curve_matrix("eps_clean_mean")
     if not (np.isfinite(auroc).all() and np.isfinite(gap).all()):
@@ -405,8 +406,9 @@ def claim_mechanism(report: Report) -> ClaimVerdict:
         return ClaimVerdict(claim, SUPPORTED, f"{evidence} Flipped labels are less aligned and "
                             "get more smoothing.", where)
     if a_low <= AUROC_CHANCE:
-        return ClaimVerdict(claim, NOT_SUPPORTED, f"{evidence} The AUROC's CI reaches "
-                            f"{AUROC_CHANCE}: s_i does not single out flipped labels.", where)
+        place = "lies below" if a_high < AUROC_CHANCE else "contains"
+        return ClaimVerdict(claim, NOT_SUPPORTED, f"{evidence} The AUROC's CI {place} chance "
+                            f"({AUROC_CHANCE}): s_i does not single out flipped labels.", where)
     return ClaimVerdict(claim, INCONCLUSIVE, f"{evidence} s_i detects flipped labels, but "
                         f"their extra ε is not above {EPS_GAP_MIN}.", where)
 

@@ -171,6 +171,7 @@ def test_train_json_lgals_params_in_process(run_main):
     assert all(0.0 <= v <= 0.2 for v in entry["history"]["eps_mean"])
 
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_text_output_summarises_seeds(run_main):
     code, out, err = run_main(["train", "--epochs", "1", "--seeds", "2", "--no-tracking"])
     assert code == 0, err

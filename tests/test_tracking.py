@@ -364,6 +364,7 @@ def test_reanalyze_reproduces_and_logs_a_new_run(trained, tmp_path):
     assert client.get_run(source_id).data.metrics == source.data.metrics
 
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_baseline_with_a_validation_split(tmp_path, _cache_dir):
     """One seed, baseline (no smoothing at all), 10% noisy validation split."""
     uri = sqlite_uri(tmp_path / "mlflow.db")

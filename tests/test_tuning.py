@@ -321,6 +321,7 @@ def test_workers_share_one_study_without_duplicates(tmp_path, _cache_dir):
 
 # --- 5. diverged trials -------------------------------------------------------------------
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_enqueued_out_of_range_lr_is_a_failed_trial_and_the_study_goes_on(tmp_path, _cache_dir):
     study = create_study(TuneSettings(mode="baseline", n_trials=3, epochs=2),
                          stores(tmp_path)[1])
@@ -500,6 +501,7 @@ def test_same_sampler_seed_gives_the_same_study_in_another_process(lgals_study, 
 
 # --- 9. the oracle variant ---------------------------------------------------------------
 
+@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_clean_validation_labels_are_an_oracle_study_evaluate_ignores(tmp_path, _cache_dir):
     noisy = tuning_data(TuneSettings(mode="baseline"))
     oracle = tuning_data(TuneSettings(mode="baseline", val_labels="clean"))
