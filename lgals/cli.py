@@ -246,7 +246,7 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
         study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
     ) for m in modes]
     for repeat in range(repeats):
-        with tracking.scope({"lgals.repeat": repeat}):
+        with tracking.scope({"lgals.repeat": repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             for summary in tune_modes([s.repeated(repeat) for s in settings], experiment_id,
                                       storage, workers, batch=batch, device=device):
                 click.echo(describe_study(summary))
@@ -287,7 +287,7 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
                for repeat in range(repeats)]
     seed_list = list(range(first_seed, first_seed + seeds))
     for repeat, repeat_sources in enumerate(sources):
-        with tracking.scope({"lgals.repeat": repeat}):
+        with tracking.scope({"lgals.repeat": repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             results = evaluate_modes(repeat_sources, experiment_id, seed_list, epochs,
                                      noise.repeated(repeat), vary_noise, device=device)
         for mode, mode_results in results.items():

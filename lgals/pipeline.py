@@ -82,7 +82,8 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
     for repeat in range(protocol.repeats):
         of = f" (repetition {repeat + 1} of {protocol.repeats})" if protocol.repeats > 1 else ""
         settings = protocol.tune_settings(repeat)
-        with tracking.scope({"lgals.repeat": repeat}):
+        with tracking.scope({"lgals.repeat": repeat},
+                            label=f"r{repeat}" if protocol.repeats > 1 else ""):
             echo(f"[tune{of}] {len(settings)} modes x {protocol.n_trials} trials x "
                  f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} per mode")
             started = time.perf_counter()
@@ -123,8 +124,12 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     """Tune every mode -> evaluate over seeds (per repetition) -> report; return each stage's
     seconds."""
     tags = {"lgals.stage": "reproduce", "lgals.mode": "all",
-            "lgals.noise": protocol.noise.setting}
-    with tracking.run(experiment_id, f"reproduce-{protocol.name}", tags,
+            "lgals.noise": protocol.noise.setting,
+            tracking.NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
+                           f"each tuning {', '.join(SUITES[protocol.suite])} ({protocol.n_trials} "
+                           f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
+                           f"{protocol.noise.setting}; then the report (its `report` run)."}
+    with tracking.run(experiment_id, tracking.run_name(f"reproduce-{protocol.name}"), tags,
                       _run_params(protocol, workers, device), parent_run_id) as top:
         timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
         echo("[report]")
@@ -181,12 +186,15 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, rates: Sequence[flo
     params = {**_run_params(protocol, workers, device),
               "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
     timings: dict[str, float] = {}
-    with tracking.run(experiment_id, f"sweep-{protocol.name}",
-                      {"lgals.stage": "sweep", "lgals.mode": "all"}, params) as top:
+    tags = {"lgals.stage": "sweep", "lgals.mode": "all",
+            tracking.NOTE: f"The {protocol.name} protocol at {len(settings)} noise settings "
+                           f"({', '.join(r.setting for r in settings)}): one `reproduce` run "
+                           "each, then the sweep's report."}
+    with tracking.run(experiment_id, f"sweep-{protocol.name}", tags, params) as top:
         for number, recipe in enumerate(settings, 1):
             echo(f"[sweep {number}/{len(settings)}] noise {recipe.setting}")
             started = time.perf_counter()
-            with tracking.scope({"lgals.noise": recipe.setting}):
+            with tracking.scope({"lgals.noise": recipe.setting}, label=recipe.setting):
                 reproduce(experiment_id, out / recipe.setting, replace(protocol, noise=recipe),
                           workers, storage, device, echo, parent_run_id=top)
             timings[recipe.setting] = time.perf_counter() - started

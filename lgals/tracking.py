@@ -44,6 +44,22 @@ STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "fil
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
 HEARTBEAT_TAG = "lgals.heartbeat"
+EXPERIMENT_DESCRIPTION = """\
+lgals: Logit-Gradient Alignment Label Smoothing against no smoothing and fixed smoothing on
+mnist1d with flipped training labels.
+
+Runs by stage (tag `lgals.stage`): `trial` (one Optuna trial, under its `tune-<mode>` run),
+`tune`, `evaluate` (one run per seed, named `<mode>-seed<N>`, under `evaluate-<mode>`),
+`report`, `reproduce`, `sweep`, `diagnose`. Tags `lgals.mode`, `lgals.seed`, `lgals.repeat`
+(repetition of a repeated study) and `lgals.noise` (a sweep's noise setting) filter them.
+
+Compare modes: filter `tags.lgals.stage = 'evaluate' and tags.lgals.seed != ''`, open the
+chart view, group by `tags.lgals.mode`, and plot `test_acc` (per epoch) or `final_test_acc`.
+The statistics are in the latest `report` run's `results.md`."""
+# MLflow's UI opens an experiment of this kind on its training runs, not on the GenAI
+# overview (the value its experiment page reads, MLflow 3.17's server/js).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   "mlflow.note.content": EXPERIMENT_DESCRIPTION}
 DEFAULT_STALE_SECONDS = 30.0
 
 
@@ -98,8 +114,19 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
                                   f"{error.orig or error} (damaged? move the file aside and "
                                   "run again to start a new store)") from None
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
+    if create or project_run:
+        describe_experiment(experiment_id)
     end_dead_runs(experiment_id)
     return experiment_id
+
+
+def describe_experiment(experiment_id: str) -> None:
+    """The experiment's kind and description, unless it has its own already."""
+    client = mlflow_client()
+    tags = client.get_experiment(experiment_id).tags
+    for key, value in EXPERIMENT_TAGS.items():
+        if key not in tags:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 def _full_disk_reported_by_lgals(record) -> bool:
@@ -211,24 +238,37 @@ def source_info() -> dict[str, str]:
     return info
 
 
+NOTE = "mlflow.note.content"  # a run's (or experiment's) description in MLflow's UI
 _SCOPE: ContextVar[Mapping[str, str]] = ContextVar("lgals_scope",
                                                    default=MappingProxyType({}))
 
 
+_LABEL: ContextVar[str] = ContextVar("lgals_label", default="")
+
+
 @contextmanager
-def scope(tags: dict) -> Iterator[None]:
+def scope(tags: dict, label: str = "") -> Iterator[None]:
     """Tags that every run opened inside the block carries besides its own: a repetition's
-    ``lgals.repeat``, a sweep's ``lgals.noise``."""
+    ``lgals.repeat``, a sweep's ``lgals.noise``; and a ``label`` its runs' names carry (a
+    repeated study's ``r<R>``, see :func:`run_name`)."""
     token = _SCOPE.set({**_SCOPE.get(), **{key: str(value) for key, value in tags.items()}})
+    label_token = _LABEL.set("-".join(part for part in (_LABEL.get(), label) if part))
     try:
         yield
     finally:
+        _LABEL.reset(label_token)
         _SCOPE.reset(token)
 
 
-def scope_tags() -> dict[str, str]:
-    """The tags of the enclosing :func:`scope` (a worker process re-enters it)."""
-    return dict(_SCOPE.get())
+def scope_tags() -> tuple[dict[str, str], str]:
+    """The tags and label of the enclosing :func:`scope` (a worker process re-enters it)."""
+    return dict(_SCOPE.get()), _LABEL.get()
+
+
+def run_name(base: str, last: str = "") -> str:
+    """A run's name: ``base``, the scope's label, ``last``; e.g. ``lgals-r2-seed3``,
+    ``tune-lgals-r2``."""
+    return "-".join(part for part in (base, _LABEL.get(), last) if part)
 
 
 def open_run(experiment_id: str, name: str, tags: dict, params: dict,
@@ -295,8 +335,11 @@ def group_run(experiment_id: str, stage: str, modes: Sequence[str], params: dict
     if len(modes) < 2:
         yield parent_run_id
         return
-    with run(experiment_id, f"{stage}-all", {"lgals.mode": "all", "lgals.stage": stage},
-             {**params, **source_info()}, parent_run_id) as run_id:
+    tags = {"lgals.mode": "all", "lgals.stage": stage,
+            NOTE: f"The {stage} of {len(modes)} modes ({', '.join(modes)}): one run per mode "
+                  "below, each holding its own runs."}
+    with run(experiment_id, run_name(f"{stage}-all"), tags, {**params, **source_info()},
+             parent_run_id) as run_id:
         yield run_id
 
 
@@ -462,8 +505,8 @@ def pip_requirements() -> list[str]:
     return [f"torch=={version('torch').split('+')[0]}", f"numpy=={version('numpy')}"]
 
 
-def log_members(run_ids: Sequence[str], results: Sequence[MemberResult], logger: EpochLogger,
-                data: NoisyDataset, log_models: bool = True) -> None:
+def log_members(experiment_id: str, run_ids: Sequence[str], results: Sequence[MemberResult],
+                logger: EpochLogger, data: NoisyDataset, log_models: bool = True) -> None:
     """Each finished member's final metric, status, histograms, the data recipe, its figure and
     model; returns once all of it is stored.
 
@@ -493,29 +536,39 @@ def log_members(run_ids: Sequence[str], results: Sequence[MemberResult], logger:
                 WRITER.log_heatmaps(logger.uri, run_id, str(path),
                                     f"{MODES[result.config.mode].label}, seed {result.seed}")
         for run_id, result in zip(run_ids, results):
+            # the model first exists empty (PENDING): its run's final metric names it, so
+            # the model's page shows the metric; its files follow
+            model_id = None
+            if log_models:
+                with storing(f"logging the model of run {run_id}"):
+                    model_id = client.create_logged_model(
+                        experiment_id, "model", run_id,
+                        params={k: str(v) for k, v in result.config.mode_params().items()},
+                    ).model_id
             metrics = []
             if result.final_test_acc is not None:
                 metrics.append(Metric("final_test_acc", result.final_test_acc,
-                                      int(time.time() * 1000), result.config.epochs))
+                                      int(time.time() * 1000), result.config.epochs,
+                                      model_id=model_id))
             tags = [RunTag("lgals.status", result.status)]
             if result.reason:
                 tags.append(RunTag("lgals.status_reason", result.reason))
             with storing(f"logging the results of run {run_id}"):
                 client.log_batch(run_id, metrics=metrics, tags=tags)
-            if log_models:
-                _log_model(run_id, result, data)
+            if model_id:
+                _log_model(run_id, model_id, result, data)
         with storing(f"logging the files of {len(run_ids)} run(s)"):
             WRITER.sync()
 
 
-def _log_model(run_id: str, result: MemberResult, data: NoisyDataset) -> None:
-    """The member's model, or, should logging it fail (a full disk, an interrupt), no trace
-    of it but a FAILED logged model."""
+def _log_model(run_id: str, model_id: str, result: MemberResult, data: NoisyDataset) -> None:
+    """The member's model into its logged model ``model_id``, or, should logging it fail (a
+    full disk, an interrupt), no trace of it but a FAILED logged model."""
     import mlflow.pytorch
 
     try:
         with storing(f"logging the model of run {run_id}"):
-            mlflow.pytorch.log_model(result.model, name="model", run_id=run_id,
+            mlflow.pytorch.log_model(result.model, name="model", run_id=run_id, model_id=model_id,
                                      input_example=data.x_train[:2],
                                      pip_requirements=pip_requirements())
     except BaseException:
@@ -523,6 +576,27 @@ def _log_model(run_id: str, result: MemberResult, data: NoisyDataset) -> None:
             fail_unfinished_models(mlflow_client().get_run(run_id).info.experiment_id,
                                    {run_id})
         raise
+
+
+def log_dataset(run_ids: Sequence[str], data: NoisyDataset) -> None:
+    """The noisy training set as each run's input dataset: named after its noise recipe,
+    with a digest of its inputs and observed labels, which another noise draw changes."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    recipe = data.recipe
+    split = f"-val{recipe.val_fraction:g}" if recipe.val_fraction else ""
+    source = CodeDatasetSource({"generator": "lgals.data.load_dataset", **recipe.params()})
+    dataset = mlflow.data.from_numpy(
+        data.x_train, targets=data.y_train, source=source,
+        name=f"mnist1d-{recipe.setting}-seed{recipe.noise_seed}{split}")
+    inputs = [DatasetInput(dataset._to_mlflow_entity(),
+                           [InputTag("mlflow.data.context", "training")])]
+    client = mlflow_client()
+    with storing("logging the training set"):
+        for run_id in run_ids:
+            client.log_inputs(run_id, datasets=inputs)
 
 
 def save_recipe(path: Path, data: NoisyDataset) -> None:
@@ -546,6 +620,7 @@ def tracked_train(
     stage: str,
     parent_run_id: str | Sequence[str] | None = None,
     member_tags: Sequence[dict] | None = None,
+    member_names: Sequence[str] | None = None,
     log_models: bool = True,
     callback: Callback | None = None,
     on_runs_opened: Callable[[list[str]], None] | None = None,
@@ -556,30 +631,37 @@ def tracked_train(
 
     Members go under ``parent_run_id`` if given (one for all, or one per member); otherwise
     several seeds get a new parent run (adopting ``mlflow run``'s run) and a single seed is
-    that run itself. Returns the results, the member run ids and the parent run id (``None``
-    for a single adopted run).
+    that run itself. Members are named ``<mode>-seed<N>`` unless ``member_names`` says
+    otherwise. Returns the results, the member run ids and the parent run id (``None`` for a
+    single adopted run).
     """
     member_tags = member_tags or [{} for _ in seeds]
+    member_names = member_names or [run_name(c.mode, f"seed{seed}")
+                                    for c, seed in zip(configs, seeds)]
     owned: list[str] = []
     with ending(owned):
         if parent_run_id is None and len(seeds) > 1:
             mode = configs[0].mode
             shared = {**run_params(configs[0], data), "seeds": ",".join(map(str, seeds))}
-            parent_run_id = open_run(experiment_id, f"{stage}-{mode}",
-                                     {"lgals.mode": mode, "lgals.stage": stage}, shared,
-                                     adopt_project_run=True)
+            parent_run_id = open_run(experiment_id, run_name(f"{stage}-{mode}"),
+                                     {"lgals.mode": mode, "lgals.stage": stage,
+                                      NOTE: f"{MODES[mode].label}: seeds {shared['seeds']} "
+                                            "trained together, one run each below."},
+                                     shared, adopt_project_run=True)
             owned.append(parent_run_id)
         parents = ([parent_run_id] * len(seeds) if parent_run_id is None
                    or isinstance(parent_run_id, str) else list(parent_run_id))
         run_ids = []
-        for seed, config, extra, parent in zip(seeds, configs, member_tags, parents):
-            run_id = open_run(experiment_id, f"{config.mode}-seed{seed}",
+        for seed, config, extra, parent, name in zip(seeds, configs, member_tags, parents,
+                                                     member_names):
+            run_id = open_run(experiment_id, name,
                               {"lgals.mode": config.mode, "lgals.stage": stage,
                                "lgals.seed": seed, "lgals.device": device, **extra},
                               {**run_params(config, data), "seed": seed},
                               parent_run_id=parent, adopt_project_run=parent is None)
             owned.append(run_id)
             run_ids.append(run_id)
+        log_dataset(run_ids, data)
         if on_runs_opened:
             on_runs_opened(run_ids)
         logger = EpochLogger(run_ids)
@@ -596,7 +678,7 @@ def tracked_train(
             with suppress(RuntimeError):  # a dead writer: the runs end all the same
                 WRITER.sync()
             raise
-        log_members(run_ids, results, logger, data, log_models)
+        log_members(experiment_id, run_ids, results, logger, data, log_models)
         for run_id, result in zip(run_ids, results):
             if result.status == "diverged":
                 _terminate([run_id], "FAILED")

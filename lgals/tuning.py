@@ -38,6 +38,8 @@ from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
 # worker is started for them and pops them first.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+# What a trial's value is, as Optuna's figures name it on their axes.
+OBJECTIVE = "val_acc (noisy validation accuracy, last epoch)"
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
 DEFAULT_BATCH = 10
@@ -368,6 +370,7 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
                 data, [a.config for a in asked], [a.settings.train_seed for a in asked],
                 experiment_id=experiment_id, stage="trial",
                 parent_run_id=[tune_runs[a.settings.mode] for a in asked], member_tags=tags,
+                member_names=[f"{a.settings.mode}-trial{a.trial.number:02d}" for a in asked],
                 log_models=False, callback=prune, on_runs_opened=point_to_runs,
                 progress=progress, device=device)
         for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
@@ -431,7 +434,7 @@ def _worker(args: tuple) -> bool:
     install_interrupt_handlers(interrupt_once)
     torch.set_num_threads(threads)  # N workers share the cores instead of fighting for them
     try:
-        with tracking.scope(scope):  # the parent's repetition and noise setting
+        with tracking.scope(*scope):  # the parent's repetition and noise setting
             run_trials(*run_args)
     except KeyboardInterrupt:
         return False
@@ -460,10 +463,17 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
         with tracking.ending(owned):
             for s in settings:
                 tags = {"lgals.mode": s.mode, "lgals.stage": "tune", "lgals.study": s.study_name,
-                        "lgals.val_labels": s.val_labels}
+                        "lgals.val_labels": s.val_labels,
+                        tracking.NOTE: f"Optuna study `{s.study_name}`: {s.n_trials} trials of "
+                                       f"{MODES[s.mode].label}, {s.epochs} epochs each, scored "
+                                       f"on a {s.val_labels} validation split "
+                                       f"({s.noise.val_fraction:g} of the training set); one "
+                                       "child run per trial (`<mode>-trial<NN>`), the best "
+                                       "params as `best.*`, Optuna's figures under `optuna/`."}
                 params = {**s.params(), "workers": workers, "batch": batch, "device": device,
                           "storage": _redact(storage), **tracking.source_info()}
-                owned.append(tracking.open_run(experiment_id, f"tune-{s.mode}", tags, params,
+                owned.append(tracking.open_run(experiment_id, tracking.run_name(f"tune-{s.mode}"),
+                                               tags, params,
                                                parent_run_id=parent,
                                                adopt_project_run=parent is None))
             tune_runs = {s.mode: run_id for s, run_id in zip(settings, owned)}
@@ -539,7 +549,6 @@ def summarize(study: optuna.Study) -> dict:
 def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
     """Best params as ``best.<name>``, best value, trial counts and Optuna's figures."""
     import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
 
     client = tracking.mlflow_client()
     for name, value in summary.get("best_params", {}).items():
@@ -549,20 +558,39 @@ def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
         client.log_metric(run_id, "best_val_acc", summary["best_value"])
     for key in ("n_trials", "n_complete", "n_pruned", "n_fail"):
         client.log_metric(run_id, key, summary[key])
+    for name, figure in study_figures(study).items():
+        if isinstance(figure, str):
+            client.set_tag(run_id, f"lgals.figure.{name}", f"skipped: {figure}")
+            continue
+        # cropped to what is drawn, so no label is cut (param_importances' long names)
+        client.log_figure(run_id, figure, f"optuna/{name}.png",
+                          save_kwargs={"bbox_inches": "tight"})
+        plt.close(figure)
+
+
+def study_figures(study: optuna.Study) -> dict:
+    """Optuna's history, importance and slice figures, the objective named on their axes and
+    slanted ticks; a figure Optuna cannot draw is the reason why."""
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
     plots = {"optimization_history": optuna_plots.plot_optimization_history,
              "param_importances": optuna_plots.plot_param_importances,
              "slice": optuna_plots.plot_slice}
+    figures: dict = {}
     for name, plot in plots.items():
         try:
             with plt.rc_context(), _experimental():  # Optuna's style stays in its figures
-                axes = plot(study)
+                axes = plot(study, target_name=OBJECTIVE)
         except (ValueError, RuntimeError) as error:  # e.g. fewer than two complete trials
-            client.set_tag(run_id, f"lgals.figure.{name}", f"skipped: {error}")
+            figures[name] = str(error)
             continue
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
         figure.set_size_inches(max(6.4, figure.get_figwidth()), 4.8)
-        client.log_figure(run_id, figure, f"optuna/{name}.png")
-        plt.close(figure)
+        for ax in figure.axes:  # slice's panels share a row: their ticks must not collide
+            ax.tick_params(axis="x", labelrotation=30, labelsize="small")
+        figures[name] = figure
+    return figures
 
 
 def _redact(url: str) -> str:

@@ -165,6 +165,7 @@ def test_repetitions_are_tagged_paired_and_resumed(tmp_path, _cache_dir):
     cells = {(r.data.tags["lgals.mode"], r.data.tags["lgals.repeat"], r.data.tags["lgals.seed"])
              for r in seed_runs}
     assert len(seed_runs) == len(cells) == 3 * 2 * 2  # modes x repetitions x seeds, paired
+    assert {r.info.run_name for r in seed_runs} == {f"{m}-r{r}-seed{s}" for m, r, s in cells}
     draws = {(r.data.tags["lgals.repeat"], r.data.params["noise_seed"]) for r in seed_runs}
     assert draws == {("0", "0"), ("1", "1")}  # repetition r: noise seed 0 + r
     trials = [r for r in runs if r.data.tags.get("lgals.stage") == "trial"]
@@ -202,6 +203,8 @@ def test_a_sweep_runs_the_protocol_per_setting_under_one_run(tmp_path, _cache_di
     reproduces = [r for r in runs if r.data.tags.get("lgals.stage") == "reproduce"]
     assert sorted(r.data.tags["lgals.noise"] for r in reproduces) == sorted(settings)
     assert {r.data.tags["mlflow.parentRunId"] for r in reproduces} == {umbrella.info.run_id}
+    assert sorted(r.info.run_name for r in reproduces) == sorted(
+        f"reproduce-quick-{s}" for s in settings)
     evaluated = {(r.data.params["noise_type"], r.data.params["noise_rate"])
                  for r in runs if r.data.tags.get("lgals.stage") == "evaluate"
                  and "lgals.seed" in r.data.tags}

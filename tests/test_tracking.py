@@ -95,6 +95,63 @@ def test_train_exits_cleanly_and_names_its_runs(trained):
 
 
 @pytest.mark.slow
+def test_the_experiment_opens_on_its_runs_and_says_what_it_holds(trained):
+    """MLflow's UI shows a model-training experiment on its runs (the kind its experiment
+    page reads), with a description saying how to compare modes."""
+    from lgals.tracking import EXPERIMENT_DESCRIPTION
+
+    tags = trained.experiment.tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == EXPERIMENT_DESCRIPTION
+    assert "tags.lgals.stage = 'evaluate' and tags.lgals.seed != ''" in EXPERIMENT_DESCRIPTION
+
+
+def test_an_experiment_keeps_its_own_description_and_a_reader_writes_none(tmp_path):
+    from lgals import tracking
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    with isolated_mlflow():
+        client = MlflowClient(uri)
+        own = client.create_experiment("own", tags={"mlflow.note.content": "ours"})
+        bare = client.create_experiment("bare")
+        tracking.connect(uri, "own")
+        tracking.connect(uri, "bare", create=False)
+    assert client.get_experiment(own).tags == {
+        "mlflow.note.content": "ours", "mlflow.experimentKind": "custom_model_development"}
+    assert client.get_experiment(bare).tags == {}
+
+
+@pytest.mark.slow
+def test_each_run_names_its_training_set_and_its_model_shows_the_final_metric(trained, tmp_path):
+    """The noisy training set is every seed run's input dataset (named after its recipe, with
+    a digest of inputs and observed labels); the logged model carries the run's final test
+    accuracy and the mode's params, and still loads from ``runs:/<id>/model``."""
+    import mlflow.data
+
+    from lgals.data import NoiseRecipe, load_dataset
+
+    data = load_dataset(NoiseRecipe())
+    expected = mlflow.data.from_numpy(data.x_train, targets=data.y_train).digest
+    other = load_dataset(NoiseRecipe(noise_seed=1))
+    assert mlflow.data.from_numpy(other.x_train, targets=other.y_train).digest != expected
+    for child in trained.children:
+        (dataset_input,) = child.inputs.dataset_inputs
+        assert dataset_input.dataset.name == "mnist1d-symmetric-0.2-seed0"
+        assert dataset_input.dataset.digest == expected
+        assert [(t.key, t.value) for t in dataset_input.tags] == [
+            ("mlflow.data.context", "training")]
+        (model,) = trained.client.search_logged_models(
+            [trained.experiment.experiment_id],
+            filter_string=f"source_run_id = '{child.info.run_id}'")
+        assert model.status.name == "READY"
+        assert {m.key: m.value for m in model.metrics} == {
+            "final_test_acc": child.data.metrics["final_test_acc"]}
+        assert model.params["mode"] == "lgals" and model.params["epochs"] == "3"
+    assert not trained.parents[0].inputs.dataset_inputs  # the parent trained nothing itself
+    assert "one run each below" in trained.parents[0].data.tags["mlflow.note.content"]
+
+
+@pytest.mark.slow
 def test_one_parent_and_one_child_per_seed(trained):
     assert trained.experiment is not None, "no experiment named 'lgals'"
     assert len(trained.runs) == 3
@@ -105,6 +162,7 @@ def test_one_parent_and_one_child_per_seed(trained):
     assert "lgals.seed" not in parent.data.tags
     assert parent.data.params["seeds"] == "0,1"
     for seed, child in enumerate(trained.children):
+        assert child.info.run_name == f"lgals-seed{seed}"
         assert child.data.tags["lgals.seed"] == str(seed)
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["lgals.mode"] == "lgals"

@@ -142,8 +142,13 @@ def test_tune_run_has_one_child_run_per_trial(lgals_study):
         "mode": "lgals", "n_trials": "3", "epochs": "2", "workers": "1",
         "study_name": "lgals-lgals", "storage": stores(lgals_study.dir)[1]}
 
+    assert tune.info.run_name == "tune-lgals"
+    assert "Optuna study `lgals-lgals`: 3 trials of LGALS" in tune.data.tags[
+        "mlflow.note.content"]
     trials = children(runs, tune.info.run_id)
     assert len(trials) == 3 == len(runs) - 1  # nothing else in the store
+    assert sorted(r.info.run_name for r in trials) == [
+        "lgals-trial00", "lgals-trial01", "lgals-trial02"]
     assert sorted(int(r.data.tags["lgals.trial"]) for r in trials) == [0, 1, 2]
     optuna_trials = {t.number: t for t in lgals_study.study.trials}
     assert sorted(optuna_trials) == [0, 1, 2]
@@ -426,6 +431,27 @@ def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir, died)
     assert study.trials[1].params == proposed  # the retry repeats the dead trial
     (tune,) = tune_runs(runs_of(tmp_path))
     assert tune.data.metrics["n_complete"] == 1
+
+
+def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
+    """Not "Objective Value": a trial's value is the noisy validation accuracy."""
+    import matplotlib.pyplot as plt
+
+    from lgals.tuning import OBJECTIVE, study_figures
+
+    figures = study_figures(lgals_study.study)
+    assert set(figures) == {"optimization_history", "param_importances", "slice"}
+    drawn = {name: f for name, f in figures.items() if not isinstance(f, str)}
+    assert {"optimization_history", "slice"} <= set(drawn)
+    labels = {name: [" ".join([ax.get_ylabel(), ax.get_xlabel(), ax.get_title(),
+                               *(t.get_text() for t in (ax.get_legend().get_texts()
+                                                        if ax.get_legend() else []))])
+                     for ax in f.axes] for name, f in drawn.items()}
+    for figure in drawn.values():
+        plt.close(figure)
+    assert OBJECTIVE in labels["optimization_history"][0]
+    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn), labels
+    assert not any("Objective Value" in "".join(text) for text in labels.values()), labels
 
 
 # --- 6. no test leakage --------------------------------------------------------------------
