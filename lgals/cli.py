@@ -385,13 +385,16 @@ def protocol_options(func):
     ])
 
 
-def _done(timings: dict[str, float]) -> None:
+def _done(timings: dict[str, float], experiment_id: str) -> None:
     import mlflow
+
+    from lgals.tracking import runs_page
 
     click.echo(f"done in {sum(timings.values()):.0f} s ("
                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "
-               f"{mlflow.get_tracking_uri()} --host 127.0.0.1")
+               f"{mlflow.get_tracking_uri()} --host 127.0.0.1, then open "
+               f"{runs_page('http://127.0.0.1:5000', experiment_id)}")
 
 
 @cli.command("reproduce")
@@ -405,7 +408,7 @@ def reproduce_command(protocol, out, workers, storage, device, tracking_uri,
 
     experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
     _done(reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
-                    device=device, echo=lambda line: click.echo(line, err=True)))
+                    device=device, echo=lambda line: click.echo(line, err=True)), experiment_id)
 
 
 def project_argv(argv: list[str]) -> list[str]:
@@ -471,7 +474,8 @@ def sweep_command(noise_rates, noise_types, protocol, out, workers, storage, dev
 
     experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
     _done(sweep(experiment_id, out, protocol, noise_rates, noise_types, workers=workers,
-                storage=storage, device=device, echo=lambda line: click.echo(line, err=True)))
+                storage=storage, device=device, echo=lambda line: click.echo(line, err=True)),
+          experiment_id)
 
 
 @cli.command("reanalyze")

@@ -53,11 +53,14 @@ Runs by stage (tag `lgals.stage`): `trial` (one Optuna trial, under its `tune-<m
 `report`, `reproduce`, `sweep`, `diagnose`. Tags `lgals.mode`, `lgals.seed`, `lgals.repeat`
 (repetition of a repeated study) and `lgals.noise` (a sweep's noise setting) filter them.
 
+Switch the UI to "Model training" (top left; or add `?workflowType=machine_learning` to
+the experiment's URL) to see the runs.
+
 Compare modes: filter `tags.lgals.stage = 'evaluate' and tags.lgals.seed != ''`, open the
 chart view, group by `tags.lgals.mode`, and plot `test_acc` (per epoch) or `final_test_acc`.
 The statistics are in the latest `report` run's `results.md`."""
-# MLflow's UI opens an experiment of this kind on its training runs, not on the GenAI
-# overview (the value its experiment page reads, MLflow 3.17's server/js).
+# The kind MLflow's experiment page reads from this tag (MLflow 3.17's server/js) when its
+# GenAI / model training switch does not decide, which it does by default: see runs_page.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
                    "mlflow.note.content": EXPERIMENT_DESCRIPTION}
 DEFAULT_STALE_SECONDS = 30.0
@@ -118,6 +121,13 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
         describe_experiment(experiment_id)
     end_dead_runs(experiment_id)
     return experiment_id
+
+
+def runs_page(server: str, experiment_id: str) -> str:
+    """The experiment's runs in MLflow's UI. MLflow 3.17's UI picks its GenAI or model
+    training view from ``workflowType`` (URL, else the browser's last choice, else GenAI),
+    not from the experiment's kind: the link says which."""
+    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def describe_experiment(experiment_id: str) -> None:
