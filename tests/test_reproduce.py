@@ -92,6 +92,9 @@ def test_reproduce_quick_writes_the_report(quick):
     for stage in ("[tune] ", "[evaluate] ", "[report]"):
         assert stage in quick.result.stderr
     assert quick.result.stdout.startswith("done in ")
+    # the link opens MLflow's UI on the runs, whatever view the browser chose last
+    assert (f"http://127.0.0.1:5000/#/experiments/{quick.experiment.experiment_id}/runs"
+            "?workflowType=machine_learning") in quick.result.stdout
     for name in OUTPUTS:
         path = quick.out / name
         assert path.is_file() and path.stat().st_size > 0, name
