@@ -78,13 +78,17 @@ def test_every_run_opened_in_a_scope_carries_its_tags(tmp_path):
     with isolated_mlflow():
         experiment_id = tracking.connect(sqlite_uri(tmp_path / "mlflow.db"), "scoped")
         outside = tracking.open_run(experiment_id, "outside", {}, {})
-        with tracking.scope({"lgals.noise": "pair-0.4"}):
-            with tracking.scope({"lgals.repeat": 2}):
+        with tracking.scope({"lgals.noise": "pair-0.4"}, label="pair-0.4"):
+            with tracking.scope({"lgals.repeat": 2}, label="r2"):
                 inner = tracking.open_run(experiment_id, "inner", {"lgals.stage": "x"}, {})
-                assert tracking.scope_tags() == {"lgals.noise": "pair-0.4", "lgals.repeat": "2"}
+                assert tracking.scope_tags() == (
+                    {"lgals.noise": "pair-0.4", "lgals.repeat": "2"}, "pair-0.4-r2")
+                assert tracking.run_name("lgals", "seed3") == "lgals-pair-0.4-r2-seed3"
             # a run's own tag wins over the scope's
             own = tracking.open_run(experiment_id, "own", {"lgals.noise": "mine"}, {})
-        assert tracking.scope_tags() == {}
+            assert tracking.run_name("tune-lgals") == "tune-lgals-pair-0.4"
+        assert tracking.scope_tags() == ({}, "")
+        assert tracking.run_name("lgals", "seed3") == "lgals-seed3"
         client = tracking.mlflow_client()
         tags = {run_id: client.get_run(run_id).data.tags for run_id in (outside, inner, own)}
         tracking._terminate([outside, inner, own], "FINISHED")
