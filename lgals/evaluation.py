@@ -39,11 +39,6 @@ class ParamsSource:
         return f"tune run {self.tune_run_id}" if self.source == "tune" else self.source
 
 
-def _repeat(run) -> int:
-    """The repetition a run belongs to (runs from before repetitions: 0)."""
-    return int(run.data.tags.get("lgals.repeat", 0))
-
-
 def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
     """Best params of the mode's latest finished tune of repetition ``repeat`` (noisy
     validation labels, not oracle)."""
@@ -51,7 +46,7 @@ def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
              "and tags.`lgals.val_labels` = 'noisy' and attributes.status = 'FINISHED'")
     runs = tracking.mlflow_client().search_runs(
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=200)
-    for run in (r for r in runs if _repeat(r) == repeat):
+    for run in (r for r in runs if tracking.repeat_of(r) == repeat):
         best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
         best.pop("trial", None)  # best.epochs stays: early_stop's chosen epoch count
         if best:
@@ -172,7 +167,7 @@ def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, see
     runs = tracking.mlflow_client().search_runs(
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=500)
     return next((run.info.run_id for run in runs
-                 if "lgals.seed" not in run.data.tags and _repeat(run) == repeat
+                 if "lgals.seed" not in run.data.tags and tracking.repeat_of(run) == repeat
                  and all(run.data.params.get(k) == v for k, v in expected.items())), None)
 
 

@@ -496,7 +496,7 @@ def collect(experiment_id: str, suite: str = "paper", noise: Setting | None = No
     parents = [r for r in runs if "lgals.seed" not in r.data.tags
                and r.data.tags.get("lgals.mode") in SUITES[suite]
                and r.info.run_id in children
-               and (repeats is None or _repeat(r) < repeats)]
+               and (repeats is None or tracking.repeat_of(r) < repeats)]
     if noise is None:
         latest = next((r for mode in SUITES[suite] for r in parents
                        if r.data.tags["lgals.mode"] == mode), None)
@@ -506,9 +506,9 @@ def collect(experiment_id: str, suite: str = "paper", noise: Setting | None = No
     modes = {}
     for mode in SUITES[suite]:
         chosen = []
-        for repeat in sorted({_repeat(r) for r in parents if r.data.tags["lgals.mode"] == mode}):
-            candidates = [r for r in parents
-                          if r.data.tags["lgals.mode"] == mode and _repeat(r) == repeat]
+        of_mode = [r for r in parents if r.data.tags["lgals.mode"] == mode]
+        for repeat in sorted({tracking.repeat_of(r) for r in of_mode}):
+            candidates = [r for r in of_mode if tracking.repeat_of(r) == repeat]
             parent = next((r for r in candidates if wanted is None or wanted <= {
                 int(c.data.tags["lgals.seed"]) for c in children[r.info.run_id]}), candidates[0])
             members = [c for c in children[parent.info.run_id]
@@ -531,10 +531,6 @@ def _search(client, experiment_id: str, query: str) -> list:
         if not token:
             break
     return sorted(runs, key=lambda r: (-r.info.start_time, r.info.run_id))
-
-
-def _repeat(run) -> int:
-    return int(run.data.tags.get("lgals.repeat", "0"))
 
 
 def _setting(run) -> Setting | None:

@@ -275,6 +275,11 @@ def scope_tags() -> tuple[dict[str, str], str]:
     return dict(_SCOPE.get()), _LABEL.get()
 
 
+def repeat_of(run) -> int:
+    """The repetition a run belongs to (``lgals.repeat``; runs from before repetitions: 0)."""
+    return int(run.data.tags.get("lgals.repeat", 0))
+
+
 def run_name(base: str, last: str = "") -> str:
     """A run's name: ``base``, the scope's label, ``last``; e.g. ``lgals-r2-seed3``,
     ``tune-lgals-r2``."""
