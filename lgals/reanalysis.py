@@ -66,12 +66,11 @@ def load_run(run_id: str):
         raise BadSetting(f"run {run_id} has no data_recipe.npz: only training runs (one per "
                          "seed or trial) have one")
     data = rebuild_data(client, run_id)
-    try:
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
-    except MlflowException:
+    uri = tracking.model_uri(run_id)
+    if uri is None:
         raise BadSetting(f"run {run_id} has no logged model (tuning trials log none): pick "
-                         "a seed run of `lgals train` or `lgals evaluate`") from None
-    return source, data, model
+                         "a seed run of `lgals train` or `lgals evaluate`")
+    return source, data, mlflow.pytorch.load_model(uri)
 
 
 def reanalyze(run_id: str) -> Reanalysis:

@@ -520,10 +520,11 @@ def pip_requirements() -> list[str]:
     return [f"torch=={version('torch').split('+')[0]}", f"numpy=={version('numpy')}"]
 
 
-def log_members(experiment_id: str, run_ids: Sequence[str], results: Sequence[MemberResult],
-                logger: EpochLogger, data: NoisyDataset, log_models: bool = True) -> None:
+def log_members(experiment_id: str, run_ids: Sequence[str], run_names: Sequence[str],
+                results: Sequence[MemberResult], logger: EpochLogger, data: NoisyDataset,
+                log_models: bool = True) -> None:
     """Each finished member's final metric, status, histograms, the data recipe, its figure and
-    model; returns once all of it is stored.
+    model (named after its run); returns once all of it is stored.
 
     The writer process logs the files and draws the figures while this process exports the
     models. Tuning trials (``log_models=False``) skip the model and the heat-map figure: at
@@ -550,14 +551,14 @@ def log_members(experiment_id: str, run_ids: Sequence[str], results: Sequence[Me
             if log_models and len(histograms["eps"]):
                 WRITER.log_heatmaps(logger.uri, run_id, str(path),
                                     f"{MODES[result.config.mode].label}, seed {result.seed}")
-        for run_id, result in zip(run_ids, results):
+        for run_id, name, result in zip(run_ids, run_names, results):
             # the model first exists empty (PENDING): its run's final metric names it, so
             # the model's page shows the metric; its files follow
             model_id = None
             if log_models:
                 with storing(f"logging the model of run {run_id}"):
                     model_id = client.create_logged_model(
-                        experiment_id, "model", run_id,
+                        experiment_id, name, run_id,
                         params={k: str(v) for k, v in result.config.mode_params().items()},
                     ).model_id
             metrics = []
@@ -571,19 +572,20 @@ def log_members(experiment_id: str, run_ids: Sequence[str], results: Sequence[Me
             with storing(f"logging the results of run {run_id}"):
                 client.log_batch(run_id, metrics=metrics, tags=tags)
             if model_id:
-                _log_model(run_id, model_id, result, data)
+                _log_model(run_id, name, model_id, result, data)
         with storing(f"logging the files of {len(run_ids)} run(s)"):
             WRITER.sync()
 
 
-def _log_model(run_id: str, model_id: str, result: MemberResult, data: NoisyDataset) -> None:
+def _log_model(run_id: str, name: str, model_id: str, result: MemberResult,
+               data: NoisyDataset) -> None:
     """The member's model into its logged model ``model_id``, or, should logging it fail (a
     full disk, an interrupt), no trace of it but a FAILED logged model."""
     import mlflow.pytorch
 
     try:
         with storing(f"logging the model of run {run_id}"):
-            mlflow.pytorch.log_model(result.model, name="model", run_id=run_id, model_id=model_id,
+            mlflow.pytorch.log_model(result.model, name=name, run_id=run_id, model_id=model_id,
                                      input_example=data.x_train[:2],
                                      pip_requirements=pip_requirements())
     except BaseException:
@@ -591,6 +593,22 @@ def _log_model(run_id: str, model_id: str, result: MemberResult, data: NoisyData
             fail_unfinished_models(mlflow_client().get_run(run_id).info.experiment_id,
                                    {run_id})
         raise
+
+
+def model_uri(run_id: str) -> str | None:
+    """``models:/<id>`` of the finished model run ``run_id`` logged, or ``None``.
+
+    Models are named after their run, and MLflow resolves ``runs:/<id>/<name>`` by that name;
+    the model's id needs no name (and finds the ``model`` of stores made before the rename).
+    """
+    from mlflow.entities import LoggedModelStatus
+
+    client = mlflow_client()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id],
+                                         filter_string=f"source_run_id = '{run_id}'")
+    ready = [m for m in models if m.status == LoggedModelStatus.READY]
+    return f"models:/{ready[0].model_id}" if ready else None
 
 
 def log_dataset(run_ids: Sequence[str], data: NoisyDataset) -> None:
@@ -693,7 +711,7 @@ def tracked_train(
             with suppress(RuntimeError):  # a dead writer: the runs end all the same
                 WRITER.sync()
             raise
-        log_members(experiment_id, run_ids, results, logger, data, log_models)
+        log_members(experiment_id, run_ids, member_names, results, logger, data, log_models)
         for run_id, result in zip(run_ids, results):
             if result.status == "diverged":
                 _terminate([run_id], "FAILED")

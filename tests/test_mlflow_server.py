@@ -26,6 +26,7 @@ from mlflow_fixtures import (
 )
 
 from lgals.data import load_dataset
+from lgals.tracking import model_uri
 
 pytestmark = pytest.mark.slow  # a real `mlflow server` process
 
@@ -135,6 +136,6 @@ def test_training_logs_to_the_server_and_the_model_reloads_from_it(server_uri, t
     with isolated_mlflow():
         mlflow.set_tracking_uri(server_uri)
         for child in children:
-            model = mlflow.pytorch.load_model(f"runs:/{child.info.run_id}/model")
+            model = mlflow.pytorch.load_model(model_uri(child.info.run_id))
             assert model_accuracy(model, data) == child.data.metrics["final_test_acc"]
     assert np.isfinite(children[0].data.metrics["final_test_acc"])

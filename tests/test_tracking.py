@@ -125,7 +125,7 @@ def test_an_experiment_keeps_its_own_description_and_a_reader_writes_none(tmp_pa
 def test_each_run_names_its_training_set_and_its_model_shows_the_final_metric(trained, tmp_path):
     """The noisy training set is every seed run's input dataset (named after its recipe, with
     a digest of inputs and observed labels); the logged model carries the run's final test
-    accuracy and the mode's params, and still loads from ``runs:/<id>/model``."""
+    accuracy and the mode's params, and is named after its run."""
     import mlflow.data
 
     from lgals.data import NoiseRecipe, load_dataset
@@ -144,6 +144,7 @@ def test_each_run_names_its_training_set_and_its_model_shows_the_final_metric(tr
             [trained.experiment.experiment_id],
             filter_string=f"source_run_id = '{child.info.run_id}'")
         assert model.status.name == "READY"
+        assert model.name == child.info.run_name
         assert {m.key: m.value for m in model.metrics} == {
             "final_test_acc": child.data.metrics["final_test_acc"]}
         assert model.params["mode"] == "lgals" and model.params["epochs"] == "3"
@@ -277,18 +278,25 @@ import json, sys
 import numpy as np, torch
 import mlflow.pyfunc, mlflow.pytorch
 from lgals.data import load_dataset
+from lgals.tracking import mlflow_client, model_uri
 
 data = load_dataset()
 report = {}
 for run_id in sys.argv[1:]:
-    uri = f"runs:/{run_id}/model"
+    uri = model_uri(run_id)
     model = mlflow.pytorch.load_model(uri)
+    by_name = mlflow.pytorch.load_model(
+        f"runs:/{run_id}/{mlflow_client().get_run(run_id).info.run_name}")
     with torch.no_grad():
         predictions = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
+        same = bool((by_name(torch.from_numpy(data.x_test)).argmax(-1).numpy()
+                     == predictions).all())
     pyfunc = mlflow.pyfunc.load_model(uri)
     outputs = np.asarray(pyfunc.predict(data.x_test.astype(np.float32)))
     schema = pyfunc.metadata.get_input_schema()
     report[run_id] = {
+        "uri": uri,
+        "by_run_name_same": same,
         "test_acc": float((predictions == data.y_test).mean()),
         "pyfunc_shape": list(outputs.shape),
         "pyfunc_same_argmax": bool((outputs.argmax(-1) == predictions).all()),
@@ -310,6 +318,8 @@ def test_model_reloads_in_a_fresh_process_and_reproduces_final_test_acc(trained,
     report = json.loads(line.removeprefix("REPORT "))
     for child in trained.children:
         reloaded = report[child.info.run_id]
+        assert reloaded["uri"].startswith("models:/m-")
+        assert reloaded["by_run_name_same"]
         assert reloaded["test_acc"] == child.data.metrics["final_test_acc"]
         assert reloaded["pyfunc_shape"] == [1000, 10]
         assert reloaded["pyfunc_same_argmax"]
