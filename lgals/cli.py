@@ -388,13 +388,13 @@ def protocol_options(func):
 def _done(timings: dict[str, float], experiment_id: str) -> None:
     import mlflow
 
-    from lgals.tracking import runs_page
+    from lgals.tracking import SEED_RUNS, runs_page
 
     click.echo(f"done in {sum(timings.values()):.0f} s ("
                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "
                f"{mlflow.get_tracking_uri()} --host 127.0.0.1, then open "
-               f"{runs_page('http://127.0.0.1:5000', experiment_id)}")
+               f"{runs_page('http://127.0.0.1:5000', experiment_id, SEED_RUNS)}")
 
 
 @cli.command("reproduce")

@@ -44,20 +44,24 @@ STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "fil
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
 FLUSH_SECONDS = 5.0
 HEARTBEAT_TAG = "lgals.heartbeat"
-EXPERIMENT_DESCRIPTION = """\
+# The evaluate seed runs (one per mode, seed and repetition): what a comparison starts from.
+SEED_RUNS = "tags.lgals.stage = 'evaluate' and tags.lgals.seed != ''"
+EXPERIMENT_DESCRIPTION = f"""\
 lgals: Logit-Gradient Alignment Label Smoothing against no smoothing and fixed smoothing on
 mnist1d with flipped training labels.
 
-Runs by stage (tag `lgals.stage`): `trial` (one Optuna trial, under its `tune-<mode>` run),
-`tune`, `evaluate` (one run per seed, named `<mode>-seed<N>`, under `evaluate-<mode>`),
-`report`, `reproduce`, `sweep`, `diagnose`. Tags `lgals.mode`, `lgals.seed`, `lgals.repeat`
-(repetition of a repeated study) and `lgals.noise` (a sweep's noise setting) filter them.
+Runs by stage (tag `lgals.stage`): `trial` (one Optuna trial, named `<mode>-trial<NN>`, under
+its `tune-<mode>` run), `tune`, `evaluate` (one run per seed, named `<mode>-seed<N>`, under
+`evaluate-<mode>`), `report`, `reproduce`, `sweep`, `diagnose`. Tags `lgals.mode`,
+`lgals.seed`, `lgals.repeat` (repetition of a repeated study) and `lgals.noise` (a sweep's
+noise setting) filter them.
 
 Switch the UI to "Model training" (top left; or add `?workflowType=machine_learning` to
 the experiment's URL) to see the runs.
 
-Compare modes: filter `tags.lgals.stage = 'evaluate' and tags.lgals.seed != ''`, open the
-chart view, group by `tags.lgals.mode`, and plot `test_acc` (per epoch) or `final_test_acc`.
+Compare modes: filter `{SEED_RUNS}`, sort by `final_test_acc` (sorted by creation time, the
+table also pulls in their parent runs), open the chart view, group by `lgals.mode`, and
+search the charts for `test_acc`, `noise_auroc`, `eps_`, `memorized_frac`.
 The statistics are in the latest `report` run's `results.md`."""
 # The kind MLflow's experiment page reads from this tag (MLflow 3.17's server/js) when its
 # GenAI / model training switch does not decide, which it does by default: see runs_page.
@@ -123,11 +127,22 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
     return experiment_id
 
 
-def runs_page(server: str, experiment_id: str) -> str:
-    """The experiment's runs in MLflow's UI. MLflow 3.17's UI picks its GenAI or model
-    training view from ``workflowType`` (URL, else the browser's last choice, else GenAI),
-    not from the experiment's kind: the link says which."""
-    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_page(server: str, experiment_id: str, search: str = "") -> str:
+    """The experiment's runs in MLflow's UI; with ``search``, the runs it matches, sorted by
+    ``final_test_acc``.
+
+    MLflow 3.17's UI picks its GenAI or model training view from ``workflowType`` (URL, else
+    the browser's last choice, else GenAI), not from the experiment's kind: the link says
+    which. Sorted by creation time, the default, its table pulls in the parents of the runs
+    a search matches; sorted by a metric, it lists just those runs.
+    """
+    from urllib.parse import urlencode
+
+    query = {"workflowType": "machine_learning"}
+    if search:
+        query |= {"searchFilter": search, "orderByKey": "metrics.`final_test_acc`",
+                  "orderByAsc": "false"}
+    return f"{server}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
 
 
 def describe_experiment(experiment_id: str) -> None:

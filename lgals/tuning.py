@@ -212,8 +212,20 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5,
                                           n_warmup_steps=max(1, settings.epochs // 5))
               if settings.pruner == "median" else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=settings.study_name, storage=open_storage(storage),
-                                direction="maximize", pruner=pruner, load_if_exists=True)
+    with _setting_up(storage):  # hosts starting together: one creates, the others load
+        study = optuna.create_study(study_name=settings.study_name,
+                                    storage=open_storage(storage), direction="maximize",
+                                    pruner=pruner, load_if_exists=True)
+        attrs = settings.study_attrs()
+        recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
+        if recorded and recorded != attrs:
+            diff = ", ".join(f"{k}={recorded[k]!r}" for k in attrs
+                             if recorded.get(k) != attrs[k])
+            raise BadSetting(f"study {settings.study_name!r} was created with {diff}; "
+                             "pick another --study-name")
+        for key, value in attrs.items():
+            if key not in study.user_attrs:
+                study.set_user_attr(key, value)
     # The sampler's stream: seeded, one per worker (identical streams propose identical
     # trials) and per resume point (a resumed study would otherwise replay its first random
     # proposals). From scratch it depends on --sampler-seed and the worker only.
@@ -223,16 +235,59 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
     # together do not all crowd the same point.
     study.sampler = optuna.samplers.TPESampler(seed=int(seed.generate_state(1)[0]),
                                                constant_liar=True)
-    attrs = settings.study_attrs()
-    recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
-    if recorded and recorded != attrs:
-        diff = ", ".join(f"{k}={recorded[k]!r}" for k in attrs if recorded.get(k) != attrs[k])
-        raise BadSetting(f"study {settings.study_name!r} was created with {diff}; "
-                         "pick another --study-name")
-    for key, value in attrs.items():
-        if key not in study.user_attrs:
-            study.set_user_attr(key, value)
     return study
+
+
+# Hosts sharing a PostgreSQL storage take turns where Optuna does not make them: a
+# transaction-level advisory lock pg_advisory_xact_lock(_LOCKS, key), key _SETUP while one
+# creates or loads a study (Optuna's tables too), the study's id while one counts and asks
+# its trials. (One host's local workers need none: their quotas split the trials exactly.)
+_LOCKS, _SETUP = 0x6C67616C, 0  # "lgal"
+
+
+@contextlib.contextmanager
+def _locked(engine, key: int) -> Iterator[None]:
+    """The block under lock ``key``, held on a connection of its own (Optuna's sessions take
+    others); released when the block ends, or by the server when the connection is lost."""
+    import sqlalchemy
+
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                           {"space": _LOCKS, "key": key})
+        yield
+
+
+@contextlib.contextmanager
+def _setting_up(url: str) -> Iterator[None]:
+    """One host at a time creates or loads a study of the storage ``url``: Optuna creates its
+    tables and a study's settings are recorded with no guard against another host doing the
+    same (PostgreSQL refuses the second ``CREATE TYPE``; a host would read the settings half
+    recorded)."""
+    if url.split(":", 1)[0].split("+")[0] != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with _locked(engine, _SETUP):
+            yield
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _asking(study: optuna.Study) -> Iterator[None]:
+    """One host at a time counts a study's trials and asks new ones: hosts that counted at
+    the same time would each ask what is missing, and the study would get more than
+    ``n_trials``."""
+    storage = study._storage
+    engine = getattr(storage, "_backend", storage).engine  # Optuna caches an RDB storage
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with _locked(engine, study._study_id):
+        yield
 
 
 @dataclass
@@ -321,15 +376,17 @@ def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, 
     asked = []
     for settings, study in studies:
         fail_stale_trials(study)  # a dead process's trials are retried
-        n = min(batch, left[settings.mode], settings.n_trials - counted_trials(study))
-        for _ in range(max(0, n)):
-            with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
-                warnings.simplefilter("ignore", UserWarning)  # _TrialRecorder records them
-                trial = study.ask()
-            study._storage.record_heartbeat(trial._trial_id)  # stale from now if we die
-            config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
-                                 batch_size=settings.batch_size, **suggest(trial, settings.mode))
-            asked.append(_Trial(settings, study, trial, config))
+        with _asking(study):
+            n = min(batch, left[settings.mode], settings.n_trials - counted_trials(study))
+            for _ in range(max(0, n)):
+                with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
+                    warnings.simplefilter("ignore", UserWarning)  # _TrialRecorder records them
+                    trial = study.ask()
+                study._storage.record_heartbeat(trial._trial_id)  # stale from now if we die
+                config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
+                                     batch_size=settings.batch_size,
+                                     **suggest(trial, settings.mode))
+                asked.append(_Trial(settings, study, trial, config))
         left[settings.mode] -= max(0, n)
     return asked
 
@@ -569,9 +626,11 @@ def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
 
 
 def study_figures(study: optuna.Study) -> dict:
-    """Optuna's history, importance and slice figures, the objective named on their axes and
-    slanted ticks; a figure Optuna cannot draw is the reason why."""
+    """Optuna's history, importance and slice figures, the objective named on their axes,
+    readable ticks and the legend inside the plot; a figure Optuna cannot draw is the reason
+    why."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     from optuna.visualization import matplotlib as optuna_plots
 
     plots = {"optimization_history": optuna_plots.plot_optimization_history,
@@ -589,6 +648,14 @@ def study_figures(study: optuna.Study) -> dict:
         figure.set_size_inches(max(6.4, figure.get_figwidth()), 4.8)
         for ax in figure.axes:  # slice's panels share a row: their ticks must not collide
             ax.tick_params(axis="x", labelrotation=30, labelsize="small")
+            if ax.get_xscale() == "log":  # labels on a few major ticks, none on the minor ones
+                low, high = ax.get_xlim()
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0,) if high / low > 30
+                                                      else (1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            if ax.get_legend() is not None and name == "optimization_history":
+                ax.legend(loc="best", fontsize="small")  # Optuna's sits outside the plot
         figures[name] = figure
     return figures
 

@@ -454,6 +454,49 @@ def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
     assert not any("Objective Value" in "".join(text) for text in labels.values()), labels
 
 
+def test_study_figures_have_readable_ticks_and_the_legend_inside(tmp_path):
+    """Every tick label drawn apart from its neighbours (log axes label a few major ticks,
+    no minor ones) and the history's legend inside its plot, on a study shaped like LGALS'."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from lgals.tuning import study_figures
+
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+             "weight_decay": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
+             "eps_max": optuna.distributions.FloatDistribution(0.0, 1.0),
+             "gamma": optuna.distributions.FloatDistribution(0.25, 4.0, log=True)}
+    study = optuna.create_study(direction="maximize")
+    rng = np.random.default_rng(0)
+    for _ in range(16):
+        params = {name: float(np.exp(rng.uniform(np.log(d.low), np.log(d.high)))) if d.log
+                  else float(rng.uniform(d.low, d.high)) for name, d in space.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space,
+                                                  value=float(rng.uniform(0.2, 0.5))))
+    figures = study_figures(study)
+    try:
+        assert all(not isinstance(f, str) for f in figures.values()), figures
+        for name, figure in figures.items():
+            figure.canvas.draw()
+            renderer = figure.canvas.get_renderer()
+            for ax in figure.axes:
+                boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels()
+                         if label.get_visible() and label.get_text()
+                         and ax.get_xlim()[0] <= label.get_position()[0] <= ax.get_xlim()[1]]
+                boxes.sort(key=lambda box: box.x0)
+                assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), (name, ax)
+        history = figures["optimization_history"]
+        (ax,) = history.axes
+        legend = ax.get_legend().get_window_extent(history.canvas.get_renderer())
+        assert ax.get_window_extent().contains(legend.x0, legend.y0)
+        assert ax.get_window_extent().contains(legend.x1, legend.y1)
+        gamma = next(a for a in figures["slice"].axes if a.get_xlabel() == "gamma")
+        assert {t.get_text() for t in gamma.get_xticklabels()} >= {"0.5", "1", "2"}
+    finally:
+        for figure in figures.values():
+            plt.close(figure)
+
+
 # --- 6. no test leakage --------------------------------------------------------------------
 
 def test_tuning_data_has_no_test_set(_cache_dir):
