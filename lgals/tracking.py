@@ -147,11 +147,17 @@ def runs_page(server: str, experiment_id: str, search: str = "") -> str:
 
 def describe_experiment(experiment_id: str) -> None:
     """The experiment's kind and description, unless it has its own already."""
+    from mlflow.exceptions import MlflowException
+
     client = mlflow_client()
     tags = client.get_experiment(experiment_id).tags
     for key, value in EXPERIMENT_TAGS.items():
         if key not in tags:
-            client.set_experiment_tag(experiment_id, key, value)
+            try:
+                client.set_experiment_tag(experiment_id, key, value)
+            except MlflowException:  # hosts connecting at once: another one set it first?
+                if key not in client.get_experiment(experiment_id).tags:
+                    raise
 
 
 def _full_disk_reported_by_lgals(record) -> bool:

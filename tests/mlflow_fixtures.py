@@ -1,8 +1,8 @@
 """Helpers for the MLflow tests: real stores, real processes, the real CLI; no mocks.
 
-Imported by ``tests/test_tracking.py``, ``test_mlflow_server.py`` and ``test_mlproject.py``
-as ``mlflow_fixtures`` (pytest puts ``tests/`` on ``sys.path``: the directory has no
-``__init__.py``).
+Imported by ``tests/test_tracking.py``, ``test_mlflow_server.py``, ``test_mlproject.py`` and
+``pg_fixtures.py`` as ``mlflow_fixtures`` (pytest puts ``tests/`` on ``sys.path``: the
+directory has no ``__init__.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ VENV_BIN = Path(sys.executable).parent
 MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow")
 LGALS = str(VENV_BIN / "lgals")
 MLFLOW = str(VENV_BIN / "mlflow")
+SERVER_START_TIMEOUT = 120  # a cold start takes ~30 s on a busy 2-core machine
 
 # Per-epoch metrics every tracked training run logs (with noisy labels and a test set).
 HISTORY_KEYS = (
@@ -162,6 +165,67 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+class MlflowServer:
+    """A ``mlflow server`` child process (see :func:`mlflow_server`)."""
+
+    def __init__(self, process: subprocess.Popen, uri: str, log: Path):
+        self.process, self.uri, self.log = process, uri, log
+
+    def healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"mlflow server exited ({self.process.returncode}):\n"
+                                 f"{self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> str:
+        """Wait for ``/health``; return the server's URI."""
+        wait_for(self.healthy, timeout, interval=0.5, what=f"mlflow server at {self.uri}")
+        return self.uri
+
+    def stop(self) -> None:
+        """Stop it by its process group (SIGTERM, then SIGKILL), uvicorn's workers too."""
+        process = self.process
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):  # workers left behind in the group
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def mlflow_server(directory: Path, backend_store_uri: str, artifacts: Path | None = None,
+                  wait: bool = True) -> Iterator[MlflowServer]:
+    """``mlflow server`` on a free port of 127.0.0.1 with ``backend_store_uri`` and proxied
+    artifacts in ``artifacts`` (default ``directory/artifacts``), its log in
+    ``directory/server.log``; stopped at the end. ``wait=False`` yields at once (the server
+    boots meanwhile: call ``wait_healthy`` before using it)."""
+    port = free_port()
+    log_path = directory / "server.log"
+    with open(log_path, "w") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", backend_store_uri,
+             "--artifacts-destination", str(artifacts or directory / "artifacts"),
+             "--workers", "1"],
+            cwd=directory, env=cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = MlflowServer(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        if wait:
+            server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
 
 
 def _sqlite_query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow_fixtures import (
     HISTORY_KEYS,
-    MLFLOW,
-    cli_env,
+    MlflowServer,
     free_port,
     history,
     isolated_mlflow,
+    mlflow_server,
     model_accuracy,
     run_lgals,
     run_main,
-    wait_for,
 )
 
 from lgals.data import load_dataset
@@ -30,58 +24,22 @@ from lgals.tracking import model_uri
 
 pytestmark = pytest.mark.slow  # a real `mlflow server` process
 
-SERVER_START_TIMEOUT = 120  # a cold start takes ~30 s on a busy 2-core machine
-
 
 @pytest.fixture(scope="module", autouse=True)
-def server(tmp_path_factory):
+def server(tmp_path_factory) -> MlflowServer:
     """``mlflow server`` on a free port with a sqlite backend and proxied local artifacts.
 
     Autouse and started at once, so the server boots while the first test (which needs no
     server) runs; ``server_uri`` waits for ``/health``. Stopped by its process group.
     """
     tmp = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(tmp / "server.log", "w")  # closed at teardown
-    process = subprocess.Popen(
-        [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
-         "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"],
-        cwd=tmp, env=cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process, f"http://127.0.0.1:{port}", tmp / "server.log"
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-        try:  # workers left behind in the group (uvicorn's, the job runner)
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        log.close()
+    with mlflow_server(tmp, f"sqlite:///{tmp / 'server.db'}", wait=False) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def server_uri(server) -> str:
-    process, uri, log = server
-
-    def healthy():
-        if process.poll() is not None:
-            raise AssertionError(f"mlflow server exited ({process.returncode}):\n"
-                                 f"{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    wait_for(healthy, SERVER_START_TIMEOUT, interval=0.5, what=f"mlflow server at {uri}")
-    return uri
+    return server.wait_healthy()
 
 
 def test_unreachable_server_fails_fast_with_one_line(tmp_path, _cache_dir):
