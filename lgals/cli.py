@@ -24,7 +24,7 @@ from lgals.data import (
     NoiseRecipe,
     load_dataset,
 )
-from lgals.errors import LgalsError, NoSpaceLeft, out_of_space
+from lgals.errors import LgalsError, NoSpaceLeft, keep_secret, out_of_space, redact, redact_url
 from lgals.losses import MODES, SUITES
 from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
 
@@ -237,6 +237,8 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
     from lgals import tracking
     from lgals.tuning import TuneSettings, describe_study, tune_modes
 
+    if storage:
+        keep_secret(storage)
     experiment_id = tracking.connect(tracking_uri, experiment_name)
     modes = list(SUITES[suite]) if mode == "all" else [mode]
     settings = [TuneSettings(
@@ -362,6 +364,8 @@ def protocol_options(func):
         chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
                                      repeats=repeats or chosen.repeats,
                                      seeds=seeds or chosen.seeds)
+        if kwargs.get("storage"):
+            keep_secret(kwargs["storage"])
         return func(*args, protocol=chosen, **kwargs)
 
     return _apply(command, [
@@ -393,7 +397,7 @@ def _done(timings: dict[str, float], experiment_id: str) -> None:
     click.echo(f"done in {sum(timings.values()):.0f} s ("
                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "
-               f"{mlflow.get_tracking_uri()} --host 127.0.0.1, then open "
+               f"{redact_url(mlflow.get_tracking_uri())} --host 127.0.0.1, then open "
                f"{runs_page('http://127.0.0.1:5000', experiment_id, SEED_RUNS)}")
 
 
@@ -596,14 +600,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="lgals", standalone_mode=False)
     except LgalsError as error:
-        click.echo(f"lgals: error: {error}", err=True)
-        sys.exit(error.exit_code)
+        _fail(error)
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "lgals"
-        click.echo(f"{command}: error: {error.format_message()}", err=True)
+        click.echo(f"{command}: error: {redact(error.format_message())}", err=True)
         sys.exit(2)
     except click.ClickException as error:
-        click.echo(f"lgals: error: {error.format_message()}", err=True)
+        click.echo(f"lgals: error: {redact(error.format_message())}", err=True)
         sys.exit(error.exit_code)
     except (click.Abort, KeyboardInterrupt):
         from lgals.interrupts import exit_code
@@ -611,11 +614,32 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("lgals: interrupted", err=True)
         sys.exit(exit_code())
     except Exception as error:
-        if not out_of_space(error):
-            raise
-        click.echo(f"lgals: error: {NoSpaceLeft('running the command')}", err=True)
-        sys.exit(NoSpaceLeft.exit_code)
+        if out_of_space(error):
+            _fail(NoSpaceLeft("running the command"))
+        said = _tracking_error(error)
+        if said is None:  # a bug: its traceback, but no password in it either
+            import traceback
+
+            sys.stderr.write(redact("".join(traceback.format_exception(error))))
+            sys.exit(1)
+        _fail(said)
     sys.exit(code or 0)
+
+
+def _fail(error: LgalsError) -> NoReturn:
+    """The error as one line on stderr, no password in it; exit with its code."""
+    click.echo(f"lgals: error: {redact(str(error))}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _tracking_error(error: Exception) -> LgalsError | None:
+    """The one line for an error of the tracking server (refused credentials, gone for longer
+    than lgals waits), else None. Only once MLflow is imported can an error be its."""
+    if "mlflow" not in sys.modules:
+        return None
+    from lgals.tracking import user_error
+
+    return user_error(error)
 
 
 def run(argv: list[str] | None = None) -> NoReturn:

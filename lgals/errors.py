@@ -1,6 +1,12 @@
-"""Errors meant for the user: the CLI prints their message as one line and exits with the code."""
+"""Errors meant for the user: the CLI prints their message as one line and exits with the code.
+
+Also what keeps passwords out of every line lgals prints or records: :func:`redact_url` and
+:func:`redact`.
+"""
 
 import errno
+import os
+import re
 
 
 class LgalsError(Exception):
@@ -15,6 +21,10 @@ class BadSetting(LgalsError):
 
 class TrackingUnavailable(LgalsError):
     """The tracking store cannot be reached."""
+
+
+class NotAuthorised(TrackingUnavailable):
+    """The tracking server refused the credentials (HTTP 401) or the request (HTTP 403)."""
 
 
 class AllTrialsFailed(LgalsError):
@@ -42,3 +52,69 @@ def out_of_space(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+# Query parameters whose value is a secret (libpq's password and sslpassword, tokens, keys).
+_SECRET_PARAM = re.compile(
+    r"(?i)((?:^|[?&;])[^=&;#?]*(?:pass|pwd|secret|token|api_?key|access_?key)[^=&;#]*=)"
+    r"[^&;#]*")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# Environment variables that hold a secret lgals or MLflow use.
+SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+MASK = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to record or print: the password of its user info masked
+    (``postgresql://user:***@host/db``, ``http://user:***@host``; percent-encoded or not),
+    and so is the value of each query parameter named like a secret (``?password=***``,
+    ``sslpassword``, ``token``, ``api_key``). Anything else (user, host, port, path) stays.
+
+    Passwords the URL parsers disagree on are masked in full: one with an unencoded ``@``
+    (``u:p@ss@host``: up to the last ``@`` before the path) or ``/``, ``?``, ``#``
+    (``u:pa/ss@host``: up to the first ``@`` after them).
+    """
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        return url
+    head, rest = url[:scheme_end + 3], url[scheme_end + 3:]
+    first_at = rest.find("@")
+    if first_at > 0 and not rest.startswith("/"):
+        after = re.search(r"[/?#]", rest[first_at:])
+        end = first_at + after.start() if after else len(rest)
+        at = rest.rfind("@", 0, end)
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            head += f"{user}:{MASK}@"
+            rest = rest[at + 1:]
+    query = re.search(r"[?#]", rest)
+    if query:
+        rest = rest[:query.start()] + _SECRET_PARAM.sub(rf"\1{MASK}", rest[query.start():])
+    return head + rest
+
+
+_SECRETS: set[str] = set()
+
+
+def keep_secret(url: str) -> None:
+    """Remember the password of ``url`` (a storage or tracking URL), so that :func:`redact`
+    masks it wherever it turns up, even outside a URL."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    if password:
+        _SECRETS.update({password, unquote(password)})
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL in it redacted (:func:`redact_url`), and every known secret
+    masked: the passwords :func:`keep_secret` was given and MLflow's credential variables
+    (:data:`SECRET_VARIABLES`); those of fewer than 4 characters only inside URLs."""
+    text = _URL.sub(lambda match: redact_url(match.group()), text)
+    secrets = _SECRETS | {os.environ.get(name, "") for name in SECRET_VARIABLES}
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

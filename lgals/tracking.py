@@ -15,6 +15,7 @@ import fcntl
 import functools
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,7 +33,16 @@ from types import MappingProxyType
 import numpy as np
 
 from lgals.data import NoisyDataset
-from lgals.errors import BadSetting, NoSpaceLeft, TrackingUnavailable, out_of_space
+from lgals.errors import (
+    BadSetting,
+    LgalsError,
+    NoSpaceLeft,
+    NotAuthorised,
+    TrackingUnavailable,
+    keep_secret,
+    out_of_space,
+    redact_url,
+)
 from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
 from lgals.metrics import histogram_counts
@@ -68,6 +78,8 @@ The statistics are in the latest `report` run's `results.md`."""
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
                    "mlflow.note.content": EXPERIMENT_DESCRIPTION}
 DEFAULT_STALE_SECONDS = 30.0
+DEFAULT_SERVER_WAIT_SECONDS = 120.0
+MAX_SERVER_WAIT_SECONDS = 480.0  # what MLflow's retries can span: 10 at most, 120 s apart
 
 
 def stale_seconds() -> float:
@@ -89,11 +101,92 @@ def heartbeat_seconds() -> float:
     return stale_seconds() / 6
 
 
+def server_wait_seconds() -> float:
+    """How long lgals keeps trying a tracking server that stopped answering mid-command
+    (killed, restarting, its network gone) before it gives up with one line and exit 1:
+    ``$LGALS_SERVER_WAIT_SECONDS``, default 120, at most 480. See :func:`_http_retries`."""
+    text = os.environ.get("LGALS_SERVER_WAIT_SECONDS", "")
+    try:
+        seconds = float(text) if text else DEFAULT_SERVER_WAIT_SECONDS
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_SERVER_WAIT_SECONDS:
+        raise BadSetting(f"LGALS_SERVER_WAIT_SECONDS={text!r}: must be a number of seconds "
+                         f"from 0 to {MAX_SERVER_WAIT_SECONDS:g}")
+    return seconds
+
+
+def _retry_span(retries: int) -> float:
+    """Seconds MLflow's HTTP client sleeps over ``retries`` retries of one request with
+    backoff factor 1 (urllib3: none before the first retry, then 2, 4, 8 ... s, at most 120
+    s each; plus up to 1 s of jitter each)."""
+    return sum(min(120.0, 2.0 ** (k - 1)) for k in range(2, retries + 1))
+
+
+def _http_retries() -> None:
+    """MLflow's HTTP retries for this process and those it starts (the MLflow writer, tuning
+    workers): every request to a tracking server that stops answering is retried for at
+    least :func:`server_wait_seconds` (the fewest retries whose backoff spans it: 120 s is
+    7 retries, 126 s of backoff), then fails; a request that gets no answer at all gives up
+    after 10 s. Set before the writer starts, so that it waits as long: the metrics it holds
+    reach a server that is back in time, or the command fails saying so. Variables the
+    caller set (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``_BACKOFF_FACTOR``, ``_TIMEOUT``) win."""
+    wait = server_wait_seconds()
+    retries = next(r for r in range(11) if _retry_span(r) >= wait or r == 10)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+@contextmanager
+def _impatient() -> Iterator[None]:
+    """One try per request, 5 s at most, for the block: ending runs after a failure must not
+    wait minutes for a server that is gone (the next command ends them instead)."""
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict(zip(names, ("0", "5"))))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _credentials_out_of(uri: str | None) -> str | None:
+    """A tracking server URI without the user and password it may carry
+    (``http://user:password@host``): they go to MLflow's ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` for this process and those it starts, so that the URI MLflow
+    prints (its "View run" links, its errors) and lgals records holds no password."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    if not uri or not uri.startswith(("http://", "https://")):
+        return uri
+    try:
+        parts = urlsplit(uri)
+        user, password = parts.username, parts.password
+    except ValueError:  # a port that is no number: open_store says so
+        return uri
+    if user is None and password is None:
+        return uri
+    keep_secret(uri)
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user or "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password or "")
+    clean = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if os.environ.get("MLFLOW_TRACKING_URI") == uri:
+        os.environ["MLFLOW_TRACKING_URI"] = clean
+    return clean
+
+
 def connect(tracking_uri: str | None, experiment_name: str, create: bool = True) -> str:
     """The store (:func:`open_store`) and the experiment's id, after ending the runs on it that
     lost their process. Inside ``mlflow run`` the project's run decides the experiment. A
     command that only reads (``create=False``) creates neither store nor experiment."""
     stale_seconds()  # a bad $LGALS_STALE_SECONDS is one line before anything is created
+    tracking_uri = _credentials_out_of(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    _http_retries()  # before the writer starts: it inherits them
     WRITER.start(figures=True)  # its imports overlap this process's
     import logging
 
@@ -114,10 +207,10 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
                 experiment = mlflow.get_experiment_by_name(experiment_name)
                 if experiment is None:
                     raise BadSetting(f"--experiment-name: no experiment {experiment_name!r} "
-                                     f"in {uri}")
+                                     f"in {redact_url(uri)}")
                 experiment_id = experiment.experiment_id
     except DatabaseError as error:
-        raise TrackingUnavailable(f"cannot use the MLflow store {uri}: "
+        raise TrackingUnavailable(f"cannot use the MLflow store {redact_url(uri)}: "
                                   f"{error.orig or error} (damaged? move the file aside and "
                                   "run again to start a new store)") from None
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
@@ -172,13 +265,17 @@ def open_store(tracking_uri: str | None, create: bool = True) -> str:
     anything is created; with ``create=False`` so is a store that does not exist yet."""
     import mlflow
 
+    tracking_uri = _credentials_out_of(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    _http_retries()
     if tracking_uri:
+        keep_secret(tracking_uri)  # a database URL's password
         mlflow.set_tracking_uri(tracking_uri)
     uri = mlflow.get_tracking_uri()
     scheme = uri.split(":", 1)[0].split("+")[0] if ":" in uri else ""
     if scheme not in STORE_SCHEMES:
-        raise BadSetting(f"--tracking-uri {uri!r}: not a tracking store URI (sqlite:///PATH, "
-                         "http(s)://HOST:PORT, or postgresql://, mysql://, mssql://, file:)")
+        raise BadSetting(f"--tracking-uri {redact_url(uri)!r}: not a tracking store URI "
+                         "(sqlite:///PATH, http(s)://HOST:PORT, or postgresql://, mysql://, "
+                         "mssql://, file:)")
     if scheme in ("http", "https"):
         _check_server(uri)
     path = sqlite_path(uri)
@@ -233,16 +330,15 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def _check_server(uri: str) -> None:
-    """Fail in seconds, not after MLflow's ~4 minutes of retries, when a server is down."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    """Fail in seconds, not after minutes of MLflow's retries, when a server is down as the
+    command starts (once it has started, lgals waits :func:`server_wait_seconds` for it)."""
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
             pass
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise TrackingUnavailable(
-            f"cannot reach the MLflow tracking server at {uri} ({reason}); "
+            f"cannot reach the MLflow tracking server at {redact_url(uri)} ({reason}); "
             "start it, set --tracking-uri, or pass --no-tracking"
         ) from None
 
@@ -343,9 +439,10 @@ def ending(run_ids: list[str]) -> Iterator[list[str]]:
         yield run_ids
     except BaseException as error:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        # Best effort: a store that cannot take the status (full, gone) must not hide the
-        # error; the runs stop beating, and the next command ends them FAILED.
-        with suppress(Exception):
+        # Best effort, one try: a store that cannot take the status (full, gone) must not hide
+        # the error or keep it waiting; the runs stop beating, and the next command ends them
+        # FAILED.
+        with suppress(Exception), _impatient():
             _terminate(run_ids, status)
         raise
     with storing(f"ending {len(run_ids)} run(s)"):
@@ -479,6 +576,156 @@ def fail_unfinished_models(experiment_id: str, run_ids: Collection[str]) -> None
             client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
 
+def sync_writer() -> None:
+    """:meth:`WRITER.sync`, bounded and in one line when the tracking server is gone.
+
+    The writer tries each write for :func:`server_wait_seconds` (:func:`_http_retries`), so
+    what it holds reaches a server that is back in time. Should one stay down (no answer on
+    ``/health``) for longer than that while this process waits for the writer, the writer is
+    stopped and the command fails saying so, rather than waiting that long again for each
+    write it still holds."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    outcome: list[BaseException | None] = []
+
+    def sync() -> None:
+        try:
+            WRITER.sync()
+        except BaseException as error:  # handed to the waiting thread
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    if uri.startswith(("http://", "https://")):
+        waiting = threading.Thread(target=sync, name="lgals-sync", daemon=True)
+        waiting.start()
+        down_since = None
+        while waiting.join(timeout=2) or waiting.is_alive():
+            if _answers(uri):
+                down_since = None
+                continue
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > server_wait_seconds():
+                with suppress(Exception):
+                    WRITER.close(timeout=1)
+                raise TrackingUnavailable(f"{_server_lost('connection refused or no answer')}"
+                                          " while the metrics and files of the runs were being "
+                                          "stored: some were not stored (the runs end FAILED)")
+    else:
+        sync()
+    error = outcome[0] if outcome else None
+    if error is None:
+        return
+    reason = _unreachable(error) if isinstance(error, RuntimeError) else None
+    if reason is None:
+        raise error
+    raise TrackingUnavailable(
+        f"{_server_lost(reason)} while the metrics and files of the runs were being stored: "
+        "some were not stored (the runs end FAILED)") from None
+
+
+def _answers(uri: str) -> bool:
+    """Whether the tracking server at ``uri`` answers ``/health`` within 5 s."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _unreachable(error: BaseException) -> str | None:
+    """Why, if ``error`` (or what led to it) is a request to a tracking server that got no
+    answer: connections refused or dropped, nothing in time, only server errors (5xx) until
+    MLflow's retries ran out. Errors of any other kind (a database's own, say) are not.
+    MLflow's wording decides where the requests exception is gone (after the trip through the
+    writer's pipe or a process pool)."""
+    import requests
+
+    for cause in _causes(error):
+        text = str(cause)
+        if not (isinstance(cause, requests.exceptions.RequestException)
+                or text.startswith("API request to") or ": API request to" in text):
+            continue
+        if isinstance(cause, requests.exceptions.RetryError) or re.search(
+                r"too many \d+ error responses", text):
+            return "it answered only with server errors"
+        if "Connection refused" in text:
+            return "connection refused"
+        if isinstance(cause, requests.exceptions.Timeout) or "timeout exception" in text \
+                or "timed out" in text:
+            return "no answer in time"
+        lost = requests.exceptions.ConnectionError | requests.exceptions.ChunkedEncodingError
+        if isinstance(cause, lost) or "failed with exception" in text:
+            return "connection lost"
+    return None
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status of a refused request behind ``error``: 401 or 403; else None."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    for cause in _causes(error):
+        status = None
+        if isinstance(cause, MlflowException):
+            status = cause.get_http_status_code()
+        elif isinstance(cause, requests.exceptions.HTTPError) and cause.response is not None:
+            status = cause.response.status_code
+        if status in (401, 403):
+            return status
+    return None
+
+
+def _server() -> str:
+    import mlflow
+
+    return redact_url(mlflow.get_tracking_uri())
+
+
+def _server_lost(reason: str) -> str:
+    return (f"the MLflow tracking server at {_server()} stopped answering ({reason}) and was "
+            f"not back within {server_wait_seconds():g} s (LGALS_SERVER_WAIT_SECONDS)")
+
+
+def user_error(error: BaseException) -> LgalsError | None:
+    """The one line to say for an error of the tracking server (None for any other error):
+    it refused the credentials or the request (:class:`NotAuthorised`), or it stopped
+    answering for longer than lgals waits (:class:`TrackingUnavailable`; the MLflow writer
+    then gets a few seconds to store what it holds, and is stopped)."""
+    status = _http_status(error)
+    if status == 401:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        who = (f"the password of user {user!r}" if user and os.environ.get(
+            "MLFLOW_TRACKING_PASSWORD") else "a request without credentials")
+        return NotAuthorised(f"not authorised by the MLflow tracking server at {_server()}: it "
+                             f"refused {who} (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD to an account of that server")
+    if status == 403:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+        return NotAuthorised(f"not authorised by the MLflow tracking server at {_server()}: "
+                             f"user {user!r} may not do what lgals asked (HTTP 403); ask the "
+                             "server's admin for EDIT permission on the experiment, or set "
+                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
+                             "another account")
+    reason = _unreachable(error)
+    if reason is None:
+        return None
+    with suppress(Exception):
+        WRITER.close(timeout=5)
+    return TrackingUnavailable(f"{_server_lost(reason)}: the runs it holds left RUNNING end "
+                               "FAILED at the next lgals command on the experiment once it is "
+                               "back; metrics and files not stored by then are lost")
+
+
 @contextmanager
 def storing(what: str) -> Iterator[None]:
     """A full disk while storing ``what`` is one line, not MLflow's and SQLAlchemy's
@@ -595,7 +842,7 @@ def log_members(experiment_id: str, run_ids: Sequence[str], run_names: Sequence[
             if model_id:
                 _log_model(run_id, name, model_id, result, data)
         with storing(f"logging the files of {len(run_ids)} run(s)"):
-            WRITER.sync()
+            sync_writer()
 
 
 def _log_model(run_id: str, name: str, model_id: str, result: MemberResult,
@@ -729,8 +976,8 @@ def tracked_train(
                             progress=progress, device=device)
         except BaseException:  # interrupted or failed: the epochs trained are stored first
             logger.flush()
-            with suppress(RuntimeError):  # a dead writer: the runs end all the same
-                WRITER.sync()
+            with suppress(RuntimeError, LgalsError):  # a dead writer: the runs end all the same
+                sync_writer()
             raise
         log_members(experiment_id, run_ids, member_names, results, logger, data, log_models)
         for run_id, result in zip(run_ids, results):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
+import math
 import multiprocessing
 import os
 import signal
@@ -31,7 +33,7 @@ from optuna.trial import TrialState
 
 from lgals import tracking
 from lgals.data import NoiseRecipe, NoisyDataset, load_dataset
-from lgals.errors import AllTrialsFailed, BadSetting
+from lgals.errors import AllTrialsFailed, BadSetting, LgalsError
 from lgals.losses import MODES
 from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
 
@@ -43,6 +45,28 @@ OBJECTIVE = "val_acc (noisy validation accuracy, last epoch)"
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
 DEFAULT_BATCH = 10
+# How long a call to a PostgreSQL storage waits for the server to answer again (a restart, a
+# failover, a dropped connection) before the command gives up with one line;
+# $LGALS_STORAGE_WAIT_SECONDS overrides it.
+DEFAULT_STORAGE_WAIT_SECONDS = 60.0
+
+
+class StorageUnavailable(LgalsError):
+    """The Optuna storage's database server did not answer within the wait."""
+
+
+def storage_wait_seconds() -> float:
+    """How long a storage call waits for its database server: ``$LGALS_STORAGE_WAIT_SECONDS``,
+    default 60."""
+    text = os.environ.get("LGALS_STORAGE_WAIT_SECONDS", "")
+    try:
+        seconds = float(text) if text else DEFAULT_STORAGE_WAIT_SECONDS
+    except ValueError:
+        seconds = math.nan
+    if not 1 <= seconds < math.inf:
+        raise BadSetting(f"LGALS_STORAGE_WAIT_SECONDS={text!r}: must be a number of seconds "
+                         ">= 1")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -124,21 +148,31 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _is_postgresql(url: str) -> bool:
+    return url.split(":", 1)[0].split("+")[0] == "postgresql"
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so trials of a killed process are failed and retried.
 
     A SQLite file is switched to write-ahead logging with ``synchronous=NORMAL``: each trial
     writes a value every epoch and a heartbeat, and a commit then no longer waits for a
     full sync of the file (safe for processes on one host; a crash can lose the last commits,
-    never corrupt the file).
+    never corrupt the file). A PostgreSQL storage rides out a restart of its server
+    (:class:`_ServerStorage`), opening it too.
     """
+    kwargs = {  # a trial goes stale in half the time a run does: its retry is under way by then
+        "heartbeat_interval": max(1, round(tracking.heartbeat_seconds())),
+        "grace_period": round(tracking.stale_seconds() / 2),
+        "heartbeat_stale_trial_callback": _fail_and_retry,
+    }
+    if _is_postgresql(url):
+        storage_wait_seconds()  # a bad $LGALS_STORAGE_WAIT_SECONDS is one line, before waiting
+        with _experimental():
+            return _retrying(lambda: _ServerStorage(url, {"pool_pre_ping": True}, **kwargs),
+                             url, "opening the storage")
     with _experimental():
-        storage = _HeartbeatStorage(
-            # a trial goes stale in half the time a run does: its retry is under way by then
-            url, heartbeat_interval=max(1, round(tracking.heartbeat_seconds())),
-            grace_period=round(tracking.stale_seconds() / 2),
-            heartbeat_stale_trial_callback=_fail_and_retry,
-        )
+        storage = _HeartbeatStorage(url, **kwargs)
     if storage.engine.dialect.name == "sqlite":
         import sqlalchemy
 
@@ -151,6 +185,71 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
         storage.engine.dispose()  # connections opened from now on get the pragmas
     return storage
+
+
+def _disconnected(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error that led to it, says the database could not be reached
+    or went away (SQLAlchemy's ``OperationalError``: connection refused or lost, the server
+    shutting down or starting up, a transaction it rolled back), not a bad statement."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StorageUnavailable):  # waited for already
+            return False
+        seen.add(id(error))
+        if isinstance(error, OperationalError) or (isinstance(error, DBAPIError)
+                                                   and error.connection_invalidated):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    """The database driver's own message (Optuna's wrapper blames "invalid data")."""
+    from sqlalchemy.exc import DBAPIError
+
+    cause, seen = error, set()
+    while cause is not None and not isinstance(cause, DBAPIError) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    cause = cause if isinstance(cause, DBAPIError) else None
+    text = str(cause.orig if cause is not None and cause.orig is not None else error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]
+
+
+_RETRY = threading.local()  # .attempt: the attempt of the outermost retried call in the thread
+
+
+def _retrying(call, url: str, what: str, lost=None):
+    """``call()``, made again with backoff (0.1 s doubling to 1 s) while its database cannot
+    be reached, for up to :func:`storage_wait_seconds`; then :class:`StorageUnavailable`.
+    ``lost()`` is called each time it cannot. Calls made inside a retried call are retried by
+    it, not again on their own."""
+    if getattr(_RETRY, "attempt", 0):
+        return call()
+    wait = storage_wait_seconds()
+    deadline, delay = time.monotonic() + wait, 0.1
+    _RETRY.attempt = 1
+    try:
+        while True:
+            try:
+                return call()
+            except Exception as error:
+                if not _disconnected(error):
+                    raise
+                if lost is not None:
+                    lost()
+                if time.monotonic() >= deadline:
+                    raise StorageUnavailable(
+                        f"the Optuna storage {_redact(url)} did not answer for {wait:g} s "
+                        f"({what}): {_first_line(error)}; is its database server up? "
+                        "(LGALS_STORAGE_WAIT_SECONDS sets the wait)") from error
+            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(2 * delay, 1.0)
+            _RETRY.attempt += 1
+    finally:
+        _RETRY.attempt = 0
 
 
 class _HeartbeatStorage(optuna.storages.RDBStorage):
@@ -177,6 +276,89 @@ class _HeartbeatStorage(optuna.storages.RDBStorage):
                         ~models.TrialModel.heartbeats.any())
                 .all())
         return stale + [trial_id for (trial_id,) in never_beat]
+
+
+class _ServerStorage(_HeartbeatStorage):
+    """A storage on a PostgreSQL server, which may restart (or fail over, or drop connections)
+    while hosts tune:
+
+    - pooled connections are pinged before use (Optuna does so for MySQL only): one the
+      server closed is replaced instead of failing the call;
+    - a call that cannot reach the server, or that was in flight when it went away, is made
+      again (:func:`_retrying`) for up to ``$LGALS_STORAGE_WAIT_SECONDS``, then the command
+      ends with one line (:class:`StorageUnavailable`);
+    - no trial goes stale until the server has been up, and reachable from this process,
+      for a grace period and a heartbeat: while it was away nobody could beat, so just after
+      it is back every trial would look stale, those of live processes too. (Up: since the
+      server started; reachable: since this process last found it away, which is what
+      covers a crash recovery, during which a started server refuses connections. A process
+      that started only after a crash recovery that took seconds can still fail the trials
+      of hosts that did not beat yet: they are retried, and their hosts' tells skipped.)
+
+    A write whose commit reached the server but whose answer was lost is made twice: a trial
+    told twice the same is recognised; a trial created twice leaves one that never beats,
+    failed (and retried, unless it was a retry) as a dead process's trial is.
+    """
+
+    def __init__(self, *args, **kwargs):
+        import sqlalchemy
+
+        self.away_at = -math.inf  # when this process last found the server away (monotonic)
+        super().__init__(*args, **kwargs)
+        # a pooled connection found dead (by its ping, or under a statement)
+        sqlalchemy.event.listen(self.engine, "invalidate", lambda *_: self.away())
+
+    def away(self) -> None:
+        self.away_at = time.monotonic()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        import sqlalchemy
+
+        with contextlib.closing(self.scoped_session()) as session:
+            up = float(session.execute(sqlalchemy.text(
+                "SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())")).scalar())
+        if min(up, time.monotonic() - self.away_at) < self.grace_period + self.heartbeat_interval:
+            return []
+        return super()._get_stale_trial_ids(study_id)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values=None) -> bool:
+        try:
+            return super().set_trial_state_values(trial_id, state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            if getattr(_RETRY, "attempt", 0) > 1 and state.is_finished():
+                stored = super().get_trial(trial_id)  # did the lost attempt store it?
+                told = None if values is None else [float(v) for v in values]
+                if stored.state == state and stored.values == told:
+                    return True
+            raise
+
+
+# Every call of Optuna's RDB storage (and of its cache) that reads or writes the database.
+_SERVER_CALLS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
+    "set_trial_param", "_set_trial_param", "get_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials",
+    "get_best_trial", "_get_best_trial_id", "record_heartbeat", "_get_stale_trial_ids",
+)
+
+
+def _retried(name: str):
+    method = getattr(_ServerStorage, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return _retrying(lambda: method(self, *args, **kwargs), self.url,
+                         name.strip("_").replace("_", " "), self.away)
+    return call
+
+
+for _name in _SERVER_CALLS:
+    setattr(_ServerStorage, _name, _retried(_name))
 
 
 def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -248,13 +430,32 @@ _LOCKS, _SETUP = 0x6C67616C, 0  # "lgal"
 @contextlib.contextmanager
 def _locked(engine, key: int) -> Iterator[None]:
     """The block under lock ``key``, held on a connection of its own (Optuna's sessions take
-    others); released when the block ends, or by the server when the connection is lost."""
+    others); released when the block ends, or by the server when the connection is lost.
+    Taking it waits for a server that is down (:func:`_retrying`). A server restarting during
+    the block (milliseconds: a count and a few asks) loses the lock with the connection."""
     import sqlalchemy
 
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                           {"space": _LOCKS, "key": key})
+    def lock():
+        connection = engine.connect()
+        try:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                               {"space": _LOCKS, "key": key})
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    connection = _retrying(lock, engine.url.render_as_string(hide_password=False),
+                           "taking a lock")
+    try:
         yield
+    finally:
+        # the lock ends with its transaction however that ends; a connection the server
+        # dropped has ended it already
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+            connection.rollback()
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+            connection.close()
 
 
 @contextlib.contextmanager
@@ -263,7 +464,7 @@ def _setting_up(url: str) -> Iterator[None]:
     tables and a study's settings are recorded with no guard against another host doing the
     same (PostgreSQL refuses the second ``CREATE TYPE``; a host would read the settings half
     recorded)."""
-    if url.split(":", 1)[0].split("+")[0] != "postgresql":
+    if not _is_postgresql(url):
         yield
         return
     import sqlalchemy
@@ -323,11 +524,26 @@ class _TrialRecorder:
             self.queue.append((trial_id, step, value))
 
     def write(self) -> None:
-        """Write the queued values, and the heartbeats when they are due."""
+        """Write the heartbeats when they are due, and the queued values. The heartbeats come
+        first and keep coming while a backlog is written (values held back while the storage
+        was away): a trial whose heartbeat waited behind them would look dead. A value that
+        cannot be written (its storage did not answer within its wait) stays queued for the
+        next write; one of a trial another host failed meanwhile (stale) is dropped."""
+        self._beat()
         with self.lock:
             queued, self.queue = self.queue, []
-        for trial_id, step, value in queued:
-            self.storage.set_trial_intermediate_value(trial_id, step, value)
+        try:
+            while queued:
+                trial_id, step, value = queued[0]
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    self.storage.set_trial_intermediate_value(trial_id, step, value)
+                queued.pop(0)
+                self._beat()
+        finally:
+            with self.lock:
+                self.queue[:0] = queued
+
+    def _beat(self) -> None:
         if time.monotonic() - self.last_beat >= tracking.heartbeat_seconds():
             for trial_id in self.trial_ids:
                 self.storage.record_heartbeat(trial_id)
@@ -335,16 +551,23 @@ class _TrialRecorder:
 
     def _run(self) -> None:
         while not self.stopped.wait(1.0):
-            self.write()
+            try:
+                self.write()
+            except Exception:  # kept queued: the next write tries again, the last one says why
+                pass
 
     def __enter__(self) -> _TrialRecorder:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *_) -> None:
         self.stopped.set()
         self.thread.join()
-        self.write()  # what is left, before the trials are told
+        if kind is None:
+            self.write()  # what is left, before the trials are told
+        else:  # best effort: the block's own error is the one to report
+            with contextlib.suppress(Exception):
+                self.write()
 
 
 class _CompletedTrials:
@@ -397,12 +620,16 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
 
     Each trial reports its validation accuracy every epoch and is pruned on its own: a
     pruned trial leaves the stack. Its MLflow run nests under its mode's tune run. An
-    interrupt or error fails every trial not yet told, and re-raises.
+    interrupt or error fails every trial not yet told, and re-raises; a storage that stopped
+    answering (:class:`StorageUnavailable`) cannot be told anything: the runs of the trials
+    not told end FAILED with the reason, and the trials go stale (the next ``lgals tune`` on
+    the study, or another host's, fails and retries them).
     """
     storage = asked[0].study._storage
     completed = {id(a.study): _CompletedTrials(a.study) for a in asked}
     values: list[dict[int, float]] = [{} for _ in asked]
     told: set[int] = set()
+    opened: list[str] = []  # the trials' MLflow runs, once opened
 
     def prune(report: EpochReport) -> list[int]:
         """Record each trial's validation accuracy; return the trials to prune."""
@@ -416,6 +643,7 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
         return pruned
 
     def point_to_runs(run_ids: list[str]) -> None:
+        opened.extend(run_ids)
         for item, run_id in zip(asked, run_ids):
             item.trial.set_user_attr("mlflow_run_id", run_id)
 
@@ -439,13 +667,30 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
             value = None
             if state == TrialState.COMPLETE:
                 value = _objective(item, result.history["val_acc"])
-            item.study.tell(item.trial, value, state=state)
+            stored = item.study.tell(item.trial, value, state=state, skip_if_finished=True)
+            if stored.state != state:  # another host failed it (stale) and retried it
+                tracking.set_tags(run_id, {"lgals.trial_state": stored.state.name})
             told.add(member)
-    except BaseException:
-        for member, item in enumerate(asked):
-            if member not in told:
-                item.study.tell(item.trial, state=TrialState.FAIL)
+    except BaseException as error:
+        if isinstance(error, StorageUnavailable):
+            _unsaved([run_id for member, run_id in enumerate(opened) if member not in told],
+                     error)
+            raise
+        with contextlib.suppress(StorageUnavailable):  # gone meanwhile: the rest go stale
+            for member, item in enumerate(asked):
+                if member not in told:
+                    item.study.tell(item.trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
+
+
+def _unsaved(run_ids: list[str], error: StorageUnavailable) -> None:
+    """End FAILED, saying why, the runs of trials the storage could not take (best effort:
+    the command's one line says it all the same)."""
+    with contextlib.suppress(Exception):
+        client = tracking.mlflow_client()
+        for run_id in run_ids:
+            client.set_tag(run_id, "lgals.status_reason", f"its trial was not stored: {error}")
+            client.set_terminated(run_id, "FAILED")
 
 
 def _objective(item: _Trial, val_acc: list[float]) -> float:
@@ -661,11 +906,9 @@ def study_figures(study: optuna.Study) -> dict:
 
 
 def _redact(url: str) -> str:
-    """Storage URL without a password, fit for a param."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """Storage URL without a password, fit for a param or a message
+    (:func:`lgals.tracking.redact_url`)."""
+    return tracking.redact_url(url)
 
 
 def describe_study(summary: dict) -> str:

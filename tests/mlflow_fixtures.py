@@ -46,7 +46,9 @@ MEMBER_PARAMS = (
 MLFLOW_ENV = (
     "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
 )
 
 
@@ -168,10 +170,22 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 
 class MlflowServer:
-    """A ``mlflow server`` child process (see :func:`mlflow_server`)."""
+    """A ``mlflow server`` child process (see :func:`mlflow_server`). It can be killed and
+    started again on the same port, store and artifacts (:meth:`kill`, :meth:`start`)."""
 
-    def __init__(self, process: subprocess.Popen, uri: str, log: Path):
-        self.process, self.uri, self.log = process, uri, log
+    def __init__(self, argv: Sequence[str], env: dict[str, str], directory: Path, uri: str,
+                 log: Path):
+        self.argv, self.env, self.directory = list(argv), env, directory
+        self.uri, self.log = uri, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start it (again): in a session of its own, its output appended to its log."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        with open(self.log, "a") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                self.argv, cwd=self.directory, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def healthy(self) -> bool:
         if self.process.poll() is not None:
@@ -188,9 +202,19 @@ class MlflowServer:
         wait_for(self.healthy, timeout, interval=0.5, what=f"mlflow server at {self.uri}")
         return self.uri
 
+    def kill(self) -> None:
+        """SIGKILL to its process group at once (the server, uvicorn's workers, its job
+        runner), as a crash or the OOM killer would; returns once the server is gone."""
+        process = self.process
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
     def stop(self) -> None:
         """Stop it by its process group (SIGTERM, then SIGKILL), uvicorn's workers too."""
         process = self.process
+        if process is None:
+            return
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -204,22 +228,24 @@ class MlflowServer:
 
 @contextlib.contextmanager
 def mlflow_server(directory: Path, backend_store_uri: str, artifacts: Path | None = None,
-                  wait: bool = True) -> Iterator[MlflowServer]:
+                  wait: bool = True, app_name: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[MlflowServer]:
     """``mlflow server`` on a free port of 127.0.0.1 with ``backend_store_uri`` and proxied
     artifacts in ``artifacts`` (default ``directory/artifacts``), its log in
     ``directory/server.log``; stopped at the end. ``wait=False`` yields at once (the server
-    boots meanwhile: call ``wait_healthy`` before using it)."""
+    boots meanwhile: call ``wait_healthy`` before using it). ``app_name`` is its
+    ``--app-name`` (e.g. ``basic-auth``), ``env`` more variables for it (``cli_env``'s
+    besides)."""
     port = free_port()
-    log_path = directory / "server.log"
-    with open(log_path, "w") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", backend_store_uri,
-             "--artifacts-destination", str(artifacts or directory / "artifacts"),
-             "--workers", "1"],
-            cwd=directory, env=cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = MlflowServer(process, f"http://127.0.0.1:{port}", log_path)
+    argv = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(artifacts or directory / "artifacts"),
+            "--workers", "1", *(["--app-name", app_name] if app_name else [])]
+    server = MlflowServer(argv, cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                                        **(env or {})),
+                          directory, f"http://127.0.0.1:{port}", directory / "server.log")
+    server.log.write_text("")
+    server.start()
     try:
         if wait:
             server.wait_healthy()

@@ -1,6 +1,7 @@
 """Helpers for the team tests: a real PostgreSQL server, and ``mlflow server`` on it; no mocks.
 
-Imported by ``tests/test_team.py`` as ``pg_fixtures`` (pytest puts ``tests/`` on ``sys.path``).
+Imported by ``tests/test_team.py`` and ``test_team_faults.py`` as ``pg_fixtures`` (pytest puts
+``tests/`` on ``sys.path``); :class:`Host` is an ``lgals`` process as if on a host of its own.
 :func:`postgres_server` runs the PostgreSQL server binaries found on ``PATH`` (``initdb``;
 Debian keeps the rest beside it, in ``/usr/lib/postgresql/<version>/bin``) as a child process
 of the test: its own data directory, listening on 127.0.0.1 only, on a free port, with a
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlflow_fixtures import MlflowServer, free_port, mlflow_server
+from mlflow_fixtures import LGALS, MlflowServer, cli_env, free_port, mlflow_server, wait_for
 
 USER, PASSWORD = "lgals", "secret"  # what the URLs carry: password auth over TCP
 DATABASES = ("optuna", "mlflow")
@@ -48,8 +49,10 @@ class PostgresServer:
     as a child process of this one. Stop and start it again as often as needed: the data
     directory, the port and so the URLs stay the same."""
 
-    def __init__(self, root: Path, log: Path, bin_dir: Path, owner: str | None):
+    def __init__(self, root: Path, log: Path, bin_dir: Path, owner: str | None,
+                 durable: bool = False):
         self.root, self.log, self.bin, self.owner = root, log, bin_dir, owner
+        self.durable = durable
         self.data, self.sockets = root / "data", root / "run"
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -109,10 +112,11 @@ class PostgresServer:
                 [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1",
                  "-c", f"unix_socket_directories={self.sockets}",
-                 # a test cluster: no waiting for the disk (an OS crash would lose it, a killed
-                 # server would not: its writes are in the page cache)
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off"],
+                 # a test cluster: no waiting for the disk, at the price of the last commits if
+                 # the server is killed (`immediate` stop) or the OS crashes; a benchmark's and
+                 # a crash test's cluster is durable
+                 *([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off"])],
                 cwd=self.root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, **self._as_owner())
         deadline = time.monotonic() + timeout
@@ -161,10 +165,11 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server(tmp_path: Path,
-                    databases: tuple[str, ...] = DATABASES) -> Iterator[PostgresServer]:
+def postgres_server(tmp_path: Path, databases: tuple[str, ...] = DATABASES,
+                    durable: bool = False) -> Iterator[PostgresServer]:
     """A started PostgreSQL server with the user :data:`USER` and ``databases`` (theirs);
     stopped, and its data directory removed, at the end. Its log is ``tmp_path/postgres.log``.
+    ``durable``: commits wait for the disk, as on a real server (tests need not).
 
     The data directory is a directory of its own in the system's temporary directory, owned
     by the server's user: pytest's (``/tmp/pytest-of-root``) is closed to other users.
@@ -181,7 +186,7 @@ def postgres_server(tmp_path: Path,
             pytest.skip("PostgreSQL refuses to run as root and there is no `postgres` user")
         owner = "postgres"
     root = Path(tempfile.mkdtemp(prefix="lgals-pg-"))
-    server = PostgresServer(root, Path(tmp_path) / "postgres.log", bin_dir, owner)
+    server = PostgresServer(root, Path(tmp_path) / "postgres.log", bin_dir, owner, durable)
     try:
         if owner:
             shutil.chown(root, owner, owner)
@@ -204,3 +209,86 @@ def mlflow_server_on(postgres: PostgresServer, directory: Path, database: str = 
     """``mlflow server`` with its backend store in ``database`` on ``postgres`` and proxied
     artifacts in ``directory/artifacts`` (see :func:`mlflow_fixtures.mlflow_server`)."""
     return mlflow_server(directory, postgres.url(database), directory / "artifacts", wait=wait)
+
+
+class Host:
+    """An ``lgals`` process as if on a host of its own: ``root/work`` (empty) is its working
+    directory, ``root/home`` its HOME; no inherited ``$LGALS_CACHE_DIR``, so lgals caches
+    its data where it would on a fresh machine; ``env``: more variables for it. Output goes
+    to ``root.out`` / ``root.err``. Its command runs in a session of its own: :meth:`kill`
+    and :meth:`stop` reach the whole process group (its MLflow writer too) by its PID."""
+
+    def __init__(self, root: Path, **env: str):
+        self.root, self.work, self.home = root, root / "work", root / "home"
+        self.extra_env = env
+        self.work.mkdir(parents=True)
+        self.home.mkdir()
+        self.process: subprocess.Popen | None = None
+        self.left_running = False  # processes of the command still there after it exited
+
+    def env(self) -> dict[str, str]:
+        env = cli_env(HOME=str(self.home), **self.extra_env)
+        if "LGALS_CACHE_DIR" not in self.extra_env:
+            env.pop("LGALS_CACHE_DIR", None)
+        env.pop("MPLCONFIGDIR", None)
+        return env
+
+    def start(self, *argv: str) -> None:
+        with open(f"{self.root}.out", "w") as out, open(f"{self.root}.err", "w") as err:
+            self.process = subprocess.Popen([LGALS, *argv], cwd=self.work, env=self.env(),
+                                            stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+
+    def finish(self, timeout: float) -> subprocess.CompletedProcess:
+        """Wait for the command; its exit code and output."""
+        try:
+            self.process.wait(timeout=timeout)
+            with contextlib.suppress(AssertionError):  # its MLflow writer ends on its own
+                wait_for(lambda: not self.group_alive(), timeout=10, interval=0.1)
+            self.left_running = self.group_alive()
+        finally:
+            self.stop()
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode,
+                                           Path(f"{self.root}.out").read_text(),
+                                           Path(f"{self.root}.err").read_text())
+
+    def run(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        self.start(*argv)
+        return self.finish(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL to the command's whole process group at once, as the OOM killer or a power
+        cut would: no handler runs; returns once the command is gone."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Nothing of the command is left: its process group (with its MLflow writer) gets
+        SIGKILL if it is still there."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def files(self) -> list[str]:
+        """Every file the host holds now, relative to its root."""
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*")
+                      if not p.is_dir())
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """A command's result, asserted to have succeeded without a traceback."""
+    assert result.returncode == 0, f"{result.args}:\n{result.stderr[-4000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    return result

@@ -10,10 +10,6 @@ Each test's timings and what each host holds are printed (``-s`` shows them).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,9 +19,9 @@ import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import LGALS, cli_env, isolated_mlflow, wait_for
+from mlflow_fixtures import isolated_mlflow
 from optuna.trial import TrialState
-from pg_fixtures import mlflow_server_on, postgres_server
+from pg_fixtures import Host, mlflow_server_on, ok, postgres_server
 
 from lgals import tracking
 from lgals.tuning import TuneSettings, ask_round, create_study
@@ -42,77 +38,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # What a host may keep of a run in its HOME: caches it can rebuild (lgals' generated mnist1d,
 # matplotlib's font list); nothing another host would need.
 CACHES = (".cache/lgals/", ".cache/matplotlib/", ".config/matplotlib/")
-
-
-class Host:
-    """An ``lgals`` process as if on a host of its own: ``root/work`` (empty) is its working
-    directory, ``root/home`` its HOME; no inherited ``$LGALS_CACHE_DIR``, so lgals caches
-    its data where it would on a fresh machine. Output goes to ``root.out`` / ``root.err``."""
-
-    def __init__(self, root: Path):
-        self.root, self.work, self.home = root, root / "work", root / "home"
-        self.work.mkdir(parents=True)
-        self.home.mkdir()
-        self.process: subprocess.Popen | None = None
-        self.left_running = False  # processes of the command still there after it exited
-
-    def env(self) -> dict[str, str]:
-        env = cli_env(HOME=str(self.home))
-        env.pop("LGALS_CACHE_DIR", None)
-        env.pop("MPLCONFIGDIR", None)
-        return env
-
-    def start(self, *argv: str) -> None:
-        with open(f"{self.root}.out", "w") as out, open(f"{self.root}.err", "w") as err:
-            self.process = subprocess.Popen([LGALS, *argv], cwd=self.work, env=self.env(),
-                                            stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-
-    def finish(self, timeout: float) -> subprocess.CompletedProcess:
-        """Wait for the command; its exit code and output."""
-        try:
-            self.process.wait(timeout=timeout)
-            with contextlib.suppress(AssertionError):  # its MLflow writer ends on its own
-                wait_for(lambda: not self.group_alive(), timeout=10, interval=0.1)
-            self.left_running = self.group_alive()
-        finally:
-            self.stop()
-        return subprocess.CompletedProcess(self.process.args, self.process.returncode,
-                                           Path(f"{self.root}.out").read_text(),
-                                           Path(f"{self.root}.err").read_text())
-
-    def run(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
-        self.start(*argv)
-        return self.finish(timeout)
-
-    def stop(self) -> None:
-        """Nothing of the command is left: its process group (with its MLflow writer) gets
-        SIGKILL if it is still there."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-    def group_alive(self) -> bool:
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def files(self) -> list[str]:
-        """Every file the host holds now, relative to its root."""
-        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*")
-                      if not p.is_dir())
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"{result.args}:\n{result.stderr[-4000:]}"
-    assert "Traceback" not in result.stderr, result.stderr[-4000:]
-    return result
 
 
 def local_files(host: Host) -> list[str]:

@@ -1,0 +1,665 @@
+"""A team's tracking server as it really is: killed and restarted under a running command,
+behind basic auth; and no password anywhere lgals prints or records.
+
+Real processes, no mocks: ``mlflow server`` (``--app-name basic-auth`` where it says so),
+PostgreSQL (Optuna's storage), ``lgals`` commands as hosts of their own
+(:class:`pg_fixtures.Host`); each stopped by its PID (process group). The first tests are
+fast unit tests of the redaction and of how tracking errors become one line; the rest are
+``slow``. Timings are printed (``-s`` shows them).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from mlflow_fixtures import (
+    HISTORY_KEYS,
+    MLFLOW_LOG,
+    MlflowServer,
+    free_port,
+    history,
+    isolated_mlflow,
+    mlflow_server,
+    wait_for,
+)
+from pg_fixtures import Host, ok, postgres_server
+
+from lgals.errors import BadSetting, NotAuthorised, TrackingUnavailable, redact, redact_url
+
+# --- fast: the redaction, and tracking errors as one line ---------------------------------
+
+
+@pytest.mark.parametrize(("url", "redacted"), [
+    ("postgresql://lgals:secret@127.0.0.1:5432/optuna",
+     "postgresql://lgals:***@127.0.0.1:5432/optuna"),
+    ("postgresql+psycopg://lgals:secret@db.example:5432/optuna",
+     "postgresql+psycopg://lgals:***@db.example:5432/optuna"),
+    # percent-encoded '@' and ':' in the password
+    ("postgresql://lgals:p%40ss%3Aw0rd@host/db", "postgresql://lgals:***@host/db"),
+    # unencoded '@', '/', '?' in it: masked in full all the same
+    ("postgresql://lgals:p@ss@host/db", "postgresql://lgals:***@host/db"),
+    ("postgresql://lgals:pa/ss@host/db", "postgresql://lgals:***@host/db"),
+    ("postgresql://lgals:p?ss@host/db?application_name=a@b",
+     "postgresql://lgals:***@host/db?application_name=a@b"),
+    ("mysql://:pw@host/db", "mysql://:***@host/db"),
+    ("postgresql://lgals:pw@[::1]:5432/db", "postgresql://lgals:***@[::1]:5432/db"),
+    # secrets in the query string
+    ("postgresql://host/db?user=lgals&password=s3cret&sslmode=require",
+     "postgresql://host/db?user=lgals&password=***&sslmode=require"),
+    ("postgresql://host/db?sslpassword=abc;PASSWORD=x#frag",
+     "postgresql://host/db?sslpassword=***;PASSWORD=***#frag"),
+    # a tracking server with basic auth in its URL
+    ("http://alice:pw@127.0.0.1:5000", "http://alice:***@127.0.0.1:5000"),
+    ("https://alice:p%3Aw@mlflow.example/path?token=abc&x=1",
+     "https://alice:***@mlflow.example/path?token=***&x=1"),
+    # nothing to hide: unchanged
+    ("postgresql://lgals@host/db", "postgresql://lgals@host/db"),
+    ("postgresql://host:5432/db", "postgresql://host:5432/db"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+    ("sqlite:////tmp/a:b@c/mlflow.db", "sqlite:////tmp/a:b@c/mlflow.db"),  # a path
+    ("file:///tmp/mlruns", "file:///tmp/mlruns"),
+    ("optuna.db", "optuna.db"),
+])
+def test_redact_url_masks_the_password_of_every_url_shape(url, redacted):
+    assert redact_url(url) == redacted
+    assert redact_url(redacted) == redacted  # idempotent
+
+
+def test_redact_masks_urls_in_text_and_the_mlflow_password(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Zx81-distinctive")
+    text = ("API request to http://bob:hunter22@h:5000/api failed; storage "
+            "postgresql://u:topsecret@db/optuna, and Zx81-distinctive in the clear")
+    assert redact(text) == ("API request to http://bob:***@h:5000/api failed; storage "
+                            "postgresql://u:***@db/optuna, and *** in the clear")
+
+
+def test_tracking_errors_become_one_line_naming_the_server(monkeypatch):
+    """What the CLI says for MLflow's errors: refused credentials (401), a refused request
+    (403), a server gone for longer than lgals waits; nothing for any other error."""
+    import mlflow
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
+
+    from lgals import tracking
+
+    with isolated_mlflow():
+        mlflow.set_tracking_uri("http://127.0.0.1:5999")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Pw-never-shown")
+        said = tracking.user_error(MlflowException("401 != 200", error_code=UNAUTHENTICATED))
+        assert isinstance(said, NotAuthorised)
+        assert str(said).startswith("not authorised by the MLflow tracking server at "
+                                    "http://127.0.0.1:5999")
+        assert "'alice'" in str(said) and "MLFLOW_TRACKING_PASSWORD" in str(said)
+        assert "Pw-never-shown" not in str(said)
+        said = tracking.user_error(MlflowException("403", error_code=PERMISSION_DENIED))
+        assert isinstance(said, NotAuthorised) and "HTTP 403" in str(said)
+
+        # as MLflow raises it: its own, worded so, after the requests error
+        try:
+            try:
+                raise requests.exceptions.ConnectionError(
+                    "HTTPConnectionPool(host='127.0.0.1', port=5999): Max retries exceeded "
+                    "(Caused by NewConnectionError(... [Errno 111] Connection refused))")
+            except requests.exceptions.ConnectionError as error:
+                raise MlflowException(f"API request to http://127.0.0.1:5999/api/2.0/mlflow/"
+                                      f"runs/create failed with exception {error}") from error
+        except MlflowException as error:
+            gone = error
+        said = tracking.user_error(gone)
+        assert isinstance(said, TrackingUnavailable) and not isinstance(said, NotAuthorised)
+        assert "stopped answering (connection refused)" in str(said)
+        assert "LGALS_SERVER_WAIT_SECONDS" in str(said)
+        # the same words after a trip through the writer's pipe (no exception chain left)
+        assert tracking._unreachable(RuntimeError(f"MLflow writer: error: MlflowException: "
+                                                  f"{gone}")) == "connection refused"
+        assert tracking.user_error(ValueError("Connection refused")) is None  # not MLflow's
+        assert tracking.user_error(MlflowException("bad param")) is None
+
+
+@pytest.mark.parametrize(("value", "retries"), [("", 7), ("120", 7), ("10", 4), ("0", 0),
+                                                ("62", 6), ("480", 10)])
+def test_server_wait_sets_mlflows_http_retries(monkeypatch, value, retries):
+    from lgals import tracking
+
+    with isolated_mlflow():
+        monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", value)
+        tracking._http_retries()
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(retries)
+        assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+        assert tracking._retry_span(retries) >= float(value or 120)
+
+
+@pytest.mark.parametrize("value", ["-1", "481", "soon", "nan", "inf"])
+def test_a_bad_server_wait_is_one_line(monkeypatch, value):
+    from lgals import tracking
+
+    monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", value)
+    with pytest.raises(BadSetting, match="LGALS_SERVER_WAIT_SECONDS"):
+        tracking.server_wait_seconds()
+
+
+def test_credentials_in_a_tracking_uri_move_to_mlflows_variables():
+    from lgals import tracking
+
+    with isolated_mlflow():
+        uri = "http://alice:p%40ss%3Aword@127.0.0.1:5000"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        assert tracking._credentials_out_of(uri) == "http://127.0.0.1:5000"
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss:word"
+        assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+        assert redact("p@ss:word") == "***"
+        assert tracking._credentials_out_of("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+        assert tracking._credentials_out_of("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+
+
+# --- slow: real servers, real commands ------------------------------------------------------
+
+EPOCHS = 150  # ~10-20 s of training here: the outage falls inside it
+ADMIN, ADMIN_PASSWORD = "admin", "admin-Pw-5uJr8Lq2Nc"
+USER, USER_PASSWORD = "alice", "alice-Pw-Hq42Vt8XbR"  # distinctive: searched for below
+READER, READER_PASSWORD = "bob", "bob-Pw-Zt61Wm3KdQ"
+PG_USER, PG_PASSWORD = "lgals_team", "pg@Pw:7f3Qz9Lk"  # '@' and ':' percent-encoded in URLs
+# what must never appear, in any form the passwords could take
+LEAKS = (USER_PASSWORD, "Hq42Vt8XbR", READER_PASSWORD, "Zt61Wm3KdQ", PG_PASSWORD,
+         quote(PG_PASSWORD, safe=""), "7f3Qz9Lk",
+         base64.b64encode(f"{USER}:{USER_PASSWORD}".encode()).decode())
+
+
+def host(root: Path, **env: str) -> Host:
+    """An lgals "host" that shares this session's data cache (no mnist1d rebuild each)."""
+    return Host(root, LGALS_CACHE_DIR=os.environ["LGALS_CACHE_DIR"], **env)
+
+
+def lgals_lines(stderr: str) -> list[str]:
+    """What lgals said on stderr, without MLflow's own INFO log lines."""
+    return [line for line in stderr.splitlines() if line and not MLFLOW_LOG.match(line)]
+
+
+def _query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """Read the server's SQLite store directly (the server may be down)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
+                                            timeout=10)) as connection:
+        return connection.execute(sql, args).fetchall()
+
+
+def stored(db: Path, experiment: str) -> dict:
+    """Runs (id -> status) and how many metric values the store holds for ``experiment``."""
+    try:
+        runs = dict(_query(db, "SELECT r.run_uuid, r.status FROM runs r JOIN experiments e "
+                               "ON r.experiment_id = e.experiment_id WHERE e.name = ?",
+                           (experiment,)))
+        (count,), = _query(db, "SELECT COUNT(*) FROM metrics m JOIN runs r ON m.run_uuid = "
+                               "r.run_uuid JOIN experiments e ON r.experiment_id = "
+                               "e.experiment_id WHERE e.name = ?", (experiment,))
+    except sqlite3.Error:  # not created yet
+        return {"runs": {}, "metrics": 0}
+    return {"runs": runs, "metrics": count}
+
+
+@pytest.fixture(scope="module")
+def restartable(tmp_path_factory) -> tuple[MlflowServer, Path]:
+    """A plain ``mlflow server`` (SQLite store, proxied artifacts) the outage tests kill and
+    start again on the same port; its store file."""
+    tmp = tmp_path_factory.mktemp("restartable")
+    with mlflow_server(tmp, f"sqlite:///{tmp / 'server.db'}") as server:
+        yield server, tmp / "server.db"
+
+
+def _start_and_kill_mid_run(server: MlflowServer, db: Path, worker: Host, experiment: str,
+                            *argv: str) -> dict:
+    """Start ``lgals ARGV`` on ``experiment``; SIGKILL the server's process group as soon as
+    the command's first metrics are stored (its first flush: training is under way). Returns
+    when and what the store held then."""
+    started = time.monotonic()
+    worker.start(*argv, "--experiment-name", experiment, "--tracking-uri", server.uri,
+                 "--device", "cpu")
+
+    def first_metrics():
+        if worker.process.poll() is not None:
+            raise AssertionError(f"the command ended before the outage:\n"
+                                 f"{Path(f'{worker.root}.err').read_text()[-3000:]}")
+        return stored(db, experiment)["metrics"]
+
+    wait_for(first_metrics, timeout=180, interval=0.1, what="the command's first metrics")
+    server.kill()
+    killed = time.monotonic()
+    at_kill = stored(db, experiment)
+    assert worker.process.poll() is None  # mid-run
+    return {"started": started, "killed": killed, **at_kill}
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_train_gets_every_metric(restartable, tmp_path):
+    """SIGKILL to the server while two seeds train, 3 s down, started again on the same port,
+    store and artifacts: the command finishes, every per-epoch metric has exactly EPOCHS
+    steps (those written before the kill, those the writer held through the outage, and those
+    after), every run FINISHED with its final_test_acc, files and model."""
+    from mlflow import MlflowClient
+
+    server, db = restartable
+    worker = host(tmp_path / "worker")
+    outage = _start_and_kill_mid_run(server, db, worker, "outage-restart", "train",
+                                     "--epochs", str(EPOCHS), "--seeds", "2")
+    time.sleep(3)
+    server.start()
+    server.wait_healthy()
+    back = time.monotonic()
+    result = ok(worker.finish(timeout=400))
+    done = time.monotonic()
+    timings = {"to the kill": outage["killed"] - outage["started"],
+               "down": back - outage["killed"], "after it was back": done - back}
+    print("restart timings (s):", {k: round(v, 1) for k, v in timings.items()},
+          f"metric values stored at the kill: {outage['metrics']}")
+
+    final = stored(db, "outage-restart")
+    assert set(final["runs"].values()) == {"FINISHED"} and len(final["runs"]) == 3
+    expected = 2 * EPOCHS * len(HISTORY_KEYS)  # at least: val metrics would add to it
+    assert outage["metrics"] < expected <= final["metrics"] - 2  # + the final_test_accs
+    client = MlflowClient(server.uri)
+    seeds = [run for run in client.search_runs(
+        [client.get_experiment_by_name("outage-restart").experiment_id])
+        if "lgals.seed" in run.data.tags]
+    assert len(seeds) == 2
+    for run in seeds:
+        for key in HISTORY_KEYS:
+            steps, _ = history(client, run.info.run_id, key)
+            assert steps == list(range(1, EPOCHS + 1)), (key, len(steps))
+        _, test_acc = history(client, run.info.run_id, "test_acc")
+        assert run.data.metrics["final_test_acc"] == test_acc[-1]
+        assert {"epsilon_distributions.npz", "data_recipe.npz", "epsilon_distributions.png"} \
+            <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "MLflow runs:" in result.stderr and len(lgals_lines(result.stderr)) >= 1
+    assert not worker.left_running
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_tune_gets_every_trial(restartable, tmp_path):
+    """The same outage under ``lgals tune`` (rounds of 2 trials; the next round's runs are
+    opened while the server may still be down): every trial COMPLETE in Optuna and FINISHED
+    in MLflow with all its epochs, the tune run FINISHED with the best params."""
+    import optuna
+    from mlflow import MlflowClient
+
+    server, db = restartable
+    worker = host(tmp_path / "tuner")
+    epochs = 60
+    outage = _start_and_kill_mid_run(server, db, worker, "outage-tune", "tune", "--mode",
+                                     "lgals", "--n-trials", "4", "--batch", "2", "--epochs",
+                                     str(epochs), "--pruner", "none", "--study-name", "outage")
+    time.sleep(3)
+    server.start()
+    server.wait_healthy()
+    back = time.monotonic()
+    ok(worker.finish(timeout=400))
+    print(f"tune: killed {outage['killed'] - outage['started']:.1f} s in, down "
+          f"{back - outage['killed']:.1f} s, done {time.monotonic() - back:.1f} s after")
+
+    study = optuna.load_study(study_name="outage",
+                              storage=f"sqlite:///{worker.work / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    client = MlflowClient(server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("outage-tune").experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    trials = [r for r in runs if r.data.tags.get("lgals.stage") == "trial"]
+    assert sorted(int(r.data.tags["lgals.trial"]) for r in trials) == [0, 1, 2, 3]
+    for run in trials:
+        for key in ("val_acc", "train_loss", "noise_auroc"):
+            assert history(client, run.info.run_id, key)[0] == list(range(1, epochs + 1))
+    (tune,) = [r for r in runs if r.data.tags.get("lgals.stage") == "tune"]
+    assert tune.data.params["best.trial"] == str(study.best_trial.number)
+    assert not worker.left_running
+
+
+@pytest.mark.slow
+def test_server_gone_longer_than_lgals_waits_is_one_line_and_no_run_stays_running(
+        restartable, tmp_path):
+    """LGALS_SERVER_WAIT_SECONDS=10 and a server that stays down: the command gives up with
+    one line naming the server and the setting, exit 1, and what the writer held is said to
+    be lost; once the server is back, the next command ends the runs it left FAILED."""
+    server, db = restartable
+    wait = {"LGALS_SERVER_WAIT_SECONDS": "10", "LGALS_STALE_SECONDS": "6"}
+    worker = host(tmp_path / "worker", **wait)
+    outage = _start_and_kill_mid_run(server, db, worker, "outage-long", "train",
+                                     "--epochs", str(EPOCHS), "--seeds", "2")
+    try:
+        result = worker.finish(timeout=300)
+        gave_up = time.monotonic() - outage["killed"]
+        left = stored(db, "outage-long")
+    finally:
+        server.start()
+    print(f"gave up {gave_up:.1f} s after the kill; metric values stored: "
+          f"{outage['metrics']} at the kill, {left['metrics']} in all")
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = lgals_lines(result.stderr)
+    assert lines[-1].startswith("lgals: error: the MLflow tracking server at "
+                                f"{server.uri} stopped answering"), result.stderr[-3000:]
+    assert "LGALS_SERVER_WAIT_SECONDS" in lines[-1] and "lost" in lines[-1]
+    assert [line for line in lines if "error" in line.lower()] == [lines[-1]]
+    assert "Traceback" not in result.stderr
+    assert gave_up < 150  # the rest of training, ~14 s of retries, 5 s for the writer
+    assert not worker.left_running
+    # while the server was down the runs could not be ended: RUNNING, and incomplete
+    assert set(left["runs"].values()) == {"RUNNING"} and len(left["runs"]) == 3
+    assert left["metrics"] < 2 * EPOCHS * len(HISTORY_KEYS)
+
+    server.wait_healthy()
+    time.sleep(max(0.0, outage["killed"] + 7 - time.monotonic()))  # their beats are stale
+    ok(host(tmp_path / "next", **wait).run(
+        "train", "--epochs", "1", "--seeds", "1", "--experiment-name", "outage-long",
+        "--tracking-uri", server.uri, "--device", "cpu", timeout=240))
+    runs = stored(db, "outage-long")["runs"]
+    assert "RUNNING" not in runs.values()
+    assert [runs[run_id] for run_id in left["runs"]] == ["FAILED"] * 3
+
+
+@pytest.mark.slow
+def test_waiting_for_the_writer_is_bounded_when_the_server_stays_down(monkeypatch):
+    """The server dies while the command waits for the MLflow writer (its last seconds) and
+    stays down: each write the writer holds would be retried for minutes, one after the
+    other; the wait ends LGALS_SERVER_WAIT_SECONDS after ``/health`` stopped answering."""
+    import mlflow
+
+    from lgals import tracking
+    from lgals.mlflow_writer import WRITER
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with isolated_mlflow():
+        monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", "3")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # ~4 minutes per write
+        mlflow.set_tracking_uri(uri)
+        WRITER.close()
+        try:
+            for run in range(3):
+                WRITER.send(uri, f"{run:032x}", [("test_acc", 0.5, 0, 1)])
+            started = time.monotonic()
+            with pytest.raises(TrackingUnavailable, match="stopped answering .* not back "
+                                                          "within 3 s"):
+                tracking.sync_writer()
+            waited = time.monotonic() - started
+        finally:
+            WRITER.close(timeout=5)
+    print(f"gave up on the writer after {waited:.1f} s")
+    assert waited < 15
+
+
+# --- basic auth -------------------------------------------------------------------------------
+
+
+def _post(uri: str, path: str, body: dict, user: str, password: str) -> dict:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        uri + path, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def basic_auth_server(directory: Path) -> MlflowServer:
+    """``mlflow server --app-name basic-auth`` (SQLite stores) with the users USER and
+    READER besides its admin. What MLflow 3.17 needs to start it: Flask-WTF
+    (``mlflow[auth]``), a config file (``MLFLOW_AUTH_CONFIG_PATH``: the users' database, the
+    default permission, the admin's name), the admin's password on its first start
+    (``MLFLOW_AUTH_ADMIN_PASSWORD``) and ``MLFLOW_FLASK_SERVER_SECRET_KEY``. Credentials are
+    cached for 5 minutes (``auth_cache_ttl_seconds``): without it each request pays a
+    PBKDF2 check, and a 2-epoch ``lgals train`` took 59 s instead of 13 s here."""
+    pytest.importorskip("flask_wtf", reason="mlflow server --app-name basic-auth needs "
+                                            "Flask-WTF: pip install 'mlflow[auth]'")
+    config = directory / "basic_auth.ini"
+    config.write_text("[mlflow]\n"
+                      "default_permission = READ\n"
+                      f"database_uri = sqlite:///{directory / 'basic_auth.db'}\n"
+                      f"admin_username = {ADMIN}\n"
+                      "authorization_function = "
+                      "mlflow.server.auth:authenticate_request_basic_auth\n"
+                      "auth_cache_ttl_seconds = 300\n")
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    with mlflow_server(directory, f"sqlite:///{directory / 'server.db'}",
+                       app_name="basic-auth", env=env) as server:
+        for user, password in ((USER, USER_PASSWORD), (READER, READER_PASSWORD)):
+            _post(server.uri, "/api/2.0/mlflow/users/create",
+                  {"username": user, "password": password}, ADMIN, ADMIN_PASSWORD)
+        yield server
+
+
+@contextlib.contextmanager
+def as_admin(server: MlflowServer):
+    """An MlflowClient of the server's admin (sees every run)."""
+    from mlflow import MlflowClient
+
+    with isolated_mlflow():
+        os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN_PASSWORD
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        yield MlflowClient(server.uri)
+
+
+def everything(client) -> tuple[list, list]:
+    """Every experiment and every run (deleted ones too) the client can see."""
+    from mlflow.entities import ViewType
+
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    runs = client.search_runs([e.experiment_id for e in experiments],
+                              run_view_type=ViewType.ALL, max_results=10000) \
+        if experiments else []
+    return experiments, runs
+
+
+@pytest.fixture(scope="module")
+def auth(tmp_path_factory):
+    with basic_auth_server(tmp_path_factory.mktemp("basic-auth")) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_train_logs_its_runs_with_credentials(auth, tmp_path):
+    started = time.monotonic()
+    result = ok(host(tmp_path / "alice", MLFLOW_TRACKING_USERNAME=USER,
+                     MLFLOW_TRACKING_PASSWORD=USER_PASSWORD).run(
+        "train", "--epochs", "3", "--seeds", "2", "--experiment-name", "alice",
+        "--tracking-uri", auth.uri, "--device", "cpu"))
+    print(f"train with credentials: {time.monotonic() - started:.1f} s")
+    with as_admin(auth) as client:
+        experiment = client.get_experiment_by_name("alice")
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+        for run in (r for r in runs if "lgals.seed" in r.data.tags):
+            assert history(client, run.info.run_id, "test_acc")[0] == [1, 2, 3]
+            assert "final_test_acc" in run.data.metrics
+            assert "data_recipe.npz" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    for leak in LEAKS:
+        assert leak not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_wrong_or_missing_credentials_are_one_line_and_create_nothing(auth, tmp_path):
+    """401: one line saying "not authorised", naming the server and the variables to set,
+    never the password; exit 1 within 30 s; no experiment, no run."""
+    with as_admin(auth) as client:
+        before = everything(client)
+    cases = {"wrong password": {"MLFLOW_TRACKING_USERNAME": USER,
+                                "MLFLOW_TRACKING_PASSWORD": "not-" + USER_PASSWORD},
+             "no credentials": {},
+             "unknown user": {"MLFLOW_TRACKING_USERNAME": "mallory",
+                              "MLFLOW_TRACKING_PASSWORD": USER_PASSWORD}}
+    for case, env in cases.items():
+        started = time.monotonic()
+        result = host(tmp_path / case.replace(" ", "-"), **env).run(
+            "train", "--epochs", "2", "--seeds", "1", "--experiment-name", f"refused-{case}",
+            "--tracking-uri", auth.uri, "--device", "cpu", timeout=120)
+        elapsed = time.monotonic() - started
+        print(f"{case}: refused in {elapsed:.1f} s")
+        assert result.returncode == 1, (case, result.stderr[-3000:])
+        lines = lgals_lines(result.stderr)
+        assert len(lines) == 1, (case, result.stderr[-3000:])
+        assert lines[0].startswith("lgals: error: not authorised by the MLflow tracking "
+                                   f"server at {auth.uri}"), lines
+        assert "MLFLOW_TRACKING_USERNAME" in lines[0] and "MLFLOW_TRACKING_PASSWORD" in lines[0]
+        assert "HTTP 401" in lines[0] and result.stdout == ""
+        for leak in LEAKS:
+            assert leak not in result.stderr
+        assert elapsed < 30, (case, elapsed)
+    with as_admin(auth) as client:
+        after = everything(client)
+    assert [e.name for e in after[0]] == [e.name for e in before[0]]
+    assert [r.info.run_id for r in after[1]] == [r.info.run_id for r in before[1]]
+
+
+@pytest.mark.slow
+def test_a_user_who_may_only_read_is_refused_before_any_run(auth, tmp_path):
+    """403: READER may read the experiment USER made, not log to it: one line, exit 1, the
+    experiment holds the runs it held."""
+    alice = host(tmp_path / "alice", MLFLOW_TRACKING_USERNAME=USER,
+                 MLFLOW_TRACKING_PASSWORD=USER_PASSWORD)
+    ok(alice.run("train", "--epochs", "1", "--seeds", "1", "--experiment-name", "alice-only",
+                 "--tracking-uri", auth.uri, "--device", "cpu"))
+    with as_admin(auth) as client:
+        experiment_id = client.get_experiment_by_name("alice-only").experiment_id
+        before = {r.info.run_id for r in client.search_runs([experiment_id])}
+    result = host(tmp_path / "bob", MLFLOW_TRACKING_USERNAME=READER,
+                  MLFLOW_TRACKING_PASSWORD=READER_PASSWORD).run(
+        "train", "--epochs", "1", "--seeds", "1", "--experiment-name", "alice-only",
+        "--tracking-uri", auth.uri, "--device", "cpu", timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    (line,) = lgals_lines(result.stderr)
+    assert line.startswith("lgals: error: not authorised by the MLflow tracking server at "
+                           f"{auth.uri}: user 'bob'") and "HTTP 403" in line, line
+    assert all(leak not in result.stderr for leak in LEAKS)
+    with as_admin(auth) as client:
+        assert {r.info.run_id for r in client.search_runs([experiment_id])} == before
+
+
+# --- no password anywhere ---------------------------------------------------------------------
+
+
+def _contents(path: Path) -> list[bytes]:
+    """A file's bytes, and for a zip (an .npz, a torch model) each member's, decompressed."""
+    data = path.read_bytes()
+    found = [data]
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            found += [archive.read(name) for name in archive.namelist()]
+    return found
+
+
+def _leaks(where: str, data: str | bytes) -> list[str]:
+    raw = data if isinstance(data, bytes) else data.encode()
+    return [f"{where}: {leak}" for leak in LEAKS if leak.encode() in raw]
+
+
+@pytest.mark.slow
+def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
+    """``lgals tune`` with a PostgreSQL storage URL that carries its password, then
+    ``evaluate`` (credentials in the tracking URI itself), ``report``, and a command that
+    fails naming the store, all on the basic-auth server: neither password appears in any
+    param, tag, metric key, run name or description, dataset, logged model, artifact
+    (downloaded through the server, zips opened), file the hosts hold, Optuna attribute, or
+    line the commands printed."""
+    import optuna
+
+    timings = {}
+    with postgres_server(tmp_path, databases=()) as postgres:
+        postgres.psql(f"CREATE ROLE {PG_USER} LOGIN PASSWORD '{PG_PASSWORD}'",
+                      f"CREATE DATABASE optuna_team OWNER {PG_USER}")
+        storage = (f"postgresql+psycopg://{PG_USER}:{quote(PG_PASSWORD, safe='')}@127.0.0.1:"
+                   f"{postgres.port}/optuna_team?application_name=lgals")
+        env_credentials = {"MLFLOW_TRACKING_USERNAME": USER,
+                           "MLFLOW_TRACKING_PASSWORD": USER_PASSWORD}
+        in_uri = auth.uri.replace("http://", f"http://{USER}:{quote(USER_PASSWORD)}@")
+        hosts = {name: host(tmp_path / name, **(env_credentials if name != "evaluator" else {}))
+                 for name in ("tuner", "evaluator", "reporter", "typo")}
+        results = {}
+        started = time.monotonic()
+        results["tune"] = ok(hosts["tuner"].run(
+            "tune", "--mode", "lgals", "--n-trials", "3", "--batch", "3", "--epochs", "3",
+            "--storage", storage, "--study-name", "secretive", "--experiment-name", "team",
+            "--tracking-uri", auth.uri, "--device", "cpu"))
+        timings["tune"] = time.monotonic() - started
+        started = time.monotonic()
+        results["evaluate"] = ok(hosts["evaluator"].run(
+            "evaluate", "--modes", "lgals", "--seeds", "2", "--epochs", "3",
+            "--experiment-name", "team", "--tracking-uri", in_uri, "--device", "cpu"))
+        timings["evaluate"] = time.monotonic() - started
+        started = time.monotonic()
+        results["report"] = ok(hosts["reporter"].run(
+            "report", "--out", "results", "--experiment-name", "team",
+            "--tracking-uri", auth.uri))
+        timings["report"] = time.monotonic() - started
+        results["typo"] = hosts["typo"].run("report", "--experiment-name", "no-such",
+                                            "--tracking-uri", in_uri)
+        assert results["typo"].returncode == 2
+        (typo,) = lgals_lines(results["typo"].stderr)
+        assert "no experiment 'no-such'" in typo, typo  # a line that names the server
+
+        found: list[str] = []
+        for name, result in results.items():
+            found += _leaks(f"{name} stdout", result.stdout)
+            found += _leaks(f"{name} stderr", result.stderr)
+        for name, each in hosts.items():  # the report's files, caches: all of it
+            for path in (p for p in each.root.rglob("*") if p.is_file()):
+                for data in _contents(path):
+                    found += _leaks(f"{name}:{path.relative_to(each.root)}", data)
+
+        study = optuna.load_study(study_name="secretive", storage=storage)
+        found += _leaks("optuna study", repr((
+            study.user_attrs, study._storage.get_study_system_attrs(study._study_id))))
+        for trial in study.trials:
+            found += _leaks(f"optuna trial {trial.number}",
+                            repr((trial.params, trial.user_attrs, trial.system_attrs)))
+
+    downloads = tmp_path / "downloads"
+    with as_admin(auth) as client:
+        import mlflow.artifacts
+
+        experiment = client.get_experiment_by_name("team")
+        experiments, runs = everything(client)
+        runs = [r for r in runs if r.info.experiment_id == experiment.experiment_id]
+        stages = {r.data.tags.get("lgals.stage") for r in runs}
+        assert {"tune", "trial", "evaluate", "report"} <= stages, stages
+        tune = next(r for r in runs if r.data.tags.get("lgals.stage") == "tune")
+        found += _leaks("experiment", repr((experiment.name, experiment.tags)))
+        for run in runs:
+            where = f"run {run.info.run_name}"
+            found += _leaks(where, repr((run.info.run_name, run.info.artifact_uri,
+                                         run.data.params, run.data.tags,
+                                         sorted(run.data.metrics))))
+            found += _leaks(f"{where} datasets", repr(run.inputs))
+            target = downloads / run.info.run_id
+            target.mkdir(parents=True)
+            if client.list_artifacts(run.info.run_id):
+                mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                    dst_path=str(target),
+                                                    tracking_uri=auth.uri)
+        for model in client.search_logged_models([experiment.experiment_id]):
+            found += _leaks(f"model {model.name}", repr((model.params, model.tags,
+                                                         model.artifact_location)))
+            target = downloads / model.model_id
+            mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location,
+                                                dst_path=str(target), tracking_uri=auth.uri)
+    files = [p for p in downloads.rglob("*") if p.is_file()]
+    assert any(p.name == "results.md" for p in files) and any(
+        p.name == "MLmodel" for p in files) and any(p.suffix == ".png" for p in files)
+    for path in files:
+        for data in _contents(path):
+            found += _leaks(str(path.relative_to(downloads)), data)
+    print("no-password timings (s):", {k: round(v, 1) for k, v in timings.items()},
+          f"{len(runs)} runs, {len(files)} artifact files searched")
+    assert found == [], found
+    assert tune.data.params["storage"] == redact_url(storage)  # recorded, but redacted
+    assert f"{PG_USER}:***@127.0.0.1" in tune.data.params["storage"]
