@@ -819,7 +819,7 @@ def log_members(experiment_id: str, run_ids: Sequence[str], run_names: Sequence[
             if log_models and len(histograms["eps"]):
                 WRITER.log_heatmaps(logger.uri, run_id, str(path),
                                     f"{MODES[result.config.mode].label}, seed {result.seed}")
-        for run_id, name, result in zip(run_ids, run_names, results):
+        for run_id, name, result in zip(run_ids, map(model_name, run_names), results):
             # the model first exists empty (PENDING): its run's final metric names it, so
             # the model's page shows the metric; its files follow
             model_id = None
@@ -861,6 +861,12 @@ def _log_model(run_id: str, name: str, model_id: str, result: MemberResult,
             fail_unfinished_models(mlflow_client().get_run(run_id).info.experiment_id,
                                    {run_id})
         raise
+
+
+def model_name(run_name: str) -> str:
+    """A logged model's name: its run's, with the characters MLflow refuses in model names
+    (``/ : . % " '``; e.g. the ``.`` of a sweep's ``symmetric-0.4``) as ``_``."""
+    return re.sub(r"[/:.%\"']", "_", run_name)
 
 
 def model_uri(run_id: str) -> str | None:

@@ -752,3 +752,18 @@ def test_reanalyze_where_there_is_no_store_creates_none(tmp_path):
         f"lgals: error: no MLflow store at {tmp_path / 'mlflow.db'}, so nothing to read: "
         "point --tracking-uri at the store that holds the runs"]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("run_name, expected", [
+    ("lgals-seed0", "lgals-seed0"),
+    ("lgals-r2-seed3", "lgals-r2-seed3"),
+    ("lgals-symmetric-0.4-seed0", "lgals-symmetric-0_4-seed0"),  # a sweep's setting
+    ("a/b:c%d\"e'f", "a_b_c_d_e_f"),
+])
+def test_a_models_name_is_its_runs_as_mlflow_accepts_it(run_name, expected):
+    from mlflow.utils.validation import _validate_logged_model_name
+
+    from lgals.tracking import model_name
+
+    assert model_name(run_name) == expected
+    _validate_logged_model_name(model_name(run_name))  # raises on a name MLflow refuses
