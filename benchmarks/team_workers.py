@@ -11,13 +11,15 @@ a free port, stopped at the end; durable commits unless ``--no-fsync``), tracked
 ``mlflow server`` on it, with 1, then 2, ... ``lgals tune`` processes joining it, as hosts
 would. Per setting: trials per minute and the
 time the database spent executing statements per trial (``pg_stat_database.active_time`` of
-the Optuna database), with its transactions per trial.
+the Optuna database: waits for the hosts' advisory locks included), with its transactions
+per trial. Each host gets one torch thread, as if it had a core of its own.
 
     python benchmarks/team_workers.py [--only local|postgres] [--json]
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -39,19 +41,26 @@ from pg_fixtures import (  # noqa: E402  (a real PostgreSQL, as the tests use)
 from lgals.losses import SUITES  # noqa: E402
 
 LGALS = str(Path(sys.executable).parent / "lgals")
+# A host stands for a machine of its own: one torch thread each, so that two hosts on these
+# 2 cores do not oversubscribe them (two 2-thread processes made each other 3.6x slower).
+ONE_CORE = {"OMP_NUM_THREADS": "1"}
 ERRORS = re.compile(r"database is locked|Traceback|error", re.IGNORECASE)
 
 
-def tune(directory: Path, *argv: str, hosts: int = 1) -> tuple[float, list[str]]:
+def tune(directory: Path, *argv: str, hosts: int = 1,
+         env: dict[str, str] | None = None) -> tuple[float, list[str]]:
     """``hosts`` copies of ``lgals tune ARGV`` started at once, each in a directory of its
-    own; the wall seconds until the last one ends, and their stderr."""
+    own (with ``env`` added to its environment); the wall seconds until the last one ends,
+    and their stderr."""
+    environment = {**os.environ, **(env or {})}
     processes = []
     started = time.perf_counter()
     for host in range(hosts):
         work = directory / f"host{host}"
         work.mkdir()
         processes.append(subprocess.Popen([LGALS, "tune", *argv], cwd=work, text=True,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                                          env=environment, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE))
     errors = []
     for process in processes:
         errors.append(process.communicate()[1])
@@ -119,7 +128,7 @@ def postgres(hosts_list: list[int], n_trials: int, epochs: int, fsync: bool) -> 
                     wall, _ = tune(work, "--mode", "lgals", "--storage", storage,
                                    "--tracking-uri", tracking.uri, "--study-name", "bench",
                                    "--n-trials", str(n_trials), "--epochs", str(epochs),
-                                   "--device", "cpu", hosts=hosts)
+                                   "--device", "cpu", hosts=hosts, env=ONE_CORE)
                     after = database_stats(server, name)
                     row = study_check(storage, ["bench"], n_trials, MlflowClient(tracking.uri),
                                       "lgals")
@@ -181,7 +190,7 @@ def main() -> None:
             print(f"first error line: {row['first_error']}")
     if document["postgres"]:
         print(f"\npostgres: lgals tune --mode lgals --n-trials {args.n_trials} --epochs "
-              f"{args.epochs}, one study, hosts joining at once "
+              f"{args.epochs}, one study, hosts (one torch thread each) joining at once "
               f"({'fsync off' if args.no_fsync else 'durable commits'})\n")
         print("| hosts | trials counted / expected | failed | duplicated | wall s | trials/min "
               "| database ms / trial | transactions / trial |")
