@@ -82,19 +82,26 @@ DEFAULT_SERVER_WAIT_SECONDS = 120.0
 MAX_SERVER_WAIT_SECONDS = 480.0  # what MLflow's retries can span: 10 at most, 120 s apart
 
 
+def seconds_setting(name: str, default: float, low: float, high: float = math.inf) -> float:
+    """The environment variable ``name`` as seconds, ``default`` when unset; a value that is
+    not a finite number from ``low`` to ``high`` is one line (exit 2)."""
+    text = os.environ.get(name, "")
+    try:
+        seconds = float(text) if text else default
+    except ValueError:
+        seconds = math.nan
+    if not (low <= seconds <= high and seconds < math.inf):
+        span = f">= {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+        raise BadSetting(f"{name}={text!r}: must be a number of seconds {span}")
+    return seconds
+
+
 def stale_seconds() -> float:
     """How long a run may go without a heartbeat before it counts as lost with its process
     (kill -9, power loss, a full disk), on this host or another: ``$LGALS_STALE_SECONDS``,
     default 30. Every run lgals has open beats (its ``lgals.heartbeat`` tag, unix seconds) six
     times as often; the next command on the experiment ends a stale one."""
-    text = os.environ.get("LGALS_STALE_SECONDS", "")
-    try:
-        seconds = float(text) if text else DEFAULT_STALE_SECONDS
-    except ValueError:
-        seconds = math.nan
-    if not 6 <= seconds < math.inf:
-        raise BadSetting(f"LGALS_STALE_SECONDS={text!r}: must be a number of seconds >= 6")
-    return seconds
+    return seconds_setting("LGALS_STALE_SECONDS", DEFAULT_STALE_SECONDS, 6)
 
 
 def heartbeat_seconds() -> float:
@@ -105,15 +112,8 @@ def server_wait_seconds() -> float:
     """How long lgals keeps trying a tracking server that stopped answering mid-command
     (killed, restarting, its network gone) before it gives up with one line and exit 1:
     ``$LGALS_SERVER_WAIT_SECONDS``, default 120, at most 480. See :func:`_http_retries`."""
-    text = os.environ.get("LGALS_SERVER_WAIT_SECONDS", "")
-    try:
-        seconds = float(text) if text else DEFAULT_SERVER_WAIT_SECONDS
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds <= MAX_SERVER_WAIT_SECONDS:
-        raise BadSetting(f"LGALS_SERVER_WAIT_SECONDS={text!r}: must be a number of seconds "
-                         f"from 0 to {MAX_SERVER_WAIT_SECONDS:g}")
-    return seconds
+    return seconds_setting("LGALS_SERVER_WAIT_SECONDS", DEFAULT_SERVER_WAIT_SECONDS, 0,
+                           MAX_SERVER_WAIT_SECONDS)
 
 
 def _retry_span(retries: int) -> float:

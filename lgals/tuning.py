@@ -58,15 +58,8 @@ class StorageUnavailable(LgalsError):
 def storage_wait_seconds() -> float:
     """How long a storage call waits for its database server: ``$LGALS_STORAGE_WAIT_SECONDS``,
     default 60."""
-    text = os.environ.get("LGALS_STORAGE_WAIT_SECONDS", "")
-    try:
-        seconds = float(text) if text else DEFAULT_STORAGE_WAIT_SECONDS
-    except ValueError:
-        seconds = math.nan
-    if not 1 <= seconds < math.inf:
-        raise BadSetting(f"LGALS_STORAGE_WAIT_SECONDS={text!r}: must be a number of seconds "
-                         ">= 1")
-    return seconds
+    return tracking.seconds_setting("LGALS_STORAGE_WAIT_SECONDS", DEFAULT_STORAGE_WAIT_SECONDS,
+                                    1)
 
 
 @dataclass(frozen=True)
