@@ -13,14 +13,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import MLFLOW, cli_env, free_port, run_lgals, sqlite_uri, stop, wait_for
+from mlflow_fixtures import (
+    MLFLOW,
+    MlflowServer,
+    cli_env,
+    free_port,
+    run_lgals,
+    sqlite_uri,
+    wait_for,
+)
 
 from lgals.losses import SUITES
 from lgals.tracking import SEED_RUNS, runs_page
@@ -70,27 +76,19 @@ def ui(tmp_path_factory, _cache_dir):
     store = sqlite_uri(root / "mlflow.db")
     client = MlflowClient(store)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(root / "ui.log", "w") as log:
-        process = subprocess.Popen(
-            [MLFLOW, "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port",
-             str(port)], cwd=root, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    (root / "ui.log").write_text("")
+    server = MlflowServer([MLFLOW, "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
+                           "--port", str(port)], cli_env(), root, f"http://127.0.0.1:{port}",
+                          root / "ui.log")
+    server.start()  # in a session of its own: stopped with its workers by its group
     try:
-        wait_for(lambda: _healthy(url), timeout=120, what="mlflow ui")
+        server.wait_healthy()
         screenshots = Path(os.environ.get("LGALS_SCREENSHOTS") or root / "screenshots")
         screenshots.mkdir(parents=True, exist_ok=True)
-        yield Ui(url, client.get_experiment_by_name("lgals-quick").experiment_id, client,
-                 printed_link, screenshots)
+        yield Ui(server.uri, client.get_experiment_by_name("lgals-quick").experiment_id,
+                 client, printed_link, screenshots)
     finally:
-        stop(process)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        server.stop()
 
 
 @pytest.fixture(scope="module")
