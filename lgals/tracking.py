@@ -332,10 +332,8 @@ def _store_lock(uri: str) -> Iterator[None]:
 def _check_server(uri: str) -> None:
     """Fail in seconds, not after minutes of MLflow's retries, when a server is down as the
     command starts (once it has started, lgals waits :func:`server_wait_seconds` for it)."""
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
-            pass
-    except (urllib.error.URLError, OSError) as error:
+    error = _health(uri)
+    if error is not None:
         reason = getattr(error, "reason", error)
         raise TrackingUnavailable(
             f"cannot reach the MLflow tracking server at {redact_url(uri)} ({reason}); "
@@ -602,7 +600,7 @@ def sync_writer() -> None:
         waiting.start()
         down_since = None
         while waiting.join(timeout=2) or waiting.is_alive():
-            if _answers(uri):
+            if _health(uri) is None:
                 down_since = None
                 continue
             down_since = down_since or time.monotonic()
@@ -625,13 +623,14 @@ def sync_writer() -> None:
         "some were not stored (the runs end FAILED)") from None
 
 
-def _answers(uri: str) -> bool:
-    """Whether the tracking server at ``uri`` answers ``/health`` within 5 s."""
+def _health(uri: str) -> OSError | None:
+    """Why the tracking server at ``uri`` does not answer ``/health`` within 5 s; ``None``
+    when it does."""
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
-            return True
-    except (urllib.error.URLError, OSError):
-        return False
+            return None
+    except (urllib.error.URLError, OSError) as error:
+        return error
 
 
 def _causes(error: BaseException | None) -> Iterator[BaseException]:
