@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -718,9 +719,10 @@ def run_trials(settings: list[TuneSettings], storage: str, tracking_uri: str,
             train_round(asked, data, experiment_id, tune_runs, device, progress)
 
 
-def _worker(args: tuple) -> bool:
-    """One worker process's trials; False if interrupted, once its round's trials are failed
-    and its runs ended (the parent re-raises the interrupt)."""
+def _worker(outcome: Connection, args: tuple) -> None:
+    """One worker process's trials; then what came of them, sent to the parent: ``"done"``,
+    ``"interrupted"`` (once its round's trials are failed and its runs ended: the parent
+    re-raises the interrupt), or the error that ended them."""
     *run_args, threads, scope = args
     import torch
 
@@ -731,9 +733,15 @@ def _worker(args: tuple) -> bool:
     try:
         with tracking.scope(*scope):  # the parent's repetition and noise setting
             run_trials(*run_args)
+        result: object = "done"
     except KeyboardInterrupt:
-        return False
-    return True
+        result = "interrupted"
+    except Exception as error:
+        result = error
+    try:
+        outcome.send(result)
+    except Exception:  # an error that does not pickle: its line, then
+        outcome.send(LgalsError(f"tuning worker: {type(result).__name__}: {result}"))
 
 
 def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | None = None,
@@ -811,19 +819,44 @@ def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
     scope = tracking.scope_tags()
     jobs = [(settings, storage, tracking_uri, experiment_id, tune_runs, quota, batch, device,
              i, False, threads, scope) for i, quota in enumerate(quotas) if any(quota.values())]
-    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-        try:
-            pool.map(_worker, jobs)
-        except KeyboardInterrupt:
-            # Passed on (a SIGTERM reaches this process alone); every worker fails its round's
-            # trials and ends its runs before the pool goes.
-            for worker in multiprocessing.active_children():
+    context = multiprocessing.get_context("spawn")
+    workers_started: list[tuple[multiprocessing.Process, Connection]] = []
+    for i, job in enumerate(jobs):
+        receiving, sending = context.Pipe(duplex=False)
+        process = context.Process(target=_worker, args=(sending, job), name=f"lgals-tune-{i}")
+        process.start()
+        sending.close()  # the worker's end: a worker that dies unheard is an EOF here
+        workers_started.append((process, receiving))
+    try:
+        outcomes = [_outcome(process, receiving) for process, receiving in workers_started]
+    except KeyboardInterrupt:
+        # Passed on (a SIGTERM reaches this process alone); every worker fails its round's
+        # trials and ends its runs before this process goes on.
+        for process, _ in workers_started:
+            if process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGINT)
-            raise
-        finally:  # the workers exit on their own, not terminated at the block's end
-            pool.close()
-            pool.join()
+                    os.kill(process.pid, signal.SIGINT)
+        for process, _ in workers_started:
+            process.join()
+        raise
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _outcome(process: multiprocessing.Process, receiving: Connection) -> object:
+    """What one worker sent once it ended (see :func:`_worker`).
+
+    A process per worker and a pipe each, not a ``multiprocessing.Pool``: a pool worker
+    that a Ctrl-C ends while it waits for work dies holding the pool's queue lock, and the
+    others then wait for it for ever. A worker killed outright (``kill -9``, out of memory)
+    leaves its trials RUNNING; they go stale and are retried (:func:`tune_modes`)."""
+    try:
+        result = receiving.recv()
+    except EOFError:
+        result = "died"
+    process.join()
+    return result
 
 
 def summarize(study: optuna.Study) -> dict:

@@ -177,24 +177,28 @@ def start_tune(directory: Path, *args: str):
 
 
 def wait_for_trial_runs(directory: Path, n: int, process) -> None:
-    """Until ``n`` trial runs are RUNNING and have logged metrics (a round is training)."""
+    """Until ``n`` trials are RUNNING, with their MLflow runs opened, and have reported a
+    validation accuracy (a round is training). Optuna's storage hears of every epoch within
+    about a second; MLflow's metrics can wait for the round's end (the writer runs on idle
+    cores only)."""
     import sqlite3
 
     def ready():
         assert process.poll() is None, process.communicate()
-        db = directory / "mlflow.db"
+        db = directory / "optuna.db"
         try:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
                 (count,) = connection.execute(
-                    "SELECT COUNT(DISTINCT m.run_uuid) FROM metrics m JOIN tags t ON "
-                    "t.run_uuid = m.run_uuid AND t.key = 'lgals.stage' AND t.value = 'trial' "
-                    "JOIN runs r ON r.run_uuid = m.run_uuid AND r.status = 'RUNNING'"
+                    "SELECT COUNT(DISTINCT t.trial_id) FROM trials t "
+                    "JOIN trial_intermediate_values v ON v.trial_id = t.trial_id "
+                    "JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                    "AND a.key = 'mlflow_run_id' WHERE t.state = 'RUNNING'"
                 ).fetchone()
         except sqlite3.Error:
             return False
         return count >= n
 
-    wait_for(ready, timeout=180, interval=0.2, what=f"{n} trial runs to log metrics")
+    wait_for(ready, timeout=180, interval=0.2, what=f"{n} trials to train")
 
 
 @pytest.mark.slow
@@ -249,6 +253,41 @@ def test_an_interrupted_worker_pool_ends_everything_it_owns(tmp_path, _cache_dir
     for mode in PAPER:
         states = {t.state for t in load_study(tmp_path, f"g-{mode}").trials}
         assert TrialState.RUNNING not in states, (mode, states)
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The tuning workers of process ``parent``: its spawned children (not the resource
+    tracker, not its MLflow writer)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_outright_leaves_its_trials_to_the_others(tmp_path, _cache_dir):
+    """``kill -9`` to one worker mid-round (no word to the parent, its trials left RUNNING):
+    the command does not wait for it for ever; the trials go stale and are retried, and it
+    ends with exactly its trials, nothing left RUNNING."""
+    argv = tune_argv(tmp_path, "--mode", "lgals", "--workers", "2", "--batch", "2",
+                     "--n-trials", "4", "--epochs", "20", "--study-name", "d")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    process = popen_lgals(argv, tmp_path, LGALS_STALE_SECONDS="6")
+    try:
+        wait_for_trial_runs(tmp_path, 4, process)
+        victim, _ = worker_pids(process.pid)
+        os.kill(victim, signal.SIGKILL)
+        _, err = process.communicate(timeout=240)
+    finally:
+        stop(process)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert_one_run_per_trial(tmp_path, "d", 4)
+    trials = load_study(tmp_path, "d").trials
+    retried = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback
+               .retried_trial_number(t) is not None]
+    assert len(retried) == 2, [(t.number, t.state.name) for t in trials]  # the victim's round
+    assert TrialState.RUNNING not in {t.state for t in trials}
+    assert "RUNNING" not in {status for _, status in sqlite_runs(tmp_path / "mlflow.db")}
 
 
 @pytest.mark.slow
