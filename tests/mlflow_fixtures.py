@@ -276,11 +276,6 @@ def sqlite_params(db: Path, run_id: str) -> dict[str, str]:
                               (run_id,)))
 
 
-def sqlite_metric_count(db: Path, run_id: str) -> int:
-    rows = _sqlite_query(db, "SELECT COUNT(*) FROM metrics WHERE run_uuid = ?", (run_id,))
-    return rows[0][0] if rows else 0
-
-
 def all_runs(client) -> list:
     """Every run in every experiment of the store ``client`` points at."""
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
