@@ -28,14 +28,13 @@ from optuna.trial import TrialState
 from pg_fixtures import Host, mlflow_server_on, ok, postgres_server
 from test_faults import stderr_lines
 
+from lgals.storage import StorageUnavailable, open_storage
 from lgals.tuning import (
-    StorageUnavailable,
     TuneSettings,
     ask_round,
     counted_trials,
     create_study,
     fail_stale_trials,
-    open_storage,
 )
 
 pytestmark = [pytest.mark.slow,  # a PostgreSQL server, an mlflow server, lgals processes

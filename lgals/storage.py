@@ -1,0 +1,370 @@
+"""Where Optuna studies live, and how hosts share them.
+
+A study is kept in an RDB storage: a SQLite file locally (beside the MLflow store), a
+PostgreSQL database when a team tunes one study from several hosts. This module opens it:
+heartbeats, so a dead process's trials are failed and retried; on PostgreSQL, connections
+pinged before use and calls retried while the server restarts (up to
+``$LGALS_STORAGE_WAIT_SECONDS``), and the advisory locks that make hosts take turns where
+Optuna does not, so they share one study through server restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import math
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import TrialState
+
+from lgals import tracking
+from lgals.errors import LgalsError
+
+# How long a call to a PostgreSQL storage waits for the server to answer again (a restart, a
+# failover, a dropped connection) before the command gives up with one line;
+# $LGALS_STORAGE_WAIT_SECONDS overrides it.
+DEFAULT_STORAGE_WAIT_SECONDS = 60.0
+
+
+class StorageUnavailable(LgalsError):
+    """The Optuna storage's database server did not answer within the wait."""
+
+
+def storage_wait_seconds() -> float:
+    """How long a storage call waits for its database server: ``$LGALS_STORAGE_WAIT_SECONDS``,
+    default 60."""
+    return tracking.seconds_setting("LGALS_STORAGE_WAIT_SECONDS", DEFAULT_STORAGE_WAIT_SECONDS,
+                                    1)
+
+
+def default_storage() -> str:
+    """A SQLite file beside the MLflow store (``optuna.db`` next to ``mlflow.db``)."""
+    import mlflow
+
+    path = tracking.sqlite_path(mlflow.get_tracking_uri())
+    return f"sqlite:///{path.parent / 'optuna.db' if path else Path('optuna.db').resolve()}"
+
+
+@contextlib.contextmanager
+def experimental() -> Iterator[None]:
+    """Optuna marks the heartbeat API and its matplotlib figures experimental; lgals uses them
+    knowingly, so their warnings are silenced where they are called, and only there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
+
+
+def _is_postgresql(url: str) -> bool:
+    return url.split(":", 1)[0].split("+")[0] == "postgresql"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so trials of a killed process are failed and retried.
+
+    A SQLite file is switched to write-ahead logging with ``synchronous=NORMAL``: each trial
+    writes a value every epoch and a heartbeat, and a commit then no longer waits for a
+    full sync of the file (safe for processes on one host; a crash can lose the last commits,
+    never corrupt the file). A PostgreSQL storage rides out a restart of its server
+    (:class:`_ServerStorage`), opening it too.
+    """
+    kwargs = {  # a trial goes stale in half the time a run does: its retry is under way by then
+        "heartbeat_interval": max(1, round(tracking.heartbeat_seconds())),
+        "grace_period": round(tracking.stale_seconds() / 2),
+        "heartbeat_stale_trial_callback": _fail_and_retry,
+    }
+    if _is_postgresql(url):
+        storage_wait_seconds()  # a bad $LGALS_STORAGE_WAIT_SECONDS is one line, before waiting
+        with experimental():
+            return _retrying(lambda: _ServerStorage(url, {"pool_pre_ping": True}, **kwargs),
+                             url, "opening the storage")
+    with experimental():
+        storage = _HeartbeatStorage(url, **kwargs)
+    if storage.engine.dialect.name == "sqlite":
+        import sqlalchemy
+
+        @sqlalchemy.event.listens_for(storage.engine, "connect")
+        def write_ahead(connection, record) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        storage.engine.dispose()  # connections opened from now on get the pragmas
+    return storage
+
+
+def _disconnected(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error that led to it, says the database could not be reached
+    or went away (SQLAlchemy's ``OperationalError``: connection refused or lost, the server
+    shutting down or starting up, a transaction it rolled back), not a bad statement."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StorageUnavailable):  # waited for already
+            return False
+        seen.add(id(error))
+        if isinstance(error, OperationalError) or (isinstance(error, DBAPIError)
+                                                   and error.connection_invalidated):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    """The database driver's own message (Optuna's wrapper blames "invalid data")."""
+    from sqlalchemy.exc import DBAPIError
+
+    cause, seen = error, set()
+    while cause is not None and not isinstance(cause, DBAPIError) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    cause = cause if isinstance(cause, DBAPIError) else None
+    text = str(cause.orig if cause is not None and cause.orig is not None else error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]
+
+
+_RETRY = threading.local()  # .attempt: the attempt of the outermost retried call in the thread
+
+
+def _retrying(call, url: str, what: str, lost=None):
+    """``call()``, made again with backoff (0.1 s doubling to 1 s) while its database cannot
+    be reached, for up to :func:`storage_wait_seconds`; then :class:`StorageUnavailable`.
+    ``lost()`` is called each time it cannot. Calls made inside a retried call are retried by
+    it, not again on their own."""
+    if getattr(_RETRY, "attempt", 0):
+        return call()
+    wait = storage_wait_seconds()
+    deadline, delay = time.monotonic() + wait, 0.1
+    _RETRY.attempt = 1
+    try:
+        while True:
+            try:
+                return call()
+            except Exception as error:
+                if not _disconnected(error):
+                    raise
+                if lost is not None:
+                    lost()
+                if time.monotonic() >= deadline:
+                    raise StorageUnavailable(
+                        f"the Optuna storage {redact(url)} did not answer for {wait:g} s "
+                        f"({what}): {_first_line(error)}; is its database server up? "
+                        "(LGALS_STORAGE_WAIT_SECONDS sets the wait)") from error
+            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(2 * delay, 1.0)
+            _RETRY.attempt += 1
+    finally:
+        _RETRY.attempt = 0
+
+
+class _HeartbeatStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, where a trial that never got a heartbeat can also go stale.
+
+    ``study.ask()`` creates a RUNNING trial; its first heartbeat is written just after. A
+    process killed in between leaves a trial Optuna never finds stale (it looks only at
+    heartbeats), which would stay RUNNING for good. Here such a trial is stale once it
+    started more than the grace period ago.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb import models
+
+        stale = super()._get_stale_trial_ids(study_id)
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        cutoff = now - datetime.timedelta(seconds=self.grace_period)  # the column is UTC
+        with contextlib.closing(self.scoped_session()) as session:
+            never_beat = (
+                session.query(models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id,
+                        models.TrialModel.state == TrialState.RUNNING,
+                        models.TrialModel._datetime_start_utc < cutoff,
+                        ~models.TrialModel.heartbeats.any())
+                .all())
+        return stale + [trial_id for (trial_id,) in never_beat]
+
+
+class _ServerStorage(_HeartbeatStorage):
+    """A storage on a PostgreSQL server, which may restart (or fail over, or drop connections)
+    while hosts tune:
+
+    - pooled connections are pinged before use (Optuna does so for MySQL only): one the
+      server closed is replaced instead of failing the call;
+    - a call that cannot reach the server, or that was in flight when it went away, is made
+      again (:func:`_retrying`) for up to ``$LGALS_STORAGE_WAIT_SECONDS``, then the command
+      ends with one line (:class:`StorageUnavailable`);
+    - no trial goes stale until the server has been up, and reachable from this process,
+      for a grace period and a heartbeat: while it was away nobody could beat, so just after
+      it is back every trial would look stale, those of live processes too. (Up: since the
+      server started; reachable: since this process last found it away, which is what
+      covers a crash recovery, during which a started server refuses connections. A process
+      that started only after a crash recovery that took seconds can still fail the trials
+      of hosts that did not beat yet: they are retried, and their hosts' tells skipped.)
+
+    A write whose commit reached the server but whose answer was lost is made twice: a trial
+    told twice the same is recognised; a trial created twice leaves one that never beats,
+    failed (and retried, unless it was a retry) as a dead process's trial is.
+    """
+
+    def __init__(self, *args, **kwargs):
+        import sqlalchemy
+
+        self.away_at = -math.inf  # when this process last found the server away (monotonic)
+        super().__init__(*args, **kwargs)
+        # a pooled connection found dead (by its ping, or under a statement)
+        sqlalchemy.event.listen(self.engine, "invalidate", lambda *_: self.away())
+
+    def away(self) -> None:
+        self.away_at = time.monotonic()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        import sqlalchemy
+
+        with contextlib.closing(self.scoped_session()) as session:
+            up = float(session.execute(sqlalchemy.text(
+                "SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())")).scalar())
+        if min(up, time.monotonic() - self.away_at) < self.grace_period + self.heartbeat_interval:
+            return []
+        return super()._get_stale_trial_ids(study_id)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values=None) -> bool:
+        try:
+            return super().set_trial_state_values(trial_id, state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            if getattr(_RETRY, "attempt", 0) > 1 and state.is_finished():
+                stored = super().get_trial(trial_id)  # did the lost attempt store it?
+                told = None if values is None else [float(v) for v in values]
+                if stored.state == state and stored.values == told:
+                    return True
+            raise
+
+
+# Every call of Optuna's RDB storage (and of its cache) that reads or writes the database.
+_SERVER_CALLS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
+    "set_trial_param", "_set_trial_param", "get_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials",
+    "get_best_trial", "_get_best_trial_id", "record_heartbeat", "_get_stale_trial_ids",
+)
+
+
+def _retried(name: str):
+    method = getattr(_ServerStorage, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return _retrying(lambda: method(self, *args, **kwargs), self.url,
+                         name.strip("_").replace("_", " "), self.away)
+    return call
+
+
+for _name in _SERVER_CALLS:
+    setattr(_ServerStorage, _name, _retried(_name))
+
+
+def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A stale trial's MLflow run ends FAILED, and so do its still RUNNING ancestors (the
+    tune runs of the process that died; a live owner ends them itself later, overriding
+    this); then Optuna retries the trial once."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        client = tracking.mlflow_client()
+        client.set_tag(run_id, "lgals.trial_state", "FAIL")
+        reason = "process died (stale heartbeat)"
+        while run_id:
+            run = client.get_run(run_id)
+            if run.info.status == "RUNNING":
+                client.set_tag(run_id, "lgals.status_reason", reason)
+                client.set_terminated(run_id, "FAILED")
+            run_id = run.data.tags.get("mlflow.parentRunId")
+    with experimental():
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+
+
+# Hosts sharing a PostgreSQL storage take turns where Optuna does not make them: a
+# transaction-level advisory lock pg_advisory_xact_lock(_LOCKS, key), key _SETUP while one
+# creates or loads a study (Optuna's tables too), the study's id while one counts and asks
+# its trials. (One host's local workers need none: their quotas split the trials exactly.)
+_LOCKS, _SETUP = 0x6C67616C, 0  # "lgal"
+
+
+@contextlib.contextmanager
+def _locked(engine, key: int) -> Iterator[None]:
+    """The block under lock ``key``, held on a connection of its own (Optuna's sessions take
+    others); released when the block ends, or by the server when the connection is lost.
+    Taking it waits for a server that is down (:func:`_retrying`). A server restarting during
+    the block (milliseconds: a count and a few asks) loses the lock with the connection."""
+    import sqlalchemy
+
+    def lock():
+        connection = engine.connect()
+        try:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                               {"space": _LOCKS, "key": key})
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    connection = _retrying(lock, engine.url.render_as_string(hide_password=False),
+                           "taking a lock")
+    try:
+        yield
+    finally:
+        # the lock ends with its transaction however that ends; a connection the server
+        # dropped has ended it already
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+            connection.rollback()
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+            connection.close()
+
+
+@contextlib.contextmanager
+def setting_up(url: str) -> Iterator[None]:
+    """One host at a time creates or loads a study of the storage ``url``: Optuna creates its
+    tables and a study's settings are recorded with no guard against another host doing the
+    same (PostgreSQL refuses the second ``CREATE TYPE``; a host would read the settings half
+    recorded)."""
+    if not _is_postgresql(url):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with _locked(engine, _SETUP):
+            yield
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def asking(study: optuna.Study) -> Iterator[None]:
+    """One host at a time counts a study's trials and asks new ones: hosts that counted at
+    the same time would each ask what is missing, and the study would get more than
+    ``n_trials``."""
+    storage = study._storage
+    engine = getattr(storage, "_backend", storage).engine  # Optuna caches an RDB storage
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with _locked(engine, study._study_id):
+        yield
+
+
+def redact(url: str) -> str:
+    """Storage URL without a password, fit for a param or a message
+    (:func:`lgals.tracking.redact_url`)."""
+    return tracking.redact_url(url)
