@@ -105,6 +105,18 @@ batch_option = click.option(
     "--batch", type=click.IntRange(min=1), default=10, show_default=True,
     help="Trials per study trained together in each round (1: one at a time).")
 
+
+def _storage(ctx, param, url: str | None) -> str | None:
+    """The storage URL, its password kept out of everything lgals prints or records."""
+    if url:
+        keep_secret(url)
+    return url
+
+
+storage_option = click.option(
+    "--storage", callback=_storage,
+    help="Optuna storage URL [default: optuna.db beside mlflow.db].")
+
 suite_option = click.option(
     "--suite", type=click.Choice(list(SUITES)), default="paper", show_default=True,
     help="The modes `all` means: paper (Baseline, FixedLS, LGALS), controls (paper + the "
@@ -212,7 +224,7 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, hyperparameters, 
                             help="Validation split (noisy labels) for the objective."))
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
-@click.option("--storage", help="Optuna storage URL [default: optuna.db beside mlflow.db].")
+@storage_option
 @click.option("--study-name", help="[default: lgals-MODE]; with --mode all, a prefix.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the study.")
@@ -237,8 +249,6 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
     from lgals import tracking
     from lgals.tuning import TuneSettings, describe_study, tune_modes
 
-    if storage:
-        keep_secret(storage)
     experiment_id = tracking.connect(tracking_uri, experiment_name)
     modes = list(SUITES[suite]) if mode == "all" else [mode]
     settings = [TuneSettings(
@@ -364,8 +374,6 @@ def protocol_options(func):
         chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
                                      repeats=repeats or chosen.repeats,
                                      seeds=seeds or chosen.seeds)
-        if kwargs.get("storage"):
-            keep_secret(kwargs["storage"])
         return func(*args, protocol=chosen, **kwargs)
 
     return _apply(command, [
@@ -381,9 +389,7 @@ def protocol_options(func):
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      default="results", show_default=True),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
-        click.option("--storage",
-                     help="Optuna storage URL [default: optuna.db beside mlflow.db]."),
-        device_option, tracking_uri_option,
+        storage_option, device_option, tracking_uri_option,
         click.option("--experiment-name",
                      help="[default: lgals, or lgals-quick with the quick protocol]"),
     ])
