@@ -150,10 +150,35 @@ def run_main(argv: Sequence[str], cwd: Path) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def _own_ports() -> Iterator[int]:
+    """This test process's ports: below the kernel's ephemeral range (where ``bind(0)`` and
+    outgoing connections take theirs), one slice per pytest-xdist worker, from a place of
+    its own in the slice."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    size = (low - 10000) // workers
+    first = 10000 + worker * size
+    start = os.getpid() % size
+    for offset in range(size):
+        yield first + (start + offset) % size
+
+
+_PORTS = _own_ports()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port that stays this process's while a server on it is stopped and started
+    again (the restart tests): no other test process, and no outgoing connection, is given
+    it meanwhile."""
+    for port in _PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left below the ephemeral range")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.25,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,12 @@ def listed_runs(page) -> list[str]:
     return page.locator("a[href*='/runs/']").all_inner_texts()
 
 
+def until_listed(texts: Callable[[], list[str]], expected, what: str) -> None:
+    """Until ``texts()`` are ``expected`` (as a set), within 30 s: the UI draws a list in
+    steps (a count or a first item comes before the rest, and items of the page before)."""
+    wait_for(lambda: sorted(set(texts())) == sorted(expected), timeout=30, what=what)
+
+
 def choose(page, button: str, option: str) -> None:
     """Open the dropdown ``button`` and pick ``option``."""
     page.get_by_role("button", name=button).click()
@@ -167,9 +174,11 @@ def test_the_readme_filter_lists_exactly_the_evaluate_seed_runs(ui, page):
     page.get_by_role("button", name="Sort: final_test_acc").wait_for()
     wait_for(lambda: matching(page) == len(seed_run_names()), timeout=30,
              what="the seed runs alone")
-    assert sorted(listed_runs(page)) == sorted(seed_run_names())
-    models = page.locator("a[href*='/models/m-']").all_inner_texts()
-    assert sorted(models) == sorted(seed_run_names())  # each run's model, named after it
+    until_listed(lambda: listed_runs(page), seed_run_names(), "the seed runs alone listed")
+    assert sorted(listed_runs(page)) == sorted(seed_run_names())  # and each once
+    models = page.locator("a[href*='/models/m-']")
+    until_listed(models.all_inner_texts, seed_run_names(), "each run's model, named after it")
+    assert sorted(models.all_inner_texts()) == sorted(seed_run_names())
     assert "mnist1d-symmetric-0.2-seed0" in page.inner_text("body")  # the Dataset column
     assert {r.info.run_name for r in ui.runs(SEED_RUNS)} == seed_run_names()
     link = runs_page(ui.url, ui.experiment_id, SEED_RUNS)
@@ -183,8 +192,8 @@ def test_the_chart_view_grouped_by_mode_draws_one_line_per_mode(ui, page):
     choose(page, "Group by", "lgals.mode")
     page.locator("label:has(input[value=CHART])").click()
     groups = page.get_by_text(re.compile(r"^Group: "))
-    groups.first.wait_for()
-    assert sorted(groups.all_inner_texts()) == sorted(f"Group: {mode}" for mode in MODES)
+    until_listed(groups.all_inner_texts, {f"Group: {mode}" for mode in MODES}, "the groups")
+    assert len(groups.all_inner_texts()) == len(MODES)
     dots = {mode: page.locator("[role=row]", has_text=f"Group: {mode}")
             .locator("input[type=color]") for mode in MODES}
     for mode, dot in dots.items():
@@ -228,8 +237,10 @@ def test_a_tune_run_lists_its_trials_by_number(ui, page):
     page.goto(f"{ui.url}/#/experiments/{ui.experiment_id}/runs/{tune.info.run_id}",
               wait_until="load")
     page.get_by_text("Child runs", exact=True).wait_for()
-    children = page.locator("a[href*='/runs/']").all_inner_texts()
     trials = {f"lgals-trial{n:02d}" for n in range(TRIALS)}
+    for name in sorted(trials):  # the links follow the label once the child runs load
+        page.locator("a[href*='/runs/']", has_text=name).first.wait_for()
+    children = page.locator("a[href*='/runs/']").all_inner_texts()
     assert trials <= {name.rstrip(",") for name in children}
     trial_runs = ui.runs("tags.lgals.stage = 'trial' and tags.lgals.mode = 'lgals'")
     assert {r.info.run_name for r in trial_runs} == trials
@@ -240,8 +251,7 @@ def test_the_models_tab_lists_each_model_by_its_run_with_its_accuracy(ui, page):
     page.goto(f"{ui.url}/#/experiments/{ui.experiment_id}/models?workflowType=machine_learning",
               wait_until="load")
     models = page.locator("a[href*='/models/m-']")
-    models.first.wait_for()
-    assert sorted(set(models.all_inner_texts())) == sorted(seed_run_names())
+    until_listed(models.all_inner_texts, seed_run_names(), "a model per seed run")
     (run,) = ui.runs(f"{SEED_RUNS} and tags.lgals.mode = 'baseline' and tags.lgals.seed = '1'")
     models.filter(has_text=run.info.run_name).first.click()
     page.get_by_text("final_test_acc", exact=True).first.wait_for()
