@@ -7,6 +7,7 @@ Also what keeps passwords out of every line lgals prints or records: :func:`reda
 import errno
 import os
 import re
+from collections.abc import Iterator
 
 
 class LgalsError(Exception):
@@ -39,19 +40,22 @@ class NoSpaceLeft(LgalsError):
                          "again (runs left RUNNING end FAILED at the next command)")
 
 
+def causes(error: BaseException | None) -> Iterator[BaseException]:
+    """``error``, then the errors that led to it (``raise ... from``, or raised while handling
+    one), each once."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def out_of_space(error: BaseException) -> bool:
     """Whether ``error``, or an error that led to it, is a full disk: an ``OSError`` ENOSPC, or
     the message SQLite and the MLflow writer pass on for one."""
     markers = ("No space left on device", "database or disk is full")
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        if any(marker in str(error) for marker in markers):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any((isinstance(cause, OSError) and cause.errno == errno.ENOSPC)
+               or any(marker in str(cause) for marker in markers) for cause in causes(error))
 
 
 # Query parameters whose value is a secret (libpq's password and sslpassword, tokens, keys).

@@ -25,7 +25,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from lgals import tracking
-from lgals.errors import LgalsError
+from lgals.errors import LgalsError, causes, redact_url
 
 # How long a call to a PostgreSQL storage waits for the server to answer again (a restart, a
 # failover, a dropped connection) before the command gives up with one line;
@@ -61,10 +61,6 @@ def experimental() -> Iterator[None]:
         yield
 
 
-def _is_postgresql(url: str) -> bool:
-    return url.split(":", 1)[0].split("+")[0] == "postgresql"
-
-
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so trials of a killed process are failed and retried.
 
@@ -79,7 +75,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         "grace_period": round(tracking.stale_seconds() / 2),
         "heartbeat_stale_trial_callback": _fail_and_retry,
     }
-    if _is_postgresql(url):
+    if tracking.url_scheme(url) == "postgresql":
         storage_wait_seconds()  # a bad $LGALS_STORAGE_WAIT_SECONDS is one line, before waiting
         with experimental():
             return _retrying(lambda: _ServerStorage(url, {"pool_pre_ping": True}, **kwargs),
@@ -106,15 +102,12 @@ def _disconnected(error: BaseException | None) -> bool:
     shutting down or starting up, a transaction it rolled back), not a bad statement."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, StorageUnavailable):  # waited for already
+    for cause in causes(error):
+        if isinstance(cause, StorageUnavailable):  # waited for already
             return False
-        seen.add(id(error))
-        if isinstance(error, OperationalError) or (isinstance(error, DBAPIError)
-                                                   and error.connection_invalidated):
+        if isinstance(cause, OperationalError) or (isinstance(cause, DBAPIError)
+                                                   and cause.connection_invalidated):
             return True
-        error = error.__cause__ or error.__context__
     return False
 
 
@@ -122,11 +115,7 @@ def _first_line(error: BaseException) -> str:
     """The database driver's own message (Optuna's wrapper blames "invalid data")."""
     from sqlalchemy.exc import DBAPIError
 
-    cause, seen = error, set()
-    while cause is not None and not isinstance(cause, DBAPIError) and id(cause) not in seen:
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    cause = cause if isinstance(cause, DBAPIError) else None
+    cause = next((c for c in causes(error) if isinstance(c, DBAPIError)), None)
     text = str(cause.orig if cause is not None and cause.orig is not None else error)
     return (text.strip().splitlines() or [type(error).__name__])[0]
 
@@ -155,7 +144,7 @@ def _retrying(call, url: str, what: str, lost=None):
                     lost()
                 if time.monotonic() >= deadline:
                     raise StorageUnavailable(
-                        f"the Optuna storage {redact(url)} did not answer for {wait:g} s "
+                        f"the Optuna storage {redact_url(url)} did not answer for {wait:g} s "
                         f"({what}): {_first_line(error)}; is its database server up? "
                         "(LGALS_STORAGE_WAIT_SECONDS sets the wait)") from error
             time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
@@ -337,7 +326,7 @@ def setting_up(url: str) -> Iterator[None]:
     tables and a study's settings are recorded with no guard against another host doing the
     same (PostgreSQL refuses the second ``CREATE TYPE``; a host would read the settings half
     recorded)."""
-    if not _is_postgresql(url):
+    if tracking.url_scheme(url) != "postgresql":
         yield
         return
     import sqlalchemy
@@ -362,9 +351,3 @@ def asking(study: optuna.Study) -> Iterator[None]:
         return
     with _locked(engine, study._study_id):
         yield
-
-
-def redact(url: str) -> str:
-    """Storage URL without a password, fit for a param or a message
-    (:func:`lgals.tracking.redact_url`)."""
-    return tracking.redact_url(url)

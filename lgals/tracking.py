@@ -39,6 +39,7 @@ from lgals.errors import (
     NoSpaceLeft,
     NotAuthorised,
     TrackingUnavailable,
+    causes,
     keep_secret,
     out_of_space,
     redact_url,
@@ -259,6 +260,12 @@ def _full_disk_reported_by_lgals(record) -> bool:
     return not (record.exc_info and out_of_space(record.exc_info[1]))
 
 
+def url_scheme(url: str) -> str:
+    """The database or protocol a URL names, its driver aside (``postgresql+psycopg://`` is
+    ``postgresql``); "" for a plain path."""
+    return url.split(":", 1)[0].split("+")[0] if ":" in url else ""
+
+
 def open_store(tracking_uri: str | None, create: bool = True) -> str:
     """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``) once it is
     known to be usable; return its URI. A bad URI or an unusable place is one line before
@@ -271,7 +278,7 @@ def open_store(tracking_uri: str | None, create: bool = True) -> str:
         keep_secret(tracking_uri)  # a database URL's password
         mlflow.set_tracking_uri(tracking_uri)
     uri = mlflow.get_tracking_uri()
-    scheme = uri.split(":", 1)[0].split("+")[0] if ":" in uri else ""
+    scheme = url_scheme(uri)
     if scheme not in STORE_SCHEMES:
         raise BadSetting(f"--tracking-uri {redact_url(uri)!r}: not a tracking store URI "
                          "(sqlite:///PATH, http(s)://HOST:PORT, or postgresql://, mysql://, "
@@ -633,14 +640,6 @@ def _health(uri: str) -> OSError | None:
         return error
 
 
-def _causes(error: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def _unreachable(error: BaseException) -> str | None:
     """Why, if ``error`` (or what led to it) is a request to a tracking server that got no
     answer: connections refused or dropped, nothing in time, only server errors (5xx) until
@@ -649,7 +648,7 @@ def _unreachable(error: BaseException) -> str | None:
     writer's pipe or a process pool)."""
     import requests
 
-    for cause in _causes(error):
+    for cause in causes(error):
         text = str(cause)
         if not (isinstance(cause, requests.exceptions.RequestException)
                 or text.startswith("API request to") or ": API request to" in text):
@@ -673,7 +672,7 @@ def _http_status(error: BaseException) -> int | None:
     import requests
     from mlflow.exceptions import MlflowException
 
-    for cause in _causes(error):
+    for cause in causes(error):
         status = None
         if isinstance(cause, MlflowException):
             status = cause.get_http_status_code()

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from lgals import tracking
 from lgals.data import NoiseRecipe, NoisyDataset, load_dataset
-from lgals.errors import AllTrialsFailed, BadSetting, LgalsError
+from lgals.errors import AllTrialsFailed, BadSetting, LgalsError, redact_url
 from lgals.losses import MODES
 from lgals.storage import (
     StorageUnavailable,
@@ -36,7 +36,6 @@ from lgals.storage import (
     default_storage,
     experimental,
     open_storage,
-    redact,
     setting_up,
 )
 from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
@@ -443,7 +442,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
                                        "child run per trial (`<mode>-trial<NN>`), the best "
                                        "params as `best.*`, Optuna's figures under `optuna/`."}
                 params = {**s.params(), "workers": workers, "batch": batch, "device": device,
-                          "storage": redact(storage), **tracking.source_info()}
+                          "storage": redact_url(storage), **tracking.source_info()}
                 owned.append(tracking.open_run(experiment_id, tracking.run_name(f"tune-{s.mode}"),
                                                tags, params,
                                                parent_run_id=parent,

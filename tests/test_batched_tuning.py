@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -222,6 +223,21 @@ def test_interrupted_batched_tune_kills_its_runs_and_fails_its_trials(tmp_path, 
         assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
 
 
+@contextlib.contextmanager
+def tune_group(directory: Path, *args: str, **env: str) -> Iterator[subprocess.Popen]:
+    """``lgals tune ARGS`` in a session of its own (its workers and writers in its process
+    group); the whole group is killed, by the command's PID, when the block ends."""
+    process = subprocess.Popen([LGALS, *tune_argv(directory, *args)], cwd=directory,
+                               env=cli_env(**env), text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        yield process
+    finally:
+        stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("to_group", [True, False], ids=["Ctrl-C to the group",
                                                          "SIGTERM to the parent"])
@@ -229,23 +245,14 @@ def test_an_interrupted_worker_pool_ends_everything_it_owns(tmp_path, _cache_dir
     """Ctrl-C reaches every process of the group; a SIGTERM only the parent, which passes it
     on. Either way each worker fails its round's trials and ends its runs KILLED before the
     command exits: nothing is left RUNNING."""
-    argv = tune_argv(tmp_path, "--mode", "all", "--workers", "2", "--batch", "2",
-                     "--n-trials", "4", "--epochs", "300", "--study-name", "g")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([LGALS, *argv], cwd=tmp_path, env=cli_env(), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)
-    try:
+    with tune_group(tmp_path, "--mode", "all", "--workers", "2", "--batch", "2",
+                    "--n-trials", "4", "--epochs", "300", "--study-name", "g") as process:
         wait_for_trial_runs(tmp_path, 4, process)
         if to_group:
             os.killpg(process.pid, signal.SIGINT)
         else:
             process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
-    finally:
-        stop(process)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == (130 if to_group else 143), err
     assert "Traceback" not in err, err
     runs = runs_of(tmp_path)
@@ -268,17 +275,13 @@ def test_a_worker_killed_outright_leaves_its_trials_to_the_others(tmp_path, _cac
     """``kill -9`` to one worker mid-round (no word to the parent, its trials left RUNNING):
     the command does not wait for it for ever; the trials go stale and are retried, and it
     ends with exactly its trials, nothing left RUNNING."""
-    argv = tune_argv(tmp_path, "--mode", "lgals", "--workers", "2", "--batch", "2",
-                     "--n-trials", "4", "--epochs", "20", "--study-name", "d")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    process = popen_lgals(argv, tmp_path, LGALS_STALE_SECONDS="6")
-    try:
+    with tune_group(tmp_path, "--mode", "lgals", "--workers", "2", "--batch", "2",
+                    "--n-trials", "4", "--epochs", "20", "--study-name", "d",
+                    LGALS_STALE_SECONDS="6") as process:
         wait_for_trial_runs(tmp_path, 4, process)
         victim, _ = worker_pids(process.pid)
         os.kill(victim, signal.SIGKILL)
         _, err = process.communicate(timeout=240)
-    finally:
-        stop(process)
     assert process.returncode == 0, err
     assert "Traceback" not in err, err
     assert_one_run_per_trial(tmp_path, "d", 4)
