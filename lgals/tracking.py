@@ -186,8 +186,7 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
     lost their process. Inside ``mlflow run`` the project's run decides the experiment. A
     command that only reads (``create=False``) creates neither store nor experiment."""
     stale_seconds()  # a bad $LGALS_STALE_SECONDS is one line before anything is created
-    tracking_uri = _credentials_out_of(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-    _http_retries()  # before the writer starts: it inherits them
+    tracking_uri = _prepared(tracking_uri)  # before the writer starts: it inherits them
     WRITER.start(figures=True)  # its imports overlap this process's
     import logging
 
@@ -196,7 +195,7 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
     logging.getLogger("mlflow.store.db.utils").addFilter(_full_disk_reported_by_lgals)
     from sqlalchemy.exc import DatabaseError
 
-    uri = open_store(tracking_uri, create)
+    uri = _open_prepared(tracking_uri, create)
     project_run = os.environ.get("MLFLOW_RUN_ID")
     try:
         with _store_lock(uri):
@@ -270,10 +269,22 @@ def open_store(tracking_uri: str | None, create: bool = True) -> str:
     """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``) once it is
     known to be usable; return its URI. A bad URI or an unusable place is one line before
     anything is created; with ``create=False`` so is a store that does not exist yet."""
-    import mlflow
+    return _open_prepared(_prepared(tracking_uri), create)
 
+
+def _prepared(tracking_uri: str | None) -> str | None:
+    """The tracking URI to use (``$MLFLOW_TRACKING_URI`` when none is given), its credentials
+    moved out (:func:`_credentials_out_of`), and MLflow's HTTP retries set for this process
+    and those it starts (:func:`_http_retries`)."""
     tracking_uri = _credentials_out_of(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     _http_retries()
+    return tracking_uri
+
+
+def _open_prepared(tracking_uri: str | None, create: bool) -> str:
+    """:func:`open_store` of a URI :func:`_prepared` returned."""
+    import mlflow
+
     if tracking_uri:
         keep_secret(tracking_uri)  # a database URL's password
         mlflow.set_tracking_uri(tracking_uri)
