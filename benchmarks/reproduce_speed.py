@@ -34,21 +34,21 @@ from common import (
     training_seconds,
 )
 
-from lgals import tracking
 from lgals.losses import SUITES
 from lgals.pipeline import PROTOCOLS, reproduce
+from lgals.tracking.store import connect, mlflow_client
 from lgals.tuning import DEFAULT_BATCH
 
 
 def stage_training(experiment_id: str, stage: str) -> float:
-    runs = tracking.mlflow_client().search_runs(
+    runs = mlflow_client().search_runs(
         [experiment_id], f"tags.`lgals.stage` = '{stage}' and tags.`lgals.seed` != ''")
-    return training_seconds(tracking.mlflow_client(), [r.info.run_id for r in runs])
+    return training_seconds(mlflow_client(), [r.info.run_id for r in runs])
 
 
 def reproduce_once(directory: Path, batch: int, protocol: str, out: Path | None,
                    suite: str) -> dict:
-    experiment_id = tracking.connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
+    experiment_id = connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
     protocol = dataclasses.replace(PROTOCOLS[protocol], batch=batch, suite=suite)
     timings = reproduce(experiment_id, out or directory / "results", protocol,
                         storage=f"sqlite:///{directory / 'optuna.db'}",

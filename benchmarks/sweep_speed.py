@@ -18,15 +18,15 @@ from pathlib import Path
 
 from common import SWEEP_SECONDS, describe_machine, emit_json, machine, parser, training_seconds
 
-from lgals import tracking
 from lgals.pipeline import PROTOCOLS, sweep
+from lgals.tracking.store import connect, mlflow_client
 
 
 def setting_training(experiment_id: str, setting: str) -> float:
-    runs = tracking.mlflow_client().search_runs(
+    runs = mlflow_client().search_runs(
         [experiment_id], f"tags.`lgals.noise` = '{setting}' and tags.`lgals.seed` != ''",
         max_results=5000)
-    return training_seconds(tracking.mlflow_client(), [r.info.run_id for r in runs])
+    return training_seconds(mlflow_client(), [r.info.run_id for r in runs])
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.keep or Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)
-        experiment_id = tracking.connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
+        experiment_id = connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
         timings = sweep(experiment_id, args.out or directory / "results", PROTOCOLS[args.protocol],
                         rates, types, storage=f"sqlite:///{directory / 'optuna.db'}",
                         echo=lambda line: print(line, file=sys.stderr))

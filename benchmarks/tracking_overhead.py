@@ -62,10 +62,10 @@ def fresh_interpreter_seconds(code: str) -> float:
 def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
     import matplotlib.pyplot as plt
     import mlflow
+    from lgals.mlflow_writer import WRITER
     from mlflow.entities import Metric
 
     from lgals.data import load_dataset
-    from lgals.mlflow_writer import WRITER
     from lgals.plots import distribution_heatmaps
     from lgals.tracking import EDGES, EpochLogger, open_run, pip_requirements
     from lgals.train import TrainConfig, train

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from common import describe_machine, emit_json, machine, parser
 
-from lgals import tracking
 from lgals.losses import MODES
+from lgals.tracking.store import connect
 from lgals.tuning import DEFAULT_BATCH, TuneSettings, tune_modes
 
 
 def best_values(directory: Path, batch: int, sampler_seed: int, n_trials: int,
                 epochs: int) -> dict[str, float]:
-    experiment_id = tracking.connect(f"sqlite:///{directory / 'mlflow.db'}", "quality")
+    experiment_id = connect(f"sqlite:///{directory / 'mlflow.db'}", "quality")
     settings = [TuneSettings(mode=m, n_trials=n_trials, epochs=epochs, sampler_seed=sampler_seed)
                 for m in MODES]
     summaries = tune_modes(settings, experiment_id, f"sqlite:///{directory / 'optuna.db'}",

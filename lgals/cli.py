@@ -6,11 +6,14 @@ line naming the option and its allowed range, and exits with code 2.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import functools
 import json
 import math
 import os
 import sys
+import traceback
 from pathlib import Path
 from statistics import mean, stdev
 from typing import NoReturn
@@ -24,9 +27,27 @@ from lgals.data import (
     NoiseRecipe,
     load_dataset,
 )
-from lgals.errors import LgalsError, NoSpaceLeft, keep_secret, out_of_space, redact, redact_url
+from lgals.errors import (
+    BadSetting,
+    LgalsError,
+    NoSpaceLeft,
+    keep_secret,
+    out_of_space,
+    redact,
+    redact_url,
+)
+from lgals.interrupts import exit_code, install_interrupt_handlers
 from lgals.losses import MODES, SUITES
-from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
+from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
+from lgals.tracking.null import Untracked
+from lgals.tracking.runs import end_dead_runs, scope
+from lgals.tracking.seeds import Tracked
+from lgals.tracking.store import connect, open_store, user_error
+from lgals.tracking.ui import runs_page
+from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device
+
+# The stages' modules (Optuna, scipy, MLflow's model flavours) are imported in the command
+# bodies that use them, not here: `lgals --help` and a bad option answer without them.
 
 DEFAULTS = TrainConfig()
 NOISE = NoiseRecipe()
@@ -167,20 +188,11 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, hyperparameters, 
     """
     config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, **hyperparameters)
     seed_list = list(range(first_seed, first_seed + seeds))
-    if no_tracking:  # imports neither MLflow nor tracking
-        from lgals.interrupts import raise_if_interrupted
-
-        data = load_dataset(noise)
-        results = train(data, config, seed_list, progress=True,
-                        callback=raise_if_interrupted, device=device)
-    else:
-        from lgals import tracking
-
-        experiment_id = tracking.connect(tracking_uri, experiment_name)
-        data = load_dataset(noise)
-        results, run_ids, parent = tracking.tracked_train(
-            data, [config] * len(seed_list), seed_list, experiment_id=experiment_id,
-            stage="train", progress=True, device=device)
+    tracker = Untracked() if no_tracking else Tracked(_experiment(tracking_uri, experiment_name))
+    data = load_dataset(noise)
+    results, run_ids, parent = tracker.train(data, [config] * len(seed_list), seed_list,
+                                             stage=Stage.TRAIN, progress=True, device=device)
+    if run_ids:
         click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
                                                             else ""), err=True)
     params = {**config.mode_params(), **noise.params(), "seeds": seed_list}
@@ -246,10 +258,9 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
     a pruned trial leaves the stack. Repetition r > 0 tunes its own studies (STUDY-rR) on its
     own noise draw and split, with sampler seed --sampler-seed + r.
     """
-    from lgals import tracking
     from lgals.tuning import TuneSettings, describe_study, tune_modes
 
-    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    experiment_id = _experiment(tracking_uri, experiment_name)
     modes = list(SUITES[suite]) if mode == "all" else [mode]
     settings = [TuneSettings(
         mode=m, n_trials=n_trials, epochs=epochs, batch_size=batch_size,
@@ -258,7 +269,7 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
         study_name=f"{study_name}-{m}" if study_name and mode == "all" else study_name or "",
     ) for m in modes]
     for repeat in range(repeats):
-        with tracking.scope({"lgals.repeat": repeat}, label=f"r{repeat}" if repeats > 1 else ""):
+        with scope({REPEAT: repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             for summary in tune_modes([s.repeated(repeat) for s in settings], experiment_id,
                                       storage, workers, batch=batch, device=device):
                 click.echo(describe_study(summary))
@@ -284,7 +295,6 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
                      vary_noise, repeats, device, tracking_uri, experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds;
     repetition r on its own noise draw, with the params of its own tune."""
-    from lgals import tracking
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
 
     mode_list = list(SUITES[suite]) if modes == "all" else [modes]
@@ -292,14 +302,14 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
     # from a file or the defaults before the store is even opened.
     if params_from != "tune":
         fixed = {m: resolve_params(params_from, "", m) for m in mode_list}
-    experiment_id = tracking.connect(tracking_uri, experiment_name)
+    experiment_id = _experiment(tracking_uri, experiment_name)
     tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
     sources = [fixed if params_from != "tune" else
                {m: resolve_params(params_from, tune_id, m, repeat) for m in mode_list}
                for repeat in range(repeats)]
     seed_list = list(range(first_seed, first_seed + seeds))
     for repeat, repeat_sources in enumerate(sources):
-        with tracking.scope({"lgals.repeat": repeat}, label=f"r{repeat}" if repeats > 1 else ""):
+        with scope({REPEAT: repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             results = evaluate_modes(repeat_sources, experiment_id, seed_list, epochs,
                                      noise.repeated(repeat), vary_noise, device=device)
         for mode, mode_results in results.items():
@@ -307,10 +317,16 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
                        + describe_results(mode, mode_results))
 
 
+def _experiment(tracking_uri: str | None, name: str, create: bool = True) -> str:
+    """The experiment's id in the store (:func:`connect`), once its runs that lost their
+    process are ended."""
+    experiment_id = connect(tracking_uri, name, create)
+    end_dead_runs(experiment_id)
+    return experiment_id
+
+
 def _experiment_id(name: str) -> str:
     import mlflow
-
-    from lgals.errors import BadSetting
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
@@ -334,10 +350,9 @@ def report_command(out, suite, repeats, seeds, noise, of_sweep, tracking_uri,
                    experiment_name) -> None:
     """The claim card, tables, statistics and plots from the latest evaluate runs of the
     suite's modes at one noise setting, per repetition (MLflow only)."""
-    from lgals import tracking
     from lgals.report import report_from_mlflow
 
-    experiment_id = tracking.connect(tracking_uri, experiment_name, create=False)
+    experiment_id = _experiment(tracking_uri, experiment_name, create=False)
     if of_sweep:
         from lgals.pipeline import sweep_report_again
 
@@ -362,8 +377,6 @@ def protocol_options(func):
     ``protocol``."""
     @functools.wraps(func)
     def command(*args, protocol, quick, repeats, seeds, suite, batch, **kwargs):
-        import dataclasses
-
         from lgals.pipeline import PROTOCOLS
 
         given = click.get_current_context().get_parameter_source("protocol")
@@ -398,8 +411,6 @@ def protocol_options(func):
 def _done(timings: dict[str, float], experiment_id: str) -> None:
     import mlflow
 
-    from lgals.tracking import SEED_RUNS, runs_page
-
     click.echo(f"done in {sum(timings.values()):.0f} s ("
                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                + f"). Compare runs in the MLflow UI: mlflow ui --backend-store-uri "
@@ -413,10 +424,9 @@ def reproduce_command(protocol, out, workers, storage, device, tracking_uri,
                       experiment_name) -> None:
     """The whole study: per repetition, tune every mode -> evaluate over seeds; then the
     report. A rerun skips what finished."""
-    from lgals import tracking
     from lgals.pipeline import reproduce
 
-    experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
+    experiment_id = _experiment(tracking_uri, experiment_name or protocol.experiment)
     _done(reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
                     device=device, echo=lambda line: click.echo(line, err=True)), experiment_id)
 
@@ -479,10 +489,9 @@ def sweep_command(noise_rates, noise_types, protocol, out, workers, storage, dev
                   tracking_uri, experiment_name) -> None:
     """The protocol at every noise setting (rate 0 once: it flips nothing whatever the type),
     one umbrella run; a report per setting in OUT/<type>-<rate>/ and the sweep's in OUT."""
-    from lgals import tracking
     from lgals.pipeline import sweep
 
-    experiment_id = tracking.connect(tracking_uri, experiment_name or protocol.experiment)
+    experiment_id = _experiment(tracking_uri, experiment_name or protocol.experiment)
     _done(sweep(experiment_id, out, protocol, noise_rates, noise_types, workers=workers,
                 storage=storage, device=device, echo=lambda line: click.echo(line, err=True)),
           experiment_id)
@@ -494,10 +503,9 @@ def sweep_command(noise_rates, noise_types, protocol, out, workers, storage, dev
 def reanalyze_command(run_id, tracking_uri) -> None:
     """Reload RUN_ID's logged model and data; recheck its test accuracy, per-class accuracy,
     confusion matrix and memorised noisy labels, and log them to a new run."""
-    from lgals import tracking
     from lgals.reanalysis import reanalyze
 
-    tracking.open_store(tracking_uri, create=False)  # runs are addressed by id
+    open_store(tracking_uri, create=False)  # runs are addressed by id
     result = reanalyze(run_id)
     verdict = "reproduces" if result.reproduces else "DOES NOT reproduce"
     click.echo(f"test accuracy {100 * result.test_acc:.2f}% {verdict} the logged "
@@ -543,21 +551,16 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
     """Does s_i track the weight-gradient alignment? Per-sample weight gradients at
     checkpoints, their cosines to the batch mean (all layers, each layer), correlations with
     s_i and with p_y, and how well each finds the flipped labels."""
-    import dataclasses
-
     from lgals import diagnose
-    from lgals.errors import BadSetting
-
     given = click.get_current_context().get_parameter_source("checkpoints")
     if run_id and given != click.core.ParameterSource.DEFAULT:
         raise BadSetting("--checkpoints: a reloaded model has only its last epoch; drop "
                          "--checkpoints, or leave out --run to train one")
     settings = diagnose.DiagnoseSettings(checkpoints=checkpoints, batches=batches)
     if run_id:
-        from lgals import tracking
         from lgals.reanalysis import load_run
 
-        tracking.open_store(tracking_uri, create=False)
+        open_store(tracking_uri, create=False)
         source, data, model = load_run(run_id)
         params = source.data.params
         epochs, batch_size = int(params["epochs"]), int(params["batch_size"])
@@ -573,9 +576,7 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
     except ValueError as error:
         raise BadSetting(str(error)) from None
     if not no_tracking:
-        from lgals import tracking
-
-        experiment_id = (tracking.connect(tracking_uri, experiment_name) if not run_id
+        experiment_id = (_experiment(tracking_uri, experiment_name) if not run_id
                          else source.info.experiment_id)
     if run_id:
         found = diagnose.diagnose_model(model, data, epochs, batch_size, settings)
@@ -586,7 +587,7 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
             experiment_id, found, f"diagnose-{about['mode']}",
             {**about, "checkpoints": ",".join(map(str, settings.checkpoints)),
              "batches": settings.batches},
-            {"lgals.mode": about["mode"], **({"lgals.source_run": run_id} if run_id else {})})
+            {MODE: about["mode"], **({SOURCE_RUN: run_id} if run_id else {})})
         click.echo(f"MLflow run: {logged}", err=True)
     if as_json:
         click.echo(json.dumps(diagnose.document(found, **about)))
@@ -598,8 +599,6 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors become one line and exit code 2."""
-    from lgals.interrupts import install_interrupt_handlers
-
     install_interrupt_handlers()  # open runs end KILLED, never RUNNING
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; never needs a display
@@ -615,8 +614,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"lgals: error: {redact(error.format_message())}", err=True)
         sys.exit(error.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        from lgals.interrupts import exit_code
-
         click.echo("lgals: interrupted", err=True)
         sys.exit(exit_code())
     except Exception as error:
@@ -624,8 +621,6 @@ def main(argv: list[str] | None = None) -> None:
             _fail(NoSpaceLeft("running the command"))
         said = _tracking_error(error)
         if said is None:  # a bug: its traceback, but no password in it either
-            import traceback
-
             sys.stderr.write(redact("".join(traceback.format_exception(error))))
             sys.exit(1)
         _fail(said)
@@ -643,8 +638,6 @@ def _tracking_error(error: Exception) -> LgalsError | None:
     than lgals waits), else None. Only once MLflow is imported can an error be its."""
     if "mlflow" not in sys.modules:
         return None
-    from lgals.tracking import user_error
-
     return user_error(error)
 
 
@@ -653,8 +646,6 @@ def run(argv: list[str] | None = None) -> NoReturn:
     writer's close, multiprocessing's and logging's clean-up) but not its teardown of torch's,
     MLflow's and SQLAlchemy's modules, which takes seconds and writes nothing
     (``benchmarks/tracking_overhead.py --cli-pairs`` times whole commands)."""
-    import atexit
-
     try:
         main(argv)
     except SystemExit as exit_:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lgals.settings import cache_dir
+
 NUM_CLASSES = 10
 NOISE_TYPES = ("symmetric", "pair")
 # The largest share of flipped training labels, and of labels held out for validation: the
@@ -28,11 +30,6 @@ NOISE_TYPES = ("symmetric", "pair")
 MAX_NOISE_RATE, MAX_VAL_FRACTION = 0.9, 0.5
 # What a remembered mnist1d recipe must name (the cache key and shapes come from them).
 GENERATION_KEYS = {"num_samples", "train_split", "final_seq_length", "seed"}
-
-
-def cache_dir() -> Path:
-    """Where generated arrays live: ``$LGALS_CACHE_DIR`` or ``~/.cache/lgals``."""
-    return Path(os.environ.get("LGALS_CACHE_DIR", Path.home() / ".cache" / "lgals"))
 
 
 def generation_args() -> dict:

@@ -17,9 +17,12 @@ backward pass per sample).
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from scipy import stats
@@ -29,7 +32,11 @@ from lgals.data import NoisyDataset
 from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
 from lgals.model import make_mlp
+from lgals.plots import alignment_scatter
+from lgals.schema import STAGE, Stage
 from lgals.statistics import ALPHA
+from lgals.tracking.runs import in_run, source_info
+from lgals.tracking.store import mlflow_client
 from lgals.train import EpochReport, TrainConfig, train
 
 LAYERS = ("layer1", "layer2", "layer3")
@@ -263,18 +270,11 @@ def log_diagnosis(experiment_id: str, checkpoints: Sequence[Checkpoint], name: s
                   params: dict, tags: dict) -> str:
     """One MLflow run: every measurement as a metric per checkpoint (step = epoch), a scatter
     figure per checkpoint, and the JSON document; returns the run's id."""
-    import json
-    import time
+    from mlflow.entities import Metric  # MLflow: see lgals.tracking.store
 
-    import matplotlib.pyplot as plt
-    from mlflow.entities import Metric
-
-    from lgals import tracking
-    from lgals.plots import alignment_scatter
-
-    with tracking.run(experiment_id, name, {"lgals.stage": "diagnose", **tags},
-                      {**params, **tracking.source_info()}) as run_id:
-        client = tracking.mlflow_client()
+    with in_run(experiment_id, name, {STAGE: Stage.DIAGNOSE, **tags},
+                {**params, **source_info()}) as run_id:
+        client = mlflow_client()
         metrics, stamp = [], int(time.time() * 1000)
         for c in checkpoints:
             values = {f"{group}.{stat}": c.correlation[group][stat] for group in GROUPS

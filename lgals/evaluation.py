@@ -11,10 +11,24 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from lgals import tracking
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.losses import MODES
+from lgals.schema import (
+    MODE,
+    NOTE,
+    PARAMS_SOURCE,
+    SEED,
+    STAGE,
+    STUDY,
+    VAL_LABELS,
+    Stage,
+    repeat_of,
+    runs_filter,
+)
+from lgals.tracking.runs import group_run, in_run, run_name, source_info
+from lgals.tracking.seeds import tracked_train
+from lgals.tracking.store import mlflow_client
 from lgals.train import HYPERPARAMETERS, MemberResult, TrainConfig
 
 # What a --params-from file may set; ``epochs`` (early_stop's tuned epoch count) overrides
@@ -42,17 +56,16 @@ class ParamsSource:
 def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
     """Best params of the mode's latest finished tune of repetition ``repeat`` (noisy
     validation labels, not oracle)."""
-    query = (f"tags.`lgals.stage` = 'tune' and tags.`lgals.mode` = '{mode}' "
-             "and tags.`lgals.val_labels` = 'noisy' and attributes.status = 'FINISHED'")
-    runs = tracking.mlflow_client().search_runs(
+    query = runs_filter(Stage.TUNE, tags={MODE: mode, VAL_LABELS: "noisy"}, status="FINISHED")
+    runs = mlflow_client().search_runs(
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=200)
-    for run in (r for r in runs if tracking.repeat_of(r) == repeat):
+    for run in (r for r in runs if repeat_of(r) == repeat):
         best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
         best.pop("trial", None)  # best.epochs stays: early_stop's chosen epoch count
         if best:
             best["batch_size"] = run.data.params.get("batch_size", TrainConfig.batch_size)
             return ParamsSource(best, "tune", run.info.run_id,
-                                run.data.tags.get("lgals.study", ""))
+                                run.data.tags.get(STUDY, ""))
     where = f" repetition {repeat}" if repeat else ""
     raise BadSetting(f"no finished tune with best params for mode {mode!r}{where} in "
                      f"experiment {experiment_id}: run `lgals tune --mode {mode}` first, or "
@@ -128,18 +141,18 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
                   device: str = "cpu") -> tuple[str, list[MemberResult]]:
     """Train ``seeds`` with the mode's params under one evaluate run; return its id, results."""
     config = make_config(mode, epochs, source)
-    tags = {"lgals.mode": mode, "lgals.stage": "evaluate", "lgals.params_source": source.source}
+    tags = {MODE: mode, STAGE: Stage.EVALUATE, PARAMS_SOURCE: source.source}
     params = {**config.mode_params(), **noise.params(), "seeds": ",".join(map(str, seeds)),
               "vary_noise": vary_noise, "params_source": source.source,
               "tune_run_id": source.tune_run_id, "tune_study": source.tune_study,
-              **tracking.source_info()}
-    tags[tracking.NOTE] = (f"Final evaluation of {MODES[mode].label}: seeds "
+              **source_info()}
+    tags[NOTE] = (f"Final evaluation of {MODES[mode].label}: seeds "
                            f"{', '.join(map(str, seeds))} x {epochs} epochs on the full noisy "
                            f"training set ({noise.setting}, noise seed {noise.noise_seed}), one "
                            f"run each below; params from {source.where}"
                            + (f" (study `{source.tune_study}`)" if source.tune_study else "")
                            + ".")
-    with tracking.run(experiment_id, tracking.run_name(f"evaluate-{mode}"), tags, params,
+    with in_run(experiment_id, run_name(f"evaluate-{mode}"), tags, params,
                       parent_run_id) as run_id:
         # Shared noise: one stacked computation. Redrawn noise: each seed has its own data.
         groups = ([[s] for s in seeds] if vary_noise else [seeds])
@@ -148,9 +161,9 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
             recipe = (replace(noise, noise_seed=noise.noise_seed + group[0]) if vary_noise
                       else noise)
             data = load_dataset(recipe)
-            done, _, _ = tracking.tracked_train(
+            done, _, _ = tracked_train(
                 data, [config] * len(group), group, experiment_id=experiment_id,
-                stage="evaluate", parent_run_id=run_id, progress=progress, device=device)
+                stage=Stage.EVALUATE, parent_run_id=run_id, progress=progress, device=device)
             results += done
     return run_id, results
 
@@ -162,12 +175,11 @@ def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, see
     expected = {**make_config(mode, epochs, source).mode_params(), **noise.params(),
                 "seeds": ",".join(map(str, seeds)), "vary_noise": False}
     expected = {key: str(value) for key, value in expected.items()}
-    query = (f"tags.`lgals.stage` = 'evaluate' and tags.`lgals.mode` = '{mode}' "
-             "and attributes.status = 'FINISHED'")
-    runs = tracking.mlflow_client().search_runs(
+    query = runs_filter(Stage.EVALUATE, tags={MODE: mode}, status="FINISHED")
+    runs = mlflow_client().search_runs(
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=500)
     return next((run.info.run_id for run in runs
-                 if "lgals.seed" not in run.data.tags and tracking.repeat_of(run) == repeat
+                 if SEED not in run.data.tags and repeat_of(run) == repeat
                  and all(run.data.params.get(k) == v for k, v in expected.items())), None)
 
 
@@ -192,8 +204,8 @@ def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: 
     """Every mode's evaluation, under one umbrella run when several."""
     group = {"seeds": ",".join(map(str, seeds)), "epochs": epochs, **noise.params()}
     results = {}
-    with tracking.group_run(experiment_id, "evaluate", list(sources), group,
-                            parent_run_id) as parent:
+    with group_run(experiment_id, Stage.EVALUATE, list(sources), group,
+                   parent_run_id) as parent:
         for mode, source in sources.items():
             _, results[mode] = evaluate_mode(mode, source, experiment_id, seeds, epochs, noise,
                                              vary_noise, parent_run_id=parent, device=device)

@@ -13,11 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from lgals import tracking
 from lgals.data import NoiseRecipe
 from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
 from lgals.losses import SUITES
 from lgals.report import report_from_mlflow, sweep_report
+from lgals.schema import NOTE
+from lgals.tracking.runs import in_run, run_name, scope, source_info
+from lgals.tracking.store import mlflow_client
 from lgals.train import TrainConfig
 from lgals.tuning import DEFAULT_BATCH, TuneSettings, describe_study, tune_modes
 
@@ -82,7 +84,7 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
     for repeat in range(protocol.repeats):
         of = f" (repetition {repeat + 1} of {protocol.repeats})" if protocol.repeats > 1 else ""
         settings = protocol.tune_settings(repeat)
-        with tracking.scope({"lgals.repeat": repeat},
+        with scope({"lgals.repeat": repeat},
                             label=f"r{repeat}" if protocol.repeats > 1 else ""):
             echo(f"[tune{of}] {len(settings)} modes x {protocol.n_trials} trials x "
                  f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} per mode")
@@ -114,7 +116,7 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
 
 
 def _run_params(protocol: Protocol, workers: int, device: str) -> dict:
-    return {**protocol.params(), "workers": workers, "device": device, **tracking.source_info()}
+    return {**protocol.params(), "workers": workers, "device": device, **source_info()}
 
 
 def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers: int = 1,
@@ -125,11 +127,11 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     seconds."""
     tags = {"lgals.stage": "reproduce", "lgals.mode": "all",
             "lgals.noise": protocol.noise.setting,
-            tracking.NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
+            NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
                            f"each tuning {', '.join(SUITES[protocol.suite])} ({protocol.n_trials} "
                            f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
                            f"{protocol.noise.setting}; then the report (its `report` run)."}
-    with tracking.run(experiment_id, tracking.run_name(f"reproduce-{protocol.name}"), tags,
+    with in_run(experiment_id, run_name(f"reproduce-{protocol.name}"), tags,
                       _run_params(protocol, workers, device), parent_run_id) as top:
         timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
         echo("[report]")
@@ -164,7 +166,7 @@ def sweep_report_again(experiment_id: str, out: Path,
     are its run's params."""
     from lgals.errors import BadSetting
 
-    runs = tracking.mlflow_client().search_runs(
+    runs = mlflow_client().search_runs(
         [experiment_id], "tags.`lgals.stage` = 'sweep' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
@@ -187,14 +189,14 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, rates: Sequence[flo
               "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
     timings: dict[str, float] = {}
     tags = {"lgals.stage": "sweep", "lgals.mode": "all",
-            tracking.NOTE: f"The {protocol.name} protocol at {len(settings)} noise settings "
+            NOTE: f"The {protocol.name} protocol at {len(settings)} noise settings "
                            f"({', '.join(r.setting for r in settings)}): one `reproduce` run "
                            "each, then the sweep's report."}
-    with tracking.run(experiment_id, f"sweep-{protocol.name}", tags, params) as top:
+    with in_run(experiment_id, f"sweep-{protocol.name}", tags, params) as top:
         for number, recipe in enumerate(settings, 1):
             echo(f"[sweep {number}/{len(settings)}] noise {recipe.setting}")
             started = time.perf_counter()
-            with tracking.scope({"lgals.noise": recipe.setting}, label=recipe.setting):
+            with scope({"lgals.noise": recipe.setting}, label=recipe.setting):
                 reproduce(experiment_id, out / recipe.setting, replace(protocol, noise=recipe),
                           workers, storage, device, echo, parent_run_id=top)
             timings[recipe.setting] = time.perf_counter() - started

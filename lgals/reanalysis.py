@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgals import tracking
 from lgals.data import NUM_CLASSES, NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.plots import confusion_figure
+from lgals.schema import MODE, SOURCE_RUN, STAGE, Stage
+from lgals.tracking.runs import in_run, source_info
+from lgals.tracking.seeds import model_uri
+from lgals.tracking.store import mlflow_client
 
 
 @dataclass
@@ -57,7 +60,7 @@ def load_run(run_id: str):
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 
-    client = tracking.mlflow_client()
+    client = mlflow_client()
     try:
         source = client.get_run(run_id)
     except MlflowException:
@@ -66,7 +69,7 @@ def load_run(run_id: str):
         raise BadSetting(f"run {run_id} has no data_recipe.npz: only training runs (one per "
                          "seed or trial) have one")
     data = rebuild_data(client, run_id)
-    uri = tracking.model_uri(run_id)
+    uri = model_uri(run_id)
     if uri is None:
         raise BadSetting(f"run {run_id} has no logged model (tuning trials log none): pick "
                          "a seed run of `lgals train` or `lgals evaluate`")
@@ -76,7 +79,7 @@ def load_run(run_id: str):
 def reanalyze(run_id: str) -> Reanalysis:
     """Recompute the run's test metrics and memorisation from its logged model; log them."""
     source, data, model = load_run(run_id)
-    client = tracking.mlflow_client()
+    client = mlflow_client()
     with torch.no_grad():
         test_pred = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
         train_pred = model(torch.from_numpy(data.x_train)).argmax(-1).numpy()
@@ -86,10 +89,10 @@ def reanalyze(run_id: str) -> Reanalysis:
     memorized = int((train_pred[data.noise_mask] == data.y_train[data.noise_mask]).sum())
     test_acc = float((test_pred == data.y_test).mean())
 
-    mode = source.data.tags.get("lgals.mode", "")
-    tags = {"lgals.stage": "reanalyze", "lgals.mode": mode, "lgals.source_run": run_id}
-    with tracking.run(source.info.experiment_id, f"reanalyze-{source.info.run_name}", tags,
-                      {"source_run": run_id, **tracking.source_info()}) as new_run:
+    mode = source.data.tags.get(MODE, "")
+    tags = {STAGE: Stage.REANALYZE, MODE: mode, SOURCE_RUN: run_id}
+    with in_run(source.info.experiment_id, f"reanalyze-{source.info.run_name}", tags,
+                      {"source_run": run_id, **source_info()}) as new_run:
         noisy = int(data.noise_mask.sum())
         metrics = {"test_acc": test_acc, "memorized_count": memorized,
                    "memorized_frac": memorized / max(noisy, 1),

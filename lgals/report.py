@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from lgals import tracking
 from lgals.diagnose import NOTE_CORRELATION
 from lgals.losses import MODES, SUITES
+from lgals.schema import repeat_of
 from lgals.statistics import (
     ALPHA,
     POWER,
@@ -38,6 +38,8 @@ from lgals.statistics import (
     probability_of_improvement,
     variance_components,
 )
+from lgals.tracking.runs import in_run, source_info
+from lgals.tracking.store import mlflow_client
 
 # The claim under test (docs/claim.md): % test accuracy, mean ± std, 5 seeds.
 CLAIM = {"baseline": (53.12, 0.54), "fixed_ls": (55.33, 0.65), "lgals": (57.15, 1.17)}
@@ -486,7 +488,7 @@ def collect(experiment_id: str, suite: str = "paper", noise: Setting | None = No
     only. ``seeds``: per (mode, repetition) prefer the latest run that ran seeds
     0..seeds-1, and use only those. A run without an ``lgals.repeat`` tag is repetition 0.
     """
-    client = tracking.mlflow_client()
+    client = mlflow_client()
     runs = _search(client, experiment_id,
                    "tags.`lgals.stage` = 'evaluate' and attributes.status = 'FINISHED'")
     children: dict[str, list] = {}
@@ -496,7 +498,7 @@ def collect(experiment_id: str, suite: str = "paper", noise: Setting | None = No
     parents = [r for r in runs if "lgals.seed" not in r.data.tags
                and r.data.tags.get("lgals.mode") in SUITES[suite]
                and r.info.run_id in children
-               and (repeats is None or tracking.repeat_of(r) < repeats)]
+               and (repeats is None or repeat_of(r) < repeats)]
     if noise is None:
         latest = next((r for mode in SUITES[suite] for r in parents
                        if r.data.tags["lgals.mode"] == mode), None)
@@ -507,8 +509,8 @@ def collect(experiment_id: str, suite: str = "paper", noise: Setting | None = No
     for mode in SUITES[suite]:
         chosen = []
         of_mode = [r for r in parents if r.data.tags["lgals.mode"] == mode]
-        for repeat in sorted({tracking.repeat_of(r) for r in of_mode}):
-            candidates = [r for r in of_mode if tracking.repeat_of(r) == repeat]
+        for repeat in sorted({repeat_of(r) for r in of_mode}):
+            candidates = [r for r in of_mode if repeat_of(r) == repeat]
             parent = next((r for r in candidates if wanted is None or wanted <= {
                 int(c.data.tags["lgals.seed"]) for c in children[r.info.run_id]}), candidates[0])
             members = [c for c in children[parent.info.run_id]
@@ -546,7 +548,7 @@ DIAGNOSIS_KEYS = ("all.pearson", "layer1.pearson", "layer2.pearson", "layer3.pea
 
 def collect_diagnosis(experiment_id: str) -> Diagnosis | None:
     """The latest finished diagnose run's statistics per checkpoint, if there is one."""
-    client = tracking.mlflow_client()
+    client = mlflow_client()
     runs = client.search_runs(
         [experiment_id], "tags.`lgals.stage` = 'diagnose' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
@@ -561,7 +563,7 @@ def collect_diagnosis(experiment_id: str) -> Diagnosis | None:
 def unfinished(experiment_id: str) -> dict[str, int]:
     """How many evaluate runs the report leaves out, by status: only FINISHED runs are
     results (a killed process's half-logged seed run is not)."""
-    runs = tracking.mlflow_client().search_runs(
+    runs = mlflow_client().search_runs(
         [experiment_id], "tags.`lgals.stage` = 'evaluate' and attributes.status != 'FINISHED'",
         max_results=1000)
     return dict(Counter(run.info.status for run in runs))
@@ -819,9 +821,9 @@ def _publish(out_dir: Path, texts: dict[str, str], figures: dict, experiment_id:
         for name, figure in figures.items():
             figure.savefig(staged / name, dpi=120)
             plt.close(figure)
-        with tracking.run(experiment_id, "report", tags, {**params, **tracking.source_info()},
+        with in_run(experiment_id, "report", tags, {**params, **source_info()},
                           parent_run_id) as run_id:
-            client = tracking.mlflow_client()
+            client = mlflow_client()
             for path in sorted(staged.iterdir()):
                 client.log_artifact(run_id, str(path))
             for key, value in metrics.items():

@@ -24,31 +24,22 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from lgals import tracking
 from lgals.errors import LgalsError, causes, redact_url
-
-# How long a call to a PostgreSQL storage waits for the server to answer again (a restart, a
-# failover, a dropped connection) before the command gives up with one line;
-# $LGALS_STORAGE_WAIT_SECONDS overrides it.
-DEFAULT_STORAGE_WAIT_SECONDS = 60.0
+from lgals.schema import PARENT, TRIAL_STATE
+from lgals.settings import heartbeat_seconds, stale_seconds, storage_wait_seconds
+from lgals.tracking.runs import end_runs
+from lgals.tracking.store import mlflow_client, sqlite_path, url_scheme
 
 
 class StorageUnavailable(LgalsError):
     """The Optuna storage's database server did not answer within the wait."""
 
 
-def storage_wait_seconds() -> float:
-    """How long a storage call waits for its database server: ``$LGALS_STORAGE_WAIT_SECONDS``,
-    default 60."""
-    return tracking.seconds_setting("LGALS_STORAGE_WAIT_SECONDS", DEFAULT_STORAGE_WAIT_SECONDS,
-                                    1)
-
-
 def default_storage() -> str:
     """A SQLite file beside the MLflow store (``optuna.db`` next to ``mlflow.db``)."""
     import mlflow
 
-    path = tracking.sqlite_path(mlflow.get_tracking_uri())
+    path = sqlite_path(mlflow.get_tracking_uri())
     return f"sqlite:///{path.parent / 'optuna.db' if path else Path('optuna.db').resolve()}"
 
 
@@ -71,11 +62,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     (:class:`_ServerStorage`), opening it too.
     """
     kwargs = {  # a trial goes stale in half the time a run does: its retry is under way by then
-        "heartbeat_interval": max(1, round(tracking.heartbeat_seconds())),
-        "grace_period": round(tracking.stale_seconds() / 2),
+        "heartbeat_interval": max(1, round(heartbeat_seconds())),
+        "grace_period": round(stale_seconds() / 2),
         "heartbeat_stale_trial_callback": _fail_and_retry,
     }
-    if tracking.url_scheme(url) == "postgresql":
+    if url_scheme(url) == "postgresql":
         storage_wait_seconds()  # a bad $LGALS_STORAGE_WAIT_SECONDS is one line, before waiting
         with experimental():
             return _retrying(lambda: _ServerStorage(url, {"pool_pre_ping": True}, **kwargs),
@@ -269,15 +260,13 @@ def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
     this); then Optuna retries the trial once."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
-        client = tracking.mlflow_client()
-        client.set_tag(run_id, "lgals.trial_state", "FAIL")
-        reason = "process died (stale heartbeat)"
+        client = mlflow_client()
+        client.set_tag(run_id, TRIAL_STATE, "FAIL")
         while run_id:
             run = client.get_run(run_id)
             if run.info.status == "RUNNING":
-                client.set_tag(run_id, "lgals.status_reason", reason)
-                client.set_terminated(run_id, "FAILED")
-            run_id = run.data.tags.get("mlflow.parentRunId")
+                end_runs([run_id], "FAILED", "process died (stale heartbeat)")
+            run_id = run.data.tags.get(PARENT)
     with experimental():
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
@@ -326,7 +315,7 @@ def setting_up(url: str) -> Iterator[None]:
     tables and a study's settings are recorded with no guard against another host doing the
     same (PostgreSQL refuses the second ``CREATE TYPE``; a host would read the settings half
     recorded)."""
-    if tracking.url_scheme(url) != "postgresql":
+    if url_scheme(url) != "postgresql":
         yield
         return
     import sqlalchemy

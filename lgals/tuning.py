@@ -26,10 +26,21 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lgals import tracking
 from lgals.data import NoiseRecipe, NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting, LgalsError, redact_url
 from lgals.losses import MODES
+from lgals.schema import (
+    FIGURE,
+    MODE,
+    NOTE,
+    STAGE,
+    STUDY,
+    TRIAL,
+    TRIAL_STATE,
+    VAL_LABELS,
+    Stage,
+)
+from lgals.settings import heartbeat_seconds
 from lgals.storage import (
     StorageUnavailable,
     asking,
@@ -38,6 +49,19 @@ from lgals.storage import (
     open_storage,
     setting_up,
 )
+from lgals.tracking.runs import (
+    end_runs,
+    ending,
+    group_run,
+    open_run,
+    run_name,
+    scope,
+    scope_tags,
+    set_tags,
+    source_info,
+)
+from lgals.tracking.seeds import tracked_train
+from lgals.tracking.store import mlflow_client
 from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
 
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
@@ -206,7 +230,7 @@ class _TrialRecorder:
                 self.queue[:0] = queued
 
     def _beat(self) -> None:
-        if time.monotonic() - self.last_beat >= tracking.heartbeat_seconds():
+        if time.monotonic() - self.last_beat >= heartbeat_seconds():
             for trial_id in self.trial_ids:
                 self.storage.record_heartbeat(trial_id)
             self.last_beat = time.monotonic()
@@ -309,13 +333,13 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
         for item, run_id in zip(asked, run_ids):
             item.trial.set_user_attr("mlflow_run_id", run_id)
 
-    tags = [{"lgals.trial": a.trial.number, "lgals.study": a.settings.study_name,
-             "lgals.val_labels": a.settings.val_labels} for a in asked]
+    tags = [{TRIAL: a.trial.number, STUDY: a.settings.study_name,
+             VAL_LABELS: a.settings.val_labels} for a in asked]
     try:
         with _TrialRecorder(storage, [a.trial._trial_id for a in asked]) as recorder:
-            results, run_ids, _ = tracking.tracked_train(
+            results, run_ids, _ = tracked_train(
                 data, [a.config for a in asked], [a.settings.train_seed for a in asked],
-                experiment_id=experiment_id, stage="trial",
+                experiment_id=experiment_id, stage=Stage.TRIAL,
                 parent_run_id=[tune_runs[a.settings.mode] for a in asked], member_tags=tags,
                 member_names=[f"{a.settings.mode}-trial{a.trial.number:02d}" for a in asked],
                 log_models=False, callback=prune, on_runs_opened=point_to_runs,
@@ -323,7 +347,7 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
         for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
             state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
                      "diverged": TrialState.FAIL}[result.status]
-            tracking.set_tags(run_id, {"lgals.trial_state": state.name})
+            set_tags(run_id, {TRIAL_STATE: state.name})
             if result.status == "diverged":
                 item.trial.set_user_attr("fail_reason", result.reason)
             value = None
@@ -331,7 +355,7 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
                 value = _objective(item, result.history["val_acc"])
             stored = item.study.tell(item.trial, value, state=state, skip_if_finished=True)
             if stored.state != state:  # another host failed it (stale) and retried it
-                tracking.set_tags(run_id, {"lgals.trial_state": stored.state.name})
+                set_tags(run_id, {TRIAL_STATE: stored.state.name})
             told.add(member)
     except BaseException as error:
         if isinstance(error, StorageUnavailable):
@@ -349,10 +373,7 @@ def _unsaved(run_ids: list[str], error: StorageUnavailable) -> None:
     """End FAILED, saying why, the runs of trials the storage could not take (best effort:
     the command's one line says it all the same)."""
     with contextlib.suppress(Exception):
-        client = tracking.mlflow_client()
-        for run_id in run_ids:
-            client.set_tag(run_id, "lgals.status_reason", f"its trial was not stored: {error}")
-            client.set_terminated(run_id, "FAILED")
+        end_runs(run_ids, "FAILED", f"its trial was not stored: {error}")
 
 
 def _objective(item: _Trial, val_acc: list[float]) -> float:
@@ -391,7 +412,7 @@ def _worker(outcome: Connection, args: tuple) -> None:
     """One worker process's trials; then what came of them, sent to the parent: ``"done"``,
     ``"interrupted"`` (once its round's trials are failed and its runs ended: the parent
     re-raises the interrupt), or the error that ended them."""
-    *run_args, threads, scope = args
+    *run_args, threads, parent_scope = args
     import torch
 
     from lgals.interrupts import install_interrupt_handlers, interrupt_once
@@ -399,7 +420,7 @@ def _worker(outcome: Connection, args: tuple) -> None:
     install_interrupt_handlers(interrupt_once)
     torch.set_num_threads(threads)  # N workers share the cores instead of fighting for them
     try:
-        with tracking.scope(*scope):  # the parent's repetition and noise setting
+        with scope(*parent_scope):  # the parent's repetition and noise setting
             run_trials(*run_args)
         result: object = "done"
     except KeyboardInterrupt:
@@ -428,22 +449,22 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
     for study in studies:
         fail_stale_trials(study)
     group = {"n_trials": settings[0].n_trials, "epochs": settings[0].epochs, "batch": batch}
-    with tracking.group_run(experiment_id, "tune", [s.mode for s in settings], group,
+    with group_run(experiment_id, Stage.TUNE, [s.mode for s in settings], group,
                             parent_run_id) as parent:
         owned: list[str] = []
-        with tracking.ending(owned):
+        with ending(owned):
             for s in settings:
-                tags = {"lgals.mode": s.mode, "lgals.stage": "tune", "lgals.study": s.study_name,
-                        "lgals.val_labels": s.val_labels,
-                        tracking.NOTE: f"Optuna study `{s.study_name}`: {s.n_trials} trials of "
+                tags = {MODE: s.mode, STAGE: Stage.TUNE, STUDY: s.study_name,
+                        VAL_LABELS: s.val_labels,
+                        NOTE: f"Optuna study `{s.study_name}`: {s.n_trials} trials of "
                                        f"{MODES[s.mode].label}, {s.epochs} epochs each, scored "
                                        f"on a {s.val_labels} validation split "
                                        f"({s.noise.val_fraction:g} of the training set); one "
                                        "child run per trial (`<mode>-trial<NN>`), the best "
                                        "params as `best.*`, Optuna's figures under `optuna/`."}
                 params = {**s.params(), "workers": workers, "batch": batch, "device": device,
-                          "storage": redact_url(storage), **tracking.source_info()}
-                owned.append(tracking.open_run(experiment_id, tracking.run_name(f"tune-{s.mode}"),
+                          "storage": redact_url(storage), **source_info()}
+                owned.append(open_run(experiment_id, run_name(f"tune-{s.mode}"),
                                                tags, params,
                                                parent_run_id=parent,
                                                adopt_project_run=parent is None))
@@ -484,9 +505,10 @@ def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
     quotas = [{mode: max(0, n) // workers + (i < max(0, n) % workers)
                for mode, n in missing.items()} for i in range(workers)]
     threads = max(1, (os.cpu_count() or 1) // workers)
-    scope = tracking.scope_tags()
+    parent_scope = scope_tags()
     jobs = [(settings, storage, tracking_uri, experiment_id, tune_runs, quota, batch, device,
-             i, False, threads, scope) for i, quota in enumerate(quotas) if any(quota.values())]
+             i, False, threads, parent_scope)
+            for i, quota in enumerate(quotas) if any(quota.values())]
     context = multiprocessing.get_context("spawn")
     workers_started: list[tuple[multiprocessing.Process, Connection]] = []
     for i, job in enumerate(jobs):
@@ -546,7 +568,7 @@ def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
     """Best params as ``best.<name>``, best value, trial counts and Optuna's figures."""
     import matplotlib.pyplot as plt
 
-    client = tracking.mlflow_client()
+    client = mlflow_client()
     for name, value in summary.get("best_params", {}).items():
         client.log_param(run_id, f"best.{name}", value)
     if "best_value" in summary:
@@ -556,7 +578,7 @@ def log_study(run_id: str, study: optuna.Study, summary: dict) -> None:
         client.log_metric(run_id, key, summary[key])
     for name, figure in study_figures(study).items():
         if isinstance(figure, str):
-            client.set_tag(run_id, f"lgals.figure.{name}", f"skipped: {figure}")
+            client.set_tag(run_id, f"{FIGURE}.{name}", f"skipped: {figure}")
             continue
         # cropped to what is drawn, so no label is cut (param_importances' long names)
         client.log_figure(run_id, figure, f"optuna/{name}.png",

@@ -20,7 +20,7 @@ from mlflow_fixtures import (
 )
 
 from lgals.data import load_dataset
-from lgals.tracking import model_uri
+from lgals.tracking.seeds import model_uri
 
 pytestmark = pytest.mark.slow  # a real `mlflow server` process
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_fixtures import sqlite_uri
 
-from lgals.mlflow_writer import MAX_METRICS_PER_BATCH, MlflowWriter
+from lgals.tracking.writer import MAX_METRICS_PER_BATCH, MlflowWriter
 
 pytestmark = pytest.mark.slow  # every test runs the writer process
 

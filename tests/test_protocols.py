@@ -12,9 +12,11 @@ from mlflow import MlflowClient
 from mlflow_fixtures import all_runs, isolated_mlflow, run_lgals, sqlite_uri
 from test_cli import assert_one_line_error, run_main  # noqa: F401 (a fixture)
 
-from lgals import cli, tracking
+from lgals import cli
 from lgals.data import NoiseRecipe
 from lgals.pipeline import CLAIM, PROTOCOLS, QUICK, ROBUST, sweep_settings
+from lgals.tracking.runs import end_runs, open_run, run_name, scope, scope_tags
+from lgals.tracking.store import connect, mlflow_client
 from lgals.tuning import TuneSettings
 
 # --- the protocols as data -----------------------------------------------------------------
@@ -76,22 +78,22 @@ def test_project_argv_drops_only_the_zero_sizes():
 @pytest.mark.slow  # in-process, but seconds long
 def test_every_run_opened_in_a_scope_carries_its_tags(tmp_path):
     with isolated_mlflow():
-        experiment_id = tracking.connect(sqlite_uri(tmp_path / "mlflow.db"), "scoped")
-        outside = tracking.open_run(experiment_id, "outside", {}, {})
-        with tracking.scope({"lgals.noise": "pair-0.4"}, label="pair-0.4"):
-            with tracking.scope({"lgals.repeat": 2}, label="r2"):
-                inner = tracking.open_run(experiment_id, "inner", {"lgals.stage": "x"}, {})
-                assert tracking.scope_tags() == (
+        experiment_id = connect(sqlite_uri(tmp_path / "mlflow.db"), "scoped")
+        outside = open_run(experiment_id, "outside", {}, {})
+        with scope({"lgals.noise": "pair-0.4"}, label="pair-0.4"):
+            with scope({"lgals.repeat": 2}, label="r2"):
+                inner = open_run(experiment_id, "inner", {"lgals.stage": "x"}, {})
+                assert scope_tags() == (
                     {"lgals.noise": "pair-0.4", "lgals.repeat": "2"}, "pair-0.4-r2")
-                assert tracking.run_name("lgals", "seed3") == "lgals-pair-0.4-r2-seed3"
+                assert run_name("lgals", "seed3") == "lgals-pair-0.4-r2-seed3"
             # a run's own tag wins over the scope's
-            own = tracking.open_run(experiment_id, "own", {"lgals.noise": "mine"}, {})
-            assert tracking.run_name("tune-lgals") == "tune-lgals-pair-0.4"
-        assert tracking.scope_tags() == ({}, "")
-        assert tracking.run_name("lgals", "seed3") == "lgals-seed3"
-        client = tracking.mlflow_client()
+            own = open_run(experiment_id, "own", {"lgals.noise": "mine"}, {})
+            assert run_name("tune-lgals") == "tune-lgals-pair-0.4"
+        assert scope_tags() == ({}, "")
+        assert run_name("lgals", "seed3") == "lgals-seed3"
+        client = mlflow_client()
         tags = {run_id: client.get_run(run_id).data.tags for run_id in (outside, inner, own)}
-        tracking._terminate([outside, inner, own], "FINISHED")
+        end_runs([outside, inner, own], "FINISHED")
     assert "lgals.repeat" not in tags[outside] and "lgals.noise" not in tags[outside]
     assert (tags[inner]["lgals.repeat"], tags[inner]["lgals.noise"]) == ("2", "pair-0.4")
     assert tags[inner]["lgals.stage"] == "x"

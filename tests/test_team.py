@@ -23,7 +23,8 @@ from mlflow_fixtures import isolated_mlflow
 from optuna.trial import TrialState
 from pg_fixtures import Host, mlflow_server_on, ok, postgres_server
 
-from lgals import tracking
+from lgals.tracking.store import describe_experiment
+from lgals.tracking.ui import EXPERIMENT_TAGS
 from lgals.tuning import TuneSettings, ask_round, create_study
 
 pytestmark = [pytest.mark.slow,  # a PostgreSQL server, an mlflow server, lgals processes
@@ -230,7 +231,7 @@ def test_hosts_connecting_at_once_describe_a_new_experiment(team):
     def host(experiment_id: str, barrier: threading.Barrier) -> None:
         try:
             barrier.wait(timeout=30)
-            tracking.describe_experiment(experiment_id)
+            describe_experiment(experiment_id)
         except Exception as error:  # reported below
             errors.append(error)
 
@@ -246,7 +247,7 @@ def test_hosts_connecting_at_once_describe_a_new_experiment(team):
             for thread in threads:
                 thread.join(timeout=60)
             tags = team.client.get_experiment(experiment_id).tags
-            assert {k: tags.get(k) for k in tracking.EXPERIMENT_TAGS} == tracking.EXPERIMENT_TAGS
+            assert {k: tags.get(k) for k in EXPERIMENT_TAGS} == EXPERIMENT_TAGS
     assert not errors, errors[:3]
 
 

@@ -36,6 +36,16 @@ from mlflow_fixtures import (
 from pg_fixtures import Host, ok, postgres_server
 
 from lgals.errors import BadSetting, NotAuthorised, TrackingUnavailable, redact, redact_url
+from lgals.settings import server_wait_seconds
+from lgals.tracking.store import (
+    credentials_out_of,
+    http_retries,
+    retry_span,
+    sync_writer,
+    unreachable,
+    user_error,
+)
+from lgals.tracking.writer import WRITER
 
 # --- fast: the redaction, and tracking errors as one line ---------------------------------
 
@@ -93,19 +103,18 @@ def test_tracking_errors_become_one_line_naming_the_server(monkeypatch):
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
 
-    from lgals import tracking
 
     with isolated_mlflow():
         mlflow.set_tracking_uri("http://127.0.0.1:5999")
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Pw-never-shown")
-        said = tracking.user_error(MlflowException("401 != 200", error_code=UNAUTHENTICATED))
+        said = user_error(MlflowException("401 != 200", error_code=UNAUTHENTICATED))
         assert isinstance(said, NotAuthorised)
         assert str(said).startswith("not authorised by the MLflow tracking server at "
                                     "http://127.0.0.1:5999")
         assert "'alice'" in str(said) and "MLFLOW_TRACKING_PASSWORD" in str(said)
         assert "Pw-never-shown" not in str(said)
-        said = tracking.user_error(MlflowException("403", error_code=PERMISSION_DENIED))
+        said = user_error(MlflowException("403", error_code=PERMISSION_DENIED))
         assert isinstance(said, NotAuthorised) and "HTTP 403" in str(said)
 
         # as MLflow raises it: its own, worded so, after the requests error
@@ -119,52 +128,49 @@ def test_tracking_errors_become_one_line_naming_the_server(monkeypatch):
                                       f"runs/create failed with exception {error}") from error
         except MlflowException as error:
             gone = error
-        said = tracking.user_error(gone)
+        said = user_error(gone)
         assert isinstance(said, TrackingUnavailable) and not isinstance(said, NotAuthorised)
         assert "stopped answering (connection refused)" in str(said)
         assert "LGALS_SERVER_WAIT_SECONDS" in str(said)
         # the same words after a trip through the writer's pipe (no exception chain left)
-        assert tracking._unreachable(RuntimeError(f"MLflow writer: error: MlflowException: "
+        assert unreachable(RuntimeError(f"MLflow writer: error: MlflowException: "
                                                   f"{gone}")) == "connection refused"
-        assert tracking.user_error(ValueError("Connection refused")) is None  # not MLflow's
-        assert tracking.user_error(MlflowException("bad param")) is None
+        assert user_error(ValueError("Connection refused")) is None  # not MLflow's
+        assert user_error(MlflowException("bad param")) is None
 
 
 @pytest.mark.parametrize(("value", "retries"), [("", 7), ("120", 7), ("10", 4), ("0", 0),
                                                 ("62", 6), ("480", 10)])
 def test_server_wait_sets_mlflows_http_retries(monkeypatch, value, retries):
-    from lgals import tracking
 
     with isolated_mlflow():
         monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", value)
-        tracking._http_retries()
+        http_retries()
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(retries)
         assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
-        assert tracking._retry_span(retries) >= float(value or 120)
+        assert retry_span(retries) >= float(value or 120)
 
 
 @pytest.mark.parametrize("value", ["-1", "481", "soon", "nan", "inf"])
 def test_a_bad_server_wait_is_one_line(monkeypatch, value):
-    from lgals import tracking
 
     monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", value)
     with pytest.raises(BadSetting, match="LGALS_SERVER_WAIT_SECONDS"):
-        tracking.server_wait_seconds()
+        server_wait_seconds()
 
 
 def test_credentials_in_a_tracking_uri_move_to_mlflows_variables():
-    from lgals import tracking
 
     with isolated_mlflow():
         uri = "http://alice:p%40ss%3Aword@127.0.0.1:5000"
         os.environ["MLFLOW_TRACKING_URI"] = uri
-        assert tracking._credentials_out_of(uri) == "http://127.0.0.1:5000"
+        assert credentials_out_of(uri) == "http://127.0.0.1:5000"
         assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
         assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss:word"
         assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
         assert redact("p@ss:word") == "***"
-        assert tracking._credentials_out_of("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
-        assert tracking._credentials_out_of("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+        assert credentials_out_of("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+        assert credentials_out_of("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
 
 
 # --- slow: real servers, real commands ------------------------------------------------------
@@ -374,8 +380,6 @@ def test_waiting_for_the_writer_is_bounded_when_the_server_stays_down(monkeypatc
     other; the wait ends LGALS_SERVER_WAIT_SECONDS after ``/health`` stopped answering."""
     import mlflow
 
-    from lgals import tracking
-    from lgals.mlflow_writer import WRITER
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with isolated_mlflow():
@@ -389,7 +393,7 @@ def test_waiting_for_the_writer_is_bounded_when_the_server_stays_down(monkeypatc
             started = time.monotonic()
             with pytest.raises(TrackingUnavailable, match="stopped answering .* not back "
                                                           "within 3 s"):
-                tracking.sync_writer()
+                sync_writer()
             waited = time.monotonic() - started
         finally:
             WRITER.close(timeout=5)

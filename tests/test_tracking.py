@@ -39,6 +39,12 @@ from mlflow_fixtures import (
 )
 
 from lgals.data import NoiseRecipe, load_dataset
+from lgals.schema import HEARTBEAT
+from lgals.settings import DEFAULT_STALE_SECONDS, stale_seconds
+from lgals.tracking.runs import HEARTBEATS, end_dead_runs, end_runs, ending, open_run
+from lgals.tracking.seeds import model_name, tracked_train
+from lgals.tracking.store import connect
+from lgals.tracking.ui import EXPERIMENT_DESCRIPTION
 
 EPOCHS = 3
 TRAIN_ARGS = ["train", "--mode", "lgals", "--epochs", str(EPOCHS), "--seeds", "2"]
@@ -97,7 +103,6 @@ def test_train_exits_cleanly_and_names_its_runs(trained):
 def test_the_experiment_opens_on_its_runs_and_says_what_it_holds(trained):
     """MLflow's UI shows a model-training experiment on its runs (the kind its experiment
     page reads), with a description saying how to compare modes."""
-    from lgals.tracking import EXPERIMENT_DESCRIPTION
 
     tags = trained.experiment.tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
@@ -106,15 +111,14 @@ def test_the_experiment_opens_on_its_runs_and_says_what_it_holds(trained):
 
 
 def test_an_experiment_keeps_its_own_description_and_a_reader_writes_none(tmp_path):
-    from lgals import tracking
 
     uri = sqlite_uri(tmp_path / "mlflow.db")
     with isolated_mlflow():
         client = MlflowClient(uri)
         own = client.create_experiment("own", tags={"mlflow.note.content": "ours"})
         bare = client.create_experiment("bare")
-        tracking.connect(uri, "own")
-        tracking.connect(uri, "bare", create=False)
+        connect(uri, "own")
+        connect(uri, "bare", create=False)
     assert client.get_experiment(own).tags == {
         "mlflow.note.content": "ours", "mlflow.experimentKind": "custom_model_development"}
     assert client.get_experiment(bare).tags == {}
@@ -277,7 +281,6 @@ import json, sys
 import numpy as np, torch
 import mlflow.pyfunc, mlflow.pytorch
 from lgals.data import load_dataset
-from lgals.tracking import mlflow_client, model_uri
 
 data = load_dataset()
 report = {}
@@ -580,11 +583,10 @@ def test_interrupted_training_ends_its_run_killed(interrupted_while_training, in
 
 
 def test_ending_sets_finished_failed_and_killed(tmp_path):
-    """``tracking.ending`` with a real store: every run it holds (even ones added inside)
+    """``ending`` with a real store: every run it holds (even ones added inside)
     ends FINISHED, FAILED on an exception, KILLED on an interrupt."""
     import mlflow
 
-    from lgals.tracking import ending, open_run
 
     uri = sqlite_uri(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
@@ -666,7 +668,6 @@ def test_an_interrupt_stores_every_epoch_trained_before_the_runs_end(tmp_path, d
     epochs since the last flush: they are stored, then the runs end KILLED."""
     import mlflow
 
-    from lgals.tracking import tracked_train
     from lgals.train import TrainConfig
 
     uri = sqlite_uri(tmp_path / "mlflow.db")
@@ -696,25 +697,24 @@ def test_runs_that_stopped_beating_end_failed_and_live_ones_stay(tmp_path):
     import mlflow
     from mlflow.entities import LoggedModelStatus
 
-    from lgals import tracking
 
     uri = sqlite_uri(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     with isolated_mlflow():
         mlflow.set_tracking_uri(uri)
         experiment_id = client.create_experiment("beats")
-        dead = tracking.open_run(experiment_id, "dead", {"lgals.stage": "test"}, {})
-        alive = tracking.open_run(experiment_id, "alive", {"lgals.stage": "test"}, {})
+        dead = open_run(experiment_id, "dead", {"lgals.stage": "test"}, {})
+        alive = open_run(experiment_id, "alive", {"lgals.stage": "test"}, {})
         foreign = client.create_run(experiment_id).info.run_id
-        tracking.HEARTBEATS.discard(dead)  # as if its process had died
-        stale = int(time.time() - tracking.stale_seconds() - 5)
-        client.set_tag(dead, tracking.HEARTBEAT_TAG, str(stale))
+        HEARTBEATS.discard(dead)  # as if its process had died
+        stale = int(time.time() - stale_seconds() - 5)
+        client.set_tag(dead, HEARTBEAT, str(stale))
         model = client.create_logged_model(experiment_id, source_run_id=dead)
         assert model.status == LoggedModelStatus.PENDING
 
-        assert tracking.end_dead_runs(experiment_id) == [dead]
-        assert tracking.end_dead_runs(experiment_id) == []  # once
-        tracking._terminate([alive], "FINISHED")
+        assert end_dead_runs(experiment_id) == [dead]
+        assert end_dead_runs(experiment_id) == []  # once
+        end_runs([alive], "FINISHED")
     assert client.get_run(dead).info.status == "FAILED"
     assert client.get_run(dead).data.tags["lgals.status_reason"].startswith(
         "its process stopped: no heartbeat since ")
@@ -727,18 +727,17 @@ def test_runs_that_stopped_beating_end_failed_and_live_ones_stay(tmp_path):
 def test_an_open_run_keeps_beating(tmp_path, monkeypatch):
     import mlflow
 
-    from lgals import tracking
 
     monkeypatch.setenv("LGALS_STALE_SECONDS", "6")  # a beat a second
     uri = sqlite_uri(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     with isolated_mlflow():
         mlflow.set_tracking_uri(uri)
-        run_id = tracking.open_run(client.create_experiment("beat"), "r", {}, {})
-        first = int(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG])
-        wait_for(lambda: int(client.get_run(run_id).data.tags[tracking.HEARTBEAT_TAG]) > first,
-                 timeout=tracking.DEFAULT_STALE_SECONDS, what="a second heartbeat")
-        tracking._terminate([run_id], "FINISHED")
+        run_id = open_run(client.create_experiment("beat"), "r", {}, {})
+        first = int(client.get_run(run_id).data.tags[HEARTBEAT])
+        wait_for(lambda: int(client.get_run(run_id).data.tags[HEARTBEAT]) > first,
+                 timeout=DEFAULT_STALE_SECONDS, what="a second heartbeat")
+        end_runs([run_id], "FINISHED")
 
 
 def test_reanalyze_where_there_is_no_store_creates_none(tmp_path):
@@ -759,7 +758,6 @@ def test_reanalyze_where_there_is_no_store_creates_none(tmp_path):
 def test_a_models_name_is_its_runs_as_mlflow_accepts_it(run_name, expected):
     from mlflow.utils.validation import _validate_logged_model_name
 
-    from lgals.tracking import model_name
 
     assert model_name(run_name) == expected
     _validate_logged_model_name(model_name(run_name))  # raises on a name MLflow refuses

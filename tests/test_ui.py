@@ -30,7 +30,8 @@ from mlflow_fixtures import (
 )
 
 from lgals.losses import SUITES
-from lgals.tracking import SEED_RUNS, runs_page
+from lgals.schema import SEED_RUNS
+from lgals.tracking.ui import runs_page
 
 pytestmark = pytest.mark.slow  # `lgals reproduce --quick`, `mlflow ui` and a browser
 

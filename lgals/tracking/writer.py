@@ -45,7 +45,7 @@ class MlflowWriter:
         if self._process is None or self._owner != os.getpid():
             self._owner = os.getpid()
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "lgals.mlflow_writer", *(["--figures"] * figures)],
+                [sys.executable, "-m", "lgals.tracking.writer", *(["--figures"] * figures)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         return self._process
 

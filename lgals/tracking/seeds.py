@@ -1,0 +1,318 @@
+"""Seed runs: the engine trained with one MLflow run per member, and what each run keeps.
+
+The engine knows nothing of MLflow; :class:`EpochLogger` is its callback. Metrics are
+buffered and handed every few seconds to the writer process (:mod:`lgals.tracking.writer`):
+one synchronous call per epoch would cost more than the epoch itself on a server, and
+MLflow's own async logging runs its SQLAlchemy work in a thread that holds this process's
+GIL. After training the writer logs the artifact files and draws the figures while this
+process logs the models. :class:`Tracked` and :class:`lgals.tracking.null.Untracked` give a
+command one way to train, tracked or not.
+
+MLflow is imported inside the functions that use it (see :mod:`lgals.tracking.store`).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from lgals.data import NoisyDataset
+from lgals.errors import LgalsError
+from lgals.interrupts import raise_if_interrupted
+from lgals.losses import MODES
+from lgals.metrics import histogram_counts
+from lgals.schema import DEVICE, MODE, NOTE, SEED, STAGE, STATUS, STATUS_REASON, Stage
+from lgals.tracking.runs import (
+    end_runs,
+    ending,
+    fail_unfinished_models,
+    open_run,
+    run_name,
+    source_info,
+)
+from lgals.tracking.store import mlflow_client, storing, sync_writer
+from lgals.tracking.writer import WRITER
+from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
+
+EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
+
+
+FLUSH_SECONDS = 5.0
+
+
+class EpochLogger:
+    """Engine callback: buffers per-epoch metrics and epsilon/alignment histograms per run."""
+
+    def __init__(self, run_ids: Sequence[str], flush_seconds: float = FLUSH_SECONDS):
+        import mlflow
+
+        self.uri = mlflow.get_tracking_uri()
+        self.run_ids = list(run_ids)
+        self.flush_seconds = flush_seconds
+        self.pending: list[list[tuple]] = [[] for _ in self.run_ids]  # (key, value, ms, step)
+        self.histograms: list[dict[str, list[np.ndarray]]] = [
+            {name: [] for name in EDGES} for _ in self.run_ids]
+        self.last_flush = time.monotonic()
+        WRITER.start()
+
+    def __call__(self, report: EpochReport) -> None:
+        raise_if_interrupted()
+        timestamp = int(time.time() * 1000)
+        counts = {
+            "eps": histogram_counts(report.eps, report.noise_mask, EDGES["eps"]),
+            "alignment": histogram_counts(report.alignment, report.noise_mask,
+                                          EDGES["alignment"]),
+        }
+        row_of = {member: row for row, member in enumerate(report.rows)}
+        for member in report.members:
+            self.pending[member] += [(key, value, timestamp, report.epoch)
+                                     for key, value in report.metrics[member].items()]
+            for name, per_row in counts.items():
+                self.histograms[member][name].append(per_row[row_of[member]])
+        if time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the buffered metrics to the writer process: the writes overlap training."""
+        for run_id, metrics in zip(self.run_ids, self.pending):
+            WRITER.send(self.uri, run_id, metrics)
+            metrics.clear()
+        self.last_flush = time.monotonic()
+
+    def histogram_arrays(self, member: int) -> dict[str, np.ndarray]:
+        return {name: np.stack(per_epoch) if per_epoch else np.zeros((0, 2, len(EDGES[name]) - 1),
+                                                                     dtype=np.int64)
+                for name, per_epoch in self.histograms[member].items()}
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements for logged models (inferring them costs seconds per model)."""
+    return [f"torch=={version('torch').split('+')[0]}", f"numpy=={version('numpy')}"]
+
+
+def log_members(experiment_id: str, run_ids: Sequence[str], run_names: Sequence[str],
+                results: Sequence[MemberResult], logger: EpochLogger, data: NoisyDataset,
+                log_models: bool = True) -> None:
+    """Each finished member's final metric, status, histograms, the data recipe, its figure and
+    model (named after its run); returns once all of it is stored.
+
+    The writer process logs the files and draws the figures while this process exports the
+    models. Tuning trials (``log_models=False``) skip the model and the heat-map figure: at
+    dozens of trials they would cost more than the training; their histograms are logged all
+    the same.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    client = mlflow_client()
+    logger.flush()
+    with tempfile.TemporaryDirectory() as tmp:
+        # Complete files are handed to MLflow; nothing is logged half-written.
+        recipe = Path(tmp) / "data_recipe.npz"
+        save_recipe(recipe, data)
+        for member, (run_id, result) in enumerate(zip(run_ids, results)):
+            histograms = logger.histogram_arrays(member)
+            path = Path(tmp) / str(member) / "epsilon_distributions.npz"
+            path.parent.mkdir()
+            np.savez_compressed(path, eps_edges=EDGES["eps"], alignment_edges=EDGES["alignment"],
+                                eps_counts=histograms["eps"],
+                                alignment_counts=histograms["alignment"],
+                                groups=np.array(["clean", "noisy"]))
+            WRITER.log_artifacts(logger.uri, run_id, [str(path), str(recipe)])
+            if log_models and len(histograms["eps"]):
+                WRITER.log_heatmaps(logger.uri, run_id, str(path),
+                                    f"{MODES[result.config.mode].label}, seed {result.seed}")
+        for run_id, name, result in zip(run_ids, map(model_name, run_names), results):
+            # the model first exists empty (PENDING): its run's final metric names it, so
+            # the model's page shows the metric; its files follow
+            model_id = None
+            if log_models:
+                with storing(f"logging the model of run {run_id}"):
+                    model_id = client.create_logged_model(
+                        experiment_id, name, run_id,
+                        params={k: str(v) for k, v in result.config.mode_params().items()},
+                    ).model_id
+            metrics = []
+            if result.final_test_acc is not None:
+                metrics.append(Metric("final_test_acc", result.final_test_acc,
+                                      int(time.time() * 1000), result.config.epochs,
+                                      model_id=model_id))
+            tags = [RunTag(STATUS, result.status)]
+            if result.reason:
+                tags.append(RunTag(STATUS_REASON, result.reason))
+            with storing(f"logging the results of run {run_id}"):
+                client.log_batch(run_id, metrics=metrics, tags=tags)
+            if model_id:
+                _log_model(run_id, name, model_id, result, data)
+        with storing(f"logging the files of {len(run_ids)} run(s)"):
+            sync_writer()
+
+
+def _log_model(run_id: str, name: str, model_id: str, result: MemberResult,
+               data: NoisyDataset) -> None:
+    """The member's model into its logged model ``model_id``, or, should logging it fail (a
+    full disk, an interrupt), no trace of it but a FAILED logged model."""
+    import mlflow.pytorch
+
+    try:
+        with storing(f"logging the model of run {run_id}"):
+            mlflow.pytorch.log_model(result.model, name=name, run_id=run_id, model_id=model_id,
+                                     input_example=data.x_train[:2],
+                                     pip_requirements=pip_requirements())
+    except BaseException:
+        with suppress(Exception):  # a full store cannot be written: the next command will
+            fail_unfinished_models(mlflow_client().get_run(run_id).info.experiment_id,
+                                   {run_id})
+        raise
+
+
+def model_name(run_name: str) -> str:
+    """A logged model's name: its run's, with the characters MLflow refuses in model names
+    (``/ : . % " '``; e.g. the ``.`` of a sweep's ``symmetric-0.4``) as ``_``."""
+    return re.sub(r"[/:.%\"']", "_", run_name)
+
+
+def model_uri(run_id: str) -> str | None:
+    """``models:/<id>`` of the finished model run ``run_id`` logged, or ``None``.
+
+    Models are named after their run, and MLflow resolves ``runs:/<id>/<name>`` by that name;
+    the model's id needs no name (and finds the ``model`` of stores made before the rename).
+    """
+    from mlflow.entities import LoggedModelStatus
+
+    client = mlflow_client()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id],
+                                         filter_string=f"source_run_id = '{run_id}'")
+    ready = [m for m in models if m.status == LoggedModelStatus.READY]
+    return f"models:/{ready[0].model_id}" if ready else None
+
+
+def log_dataset(run_ids: Sequence[str], data: NoisyDataset) -> None:
+    """The noisy training set as each run's input dataset: named after its noise recipe,
+    with a digest of its inputs and observed labels, which another noise draw changes."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    recipe = data.recipe
+    split = f"-val{recipe.val_fraction:g}" if recipe.val_fraction else ""
+    source = CodeDatasetSource({"generator": "lgals.data.load_dataset", **recipe.params()})
+    dataset = mlflow.data.from_numpy(
+        data.x_train, targets=data.y_train, source=source,
+        name=f"mnist1d-{recipe.setting}-seed{recipe.noise_seed}{split}")
+    inputs = [DatasetInput(dataset._to_mlflow_entity(),
+                           [InputTag("mlflow.data.context", "training")])]
+    client = mlflow_client()
+    with storing("logging the training set"):
+        for run_id in run_ids:
+            client.log_inputs(run_id, datasets=inputs)
+
+
+def save_recipe(path: Path, data: NoisyDataset) -> None:
+    """What rebuilds this run's data exactly: settings, observed labels, masks, indices."""
+    np.savez_compressed(path, **data.recipe.params(), y_train=data.y_train,
+                        noise_mask=data.noise_mask, y_val=data.y_val,
+                        val_noise_mask=data.val_noise_mask,
+                        train_index=data.train_index, val_index=data.val_index)
+
+
+def run_params(config: TrainConfig, data: NoisyDataset) -> dict:
+    return {**config.mode_params(), **data.recipe.params(), **source_info()}
+
+
+def tracked_train(
+    data: NoisyDataset,
+    configs: Sequence[TrainConfig],
+    seeds: Sequence[int],
+    *,
+    experiment_id: str,
+    stage: Stage,
+    parent_run_id: str | Sequence[str] | None = None,
+    member_tags: Sequence[dict] | None = None,
+    member_names: Sequence[str] | None = None,
+    log_models: bool = True,
+    callback: Callback | None = None,
+    on_runs_opened: Callable[[list[str]], None] | None = None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> tuple[list[MemberResult], list[str], str | None]:
+    """Train ``seeds`` together with one MLflow run per member.
+
+    Members go under ``parent_run_id`` if given (one for all, or one per member); otherwise
+    several seeds get a new parent run (adopting ``mlflow run``'s run) and a single seed is
+    that run itself. Members are named ``<mode>-seed<N>`` unless ``member_names`` says
+    otherwise. Returns the results, the member run ids and the parent run id (``None`` for a
+    single adopted run).
+    """
+    member_tags = member_tags or [{} for _ in seeds]
+    member_names = member_names or [run_name(c.mode, f"seed{seed}")
+                                    for c, seed in zip(configs, seeds)]
+    owned: list[str] = []
+    with ending(owned):
+        if parent_run_id is None and len(seeds) > 1:
+            mode = configs[0].mode
+            shared = {**run_params(configs[0], data), "seeds": ",".join(map(str, seeds))}
+            parent_run_id = open_run(experiment_id, run_name(f"{stage}-{mode}"),
+                                     {MODE: mode, STAGE: stage,
+                                      NOTE: f"{MODES[mode].label}: seeds {shared['seeds']} "
+                                            "trained together, one run each below."},
+                                     shared, adopt_project_run=True)
+            owned.append(parent_run_id)
+        parents = ([parent_run_id] * len(seeds) if parent_run_id is None
+                   or isinstance(parent_run_id, str) else list(parent_run_id))
+        run_ids = []
+        for seed, config, extra, parent, name in zip(seeds, configs, member_tags, parents,
+                                                     member_names):
+            run_id = open_run(experiment_id, name,
+                              {MODE: config.mode, STAGE: stage, SEED: seed, DEVICE: device,
+                               **extra},
+                              {**run_params(config, data), "seed": seed},
+                              parent_run_id=parent, adopt_project_run=parent is None)
+            owned.append(run_id)
+            run_ids.append(run_id)
+        log_dataset(run_ids, data)
+        if on_runs_opened:
+            on_runs_opened(run_ids)
+        logger = EpochLogger(run_ids)
+
+        def observe(report: EpochReport):
+            logger(report)
+            return callback(report) if callback else None
+
+        try:
+            results = train(data, list(configs), list(seeds), callback=observe,
+                            progress=progress, device=device)
+        except BaseException:  # interrupted or failed: the epochs trained are stored first
+            logger.flush()
+            with suppress(RuntimeError, LgalsError):  # a dead writer: the runs end all the same
+                sync_writer()
+            raise
+        log_members(experiment_id, run_ids, member_names, results, logger, data, log_models)
+        for run_id, result in zip(run_ids, results):
+            if result.status == "diverged":
+                end_runs([run_id], "FAILED")
+                owned.remove(run_id)
+    return results, run_ids, parent_run_id if isinstance(parent_run_id, str) else None
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """Training that logs to the MLflow experiment ``experiment_id``: one run per seed
+    (:func:`tracked_train`)."""
+
+    experiment_id: str
+
+    def train(self, data: NoisyDataset, configs: Sequence[TrainConfig], seeds: Sequence[int],
+              *, stage: Stage, progress: bool = False, device: str = "cpu",
+              ) -> tuple[list[MemberResult], list[str], str | None]:
+        """The results, the seed runs' ids and their parent's id (see :func:`tracked_train`)."""
+        return tracked_train(data, configs, seeds, experiment_id=self.experiment_id,
+                             stage=stage, progress=progress, device=device)
