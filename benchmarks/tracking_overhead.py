@@ -62,12 +62,13 @@ def fresh_interpreter_seconds(code: str) -> float:
 def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
     import matplotlib.pyplot as plt
     import mlflow
-    from lgals.mlflow_writer import WRITER
     from mlflow.entities import Metric
 
     from lgals.data import load_dataset
     from lgals.plots import distribution_heatmaps
-    from lgals.tracking import EDGES, EpochLogger, open_run, pip_requirements
+    from lgals.tracking.runs import open_run
+    from lgals.tracking.seeds import EDGES, EpochLogger, pip_requirements
+    from lgals.tracking.writer import WRITER
     from lgals.train import TrainConfig, train
 
     class InProcessAsyncLogger(EpochLogger):
@@ -248,7 +249,7 @@ def print_commands(commands: dict) -> None:
 
 
 def main() -> None:
-    from lgals.tracking import FLUSH_SECONDS
+    from lgals.tracking.seeds import FLUSH_SECONDS
 
     cli = parser(__doc__)
     cli.add_argument("--epochs", type=int, default=100)
