@@ -49,7 +49,9 @@ def generation_args() -> dict:
         if problem is None:
             return args
         _rebuilding(path, problem)
-    from mnist1d.data import get_dataset_args
+    from mnist1d.data import (
+        get_dataset_args,  # mnist1d's import takes seconds: on a cache miss only
+    )
 
     args = get_dataset_args(as_dict=True)
     args.pop("url")  # only used for downloading, which we never do
@@ -71,7 +73,7 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def _generate(args: dict) -> dict[str, np.ndarray]:
-    from mnist1d.data import make_dataset
+    from mnist1d.data import make_dataset  # as above: only when the cache has no arrays
     from mnist1d.utils import ObjectView
 
     # make_dataset seeds the global RNGs; give the caller theirs back untouched.

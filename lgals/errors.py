@@ -8,6 +8,7 @@ import errno
 import os
 import re
 from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
 
 
 class LgalsError(Exception):
@@ -103,8 +104,6 @@ _SECRETS: set[str] = set()
 def keep_secret(url: str) -> None:
     """Remember the password of ``url`` (a storage or tracking URL), so that :func:`redact`
     masks it wherever it turns up, even outside a URL."""
-    from urllib.parse import unquote, urlsplit
-
     try:
         password = urlsplit(url).password
     except ValueError:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import yaml
+
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.losses import MODES
@@ -79,8 +81,6 @@ def params_from_file(path: str, mode: str) -> ParamsSource:
     except OSError as error:
         raise BadSetting(f"--params-from {path}: cannot read it ({error.strerror}); give "
                          "`tune`, `defaults` or a JSON/YAML file") from None
-    import yaml
-
     try:
         table = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
     except (ValueError, yaml.YAMLError) as error:

@@ -21,8 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
+from optuna.storages._rdb import models  # private: its trial table (see _HeartbeatStorage)
 from optuna.trial import TrialState
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lgals.errors import LgalsError, causes, redact_url
 from lgals.schema import PARENT, TRIAL_STATE
@@ -74,8 +77,6 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     with experimental():
         storage = _HeartbeatStorage(url, **kwargs)
     if storage.engine.dialect.name == "sqlite":
-        import sqlalchemy
-
         @sqlalchemy.event.listens_for(storage.engine, "connect")
         def write_ahead(connection, record) -> None:
             cursor = connection.cursor()
@@ -91,8 +92,6 @@ def _disconnected(error: BaseException | None) -> bool:
     """Whether ``error``, or an error that led to it, says the database could not be reached
     or went away (SQLAlchemy's ``OperationalError``: connection refused or lost, the server
     shutting down or starting up, a transaction it rolled back), not a bad statement."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
     for cause in causes(error):
         if isinstance(cause, StorageUnavailable):  # waited for already
             return False
@@ -104,8 +103,6 @@ def _disconnected(error: BaseException | None) -> bool:
 
 def _first_line(error: BaseException) -> str:
     """The database driver's own message (Optuna's wrapper blames "invalid data")."""
-    from sqlalchemy.exc import DBAPIError
-
     cause = next((c for c in causes(error) if isinstance(c, DBAPIError)), None)
     text = str(cause.orig if cause is not None and cause.orig is not None else error)
     return (text.strip().splitlines() or [type(error).__name__])[0]
@@ -155,8 +152,6 @@ class _HeartbeatStorage(optuna.storages.RDBStorage):
     """
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        from optuna.storages._rdb import models
-
         stale = super()._get_stale_trial_ids(study_id)
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         cutoff = now - datetime.timedelta(seconds=self.grace_period)  # the column is UTC
@@ -194,8 +189,6 @@ class _ServerStorage(_HeartbeatStorage):
     """
 
     def __init__(self, *args, **kwargs):
-        import sqlalchemy
-
         self.away_at = -math.inf  # when this process last found the server away (monotonic)
         super().__init__(*args, **kwargs)
         # a pooled connection found dead (by its ping, or under a statement)
@@ -205,8 +198,6 @@ class _ServerStorage(_HeartbeatStorage):
         self.away_at = time.monotonic()
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        import sqlalchemy
-
         with contextlib.closing(self.scoped_session()) as session:
             up = float(session.execute(sqlalchemy.text(
                 "SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())")).scalar())
@@ -284,8 +275,6 @@ def _locked(engine, key: int) -> Iterator[None]:
     others); released when the block ends, or by the server when the connection is lost.
     Taking it waits for a server that is down (:func:`_retrying`). A server restarting during
     the block (milliseconds: a count and a few asks) loses the lock with the connection."""
-    import sqlalchemy
-
     def lock():
         connection = engine.connect()
         try:
@@ -318,8 +307,6 @@ def setting_up(url: str) -> Iterator[None]:
     if url_scheme(url) != "postgresql":
         yield
         return
-    import sqlalchemy
-
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
         with _locked(engine, _SETUP):

@@ -24,7 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import MappingProxyType
 
-from lgals.schema import HEARTBEAT, MODE, NOTE, PARENT, STAGE, STATUS_REASON, Stage
+from lgals.schema import HEARTBEAT, MODE, NOTE, PARENT, STAGE, STATUS_REASON, Stage, runs_filter
 from lgals.settings import heartbeat_seconds, stale_seconds
 from lgals.tracking.store import impatient, mlflow_client, storing
 from lgals.tracking.writer import local_artifact_dir
@@ -220,7 +220,7 @@ def end_dead_runs(experiment_id: str) -> list[str]:
     stale, and fail the models they left unfinished; return the runs' ids."""
     client = mlflow_client()
     stale_before = time.time() - stale_seconds()
-    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+    running = client.search_runs([experiment_id], runs_filter(status="RUNNING"),
                                  max_results=10000)
     dead = [run for run in running if HEARTBEAT in run.data.tags
             and float(run.data.tags[HEARTBEAT]) < stale_before]
