@@ -1,6 +1,6 @@
 """optuna-dashboard (the ``dashboard`` extra) on a study lgals made, read through its HTTP API.
 
-The README's command, ``optuna-dashboard STORAGE --host 127.0.0.1 --port PORT``, started on a
+docs/team.md's command, ``optuna-dashboard STORAGE --host 127.0.0.1 --port PORT``, started on a
 free port and stopped by its PID; what the dashboard serves must be the study as Optuna
 stores it: every trial, its state, params, value and per-epoch ``val_acc``.
 """

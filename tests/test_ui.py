@@ -1,9 +1,9 @@
-"""The README's MLflow UI recipe, step by step, in a real browser.
+"""The MLflow UI recipe of docs/ui.md, step by step, in a real browser.
 
 ``lgals reproduce --quick`` fills a store, ``mlflow ui`` serves it on a free port, and
 Debian's Chromium, driven by Playwright (``executable_path``: Playwright cannot download its
-own browsers here), does what the README tells a user to do and checks what they would see.
-``LGALS_SCREENSHOTS=docs/ui`` saves the README's pictures there (default: the test's
+own browsers here), does what docs/ui.md tells a user to do and checks what they would see.
+``LGALS_SCREENSHOTS=docs/ui`` saves docs/ui.md's pictures there (default: the test's
 temporary directory). Skipped only where Chromium is not installed, and never in CI
 (``CI=true``), where ``.ci/run`` installs it.
 """
@@ -43,10 +43,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 VIEWPORT = {"width": 1600, "height": 1000}
 # The quick protocol: the paper's modes evaluated over seeds 0 and 1, two trials per study.
 MODES, SEEDS, TRIALS = SUITES["paper"], (0, 1), 2
-# What the README asks the chart view for.
+# What docs/ui.md asks the chart view for.
 CHART_METRICS = ("test_acc", "noise_auroc", "eps_clean_mean", "eps_noisy_mean",
                  "memorized_frac")
-# Group colours come from a hash of the group and can coincide: the README says to pick
+# Group colours come from a hash of the group and can coincide: docs/ui.md says to pick
 # others by clicking a group's dot; these are from MLflow's own palette.
 GROUP_COLOURS = {"baseline": "#5f7281", "fixed_ls": "#137dae", "lgals": "#c83243"}
 # What the browser's colour picker does to MLflow's hidden <input type=color>.
