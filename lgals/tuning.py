@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import multiprocessing
-import os
-import signal
 import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from lgals.data import NoiseRecipe, NoisyDataset, load_dataset
-from lgals.errors import AllTrialsFailed, BadSetting, LgalsError, redact_url
+from lgals.errors import AllTrialsFailed, BadSetting, redact_url
 from lgals.losses import MODES
 from lgals.schema import (
     FIGURE,
@@ -55,14 +51,13 @@ from lgals.tracking.runs import (
     group_run,
     open_run,
     run_name,
-    scope,
-    scope_tags,
     set_tags,
     source_info,
 )
 from lgals.tracking.seeds import tracked_train
 from lgals.tracking.store import mlflow_client
 from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
+from lgals.workers import run_pool
 
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
 # worker is started for them and pops them first.
@@ -72,6 +67,10 @@ OBJECTIVE = "val_acc (noisy validation accuracy, last epoch)"
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
 DEFAULT_BATCH = 10
+# Rounds of workers that tune_modes runs at most to top the studies up: a round more if
+# trials of a dead process were retried meanwhile (a retry is still to run; the dead one's
+# trials do not count), bounded so that a process dying round after round cannot loop.
+TOPUP_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -386,51 +385,41 @@ def _objective(item: _Trial, val_acc: list[float]) -> float:
     return val_acc[best]
 
 
-def run_trials(settings: list[TuneSettings], storage: str, tracking_uri: str,
-               experiment_id: str, tune_runs: dict[str, str], quotas: dict[str, int],
-               batch: int, device: str = "cpu", worker: int = 0, progress: bool = False) -> None:
-    """One worker: rounds of up to ``batch`` trials per study, within its ``quotas``.
+@dataclass(frozen=True)
+class TrialJob:
+    """One worker's share of a tuning call: what :func:`run_trials` needs, picklable for a
+    worker process."""
+
+    settings: tuple[TuneSettings, ...]  # the studies, sharing data and schedule
+    storage: str
+    tracking_uri: str
+    experiment_id: str
+    tune_runs: dict[str, str]  # mode -> its tune run, the parent of its trials' runs
+    quotas: dict[str, int]  # mode -> trials this worker runs at most
+    batch: int
+    device: str = "cpu"
+    worker: int = 0  # its sampler stream (see create_study)
+    progress: bool = False
+
+
+def run_trials(job: TrialJob) -> None:
+    """One worker: rounds of up to ``job.batch`` trials per study, within its ``quotas``.
 
     With ``batch`` 1 the studies are tuned one after the other, one trial at a time; with
     more, every study's trials of a round train together in one stack.
     """
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(job.tracking_uri)
     # Optuna logs each told failure with a traceback; the trial's FAIL state, its fail_reason
     # and our summary line say it without one.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    studies = [(s, create_study(s, storage, worker)) for s in settings]
-    data = tuning_data(settings[0])  # the studies of one call share data and schedule
-    left = dict(quotas)
-    for group in ([[pair] for pair in studies] if batch == 1 else [studies]):
-        while asked := ask_round(group, left, batch):
-            train_round(asked, data, experiment_id, tune_runs, device, progress)
-
-
-def _worker(outcome: Connection, args: tuple) -> None:
-    """One worker process's trials; then what came of them, sent to the parent: ``"done"``,
-    ``"interrupted"`` (once its round's trials are failed and its runs ended: the parent
-    re-raises the interrupt), or the error that ended them."""
-    *run_args, threads, parent_scope = args
-    import torch
-
-    from lgals.interrupts import install_interrupt_handlers, interrupt_once
-
-    install_interrupt_handlers(interrupt_once)
-    torch.set_num_threads(threads)  # N workers share the cores instead of fighting for them
-    try:
-        with scope(*parent_scope):  # the parent's repetition and noise setting
-            run_trials(*run_args)
-        result: object = "done"
-    except KeyboardInterrupt:
-        result = "interrupted"
-    except Exception as error:
-        result = error
-    try:
-        outcome.send(result)
-    except Exception:  # an error that does not pickle: its line, then
-        outcome.send(LgalsError(f"tuning worker: {type(result).__name__}: {result}"))
+    studies = [(s, create_study(s, job.storage, job.worker)) for s in job.settings]
+    data = tuning_data(job.settings[0])  # the studies of one call share data and schedule
+    left = dict(job.quotas)
+    for group in ([[pair] for pair in studies] if job.batch == 1 else [studies]):
+        while asked := ask_round(group, left, job.batch):
+            train_round(asked, data, job.experiment_id, job.tune_runs, job.device, job.progress)
 
 
 def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | None = None,
@@ -469,7 +458,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
                                                parent_run_id=parent,
                                                adopt_project_run=parent is None))
             tune_runs = {s.mode: run_id for s, run_id in zip(settings, owned)}
-            for _ in range(3):  # a round more if trials of a dead process were retried meanwhile
+            for _ in range(TOPUP_ROUNDS):
                 missing = {s.mode: s.n_trials - counted_trials(study)
                            for s, study in zip(settings, studies)}
                 if max(missing.values()) <= 0:
@@ -494,59 +483,29 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
     return summaries
 
 
+def split_quotas(missing: dict[str, int], workers: int) -> list[dict[str, int]]:
+    """The ``missing`` trials per mode split exactly between ``workers``, the first ones
+    taking the remainder; a worker left without any is dropped (not started). Those are the
+    last ones, so a quota's index is its worker's number."""
+    quotas = [{mode: max(0, n) // workers + (i < max(0, n) % workers)
+               for mode, n in missing.items()} for i in range(workers)]
+    return [quota for quota in quotas if any(quota.values())]
+
+
 def _run_workers(settings: list[TuneSettings], storage: str, tracking_uri: str,
                  experiment_id: str, tune_runs: dict[str, str], missing: dict[str, int],
                  batch: int, device: str, workers: int) -> None:
-    """The missing trials in this process, or split exactly between ``workers`` processes."""
+    """The missing trials in this process, or split exactly between ``workers`` processes
+    (:func:`lgals.workers.run_pool`; a worker killed outright leaves its trials RUNNING:
+    they go stale and are retried, see :func:`tune_modes`)."""
+    job = TrialJob(tuple(settings), storage, tracking_uri, experiment_id, tune_runs, missing,
+                   batch, device)
     if workers == 1:
-        run_trials(settings, storage, tracking_uri, experiment_id, tune_runs, missing, batch,
-                   device, progress=True)
+        run_trials(dataclasses.replace(job, progress=True))
         return
-    quotas = [{mode: max(0, n) // workers + (i < max(0, n) % workers)
-               for mode, n in missing.items()} for i in range(workers)]
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    parent_scope = scope_tags()
-    jobs = [(settings, storage, tracking_uri, experiment_id, tune_runs, quota, batch, device,
-             i, False, threads, parent_scope)
-            for i, quota in enumerate(quotas) if any(quota.values())]
-    context = multiprocessing.get_context("spawn")
-    workers_started: list[tuple[multiprocessing.Process, Connection]] = []
-    for i, job in enumerate(jobs):
-        receiving, sending = context.Pipe(duplex=False)
-        process = context.Process(target=_worker, args=(sending, job), name=f"lgals-tune-{i}")
-        process.start()
-        sending.close()  # the worker's end: a worker that dies unheard is an EOF here
-        workers_started.append((process, receiving))
-    try:
-        outcomes = [_outcome(process, receiving) for process, receiving in workers_started]
-    except KeyboardInterrupt:
-        # Passed on (a SIGTERM reaches this process alone); every worker fails its round's
-        # trials and ends its runs before this process goes on.
-        for process, _ in workers_started:
-            if process.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGINT)
-        for process, _ in workers_started:
-            process.join()
-        raise
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-
-
-def _outcome(process: multiprocessing.Process, receiving: Connection) -> object:
-    """What one worker sent once it ended (see :func:`_worker`).
-
-    A process per worker and a pipe each, not a ``multiprocessing.Pool``: a pool worker
-    that a Ctrl-C ends while it waits for work dies holding the pool's queue lock, and the
-    others then wait for it for ever. A worker killed outright (``kill -9``, out of memory)
-    leaves its trials RUNNING; they go stale and are retried (:func:`tune_modes`)."""
-    try:
-        result = receiving.recv()
-    except EOFError:
-        result = "died"
-    process.join()
-    return result
+    run_pool(run_trials, [dataclasses.replace(job, quotas=quota, worker=i)
+                          for i, quota in enumerate(split_quotas(missing, workers))],
+             workers=workers, name="lgals-tune")
 
 
 def summarize(study: optuna.Study) -> dict:
