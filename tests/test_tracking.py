@@ -281,6 +281,8 @@ import json, sys
 import numpy as np, torch
 import mlflow.pyfunc, mlflow.pytorch
 from lgals.data import load_dataset
+from lgals.tracking.seeds import model_uri
+from lgals.tracking.store import mlflow_client
 
 data = load_dataset()
 report = {}
