@@ -36,7 +36,8 @@ from common import (
 
 from lgals import tracking
 from lgals.losses import SUITES
-from lgals.pipeline import PROTOCOLS, reproduce
+from lgals.pipeline import reproduce
+from lgals.protocols import PROTOCOLS
 from lgals.tuning import DEFAULT_BATCH
 
 

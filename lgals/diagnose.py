@@ -25,6 +25,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from lgals.claim import CORRELATION
 from lgals.data import NoisyDataset
 from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
@@ -34,7 +35,6 @@ from lgals.train import EpochReport, TrainConfig, train
 
 LAYERS = ("layer1", "layer2", "layer3")
 GROUPS = ("all", *LAYERS)
-NOTE_CORRELATION = 0.75  # what the note reports for logit vs weight-gradient alignment
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def summary_line(checkpoint: Checkpoint) -> str:
 
 def document(checkpoints: Sequence[Checkpoint], /, **about) -> dict:
     """The ``--json`` document."""
-    return {**about, "note_correlation": NOTE_CORRELATION,
+    return {**about, "note_correlation": CORRELATION,
             "checkpoints": [c.document() for c in checkpoints]}
 
 
