@@ -35,7 +35,8 @@ from common import (
 )
 
 from lgals.losses import SUITES
-from lgals.pipeline import PROTOCOLS, reproduce
+from lgals.pipeline import reproduce
+from lgals.protocols import PROTOCOLS
 from lgals.tracking.store import connect, mlflow_client
 from lgals.tuning import DEFAULT_BATCH
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from common import SWEEP_SECONDS, describe_machine, emit_json, machine, parser, training_seconds
 
-from lgals.pipeline import PROTOCOLS, sweep
+from lgals.pipeline import sweep
+from lgals.protocols import PROTOCOLS
 from lgals.tracking.store import connect, mlflow_client
 
 
@@ -44,8 +45,10 @@ def main() -> None:
         directory = args.keep or Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)
         experiment_id = connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
-        timings = sweep(experiment_id, args.out or directory / "results", PROTOCOLS[args.protocol],
-                        rates, types, storage=f"sqlite:///{directory / 'optuna.db'}",
+        protocol = PROTOCOLS[args.protocol]
+        timings = sweep(experiment_id, args.out or directory / "results", protocol,
+                        protocol.noise.swept(rates, types),
+                        storage=f"sqlite:///{directory / 'optuna.db'}",
                         echo=lambda line: print(line, file=sys.stderr))
         rows = [{"setting": setting, "wall_s": wall,
                  "training_s": setting_training(experiment_id, setting)

@@ -350,7 +350,8 @@ def report_command(out, suite, repeats, seeds, noise, of_sweep, tracking_uri,
                    experiment_name) -> None:
     """The claim card, tables, statistics and plots from the latest evaluate runs of the
     suite's modes at one noise setting, per repetition (MLflow only)."""
-    from lgals.report import report_from_mlflow
+    # imported here, not at the top, so that --help and the other commands start without them
+    from lgals.report.publish import report_from_mlflow
 
     experiment_id = _experiment(tracking_uri, experiment_name, create=False)
     if of_sweep:
@@ -360,14 +361,13 @@ def report_command(out, suite, repeats, seeds, noise, of_sweep, tracking_uri,
         return
     given = click.get_current_context().get_parameter_source
     default = click.core.ParameterSource.DEFAULT
-    setting = ((noise.noise_type, noise.noise_rate)
-               if given("noise_rate") != default or given("noise_type") != default else None)
+    setting = noise if given("noise_rate") != default or given("noise_type") != default else None
     report_from_mlflow(experiment_id, out, suite=suite, echo=click.echo, noise=setting,
                        repeats=repeats, seeds=seeds)
 
 
-# pipeline.PROTOCOLS' names and sizes, written out so that --help does not import the
-# pipeline (a test keeps them equal)
+# protocols.PROTOCOLS' names and sizes, written out so that --help imports neither them nor
+# torch (a test keeps them equal)
 PROTOCOL_HELP = ("claim: the note's (1 tuning run of 20 trials per mode, 5 seeds); robust: 5 "
                  "repetitions x 10 seeds; quick: a miniature (2 trials, 3 epochs, 2 seeds)")
 
@@ -377,7 +377,7 @@ def protocol_options(func):
     ``protocol``."""
     @functools.wraps(func)
     def command(*args, protocol, quick, repeats, seeds, suite, batch, **kwargs):
-        from lgals.pipeline import PROTOCOLS
+        from lgals.protocols import PROTOCOLS
 
         given = click.get_current_context().get_parameter_source("protocol")
         if quick and given != click.core.ParameterSource.DEFAULT and protocol != "quick":
@@ -489,12 +489,13 @@ def sweep_command(noise_rates, noise_types, protocol, out, workers, storage, dev
                   tracking_uri, experiment_name) -> None:
     """The protocol at every noise setting (rate 0 once: it flips nothing whatever the type),
     one umbrella run; a report per setting in OUT/<type>-<rate>/ and the sweep's in OUT."""
+    # imported here, not at the top, so that --help and the other commands start without them
     from lgals.pipeline import sweep
 
     experiment_id = _experiment(tracking_uri, experiment_name or protocol.experiment)
-    _done(sweep(experiment_id, out, protocol, noise_rates, noise_types, workers=workers,
-                storage=storage, device=device, echo=lambda line: click.echo(line, err=True)),
-          experiment_id)
+    recipes = protocol.noise.swept(noise_rates, noise_types)
+    _done(sweep(experiment_id, out, protocol, recipes, workers=workers, storage=storage,
+                device=device, echo=lambda line: click.echo(line, err=True)), experiment_id)
 
 
 @cli.command("reanalyze")
@@ -551,7 +552,9 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
     """Does s_i track the weight-gradient alignment? Per-sample weight gradients at
     checkpoints, their cosines to the batch mean (all layers, each layer), correlations with
     s_i and with p_y, and how well each finds the flipped labels."""
-    from lgals import diagnose
+    # imported here, not at the top, so that --help and the other commands start without them
+    from lgals import claim, diagnose
+
     given = click.get_current_context().get_parameter_source("checkpoints")
     if run_id and given != click.core.ParameterSource.DEFAULT:
         raise BadSetting("--checkpoints: a reloaded model has only its last epoch; drop "
@@ -594,7 +597,7 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
     else:
         for checkpoint in found:
             click.echo(diagnose.summary_line(checkpoint))
-        click.echo(f"(the note: r = {diagnose.NOTE_CORRELATION} between the two alignments)")
+        click.echo(f"(the note: r = {claim.CORRELATION} between the two alignments)")
 
 
 def main(argv: list[str] | None = None) -> None:

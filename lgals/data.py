@@ -14,7 +14,7 @@ import random
 import sys
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -203,6 +203,32 @@ class NoiseRecipe:
     def repeated(self, repeat: int) -> NoiseRecipe:
         """Repetition ``repeat``'s own noise draw and validation split (0: this recipe)."""
         return replace(self, noise_seed=self.noise_seed + repeat)
+
+    @property
+    def canonical(self) -> NoiseRecipe:
+        """This recipe as the one noise setting it is: a rate of 0 flips nothing whatever the
+        type, so every type's rate 0 is one setting, run (and looked for) as ``symmetric``."""
+        return replace(self, noise_type="symmetric") if self.noise_rate == 0 else self
+
+    def same_setting(self, other: NoiseRecipe) -> bool:
+        """Whether both are one noise setting: the same rate and type, or rate 0 whatever the
+        types (the draw and the split, ``noise_seed`` and ``val_fraction``, are no part of a
+        setting)."""
+        mine, theirs = self.canonical, other.canonical
+        return (mine.noise_type, mine.noise_rate) == (theirs.noise_type, theirs.noise_rate)
+
+    def swept(self, rates: Iterable[float], types: Iterable[str]) -> list[NoiseRecipe]:
+        """This recipe at every type and rate, type by type: the settings a sweep asks for
+        (:meth:`distinct` gives the ones it runs)."""
+        rates = list(rates)
+        return [replace(self, noise_type=noise_type, noise_rate=rate)
+                for noise_type in types for rate in rates]
+
+    @staticmethod
+    def distinct(recipes: Iterable[NoiseRecipe]) -> list[NoiseRecipe]:
+        """Each noise setting among ``recipes`` once, canonical, in their order: what a sweep
+        runs (rate 0 once, as ``symmetric``)."""
+        return list(dict.fromkeys(recipe.canonical for recipe in recipes))
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> NoiseRecipe:

@@ -28,6 +28,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from lgals.claim import CORRELATION
 from lgals.data import NoisyDataset
 from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
@@ -41,7 +42,6 @@ from lgals.train import EpochReport, TrainConfig, train
 
 LAYERS = ("layer1", "layer2", "layer3")
 GROUPS = ("all", *LAYERS)
-NOTE_CORRELATION = 0.75  # what the note reports for logit vs weight-gradient alignment
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ def summary_line(checkpoint: Checkpoint) -> str:
 
 def document(checkpoints: Sequence[Checkpoint], /, **about) -> dict:
     """The ``--json`` document."""
-    return {**about, "note_correlation": NOTE_CORRELATION,
+    return {**about, "note_correlation": CORRELATION,
             "checkpoints": [c.document() for c in checkpoints]}
 
 

@@ -1,76 +1,30 @@
-"""The study's protocols as data, and the one place that sequences the stages.
+"""The one place that sequences the stages.
 
 The library below never orchestrates: ``tuning`` tunes, ``evaluation`` evaluates, ``report``
-reads MLflow and writes. :func:`reproduce` runs them in order for a :class:`Protocol`, under
-one top MLflow run that logs the protocol verbatim; :func:`sweep` runs a protocol per noise
-setting under one umbrella run.
+reads MLflow and writes. :func:`reproduce` runs them in order for a
+:class:`~lgals.protocols.Protocol`, under one top MLflow run that logs the protocol
+verbatim; :func:`sweep` runs a protocol per noise setting under one umbrella run.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from lgals.data import NoiseRecipe
+from lgals.errors import BadSetting
 from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
 from lgals.losses import SUITES
-from lgals.report import report_from_mlflow, sweep_report
+from lgals.protocols import CLAIM, Protocol
+from lgals.report.publish import report_from_mlflow
+from lgals.report.sweep import sweep_report
 from lgals.schema import NOTE
 from lgals.tracking.runs import in_run, run_name, scope, source_info
 from lgals.tracking.store import mlflow_client
 from lgals.train import TrainConfig
-from lgals.tuning import DEFAULT_BATCH, TuneSettings, describe_study, tune_modes
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """One study end to end: tuning budget, evaluation seeds, repetitions, the noise recipe.
-
-    Each of the ``repeats`` repetitions has its own noise draw, validation split and sampler
-    seed, tunes every mode from scratch, and evaluates each with seeds 0..``seeds``-1 on its
-    noise draw; modes share a repetition's draw and seeds, so their differences are paired.
-    ``experiment`` is the default MLflow experiment and the prefix of the Optuna studies.
-    """
-
-    name: str
-    n_trials: int
-    epochs: int
-    seeds: int
-    repeats: int = 1
-    batch: int = DEFAULT_BATCH  # trials per study trained together in a tuning round
-    noise: NoiseRecipe = NoiseRecipe(val_fraction=0.1)  # tuning's; evaluation's has no split
-    experiment: str = "lgals"
-    suite: str = "paper"  # which modes are tuned, evaluated and reported (losses.SUITES)
-
-    def params(self) -> dict:
-        """The protocol verbatim as run params, its noise recipe as its own params."""
-        return {**{k: v for k, v in asdict(self).items() if k not in ("name", "noise")},
-                "protocol": self.name, **self.noise.params()}
-
-    def study_prefix(self) -> str:
-        """The Optuna studies' prefix: the experiment, and the noise setting unless it is the
-        note's (so a sweep's note setting resumes a plain ``reproduce``'s studies)."""
-        if (self.noise.noise_rate, self.noise.noise_type) == (CLAIM.noise.noise_rate,
-                                                              CLAIM.noise.noise_type):
-            return self.experiment
-        return f"{self.experiment}-{self.noise.setting}"
-
-    def tune_settings(self, repeat: int) -> list[TuneSettings]:
-        """Repetition ``repeat``'s studies, one per mode of the suite."""
-        return [TuneSettings(mode=mode, n_trials=self.n_trials, epochs=self.epochs,
-                             noise=self.noise, study_name=f"{self.study_prefix()}-{mode}"
-                             ).repeated(repeat) for mode in SUITES[self.suite]]
-
-
-# The note's protocol: one tuning run of 20 trials per mode, 100 epochs, 5 evaluation seeds.
-CLAIM = Protocol("claim", n_trials=20, epochs=TrainConfig.epochs, seeds=5)
-# Five independent repetitions of it, ten seeds each (Bouthillier et al. 2021).
-ROBUST = replace(CLAIM, name="robust", seeds=10, repeats=5)
-# A miniature of it for a first look (and the end-to-end tests).
-QUICK = Protocol("quick", n_trials=2, epochs=3, seeds=2, experiment="lgals-quick")
-PROTOCOLS = {protocol.name: protocol for protocol in (CLAIM, ROBUST, QUICK)}
+from lgals.tuning import describe_study, tune_modes
 
 
 def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, workers: int = 1,
@@ -137,54 +91,39 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
         echo("[report]")
         started = time.perf_counter()
         report_from_mlflow(experiment_id, out, top, suite=protocol.suite, echo=echo,
-                           noise=(protocol.noise.noise_type, protocol.noise.noise_rate),
+                           noise=protocol.noise,
                            repeats=protocol.repeats, seeds=protocol.seeds)
         timings["report"] = time.perf_counter() - started
     return timings
-
-
-def sweep_settings(rates: Sequence[float], types: Sequence[str]) -> list[NoiseRecipe]:
-    """Every (type, rate) setting; a rate of 0 flips nothing whatever the type, so it is run
-    once (as ``symmetric``)."""
-    settings = []
-    for noise_type in types:
-        for rate in rates:
-            recipe = replace(CLAIM.noise, noise_rate=rate,
-                             noise_type="symmetric" if rate == 0 else noise_type)
-            if recipe not in settings:
-                settings.append(recipe)
-    return settings
-
-
-def _sweep_setting_pairs(settings: list[NoiseRecipe]) -> list[tuple[str, float]]:
-    return [(recipe.noise_type, recipe.noise_rate) for recipe in settings]
 
 
 def sweep_report_again(experiment_id: str, out: Path,
                        echo: Callable[[str], None] = print) -> None:
     """The latest finished sweep's report, rebuilt from MLflow alone: its settings and size
     are its run's params."""
-    from lgals.errors import BadSetting
-
     runs = mlflow_client().search_runs(
         [experiment_id], "tags.`lgals.stage` = 'sweep' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise BadSetting("--sweep: no finished sweep in this experiment: run `lgals sweep`")
     params = runs[0].data.params
-    settings = sweep_settings([float(rate) for rate in params["noise_rates"].split(",")],
-                              params["noise_types"].split(","))
-    sweep_report(experiment_id, out, _sweep_setting_pairs(settings), suite=params["suite"],
+    recipes = CLAIM.noise.swept(
+        [float(rate) for rate in params["noise_rates"].split(",")],
+        params["noise_types"].split(","))
+    sweep_report(experiment_id, out, recipes, suite=params["suite"],
                  repeats=int(params["repeats"]), seeds=int(params["seeds"]), echo=echo)
 
 
-def sweep(experiment_id: str, out: Path, protocol: Protocol, rates: Sequence[float],
-          types: Sequence[str], workers: int = 1, storage: str | None = None,
-          device: str = "cpu", echo: Callable[[str], None] = print) -> dict[str, float]:
-    """The protocol at every noise setting, each a ``reproduce`` with its report in
-    ``out/<setting>/``, under one sweep run; then the sweep's report in ``out``. Returns the
-    seconds per setting and for the sweep report."""
-    settings = sweep_settings(rates, types)
+def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[NoiseRecipe],
+          workers: int = 1, storage: str | None = None, device: str = "cpu",
+          echo: Callable[[str], None] = print) -> dict[str, float]:
+    """The protocol at every noise setting of ``recipes`` (each once: a rate of 0 once, see
+    :meth:`NoiseRecipe.distinct`), each a ``reproduce`` with its report in ``out/<setting>/``,
+    under one sweep run; then the sweep's report in ``out``. Returns the seconds per setting
+    and for the sweep report."""
+    settings = NoiseRecipe.distinct(recipes)
+    rates = dict.fromkeys(recipe.noise_rate for recipe in recipes)
+    types = dict.fromkeys(recipe.noise_type for recipe in recipes)
     params = {**_run_params(protocol, workers, device),
               "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
     timings: dict[str, float] = {}
@@ -201,8 +140,8 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, rates: Sequence[flo
                           workers, storage, device, echo, parent_run_id=top)
             timings[recipe.setting] = time.perf_counter() - started
         started = time.perf_counter()
-        sweep_report(experiment_id, out, _sweep_setting_pairs(settings),
-                     suite=protocol.suite, repeats=protocol.repeats, seeds=protocol.seeds,
-                     parent_run_id=top, echo=echo)
+        sweep_report(experiment_id, out, recipes, suite=protocol.suite,
+                     repeats=protocol.repeats, seeds=protocol.seeds, parent_run_id=top,
+                     echo=echo)
         timings["sweep report"] = time.perf_counter() - started
     return timings

@@ -301,6 +301,30 @@ def test_recipe_round_trips_through_run_params():
     del logged["val_fraction"]  # an evaluation run trains on the full set
     assert NoiseRecipe.from_params(logged) == NoiseRecipe(0.35, "pair", 9, 0.0)
 
+
+def test_rate_0_of_any_type_is_one_noise_setting():
+    """A rate of 0 flips nothing whatever the type: pair 0 is symmetric 0's setting, run as
+    symmetric; the draw and the split are no part of a setting."""
+    pair0, clean = NoiseRecipe(0.0, "pair", 3, 0.1), NoiseRecipe(0.0, "symmetric")
+    assert pair0.canonical == NoiseRecipe(0.0, "symmetric", 3, 0.1)
+    assert pair0.same_setting(clean) and clean.same_setting(pair0)
+    assert NoiseRecipe(0.2, "pair").canonical == NoiseRecipe(0.2, "pair")
+    assert not NoiseRecipe(0.2, "pair").same_setting(NoiseRecipe(0.2, "symmetric"))
+    assert not NoiseRecipe(0.2).same_setting(NoiseRecipe(0.4))
+    assert NoiseRecipe(0.2, noise_seed=1).same_setting(NoiseRecipe(0.2, val_fraction=0.1))
+
+
+def test_a_sweep_of_rates_0_and_0_2_over_both_types_runs_three_settings():
+    base = NoiseRecipe(val_fraction=0.1)
+    asked = base.swept([0.0, 0.2], ["symmetric", "pair"])
+    assert asked == [NoiseRecipe(0.0, "symmetric", 0, 0.1), NoiseRecipe(0.2, "symmetric", 0, 0.1),
+                     NoiseRecipe(0.0, "pair", 0, 0.1), NoiseRecipe(0.2, "pair", 0, 0.1)]
+    assert NoiseRecipe.distinct(asked) == [NoiseRecipe(0.0, "symmetric", 0, 0.1),
+                                           NoiseRecipe(0.2, "symmetric", 0, 0.1),
+                                           NoiseRecipe(0.2, "pair", 0, 0.1)]
+    assert [r.setting for r in NoiseRecipe.distinct(base.swept([0.0, 0.2], ["pair"]))] == [
+        "symmetric-0", "pair-0.2"]
+
 # --- canonical order, test set, validation split -------------------------------------------
 
 

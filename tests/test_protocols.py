@@ -14,7 +14,7 @@ from test_cli import assert_one_line_error, run_main  # noqa: F401 (a fixture)
 
 from lgals import cli
 from lgals.data import NoiseRecipe
-from lgals.pipeline import CLAIM, PROTOCOLS, QUICK, ROBUST, sweep_settings
+from lgals.protocols import CLAIM, PROTOCOLS, QUICK, ROBUST
 from lgals.tracking.runs import end_runs, open_run, run_name, scope, scope_tags
 from lgals.tracking.store import connect, mlflow_client
 from lgals.tuning import TuneSettings
@@ -62,7 +62,7 @@ def test_every_repetition_of_a_protocol_has_its_own_studies():
 
 
 def test_sweep_settings_run_rate_zero_once():
-    settings = sweep_settings([0.0, 0.2, 0.4], ["symmetric", "pair"])
+    settings = NoiseRecipe.distinct(CLAIM.noise.swept([0.0, 0.2, 0.4], ["symmetric", "pair"]))
     assert [s.setting for s in settings] == ["symmetric-0", "symmetric-0.2", "symmetric-0.4",
                                             "pair-0.2", "pair-0.4"]
     assert all(s.val_fraction == CLAIM.noise.val_fraction for s in settings)
@@ -206,6 +206,8 @@ def test_a_sweep_runs_the_protocol_per_setting_under_one_run(tmp_path, _cache_di
     runs = all_runs(MlflowClient(uri))
     (umbrella,) = [r for r in runs if r.data.tags.get("lgals.stage") == "sweep"]
     assert "mlflow.parentRunId" not in umbrella.data.tags
+    assert (umbrella.data.params["noise_rates"], umbrella.data.params["noise_types"]) == (
+        "0,0.4", "symmetric,pair")  # as asked: what `report --sweep` rebuilds the sweep from
     reproduces = [r for r in runs if r.data.tags.get("lgals.stage") == "reproduce"]
     assert sorted(r.data.tags["lgals.noise"] for r in reproduces) == sorted(settings)
     assert {r.data.tags["mlflow.parentRunId"] for r in reproduces} == {umbrella.info.run_id}

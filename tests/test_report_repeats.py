@@ -20,28 +20,24 @@ from mlflow_fixtures import isolated_mlflow, sqlite_uri
 from scipy import stats
 from test_report_stats import mode_runs
 
-from lgals.report import (
-    AUROC_CHANCE,
-    CLAIM,
-    COST_RATIO_MAX,
+from lgals.claim import ACCURACY, AUROC_CHANCE, COST_RATIO_MAX
+from lgals.data import NoiseRecipe
+from lgals.report.analysis import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
     SUPPORTED,
-    Diagnosis,
     Report,
     build,
     claim_alignment,
     claim_cost,
     claim_mechanism,
     claim_ranking,
-    collect,
     compare,
-    markdown,
-    report_from_mlflow,
-    sweep_markdown,
-    sweep_report,
-    sweep_rows,
 )
+from lgals.report.collect import Diagnosis, collect
+from lgals.report.publish import report_from_mlflow
+from lgals.report.render import markdown
+from lgals.report.sweep import sweep_markdown, sweep_report, sweep_rows
 from lgals.statistics import (
     ALPHA,
     Variance,
@@ -53,6 +49,7 @@ from lgals.statistics import (
 # --- a real store with hand-made evaluate runs ---------------------------------------------
 
 EPOCHS = 2
+NOISY = NoiseRecipe(0.2)  # the note's setting
 
 
 @pytest.fixture
@@ -73,7 +70,7 @@ def store(tmp_path):
 
 
 def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
-             noise: tuple[str, float] = ("symmetric", 0.2), seconds: float = 1.0) -> str:
+             noise: NoiseRecipe = NOISY, seconds: float = 1.0) -> str:
     """A finished evaluate run of ``mode`` with one finished child per seed (final accuracy
     ``accs[seed]``, a flat test_acc and epoch_seconds curve), started after every earlier
     one; its id."""
@@ -83,7 +80,7 @@ def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
         tags["lgals.repeat"] = str(repeat)
     parent = client.create_run(store.experiment_id, start_time=next(store.clock),
                                tags=tags).info.run_id
-    for key, value in {"noise_type": noise[0], "noise_rate": str(noise[1]),
+    for key, value in {"noise_type": noise.noise_type, "noise_rate": str(noise.noise_rate),
                        "noise_seed": str(repeat or 0),
                        "seeds": ",".join(map(str, sorted(accs)))}.items():
         client.log_param(parent, key, value)
@@ -122,18 +119,25 @@ def test_the_latest_run_per_mode_and_repetition_and_repeats_limits_them(store):
 
 
 def test_the_noise_filter_and_settings_never_mix(store):
-    older = evaluate(store, "baseline", {0: 0.5, 1: 0.5}, noise=("symmetric", 0.2))
-    evaluate(store, "lgals", {0: 0.6, 1: 0.6}, noise=("symmetric", 0.2))
-    pair = evaluate(store, "baseline", {0: 0.4, 1: 0.4}, noise=("pair", 0.4))
-    clean = evaluate(store, "fixed_ls", {0: 0.9, 1: 0.9}, noise=("symmetric", 0.0))
-    assert collect(store.experiment_id, noise=("symmetric", 0.2))["baseline"].run_ids == [older]
+    older = evaluate(store, "baseline", {0: 0.5, 1: 0.5}, noise=NoiseRecipe(0.2))
+    evaluate(store, "lgals", {0: 0.6, 1: 0.6}, noise=NoiseRecipe(0.2))
+    pair = evaluate(store, "baseline", {0: 0.4, 1: 0.4}, noise=NoiseRecipe(0.4, "pair"))
+    clean = evaluate(store, "fixed_ls", {0: 0.9, 1: 0.9}, noise=NoiseRecipe(0.0))
+    assert collect(store.experiment_id, noise=NoiseRecipe(0.2))["baseline"].run_ids == [older]
     # no noise given: the first mode's (Baseline's) latest setting, pair 0.4, and only it
     assert {m: r.run_ids for m, r in collect(store.experiment_id).items()} == {
         "baseline": [pair]}
     # a rate of 0 is the same data for every noise type
     assert {m: r.run_ids for m, r in collect(store.experiment_id,
-                                             noise=("pair", 0.0)).items()} == {
+                                             noise=NoiseRecipe(0.0, "pair")).items()} == {
         "fixed_ls": [clean]}
+
+
+def test_a_run_logged_as_pair_at_rate_0_is_the_clean_setting(store):
+    clean = evaluate(store, "baseline", {0: 0.9, 1: 0.9}, noise=NoiseRecipe(0.0, "pair"))
+    evaluate(store, "baseline", {0: 0.5, 1: 0.5}, noise=NoiseRecipe(0.2, "pair"))
+    assert collect(store.experiment_id, noise=NoiseRecipe(0.0))["baseline"].run_ids == [clean]
+    assert collect(store.experiment_id, noise=NoiseRecipe(0.2)) == {}  # pair 0.2 is not it
 
 
 def test_seeds_prefer_the_latest_run_that_covers_them_and_use_only_those(store):
@@ -253,7 +257,7 @@ def test_claim_1_not_supported_when_a_ci_excludes_the_claimed_difference():
     fixed = shifted(BASE, [3.0, -1.0, 4.0, -2.0, 2.0, -1.0, 3.0, 0.0])
     report = paper(BASE, fixed, shifted(fixed, [0.1, -0.1, 0.1, -0.1, 0.0, 0.1, -0.1, 0.0]))
     c = report.comparison("lgals", "fixed_ls")
-    assert c.holm_p >= ALPHA and c.ci[1] < CLAIM["lgals"][0] - CLAIM["fixed_ls"][0]
+    assert c.holm_p >= ALPHA and c.ci[1] < ACCURACY["lgals"][0] - ACCURACY["fixed_ls"][0]
     verdict = claim_ranking(report)
     assert verdict.status == NOT_SUPPORTED
     assert "LGALS − FixedLS's 95% CI excludes the claimed +1.82 pp" in verdict.evidence
@@ -396,7 +400,7 @@ def setting_report(lgals_gain: float) -> Report:
 
 def test_sweep_rows_are_holm_adjusted_over_the_whole_sweep_and_count_rate_0_once():
     clean, noisy = setting_report(0.0), setting_report(3.0)
-    reports = {("symmetric", 0.0): clean, ("symmetric", 0.2): noisy, ("pair", 0.0): clean}
+    reports = {NoiseRecipe(0.0): clean, NoiseRecipe(0.2): noisy, NoiseRecipe(0.0, "pair"): clean}
     rows = sweep_rows(reports)
     assert [(r["noise_type"], r["noise_rate"], r["mode"]) for r in rows][:4] == [
         ("symmetric", 0.0, "Baseline"), ("symmetric", 0.0, "FixedLS"),
@@ -420,7 +424,7 @@ def test_sweep_rows_are_holm_adjusted_over_the_whole_sweep_and_count_rate_0_once
 
 
 def test_sweep_verdict_cells():
-    rows = sweep_rows({("symmetric", 0.2): setting_report(-3.0)})
+    rows = sweep_rows({NoiseRecipe(0.2): setting_report(-3.0)})
     line = next(li for li in sweep_markdown(rows).splitlines() if "| LGALS |" in li)
     lgals = rows[2]
     assert lgals["verdict_vs_baseline"] == "worse" and lgals["holm_p_vs_baseline"] < ALPHA
@@ -437,16 +441,16 @@ def test_sweep_verdict_cells():
 @pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_sweep_report_from_mlflow_draws_rate_0_in_every_panel(store):
     for mode, acc in (("baseline", 0.8), ("lgals", 0.81)):
-        evaluate(store, mode, {0: acc, 1: acc + 0.01}, noise=("symmetric", 0.0))
-    for noise, acc in ((("symmetric", 0.2), 0.6), (("pair", 0.2), 0.55)):
+        evaluate(store, mode, {0: acc, 1: acc + 0.01}, noise=NoiseRecipe(0.0))
+    for noise, acc in ((NoiseRecipe(0.2), 0.6), (NoiseRecipe(0.2, "pair"), 0.55)):
         for mode, gain in (("baseline", 0.0), ("lgals", 0.02)):
             evaluate(store, mode, {0: acc + gain, 1: acc + gain + 0.02}, noise=noise)
     reports = sweep_report(store.experiment_id, store.out / "sweep",
-                           [("symmetric", 0.0), ("symmetric", 0.2), ("pair", 0.2)],
+                           [NoiseRecipe(0.0), NoiseRecipe(0.2), NoiseRecipe(0.2, "pair")],
                            echo=lambda _: None)
-    assert list(reports) == [("symmetric", 0.0), ("symmetric", 0.2), ("pair", 0.0),
-                             ("pair", 0.2)]
-    assert reports[("pair", 0.0)] is reports[("symmetric", 0.0)]
+    assert list(reports) == [NoiseRecipe(0.0), NoiseRecipe(0.2), NoiseRecipe(0.0, "pair"),
+                             NoiseRecipe(0.2, "pair")]
+    assert reports[NoiseRecipe(0.0, "pair")] is reports[NoiseRecipe(0.0)]
     rows = list(csv.DictReader(io.StringIO((store.out / "sweep" / "sweep.csv").read_text())))
     assert [(r["noise_type"], r["noise_rate"], r["mode"]) for r in rows] == [
         (t, rate, mode) for t, rate in (("symmetric", "0.0"), ("symmetric", "0.2"),

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lgals.report import CLAIM, ModeRuns, build, compare, csv_text, markdown, summary_stats
+from lgals.claim import ACCURACY
+from lgals.report.analysis import build, compare, summary_stats
+from lgals.report.collect import DIAGNOSIS_KEYS, Diagnosis, ModeRuns
+from lgals.report.render import csv_text, markdown
 
 
 def mode_runs(mode: str, accs_pct: dict, seconds: float = 0.5,
@@ -76,7 +79,8 @@ def test_every_verdict_branch(a, b, expected):
     verdict = compare(mode_runs("lgals", a), mode_runs("baseline", b)).verdict()
     assert expected in verdict
     assert verdict.startswith("LGALS − Baseline = ")
-    assert verdict.endswith(f"(the claim: {CLAIM['lgals'][0] - CLAIM['baseline'][0]:+.2f} pp)")
+    claimed = ACCURACY["lgals"][0] - ACCURACY["baseline"][0]
+    assert verdict.endswith(f"(the claim: {claimed:+.2f} pp)")
 
 
 def test_two_seeds_paired_is_testable():
@@ -105,7 +109,7 @@ def test_rows_hold_the_statistics_and_the_cost(report):
     assert lgals["seconds_per_epoch_per_seed"] == pytest.approx(0.55 / 5)
     assert lgals["cost_vs_baseline"] == pytest.approx(1.1)
     assert rows["Baseline"]["diff_vs_baseline_pp"] == ""  # no comparison with itself
-    assert (lgals["claim_mean_pct"], lgals["claim_std_pct"]) == CLAIM["lgals"]
+    assert (lgals["claim_mean_pct"], lgals["claim_std_pct"]) == ACCURACY["lgals"]
 
 
 def test_csv_round_trips_the_rows(report):
@@ -212,8 +216,6 @@ def test_csv_has_every_mode_with_its_family_and_the_lgals_comparison(extended):
 
 
 def test_the_report_quotes_the_note_beside_the_measured_alignment_correlation(extended):
-    from lgals.report import DIAGNOSIS_KEYS, Diagnosis
-
     values = {key: {1: 0.1, 20: 0.2} for key in DIAGNOSIS_KEYS}
     values["all.pearson"] = {1: 0.774, 20: 0.823}
     values["layer1.pearson"][20] = 0.315

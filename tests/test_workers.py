@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lgals import tracking
+from lgals.tracking.runs import scope, scope_tags
 from lgals.tuning import split_quotas
 from lgals.workers import DIED, DONE, run_pool, threads_per_worker
 
@@ -50,12 +50,12 @@ def test_every_missing_trial_has_one_worker(workers):
 def record(path: str) -> None:
     """A worker's job: what it runs with (module level: a spawned process imports it)."""
     Path(path).write_text(json.dumps({"threads": torch.get_num_threads(),
-                                      "scope": tracking.scope_tags()}))
+                                      "scope": scope_tags()}))
 
 
 def test_workers_run_in_the_parents_scope_and_share_the_cores(tmp_path):
     paths = [str(tmp_path / f"{i}.json") for i in range(2)]
-    with tracking.scope({"lgals.repeat": 2}, "r2"):
+    with scope({"lgals.repeat": 2}, "r2"):
         assert run_pool(record, paths, workers=4) == [DONE, DONE]
     for path in paths:
         seen = json.loads(Path(path).read_text())

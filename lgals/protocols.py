@@ -1,0 +1,63 @@
+"""The study's protocols as data: what one study end to end tunes, evaluates and repeats.
+
+:data:`CLAIM` is the note's own protocol (``lgals.claim`` states the claim that goes with it);
+``pipeline`` runs any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from lgals.data import NoiseRecipe
+from lgals.losses import SUITES
+from lgals.train import TrainConfig
+from lgals.tuning import DEFAULT_BATCH, TuneSettings
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One study end to end: tuning budget, evaluation seeds, repetitions, the noise recipe.
+
+    Each of the ``repeats`` repetitions has its own noise draw, validation split and sampler
+    seed, tunes every mode from scratch, and evaluates each with seeds 0..``seeds``-1 on its
+    noise draw; modes share a repetition's draw and seeds, so their differences are paired.
+    ``experiment`` is the default MLflow experiment and the prefix of the Optuna studies.
+    """
+
+    name: str
+    n_trials: int
+    epochs: int
+    seeds: int
+    repeats: int = 1
+    batch: int = DEFAULT_BATCH  # trials per study trained together in a tuning round
+    noise: NoiseRecipe = NoiseRecipe(val_fraction=0.1)  # tuning's; evaluation's has no split
+    experiment: str = "lgals"
+    suite: str = "paper"  # which modes are tuned, evaluated and reported (losses.SUITES)
+
+    def params(self) -> dict:
+        """The protocol verbatim as run params, its noise recipe as its own params."""
+        return {**{k: v for k, v in asdict(self).items() if k not in ("name", "noise")},
+                "protocol": self.name, **self.noise.params()}
+
+    def study_prefix(self) -> str:
+        """The Optuna studies' prefix: the experiment, and the noise setting unless it is the
+        note's (so a sweep's note setting resumes a plain ``reproduce``'s studies)."""
+        if (self.noise.noise_rate, self.noise.noise_type) == (CLAIM.noise.noise_rate,
+                                                              CLAIM.noise.noise_type):
+            return self.experiment
+        return f"{self.experiment}-{self.noise.setting}"
+
+    def tune_settings(self, repeat: int) -> list[TuneSettings]:
+        """Repetition ``repeat``'s studies, one per mode of the suite."""
+        return [TuneSettings(mode=mode, n_trials=self.n_trials, epochs=self.epochs,
+                             noise=self.noise, study_name=f"{self.study_prefix()}-{mode}"
+                             ).repeated(repeat) for mode in SUITES[self.suite]]
+
+
+# The note's protocol: one tuning run of 20 trials per mode, 100 epochs, 5 evaluation seeds.
+CLAIM = Protocol("claim", n_trials=20, epochs=TrainConfig.epochs, seeds=5)
+# Five independent repetitions of it, ten seeds each (Bouthillier et al. 2021).
+ROBUST = replace(CLAIM, name="robust", seeds=10, repeats=5)
+# A miniature of it for a first look (and the end-to-end tests).
+QUICK = Protocol("quick", n_trials=2, epochs=3, seeds=2, experiment="lgals-quick")
+PROTOCOLS = {protocol.name: protocol for protocol in (CLAIM, ROBUST, QUICK)}

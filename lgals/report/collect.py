@@ -1,0 +1,204 @@
+"""Collecting the report's runs from MLflow: each mode's latest finished evaluate run per
+repetition with its seed runs (:class:`ModeRuns`), and the latest diagnose run
+(:class:`Diagnosis`)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from lgals.data import NoiseRecipe
+from lgals.losses import SUITES
+from lgals.schema import repeat_of
+from lgals.tracking.store import mlflow_client
+
+# Per-sample scores for detecting flipped labels: the metric each logs per epoch, its name.
+DETECTORS = {"noise_auroc": "1 − s_i (LGALS's alignment)", "noise_auroc_loss": "training loss",
+             "noise_auroc_confidence": "1 − p_y", "noise_auroc_el2n": "‖g_i‖ (EL2N)",
+             "noise_auroc_aum": "−AUM (area under the margin)"}
+# The per-epoch curves collected from every seed run.
+CURVES = ("test_acc", "eps_clean_mean", "eps_noisy_mean", "epoch_seconds", *DETECTORS)
+# The diagnose run's statistics, per checkpoint epoch.
+DIAGNOSIS_KEYS = ("all.pearson", "layer1.pearson", "layer2.pearson", "layer3.pearson",
+                  "weight.layer3", "auroc.alignment", "auroc.weight_alignment")
+SEARCH_PAGE = 1000  # runs per search request; collect pages through all of them
+
+Key = tuple[int, int]  # (repetition, seed)
+
+
+def grid(keys: Iterable[Key]) -> tuple[list[int], list[int]]:
+    """The repetitions among ``keys`` and the seeds every one of them ran: the full
+    ``[R, S]`` grid (a ragged one would weigh repetitions unequally)."""
+    keys = set(keys)
+    repeats = sorted({repeat for repeat, _ in keys})
+    seeds = set.intersection(*({s for r, s in keys if r == repeat} for repeat in repeats)) \
+        if repeats else set()
+    return repeats, sorted(seeds)
+
+
+def matrix(values: Mapping[Key, float], keys: Iterable[Key]) -> np.ndarray:
+    """``values`` on the full grid of ``keys`` as ``[R, S]``."""
+    repeats, seeds = grid(keys)
+    return np.array([[values[(r, s)] for s in seeds] for r in repeats],
+                    dtype=float).reshape(len(repeats), len(seeds))
+
+
+@dataclass
+class ModeRuns:
+    """One mode's latest evaluate run per repetition: final accuracy per (repetition, seed)
+    and per-epoch curves."""
+
+    mode: str
+    run_ids: list[str]  # the evaluate runs used, one per repetition
+    n_stacked: int  # seeds trained in one stacked computation (epoch_seconds covers them all)
+    final_acc: dict[Key, float]  # (repetition, seed) -> final test accuracy (fraction)
+    curves: dict[str, np.ndarray]  # name -> [runs, epochs], rows in sorted(final_acc) order
+    eps_counts: np.ndarray | None = None  # [epochs, 2, bins], summed over runs
+    eps_edges: np.ndarray | None = None
+
+    def matrix(self, keys: Iterable[Key] | None = None) -> np.ndarray:
+        """Final accuracies ``[R, S]`` (fractions) on ``keys`` (default: all of them)."""
+        return matrix(self.final_acc, self.final_acc if keys is None else keys)
+
+    def curve_matrix(self, name: str) -> np.ndarray:
+        """Each run's curve ``name`` averaged over epochs, as ``[R, S]``."""
+        per_run = dict(zip(sorted(self.final_acc), self.curves[name].mean(axis=1)))
+        return matrix(per_run, per_run)
+
+
+@dataclass
+class Diagnosis:
+    """The latest ``lgals diagnose`` run: per statistic, its value at each checkpoint epoch."""
+
+    run_id: str
+    mode: str
+    values: dict[str, dict[int, float]]  # metric key -> epoch -> value
+
+
+def collect(experiment_id: str, suite: str = "paper", noise: NoiseRecipe | None = None,
+            repeats: int | None = None, seeds: int | None = None) -> dict[str, ModeRuns]:
+    """For each of the suite's modes and each repetition, the latest finished evaluate run
+    and its seed runs, from MLflow only.
+
+    ``noise``: only runs of its noise setting (:meth:`NoiseRecipe.same_setting`: its draw
+    and split aside, any type at rate 0); without it, the setting of the first mode's latest
+    run, so settings never mix. ``repeats``: repetitions 0..repeats-1 only. ``seeds``: per
+    (mode, repetition) prefer the latest run that ran seeds 0..seeds-1, and use only those.
+    A run without an ``lgals.repeat`` tag is repetition 0.
+    """
+    client = mlflow_client()
+    runs = _search(client, experiment_id,
+                   "tags.`lgals.stage` = 'evaluate' and attributes.status = 'FINISHED'")
+    children: dict[str, list] = {}
+    for run in runs:
+        if "lgals.seed" in run.data.tags and "final_test_acc" in run.data.metrics:
+            children.setdefault(run.data.tags.get("mlflow.parentRunId"), []).append(run)
+    parents = [r for r in runs if "lgals.seed" not in r.data.tags
+               and r.data.tags.get("lgals.mode") in SUITES[suite]
+               and r.info.run_id in children
+               and (repeats is None or repeat_of(r) < repeats)]
+    if noise is None:
+        latest = next((r for mode in SUITES[suite] for r in parents
+                       if r.data.tags["lgals.mode"] == mode), None)
+        noise = _noise(latest) if latest else None
+    parents = [r for r in parents if _same_setting(_noise(r), noise)]
+    wanted = set(range(seeds)) if seeds is not None else None
+    modes = {}
+    for mode in SUITES[suite]:
+        chosen = []
+        of_mode = [r for r in parents if r.data.tags["lgals.mode"] == mode]
+        for repeat in sorted({repeat_of(r) for r in of_mode}):
+            candidates = [r for r in of_mode if repeat_of(r) == repeat]
+            parent = next((r for r in candidates if wanted is None or wanted <= {
+                int(c.data.tags["lgals.seed"]) for c in children[r.info.run_id]}), candidates[0])
+            members = [c for c in children[parent.info.run_id]
+                       if wanted is None or int(c.data.tags["lgals.seed"]) in wanted]
+            chosen.append((repeat, parent, members, len(children[parent.info.run_id])))
+        if chosen:
+            modes[mode] = _mode_runs(client, mode, chosen)
+    return modes
+
+
+def _search(client, experiment_id: str, query: str) -> list:
+    """Every run matching ``query``, latest first (ties by run id, so the order never
+    depends on the store)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=SEARCH_PAGE,
+                                  page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            break
+    return sorted(runs, key=lambda r: (-r.info.start_time, r.info.run_id))
+
+
+def _noise(run) -> NoiseRecipe | None:
+    """The noise setting ``run`` logged, its rate and type (the rest left at their defaults:
+    no setting depends on them), if it logged one."""
+    params = run.data.params
+    if "noise_type" not in params or "noise_rate" not in params:
+        return None
+    return NoiseRecipe(float(params["noise_rate"]), params["noise_type"])
+
+
+def _same_setting(a: NoiseRecipe | None, b: NoiseRecipe | None) -> bool:
+    """Whether both are one noise setting; a run that logged none matches only none."""
+    if a is None or b is None:
+        return a == b
+    return a.same_setting(b)
+
+
+def collect_diagnosis(experiment_id: str) -> Diagnosis | None:
+    """The latest finished diagnose run's statistics per checkpoint, if there is one."""
+    client = mlflow_client()
+    runs = client.search_runs(
+        [experiment_id], "tags.`lgals.stage` = 'diagnose' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    values = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
+              for key in DIAGNOSIS_KEYS}
+    return Diagnosis(run_id, runs[0].data.params.get("mode", ""), values)
+
+
+def unfinished(experiment_id: str) -> dict[str, int]:
+    """How many evaluate runs the report leaves out, by status: only FINISHED runs are
+    results (a killed process's half-logged seed run is not)."""
+    runs = mlflow_client().search_runs(
+        [experiment_id], "tags.`lgals.stage` = 'evaluate' and attributes.status != 'FINISHED'",
+        max_results=1000)
+    return dict(Counter(run.info.status for run in runs))
+
+
+def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]]) -> ModeRuns:
+    """One mode's runs from ``(repeat, evaluate run, its seed runs used, seeds it stacked)``
+    per repetition."""
+    members = sorted(((repeat, int(r.data.tags["lgals.seed"]), r)
+                      for repeat, _, runs, _ in chosen for r in runs), key=lambda m: m[:2])
+    curves = {}
+    for key in CURVES:
+        histories = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
+                                              key=lambda m: m.step)] for _, _, r in members]
+        if all(histories) and len({len(h) for h in histories}) == 1:
+            curves[key] = np.array(histories)
+    _, first, _, stacked = chosen[0]
+    vary_noise = first.data.params.get("vary_noise", "False") == "True"
+    runs = ModeRuns(mode, [parent.info.run_id for _, parent, _, _ in chosen],
+                    1 if vary_noise else stacked,
+                    {(repeat, seed): r.data.metrics["final_test_acc"]
+                     for repeat, seed, r in members}, curves)
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = []
+        for _, _, r in members:
+            path = client.download_artifacts(r.info.run_id, "epsilon_distributions.npz", tmp)
+            with np.load(path, allow_pickle=False) as npz:
+                counts.append(npz["eps_counts"])
+                runs.eps_edges = npz["eps_edges"]
+        runs.eps_counts = np.sum(counts, axis=0)
+    return runs
