@@ -37,13 +37,14 @@ from common import (
 from lgals.losses import SUITES
 from lgals.pipeline import reproduce
 from lgals.protocols import PROTOCOLS
+from lgals.schema import SEED, Stage, runs_filter
 from lgals.tracking.store import connect, mlflow_client
 from lgals.tuning import DEFAULT_BATCH
 
 
-def stage_training(experiment_id: str, stage: str) -> float:
+def stage_training(experiment_id: str, stage: Stage) -> float:
     runs = mlflow_client().search_runs(
-        [experiment_id], f"tags.`lgals.stage` = '{stage}' and tags.`lgals.seed` != ''")
+        [experiment_id], runs_filter(stage, has=(SEED,)))
     return training_seconds(mlflow_client(), [r.info.run_id for r in runs])
 
 
@@ -54,8 +55,8 @@ def reproduce_once(directory: Path, batch: int, protocol: str, out: Path | None,
     timings = reproduce(experiment_id, out or directory / "results", protocol,
                         storage=f"sqlite:///{directory / 'optuna.db'}",
                         echo=lambda line: print(line, file=sys.stderr))
-    training = {"tuning": stage_training(experiment_id, "trial"),
-                "evaluation": stage_training(experiment_id, "evaluate"), "report": 0.0}
+    training = {"tuning": stage_training(experiment_id, Stage.TRIAL),
+                "evaluation": stage_training(experiment_id, Stage.EVALUATE), "report": 0.0}
     stages = {stage: {"wall_s": wall, "training_s": training[stage]}
               for stage, wall in timings.items()}
     wall, train = sum(timings.values()), sum(training.values())

@@ -20,12 +20,13 @@ from common import SWEEP_SECONDS, describe_machine, emit_json, machine, parser, 
 
 from lgals.pipeline import sweep
 from lgals.protocols import PROTOCOLS
+from lgals.schema import NOISE, SEED, runs_filter
 from lgals.tracking.store import connect, mlflow_client
 
 
 def setting_training(experiment_id: str, setting: str) -> float:
     runs = mlflow_client().search_runs(
-        [experiment_id], f"tags.`lgals.noise` = '{setting}' and tags.`lgals.seed` != ''",
+        [experiment_id], runs_filter(tags={NOISE: setting}, has=(SEED,)),
         max_results=5000)
     return training_seconds(mlflow_client(), [r.info.run_id for r in runs])
 

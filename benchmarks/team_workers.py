@@ -39,6 +39,7 @@ from pg_fixtures import (  # noqa: E402  (a real PostgreSQL, as the tests use)
 )
 
 from lgals.losses import SUITES  # noqa: E402
+from lgals.schema import Stage, runs_filter  # noqa: E402
 
 LGALS = str(Path(sys.executable).parent / "lgals")
 # A host stands for a machine of its own: one torch thread each, so that two hosts on these
@@ -82,7 +83,7 @@ def study_check(storage: str, study_names: list[str], n_trials: int, client: Mlf
                for t in optuna.load_study(study_name=name, storage=storage).trials]
     ends = sorted(t.datetime_complete.timestamp() for t in counted)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id], "tags.`lgals.stage` = 'trial'",
+    runs = client.search_runs([experiment_id], runs_filter(Stage.TRIAL),
                               max_results=10000)
     return {"expected": n_trials * len(study_names), "counted": len(counted),
             "failed": sum(t.state.name == "FAIL" for t in trials),

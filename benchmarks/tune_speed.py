@@ -30,6 +30,7 @@ from common import (
 from mlflow import MlflowClient
 
 from lgals.losses import MODES
+from lgals.schema import Stage, runs_filter
 from lgals.tuning import DEFAULT_BATCH
 
 
@@ -42,7 +43,7 @@ def tune_once(directory: Path, n_trials: int, epochs: int, batch: int) -> dict:
                                 "--tracking-uri", uri, "--storage", storage], directory)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("lgals")
-    trial_runs = client.search_runs([experiment.experiment_id], "tags.`lgals.stage` = 'trial'")
+    trial_runs = client.search_runs([experiment.experiment_id], runs_filter(Stage.TRIAL))
     states = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     for mode in MODES:
         for trial in optuna.load_study(study_name=f"lgals-{mode}", storage=storage).trials:

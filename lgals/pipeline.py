@@ -20,7 +20,7 @@ from lgals.losses import SUITES
 from lgals.protocols import CLAIM, Protocol
 from lgals.report.publish import report_from_mlflow
 from lgals.report.sweep import sweep_report
-from lgals.schema import NOTE
+from lgals.schema import MODE, NOISE, NOTE, REPEAT, STAGE, Stage, runs_filter
 from lgals.tracking.runs import in_run, run_name, scope, source_info
 from lgals.tracking.store import mlflow_client
 from lgals.train import TrainConfig
@@ -38,7 +38,7 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
     for repeat in range(protocol.repeats):
         of = f" (repetition {repeat + 1} of {protocol.repeats})" if protocol.repeats > 1 else ""
         settings = protocol.tune_settings(repeat)
-        with scope({"lgals.repeat": repeat},
+        with scope({REPEAT: repeat},
                             label=f"r{repeat}" if protocol.repeats > 1 else ""):
             echo(f"[tune{of}] {len(settings)} modes x {protocol.n_trials} trials x "
                  f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} per mode")
@@ -79,8 +79,7 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
               parent_run_id: str | None = None) -> dict[str, float]:
     """Tune every mode -> evaluate over seeds (per repetition) -> report; return each stage's
     seconds."""
-    tags = {"lgals.stage": "reproduce", "lgals.mode": "all",
-            "lgals.noise": protocol.noise.setting,
+    tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
                            f"each tuning {', '.join(SUITES[protocol.suite])} ({protocol.n_trials} "
                            f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
@@ -102,7 +101,7 @@ def sweep_report_again(experiment_id: str, out: Path,
     """The latest finished sweep's report, rebuilt from MLflow alone: its settings and size
     are its run's params."""
     runs = mlflow_client().search_runs(
-        [experiment_id], "tags.`lgals.stage` = 'sweep' and attributes.status = 'FINISHED'",
+        [experiment_id], runs_filter(Stage.SWEEP, status="FINISHED"),
         order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise BadSetting("--sweep: no finished sweep in this experiment: run `lgals sweep`")
@@ -127,7 +126,7 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
     params = {**_run_params(protocol, workers, device),
               "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
     timings: dict[str, float] = {}
-    tags = {"lgals.stage": "sweep", "lgals.mode": "all",
+    tags = {STAGE: Stage.SWEEP, MODE: "all",
             NOTE: f"The {protocol.name} protocol at {len(settings)} noise settings "
                            f"({', '.join(r.setting for r in settings)}): one `reproduce` run "
                            "each, then the sweep's report."}
@@ -135,7 +134,7 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
         for number, recipe in enumerate(settings, 1):
             echo(f"[sweep {number}/{len(settings)}] noise {recipe.setting}")
             started = time.perf_counter()
-            with scope({"lgals.noise": recipe.setting}, label=recipe.setting):
+            with scope({NOISE: recipe.setting}, label=recipe.setting):
                 reproduce(experiment_id, out / recipe.setting, replace(protocol, noise=recipe),
                           workers, storage, device, echo, parent_run_id=top)
             timings[recipe.setting] = time.perf_counter() - started

@@ -13,7 +13,7 @@ import numpy as np
 
 from lgals.data import NoiseRecipe
 from lgals.losses import SUITES
-from lgals.schema import repeat_of
+from lgals.schema import MODE, PARENT, SEED, Stage, repeat_of, runs_filter
 from lgals.tracking.store import mlflow_client
 
 # Per-sample scores for detecting flipped labels: the metric each logs per epoch, its name.
@@ -92,31 +92,31 @@ def collect(experiment_id: str, suite: str = "paper", noise: NoiseRecipe | None 
     """
     client = mlflow_client()
     runs = _search(client, experiment_id,
-                   "tags.`lgals.stage` = 'evaluate' and attributes.status = 'FINISHED'")
+                   runs_filter(Stage.EVALUATE, status="FINISHED"))
     children: dict[str, list] = {}
     for run in runs:
-        if "lgals.seed" in run.data.tags and "final_test_acc" in run.data.metrics:
-            children.setdefault(run.data.tags.get("mlflow.parentRunId"), []).append(run)
-    parents = [r for r in runs if "lgals.seed" not in r.data.tags
-               and r.data.tags.get("lgals.mode") in SUITES[suite]
+        if SEED in run.data.tags and "final_test_acc" in run.data.metrics:
+            children.setdefault(run.data.tags.get(PARENT), []).append(run)
+    parents = [r for r in runs if SEED not in r.data.tags
+               and r.data.tags.get(MODE) in SUITES[suite]
                and r.info.run_id in children
                and (repeats is None or repeat_of(r) < repeats)]
     if noise is None:
         latest = next((r for mode in SUITES[suite] for r in parents
-                       if r.data.tags["lgals.mode"] == mode), None)
+                       if r.data.tags[MODE] == mode), None)
         noise = _noise(latest) if latest else None
     parents = [r for r in parents if _same_setting(_noise(r), noise)]
     wanted = set(range(seeds)) if seeds is not None else None
     modes = {}
     for mode in SUITES[suite]:
         chosen = []
-        of_mode = [r for r in parents if r.data.tags["lgals.mode"] == mode]
+        of_mode = [r for r in parents if r.data.tags[MODE] == mode]
         for repeat in sorted({repeat_of(r) for r in of_mode}):
             candidates = [r for r in of_mode if repeat_of(r) == repeat]
             parent = next((r for r in candidates if wanted is None or wanted <= {
-                int(c.data.tags["lgals.seed"]) for c in children[r.info.run_id]}), candidates[0])
+                int(c.data.tags[SEED]) for c in children[r.info.run_id]}), candidates[0])
             members = [c for c in children[parent.info.run_id]
-                       if wanted is None or int(c.data.tags["lgals.seed"]) in wanted]
+                       if wanted is None or int(c.data.tags[SEED]) in wanted]
             chosen.append((repeat, parent, members, len(children[parent.info.run_id])))
         if chosen:
             modes[mode] = _mode_runs(client, mode, chosen)
@@ -157,7 +157,7 @@ def collect_diagnosis(experiment_id: str) -> Diagnosis | None:
     """The latest finished diagnose run's statistics per checkpoint, if there is one."""
     client = mlflow_client()
     runs = client.search_runs(
-        [experiment_id], "tags.`lgals.stage` = 'diagnose' and attributes.status = 'FINISHED'",
+        [experiment_id], runs_filter(Stage.DIAGNOSE, status="FINISHED"),
         order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None
@@ -171,7 +171,7 @@ def unfinished(experiment_id: str) -> dict[str, int]:
     """How many evaluate runs the report leaves out, by status: only FINISHED runs are
     results (a killed process's half-logged seed run is not)."""
     runs = mlflow_client().search_runs(
-        [experiment_id], "tags.`lgals.stage` = 'evaluate' and attributes.status != 'FINISHED'",
+        [experiment_id], runs_filter(Stage.EVALUATE, status_not="FINISHED"),
         max_results=1000)
     return dict(Counter(run.info.status for run in runs))
 
@@ -179,7 +179,7 @@ def unfinished(experiment_id: str) -> dict[str, int]:
 def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]]) -> ModeRuns:
     """One mode's runs from ``(repeat, evaluate run, its seed runs used, seeds it stacked)``
     per repetition."""
-    members = sorted(((repeat, int(r.data.tags["lgals.seed"]), r)
+    members = sorted(((repeat, int(r.data.tags[SEED]), r)
                       for repeat, _, runs, _ in chosen for r in runs), key=lambda m: m[:2])
     curves = {}
     for key in CURVES:

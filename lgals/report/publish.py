@@ -19,6 +19,7 @@ from lgals.plots import comparison_figure, detection_figure, epsilon_figure
 from lgals.report.analysis import Report, build
 from lgals.report.collect import CURVES, DETECTORS, collect, collect_diagnosis, unfinished
 from lgals.report.render import csv_text, markdown
+from lgals.schema import MODE, STAGE, Stage
 from lgals.tracking.runs import in_run, source_info
 from lgals.tracking.store import mlflow_client
 
@@ -67,7 +68,7 @@ def write(report: Report, out_dir: Path, experiment_id: str,
     metrics = {f"{mode}.final_test_acc_mean_pct": row["final_test_acc_mean_pct"]
                for mode, row in zip(report.modes, report.rows())}
     run_id = publish(out_dir, {"results.md": markdown(report), "results.csv": csv_text(report)},
-                     figures, experiment_id, {"lgals.stage": "report", "lgals.mode": "all"},
+                     figures, experiment_id, {STAGE: Stage.REPORT, MODE: "all"},
                      params, metrics, parent_run_id)
     return out_dir, run_id
 

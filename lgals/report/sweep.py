@@ -17,6 +17,7 @@ from lgals.report.analysis import Report, build
 from lgals.report.collect import collect
 from lgals.report.publish import publish
 from lgals.report.render import csv_rows
+from lgals.schema import MODE, STAGE, SWEEP, Stage
 from lgals.statistics import ALPHA, hierarchical_bootstrap, holm
 
 SWEEP_REFERENCES = ("baseline", "fixed_ls")  # the sweep table's verdict columns
@@ -130,7 +131,7 @@ def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
                ".final_test_acc_mean_pct": row["final_test_acc_mean_pct"] for row in rows}
     run_id = publish(out, {"sweep.md": text, "sweep.csv": csv_rows(rows)},
                      {"sweep_accuracy.png": sweep_figure(points)}, experiment_id,
-                     {"lgals.stage": "report", "lgals.mode": "all", "lgals.sweep": "true"},
+                     {STAGE: Stage.REPORT, MODE: "all", SWEEP: "true"},
                      params, metrics, parent_run_id)
     echo(text)
     echo(f"sweep report: {out}/sweep.md, sweep.csv, sweep_accuracy.png (MLflow run {run_id})")
