@@ -5,7 +5,9 @@ PostgreSQL database when a team tunes one study from several hosts. This module 
 heartbeats, so a dead process's trials are failed and retried; on PostgreSQL, connections
 pinged before use and calls retried while the server restarts (up to
 ``$LGALS_STORAGE_WAIT_SECONDS``), and the advisory locks that make hosts take turns where
-Optuna does not, so they share one study through server restarts.
+Optuna does not, so they share one study through server restarts. A round's trials are
+written (their heartbeats, their per-epoch values) from a thread of their own
+(:class:`TrialRecorder`).
 """
 
 from __future__ import annotations
@@ -327,3 +329,72 @@ def asking(study: optuna.Study) -> Iterator[None]:
         return
     with _locked(engine, study._study_id):
         yield
+
+
+class TrialRecorder:
+    """Writes a round's trials to Optuna from a thread of its own: each trial's heartbeat, and
+    the validation accuracies the training loop reports every epoch (queued, written within
+    about a second), so the training loop never waits on the storage.
+
+    Optuna's own heartbeat thread runs only inside ``study.optimize``; with ask/tell, without
+    this, the trials of a killed process would never go stale, and never be retried.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]):
+        self.storage, self.trial_ids = storage, trial_ids
+        self.queue: list[tuple[int, int, float]] = []  # (trial id, step, value)
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.last_beat = 0.0
+        self.write()
+        self.thread = threading.Thread(target=self._run, name="lgals-trials", daemon=True)
+
+    def report(self, trial_id: int, step: int, value: float) -> None:
+        with self.lock:
+            self.queue.append((trial_id, step, value))
+
+    def write(self) -> None:
+        """Write the heartbeats when they are due, and the queued values. The heartbeats come
+        first and keep coming while a backlog is written (values held back while the storage
+        was away): a trial whose heartbeat waited behind them would look dead. A value that
+        cannot be written (its storage did not answer within its wait) stays queued for the
+        next write; one of a trial another host failed meanwhile (stale) is dropped."""
+        self._beat()
+        with self.lock:
+            queued, self.queue = self.queue, []
+        try:
+            while queued:
+                trial_id, step, value = queued[0]
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    self.storage.set_trial_intermediate_value(trial_id, step, value)
+                queued.pop(0)
+                self._beat()
+        finally:
+            with self.lock:
+                self.queue[:0] = queued
+
+    def _beat(self) -> None:
+        if time.monotonic() - self.last_beat >= heartbeat_seconds():
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            self.last_beat = time.monotonic()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(1.0):
+            try:
+                self.write()
+            except Exception:  # kept queued: the next write tries again, the last one says why
+                pass
+
+    def __enter__(self) -> TrialRecorder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.stopped.set()
+        self.thread.join()
+        if kind is None:
+            self.write()  # what is left, before the trials are told
+        else:  # best effort: the block's own error is the one to report
+            with contextlib.suppress(Exception):
+                self.write()

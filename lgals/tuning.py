@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -36,9 +35,9 @@ from lgals.schema import (
     VAL_LABELS,
     Stage,
 )
-from lgals.settings import heartbeat_seconds
 from lgals.storage import (
     StorageUnavailable,
+    TrialRecorder,
     asking,
     default_storage,
     experimental,
@@ -186,75 +185,6 @@ class _Trial:
     config: TrainConfig
 
 
-class _TrialRecorder:
-    """Writes a round's trials to Optuna from a thread of its own: each trial's heartbeat, and
-    the validation accuracies the training loop reports every epoch (queued, written within
-    about a second), so the training loop never waits on the storage.
-
-    Optuna's own heartbeat thread runs only inside ``study.optimize``; with ask/tell, without
-    this, the trials of a killed process would never go stale, and never be retried.
-    """
-
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]):
-        self.storage, self.trial_ids = storage, trial_ids
-        self.queue: list[tuple[int, int, float]] = []  # (trial id, step, value)
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.last_beat = 0.0
-        self.write()
-        self.thread = threading.Thread(target=self._run, name="lgals-trials", daemon=True)
-
-    def report(self, trial_id: int, step: int, value: float) -> None:
-        with self.lock:
-            self.queue.append((trial_id, step, value))
-
-    def write(self) -> None:
-        """Write the heartbeats when they are due, and the queued values. The heartbeats come
-        first and keep coming while a backlog is written (values held back while the storage
-        was away): a trial whose heartbeat waited behind them would look dead. A value that
-        cannot be written (its storage did not answer within its wait) stays queued for the
-        next write; one of a trial another host failed meanwhile (stale) is dropped."""
-        self._beat()
-        with self.lock:
-            queued, self.queue = self.queue, []
-        try:
-            while queued:
-                trial_id, step, value = queued[0]
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    self.storage.set_trial_intermediate_value(trial_id, step, value)
-                queued.pop(0)
-                self._beat()
-        finally:
-            with self.lock:
-                self.queue[:0] = queued
-
-    def _beat(self) -> None:
-        if time.monotonic() - self.last_beat >= heartbeat_seconds():
-            for trial_id in self.trial_ids:
-                self.storage.record_heartbeat(trial_id)
-            self.last_beat = time.monotonic()
-
-    def _run(self) -> None:
-        while not self.stopped.wait(1.0):
-            try:
-                self.write()
-            except Exception:  # kept queued: the next write tries again, the last one says why
-                pass
-
-    def __enter__(self) -> _TrialRecorder:
-        self.thread.start()
-        return self
-
-    def __exit__(self, kind, *_) -> None:
-        self.stopped.set()
-        self.thread.join()
-        if kind is None:
-            self.write()  # what is left, before the trials are told
-        else:  # best effort: the block's own error is the one to report
-            with contextlib.suppress(Exception):
-                self.write()
-
-
 class _CompletedTrials:
     """What the pruner reads of a study, taken once a round: its direction and complete
     trials. No trial of this process completes during a round, so ``trial.should_prune()``
@@ -288,7 +218,7 @@ def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, 
             n = min(batch, left[settings.mode], settings.n_trials - counted_trials(study))
             for _ in range(max(0, n)):
                 with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
-                    warnings.simplefilter("ignore", UserWarning)  # _TrialRecorder records them
+                    warnings.simplefilter("ignore", UserWarning)  # TrialRecorder records them
                     trial = study.ask()
                 study._storage.record_heartbeat(trial._trial_id)  # stale from now if we die
                 config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
@@ -335,7 +265,7 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
     tags = [{TRIAL: a.trial.number, STUDY: a.settings.study_name,
              VAL_LABELS: a.settings.val_labels} for a in asked]
     try:
-        with _TrialRecorder(storage, [a.trial._trial_id for a in asked]) as recorder:
+        with TrialRecorder(storage, [a.trial._trial_id for a in asked]) as recorder:
             results, run_ids, _ = tracked_train(
                 data, [a.config for a in asked], [a.settings.train_seed for a in asked],
                 experiment_id=experiment_id, stage=Stage.TRIAL,
