@@ -36,13 +36,16 @@ from test_tuning import (
     client_of,
     load_study,
     runs_of,
+    stores,
     tune_argv,
     tune_main,
     tune_ok,
     tune_runs,
 )
 
-from lgals.losses import SUITES
+from lgals.losses import MODES, SUITES
+from lgals.train import HYPERPARAMETERS
+from lgals.tuning import TuneSettings, create_study
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning:optuna")]
@@ -124,18 +127,81 @@ def test_trials_of_a_round_train_in_one_stack(batched):
 
 @pytest.mark.slow
 def test_trial_values_and_pruning_are_per_trial(batched):
+    """Each trial's value is its own last validation accuracy. No trial of this study can be
+    pruned (the median pruner waits for 5 complete trials; the second round starts with 3):
+    :func:`test_a_round_prunes_its_trials_each_on_its_own` prunes some."""
     client = client_of(batched.dir)
     for mode in PAPER:
         study = load_study(batched.dir, f"b-{mode}")
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5, mode
         for trial in study.trials:
             run = client.get_run(trial.user_attrs["mlflow_run_id"])
-            assert run.data.tags["lgals.trial_state"] == trial.state.name
+            assert run.data.tags["lgals.trial_state"] == "COMPLETE"
             steps = sorted(trial.intermediate_values)
             values = [m.value for m in sorted(client.get_metric_history(
                 run.info.run_id, "val_acc"), key=lambda m: m.step)]
             assert [trial.intermediate_values[s] for s in steps] == values
-            if trial.state == TrialState.COMPLETE:
-                assert trial.value == values[-1] and steps == [1, 2]
+            assert trial.value == values[-1] and steps == [1, 2]
+
+
+def seed_complete_trials(directory: Path, settings: TuneSettings, n: int, curve: float) -> None:
+    """``n`` COMPLETE trials in the study of ``settings`` (created as ``lgals tune`` would),
+    each with validation accuracy ``curve`` at every epoch: what the median pruner compares a
+    running trial with."""
+    study = create_study(settings, stores(directory)[1])
+    names = ("lr", "weight_decay") + MODES[settings.mode].params
+    space = {name: optuna.distributions.FloatDistribution(*HYPERPARAMETERS[name].search,
+                                                          log=HYPERPARAMETERS[name].log)
+             for name in names}
+    for _ in range(n):
+        study.add_trial(optuna.trial.create_trial(
+            params={name: d.low for name, d in space.items()}, distributions=space,
+            value=curve, intermediate_values=dict.fromkeys(range(1, settings.epochs + 1),
+                                                           curve)))
+
+
+@pytest.mark.slow
+def test_a_round_prunes_its_trials_each_on_its_own(tmp_path, _cache_dir):
+    """One round, one stack, six trials: the two of a study whose 5 complete trials scored a
+    perfect validation accuracy at every epoch (which noisy labels rule out) are pruned at
+    the first epoch the pruner looks at (epoch 1: 3 epochs, 1 of warm-up); the four of the
+    studies whose complete trials scored 0 cannot be pruned and train every epoch, in the
+    stack the pruned ones left."""
+    epochs, pruning = 3, "lgals"
+    for mode in PAPER:
+        seed_complete_trials(tmp_path, TuneSettings(mode=mode, n_trials=7, epochs=epochs,
+                                                    study_name=f"p-{mode}"),
+                             5, 1.0 if mode == pruning else 0.0)
+    result = tune_ok(tmp_path, "--mode", "all", "--n-trials", "7", "--batch", "2",
+                     "--epochs", str(epochs), "--study-name", "p")
+    client = client_of(tmp_path)
+    seconds = {}  # epoch_seconds per trial run: one value per computation of the stack
+    for mode in PAPER:
+        study = load_study(tmp_path, f"p-{mode}")
+        new = [t for t in study.trials if t.number >= 5]
+        expected = TrialState.PRUNED if mode == pruning else TrialState.COMPLETE
+        assert [(t.number, t.state) for t in new] == [(5, expected), (6, expected)], mode
+        for trial in new:
+            run = client.get_run(trial.user_attrs["mlflow_run_id"])
+            assert run.data.tags["lgals.trial_state"] == expected.name
+            assert run.info.status == "FINISHED"
+            steps, values = zip(*[(m.step, m.value) for m in sorted(
+                client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)])
+            assert dict(zip(steps, values)) == trial.intermediate_values
+            assert list(steps) == ([1] if mode == pruning else [1, 2, 3]), (mode, steps)
+            if expected == TrialState.COMPLETE:
+                assert trial.value == values[-1]
+            seconds[(mode, trial.number)] = [m.value for m in sorted(
+                client.get_metric_history(run.info.run_id, "epoch_seconds"),
+                key=lambda m: m.step)]
+    assert len({times[0] for times in seconds.values()}) == 1, seconds  # one stack of six
+    kept = [times for (mode, _), times in seconds.items() if mode != pruning]
+    assert len(kept) == 4 and all(times == kept[0] for times in kept), seconds  # then of four
+    tunes = {r.data.tags["lgals.mode"]: r for r in tune_runs(runs_of(tmp_path))}
+    for mode in PAPER:
+        counts = (tunes[mode].data.metrics["n_complete"], tunes[mode].data.metrics["n_pruned"])
+        assert counts == ((5, 2) if mode == pruning else (7, 0)), (mode, counts)
+    assert "5 complete, 2 pruned, 0 failed" in result.out
 
 
 # --- resume, workers: exact counts ---------------------------------------------------------
