@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,6 +43,7 @@ from test_tuning import (
 )
 
 from lgals.losses import MODES, SUITES
+from lgals.storage import open_storage
 from lgals.train import HYPERPARAMETERS
 from lgals.tuning import TuneSettings, create_study
 
@@ -359,6 +359,19 @@ def test_a_worker_killed_outright_leaves_its_trials_to_the_others(tmp_path, _cac
     assert "RUNNING" not in {status for _, status in sqlite_runs(tmp_path / "mlflow.db")}
 
 
+def last_heartbeats(db: Path) -> dict[int, float]:
+    """The RUNNING trials of an Optuna sqlite storage and when each last beat (unix seconds;
+    Optuna writes the database's clock, UTC, to the second)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
+                                            timeout=10)) as connection:
+        return dict(connection.execute(
+            "SELECT t.trial_id, (julianday(h.heartbeat) - 2440587.5) * 86400.0 FROM trials t "
+            "JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.state = 'RUNNING'"
+        ).fetchall())
+
+
 @pytest.mark.slow
 def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir):
     args = ("--mode", "all", "--n-trials", "3", "--batch", "2", "--epochs", "40",
@@ -370,10 +383,14 @@ def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir
         process.wait(timeout=30)
     finally:
         stop(process)
-    killed_at = time.monotonic()
+    beats = last_heartbeats(tmp_path / "optuna.db")  # the killed round's trials
+    assert len(beats) == 6, beats
+    storage = open_storage(stores(tmp_path)[1])  # as the rerun opens it: its grace period
+    grace = storage.grace_period
+    storage.engine.dispose()
     rerun = run_lgals(tune_argv(tmp_path, *args), tmp_path, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert time.monotonic() - killed_at >= 15  # the dead trials had to go stale first
+    failed_at = {}  # trial id -> how long after its last heartbeat the rerun failed it
     for mode in PAPER:
         assert_one_run_per_trial(tmp_path, f"k-{mode}", 3)
         study = load_study(tmp_path, f"k-{mode}")
@@ -383,10 +400,17 @@ def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir
                    if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
                    is not None]
         assert len(dead) == len(retries) == 2  # the killed round, retried once each
+        failed_at |= {t._trial_id: t.datetime_complete.timestamp() - beats.get(t._trial_id, 0)
+                      for t in dead}
         for retry in retries:
             original = study.trials[
                 optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry)]
             assert retry.params == original.params
+    # the trials failed are those of the kill, each only once its heartbeat was stale
+    assert sorted(failed_at) == sorted(beats)
+    assert all(silent >= grace for silent in failed_at.values()), (grace, failed_at)
+    print(f"the dead trials failed {min(failed_at.values()):.1f}-{max(failed_at.values()):.1f}"
+          f" s after their last heartbeat (grace period {grace} s)")
     statuses = [status for _, status in sqlite_runs(tmp_path / "mlflow.db")]
     assert "RUNNING" not in statuses
     assert statuses.count("FAILED") == 6 + 3 + 1  # the dead trial runs, tune runs, umbrella
