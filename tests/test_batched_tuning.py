@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,13 +35,17 @@ from test_tuning import (
     client_of,
     load_study,
     runs_of,
+    stores,
     tune_argv,
     tune_main,
     tune_ok,
     tune_runs,
 )
 
-from lgals.losses import SUITES
+from lgals.losses import MODES, SUITES
+from lgals.storage import open_storage
+from lgals.train import HYPERPARAMETERS
+from lgals.tuning import TuneSettings, create_study
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning:optuna")]
@@ -124,18 +127,81 @@ def test_trials_of_a_round_train_in_one_stack(batched):
 
 @pytest.mark.slow
 def test_trial_values_and_pruning_are_per_trial(batched):
+    """Each trial's value is its own last validation accuracy. No trial of this study can be
+    pruned (the median pruner waits for 5 complete trials; the second round starts with 3):
+    :func:`test_a_round_prunes_its_trials_each_on_its_own` prunes some."""
     client = client_of(batched.dir)
     for mode in PAPER:
         study = load_study(batched.dir, f"b-{mode}")
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5, mode
         for trial in study.trials:
             run = client.get_run(trial.user_attrs["mlflow_run_id"])
-            assert run.data.tags["lgals.trial_state"] == trial.state.name
+            assert run.data.tags["lgals.trial_state"] == "COMPLETE"
             steps = sorted(trial.intermediate_values)
             values = [m.value for m in sorted(client.get_metric_history(
                 run.info.run_id, "val_acc"), key=lambda m: m.step)]
             assert [trial.intermediate_values[s] for s in steps] == values
-            if trial.state == TrialState.COMPLETE:
-                assert trial.value == values[-1] and steps == [1, 2]
+            assert trial.value == values[-1] and steps == [1, 2]
+
+
+def seed_complete_trials(directory: Path, settings: TuneSettings, n: int, curve: float) -> None:
+    """``n`` COMPLETE trials in the study of ``settings`` (created as ``lgals tune`` would),
+    each with validation accuracy ``curve`` at every epoch: what the median pruner compares a
+    running trial with."""
+    study = create_study(settings, stores(directory)[1])
+    names = ("lr", "weight_decay") + MODES[settings.mode].params
+    space = {name: optuna.distributions.FloatDistribution(*HYPERPARAMETERS[name].search,
+                                                          log=HYPERPARAMETERS[name].log)
+             for name in names}
+    for _ in range(n):
+        study.add_trial(optuna.trial.create_trial(
+            params={name: d.low for name, d in space.items()}, distributions=space,
+            value=curve, intermediate_values=dict.fromkeys(range(1, settings.epochs + 1),
+                                                           curve)))
+
+
+@pytest.mark.slow
+def test_a_round_prunes_its_trials_each_on_its_own(tmp_path, _cache_dir):
+    """One round, one stack, six trials: the two of a study whose 5 complete trials scored a
+    perfect validation accuracy at every epoch (which noisy labels rule out) are pruned at
+    the first epoch the pruner looks at (epoch 1: 3 epochs, 1 of warm-up); the four of the
+    studies whose complete trials scored 0 cannot be pruned and train every epoch, in the
+    stack the pruned ones left."""
+    epochs, pruning = 3, "lgals"
+    for mode in PAPER:
+        seed_complete_trials(tmp_path, TuneSettings(mode=mode, n_trials=7, epochs=epochs,
+                                                    study_name=f"p-{mode}"),
+                             5, 1.0 if mode == pruning else 0.0)
+    result = tune_ok(tmp_path, "--mode", "all", "--n-trials", "7", "--batch", "2",
+                     "--epochs", str(epochs), "--study-name", "p")
+    client = client_of(tmp_path)
+    seconds = {}  # epoch_seconds per trial run: one value per computation of the stack
+    for mode in PAPER:
+        study = load_study(tmp_path, f"p-{mode}")
+        new = [t for t in study.trials if t.number >= 5]
+        expected = TrialState.PRUNED if mode == pruning else TrialState.COMPLETE
+        assert [(t.number, t.state) for t in new] == [(5, expected), (6, expected)], mode
+        for trial in new:
+            run = client.get_run(trial.user_attrs["mlflow_run_id"])
+            assert run.data.tags["lgals.trial_state"] == expected.name
+            assert run.info.status == "FINISHED"
+            steps, values = zip(*[(m.step, m.value) for m in sorted(
+                client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)])
+            assert dict(zip(steps, values)) == trial.intermediate_values
+            assert list(steps) == ([1] if mode == pruning else [1, 2, 3]), (mode, steps)
+            if expected == TrialState.COMPLETE:
+                assert trial.value == values[-1]
+            seconds[(mode, trial.number)] = [m.value for m in sorted(
+                client.get_metric_history(run.info.run_id, "epoch_seconds"),
+                key=lambda m: m.step)]
+    assert len({times[0] for times in seconds.values()}) == 1, seconds  # one stack of six
+    kept = [times for (mode, _), times in seconds.items() if mode != pruning]
+    assert len(kept) == 4 and all(times == kept[0] for times in kept), seconds  # then of four
+    tunes = {r.data.tags["lgals.mode"]: r for r in tune_runs(runs_of(tmp_path))}
+    for mode in PAPER:
+        counts = (tunes[mode].data.metrics["n_complete"], tunes[mode].data.metrics["n_pruned"])
+        assert counts == ((5, 2) if mode == pruning else (7, 0)), (mode, counts)
+    assert "5 complete, 2 pruned, 0 failed" in result.out
 
 
 # --- resume, workers: exact counts ---------------------------------------------------------
@@ -293,6 +359,19 @@ def test_a_worker_killed_outright_leaves_its_trials_to_the_others(tmp_path, _cac
     assert "RUNNING" not in {status for _, status in sqlite_runs(tmp_path / "mlflow.db")}
 
 
+def last_heartbeats(db: Path) -> dict[int, float]:
+    """The RUNNING trials of an Optuna sqlite storage and when each last beat (unix seconds;
+    Optuna writes the database's clock, UTC, to the second)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
+                                            timeout=10)) as connection:
+        return dict(connection.execute(
+            "SELECT t.trial_id, (julianday(h.heartbeat) - 2440587.5) * 86400.0 FROM trials t "
+            "JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.state = 'RUNNING'"
+        ).fetchall())
+
+
 @pytest.mark.slow
 def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir):
     args = ("--mode", "all", "--n-trials", "3", "--batch", "2", "--epochs", "40",
@@ -304,10 +383,14 @@ def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir
         process.wait(timeout=30)
     finally:
         stop(process)
-    killed_at = time.monotonic()
+    beats = last_heartbeats(tmp_path / "optuna.db")  # the killed round's trials
+    assert len(beats) == 6, beats
+    storage = open_storage(stores(tmp_path)[1])  # as the rerun opens it: its grace period
+    grace = storage.grace_period
+    storage.engine.dispose()
     rerun = run_lgals(tune_argv(tmp_path, *args), tmp_path, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert time.monotonic() - killed_at >= 15  # the dead trials had to go stale first
+    failed_at = {}  # trial id -> how long after its last heartbeat the rerun failed it
     for mode in PAPER:
         assert_one_run_per_trial(tmp_path, f"k-{mode}", 3)
         study = load_study(tmp_path, f"k-{mode}")
@@ -317,10 +400,17 @@ def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir
                    if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
                    is not None]
         assert len(dead) == len(retries) == 2  # the killed round, retried once each
+        failed_at |= {t._trial_id: t.datetime_complete.timestamp() - beats.get(t._trial_id, 0)
+                      for t in dead}
         for retry in retries:
             original = study.trials[
                 optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry)]
             assert retry.params == original.params
+    # the trials failed are those of the kill, each only once its heartbeat was stale
+    assert sorted(failed_at) == sorted(beats)
+    assert all(silent >= grace for silent in failed_at.values()), (grace, failed_at)
+    print(f"the dead trials failed {min(failed_at.values()):.1f}-{max(failed_at.values()):.1f}"
+          f" s after their last heartbeat (grace period {grace} s)")
     statuses = [status for _, status in sqlite_runs(tmp_path / "mlflow.db")]
     assert "RUNNING" not in statuses
     assert statuses.count("FAILED") == 6 + 3 + 1  # the dead trial runs, tune runs, umbrella

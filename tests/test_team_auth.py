@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -175,7 +176,10 @@ def test_credentials_in_a_tracking_uri_move_to_mlflows_variables():
 
 # --- slow: real servers, real commands ------------------------------------------------------
 
-EPOCHS = 150  # ~10-20 s of training here: the outage falls inside it
+# The outage starts at the command's first stored metrics, which lgals flushes after 5 s of
+# training; ~25-45 s of training here keeps it inside training on a machine several times
+# faster, and the tests check that it was (:func:`_training_over`).
+EPOCHS = 300
 ADMIN, ADMIN_PASSWORD = "admin", "admin-Pw-5uJr8Lq2Nc"
 USER, USER_PASSWORD = "alice", "alice-Pw-Hq42Vt8XbR"  # distinctive: searched for below
 READER, READER_PASSWORD = "bob", "bob-Pw-Zt61Wm3KdQ"
@@ -226,11 +230,28 @@ def restartable(tmp_path_factory) -> tuple[MlflowServer, Path]:
         yield server, tmp / "server.db"
 
 
+def _training_host(root: Path, **env: str) -> tuple[Host, Path]:
+    """A host for ``lgals train`` whose temporary files go to a directory of their own (its
+    ``$TMPDIR``), which :func:`_training_over` watches; the host and that directory."""
+    temp = Path(f"{root}-tmp")
+    temp.mkdir()
+    return host(root, TMPDIR=str(temp), **env), temp
+
+
+def _training_over(temp: Path) -> bool:
+    """Whether ``lgals train`` has finished training: the moment it has, before it next needs
+    the tracking server, it writes each run's ``data_recipe.npz`` (to log it) into a
+    temporary directory of ``temp``, its ``$TMPDIR``."""
+    return any("data_recipe.npz" in files for _, _, files in os.walk(temp))
+
+
 def _start_and_kill_mid_run(server: MlflowServer, db: Path, worker: Host, experiment: str,
-                            *argv: str) -> dict:
+                            *argv: str, temp: Path | None = None) -> dict:
     """Start ``lgals ARGV`` on ``experiment``; SIGKILL the server's process group as soon as
-    the command's first metrics are stored (its first flush: training is under way). Returns
-    when and what the store held then."""
+    the command's first metrics are stored (its first flush: training is under way). With
+    ``temp``, the ``$TMPDIR`` of ``lgals train`` (:func:`_training_host`), assert that its
+    training was not over yet when the server died. Returns when and what the store held
+    then."""
     started = time.monotonic()
     worker.start(*argv, "--experiment-name", experiment, "--tracking-uri", server.uri,
                  "--device", "cpu")
@@ -246,6 +267,8 @@ def _start_and_kill_mid_run(server: MlflowServer, db: Path, worker: Host, experi
     killed = time.monotonic()
     at_kill = stored(db, experiment)
     assert worker.process.poll() is None  # mid-run
+    assert temp is None or not _training_over(temp), \
+        "training was over before the outage: raise EPOCHS"
     return {"started": started, "killed": killed, **at_kill}
 
 
@@ -258,9 +281,9 @@ def test_server_killed_and_restarted_mid_train_gets_every_metric(restartable, tm
     from mlflow import MlflowClient
 
     server, db = restartable
-    worker = host(tmp_path / "worker")
+    worker, temp = _training_host(tmp_path / "worker")
     outage = _start_and_kill_mid_run(server, db, worker, "outage-restart", "train",
-                                     "--epochs", str(EPOCHS), "--seeds", "2")
+                                     "--epochs", str(EPOCHS), "--seeds", "2", temp=temp)
     time.sleep(3)
     server.start()
     server.wait_healthy()
@@ -334,21 +357,37 @@ def test_server_killed_and_restarted_mid_tune_gets_every_trial(restartable, tmp_
 @pytest.mark.slow
 def test_server_gone_longer_than_lgals_waits_is_one_line_and_no_run_stays_running(
         restartable, tmp_path):
-    """LGALS_SERVER_WAIT_SECONDS=10 and a server that stays down: the command gives up with
-    one line naming the server and the setting, exit 1, and what the writer held is said to
-    be lost; once the server is back, the next command ends the runs it left FAILED."""
+    """LGALS_SERVER_WAIT_SECONDS=10 and a server killed mid-training that stays down: training
+    goes on; once it is over the command needs the server, tries it for the wait, then gives
+    up with one line naming the server and the setting, exit 1, and what the writer held is
+    said to be lost; once the server is back, the next command ends the runs it left
+    FAILED."""
+    from lgals import tracking
+
     server, db = restartable
     wait = {"LGALS_SERVER_WAIT_SECONDS": "10", "LGALS_STALE_SECONDS": "6"}
-    worker = host(tmp_path / "worker", **wait)
+    worker, temp = _training_host(tmp_path / "worker", **wait)
     outage = _start_and_kill_mid_run(server, db, worker, "outage-long", "train",
-                                     "--epochs", str(EPOCHS), "--seeds", "2")
+                                     "--epochs", str(EPOCHS), "--seeds", "2", temp=temp)
     try:
-        result = worker.finish(timeout=300)
-        gave_up = time.monotonic() - outage["killed"]
+        def trained() -> float | None:
+            if _training_over(temp):
+                return time.monotonic()
+            assert worker.process.poll() is None, (
+                "the command ended before its training was over:\n"
+                f"{Path(f'{worker.root}.err').read_text()[-3000:]}")
+            return None
+
+        trained_at = wait_for(trained, timeout=300, interval=0.05, what="training to end")
+        wait_for(lambda: worker.process.poll() is not None, timeout=120, interval=0.05,
+                 what="the command to give up")
+        gave_up = time.monotonic() - trained_at
+        result = worker.finish(timeout=30)
         left = stored(db, "outage-long")
     finally:
         server.start()
-    print(f"gave up {gave_up:.1f} s after the kill; metric values stored: "
+    print(f"trained {trained_at - outage['killed']:.1f} s on after the kill, gave up "
+          f"{gave_up:.1f} s after training; metric values stored: "
           f"{outage['metrics']} at the kill, {left['metrics']} in all")
     assert result.returncode == 1, result.stderr[-3000:]
     lines = lgals_lines(result.stderr)
@@ -357,7 +396,12 @@ def test_server_gone_longer_than_lgals_waits_is_one_line_and_no_run_stays_runnin
     assert "LGALS_SERVER_WAIT_SECONDS" in lines[-1] and "lost" in lines[-1]
     assert [line for line in lines if "error" in line.lower()] == [lines[-1]]
     assert "Traceback" not in result.stderr
-    assert gave_up < 150  # the rest of training, ~14 s of retries, 5 s for the writer
+    # The feature's promise, the one time bound kept: from the end of training, when the
+    # command needs the server again, it keeps trying for at least the wait (MLflow's retries,
+    # whose backoff spans 14 s for 10 s, plus up to 1 s of jitter each), then gives the writer
+    # 5 s and exits; 10 s of slack for the process's own work.
+    retries = 4  # for a wait of 10 s (test_server_wait_sets_mlflows_http_retries)
+    assert 10 <= gave_up <= tracking._retry_span(retries) + retries + 5 + 10, gave_up
     assert not worker.left_running
     # while the server was down the runs could not be ended: RUNNING, and incomplete
     assert set(left["runs"].values()) == {"RUNNING"} and len(left["runs"]) == 3
@@ -398,7 +442,8 @@ def test_waiting_for_the_writer_is_bounded_when_the_server_stays_down(monkeypatc
         finally:
             WRITER.close(timeout=5)
     print(f"gave up on the writer after {waited:.1f} s")
-    assert waited < 15
+    # the feature's promise, kept as a bound: it waits the 3 s, not the writes' 4 minutes each
+    assert 3 <= waited < 15
 
 
 # --- basic auth -------------------------------------------------------------------------------
@@ -491,10 +536,25 @@ def test_train_logs_its_runs_with_credentials(auth, tmp_path):
         assert leak not in result.stdout + result.stderr
 
 
+# An access-log line of ``mlflow server`` (uvicorn's): method, path and status.
+ACCESS_LOG = re.compile(r' - "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
+
+
+def requests_served(server: MlflowServer, since: int) -> list[tuple[str, str, int]]:
+    """``(method, path without its query, status)`` of each request the server logged after
+    byte ``since`` of its log, in order."""
+    with open(server.log, "rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
+    return [(m["method"], m["path"].split("?")[0], int(m["status"]))
+            for m in map(ACCESS_LOG.search, text.splitlines()) if m]
+
+
 @pytest.mark.slow
 def test_wrong_or_missing_credentials_are_one_line_and_create_nothing(auth, tmp_path):
     """401: one line saying "not authorised", naming the server and the variables to set,
-    never the password; exit 1 within 30 s; no experiment, no run."""
+    never the password; exit 1 at the first refusal (the server refused one request, which
+    was not retried, and served the command nothing after it); no experiment, no run."""
     with as_admin(auth) as client:
         before = everything(client)
     cases = {"wrong password": {"MLFLOW_TRACKING_USERNAME": USER,
@@ -502,13 +562,13 @@ def test_wrong_or_missing_credentials_are_one_line_and_create_nothing(auth, tmp_
              "no credentials": {},
              "unknown user": {"MLFLOW_TRACKING_USERNAME": "mallory",
                               "MLFLOW_TRACKING_PASSWORD": USER_PASSWORD}}
+    refused = ("GET", "/api/2.0/mlflow/experiments/get-by-name", 401)
     for case, env in cases.items():
-        started = time.monotonic()
+        started, logged = time.monotonic(), auth.log.stat().st_size
         result = host(tmp_path / case.replace(" ", "-"), **env).run(
             "train", "--epochs", "2", "--seeds", "1", "--experiment-name", f"refused-{case}",
             "--tracking-uri", auth.uri, "--device", "cpu", timeout=120)
-        elapsed = time.monotonic() - started
-        print(f"{case}: refused in {elapsed:.1f} s")
+        print(f"{case}: refused in {time.monotonic() - started:.1f} s")
         assert result.returncode == 1, (case, result.stderr[-3000:])
         lines = lgals_lines(result.stderr)
         assert len(lines) == 1, (case, result.stderr[-3000:])
@@ -518,7 +578,10 @@ def test_wrong_or_missing_credentials_are_one_line_and_create_nothing(auth, tmp_
         assert "HTTP 401" in lines[0] and result.stdout == ""
         for leak in LEAKS:
             assert leak not in result.stderr
-        assert elapsed < 30, (case, elapsed)
+        # what the server saw of the command: its look at /health, then one request, refused
+        wait_for(lambda since=logged: refused in requests_served(auth, since), timeout=10,
+                 interval=0.1, what="the server to log the refusal")
+        assert requests_served(auth, logged) == [("GET", "/health", 200), refused], case
     with as_admin(auth) as client:
         after = everything(client)
     assert [e.name for e in after[0]] == [e.name for e in before[0]]
