@@ -362,8 +362,6 @@ def test_server_gone_longer_than_lgals_waits_is_one_line_and_no_run_stays_runnin
     up with one line naming the server and the setting, exit 1, and what the writer held is
     said to be lost; once the server is back, the next command ends the runs it left
     FAILED."""
-    from lgals import tracking
-
     server, db = restartable
     wait = {"LGALS_SERVER_WAIT_SECONDS": "10", "LGALS_STALE_SECONDS": "6"}
     worker, temp = _training_host(tmp_path / "worker", **wait)
@@ -401,7 +399,7 @@ def test_server_gone_longer_than_lgals_waits_is_one_line_and_no_run_stays_runnin
     # whose backoff spans 14 s for 10 s, plus up to 1 s of jitter each), then gives the writer
     # 5 s and exits; 10 s of slack for the process's own work.
     retries = 4  # for a wait of 10 s (test_server_wait_sets_mlflows_http_retries)
-    assert 10 <= gave_up <= tracking._retry_span(retries) + retries + 5 + 10, gave_up
+    assert 10 <= gave_up <= retry_span(retries) + retries + 5 + 10, gave_up
     assert not worker.left_running
     # while the server was down the runs could not be ended: RUNNING, and incomplete
     assert set(left["runs"].values()) == {"RUNNING"} and len(left["runs"]) == 3
