@@ -6,9 +6,9 @@ trials (``--batch 1``, few epochs: the most storage writes per second), checked 
 would be a defect: a "database is locked" (or any other) error, a lost or duplicated trial,
 a trial run missing in MLflow, a stall (the longest wait between two trials finishing).
 
-``postgres``: the same study on a real PostgreSQL (tests/pg_fixtures.py: its own cluster on
-a free port, stopped at the end; durable commits unless ``--no-fsync``), tracked by an
-``mlflow server`` on it, with 1, then 2, ... ``lgals tune`` processes joining it, as hosts
+``postgres``: the same study on a real PostgreSQL (tests/support/pg_fixtures.py: its own
+cluster on a free port, stopped at the end; durable commits unless ``--no-fsync``), tracked by
+an ``mlflow server`` on it, with 1, then 2, ... ``lgals tune`` processes joining it, as hosts
 would. Per setting: trials per minute and the
 time the database spent executing statements per trial (``pg_stat_database.active_time`` of
 the Optuna database: waits for the hosts' advisory locks included), with its transactions
@@ -33,7 +33,7 @@ from common import describe_machine, emit_json, machine, parser
 from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from pg_fixtures import (  # noqa: E402  (a real PostgreSQL, as the tests use)
+from support.pg_fixtures import (  # noqa: E402  (a real PostgreSQL, as the tests use)
     mlflow_server_on,
     postgres_server,
 )

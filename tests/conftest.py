@@ -1,8 +1,18 @@
-"""Shared fixtures: an isolated mnist1d cache and the default noisy dataset."""
+"""Shared fixtures: an isolated mnist1d cache and the default noisy dataset; and the fixtures
+that tests in both ``unit/`` and ``system/`` use: ``lgals.cli.main`` in this process
+(``run_main``), a store of hand-made evaluate runs (``store``), one small tuned study
+(``lgals_study``).
+
+``tests/`` is on ``sys.path`` (``pythonpath`` in ``pyproject.toml``): the helpers are
+imported from the ``support`` package.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import signal
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import settings
@@ -15,6 +25,10 @@ if "OMP_NUM_THREADS" not in os.environ:
     import torch
 
     torch.set_num_threads(1)
+
+import numpy as np
+from support.mlflow_fixtures import isolated_mlflow, sqlite_uri
+from support.reports import EPOCHS
 
 from lgals.data import NoisyDataset, load_dataset, load_mnist1d
 
@@ -51,3 +65,63 @@ def clean(_cache_dir) -> dict:
 def dataset(_cache_dir) -> NoisyDataset:
     """``load_dataset()`` with its defaults: 20% symmetric noise, seed 0, no validation split."""
     return load_dataset()
+
+
+@pytest.fixture
+def run_main(capsys, monkeypatch):
+    """Call ``lgals.cli.main`` in-process; return (exit code, stdout, stderr)."""
+    # imported here, as MLflow and Optuna below: a run of tests that use none of these fixtures
+    # does not wait for them
+    from lgals.cli import main
+
+    # main() installs a SIGTERM handler and sets an MLflow variable: undo both afterwards
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    yield run
+    signal.signal(signal.SIGTERM, previous_handler)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An MLflow sqlite store in ``tmp_path`` with one experiment, for hand-made runs
+    (:func:`support.reports.evaluate`)."""
+    from mlflow import MlflowClient
+
+    with isolated_mlflow():
+        import mlflow
+
+        uri = sqlite_uri(tmp_path / "mlflow.db")
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment(
+            "lgals-test", artifact_location=(tmp_path / "artifacts").as_uri())
+        npz = tmp_path / "epsilon_distributions.npz"
+        np.savez(npz, eps_counts=np.ones((EPOCHS, 2, 3), dtype=np.int64),
+                 eps_edges=np.linspace(0, 1, 4))
+        yield SimpleNamespace(client=client, experiment_id=experiment_id, npz=npz, out=tmp_path,
+                              clock=itertools.count(1_000_000, 1000))
+
+
+@pytest.fixture(scope="module")
+def lgals_study(tmp_path_factory, _cache_dir):
+    """``lgals tune --mode lgals --n-trials 3 --epochs 2`` in fresh stores.
+
+    A fixed study: seeded sampler and training, learning rates in range, and the default
+    median pruner, which prunes nothing before 5 trials are complete: all 3 trials COMPLETE
+    (asserted, not assumed, by the tests that use it)."""
+    from support.tuning import client_of, load_study, runs_of, tune_main
+
+    directory = tmp_path_factory.mktemp("tune-lgals")
+    result = tune_main(directory, "--mode", "lgals", "--n-trials", "3", "--epochs", "2")
+    runs = runs_of(directory)
+    return SimpleNamespace(dir=directory, result=result, runs=runs,
+                           study=load_study(directory, "lgals-lgals"),
+                           client=client_of(directory))

@@ -1,8 +1,7 @@
 """Helpers for the MLflow tests: real stores, real processes, the real CLI; no mocks.
 
-Imported by ``tests/test_tracking.py``, ``test_mlflow_server.py``, ``test_mlproject.py`` and
-``pg_fixtures.py`` as ``mlflow_fixtures`` (pytest puts ``tests/`` on ``sys.path``: the
-directory has no ``__init__.py``).
+Imported by most tests in ``tests/unit/`` and ``tests/system/``, and by ``pg_fixtures.py``,
+as ``support.mlflow_fixtures`` (``pyproject.toml`` puts ``tests/`` on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
+PROJECT = Path(__file__).resolve().parents[2]  # the checkout: MLproject, conda.yaml, entrypoints/
 # A line MLflow itself logs (store creation, a new experiment): not lgals' output.
 MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow")
 LGALS = str(VENV_BIN / "lgals")

@@ -1,7 +1,8 @@
 """Helpers for the team tests: a real PostgreSQL server, and ``mlflow server`` on it; no mocks.
 
-Imported by ``tests/test_team.py`` and ``test_team_faults.py`` as ``pg_fixtures`` (pytest puts
-``tests/`` on ``sys.path``); :class:`Host` is an ``lgals`` process as if on a host of its own.
+Imported by ``tests/system/test_team*.py`` as ``support.pg_fixtures`` (``pyproject.toml``
+puts ``tests/`` on ``sys.path``); :class:`Host` is an ``lgals`` process as if on a host of its
+own.
 :func:`postgres_server` runs the PostgreSQL server binaries found on ``PATH`` (``initdb``;
 Debian keeps the rest beside it, in ``/usr/lib/postgresql/<version>/bin``) as a child process
 of the test: its own data directory, listening on 127.0.0.1 only, on a free port, with a
@@ -27,7 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlflow_fixtures import LGALS, MlflowServer, cli_env, free_port, mlflow_server, wait_for
+
+from support.mlflow_fixtures import LGALS, MlflowServer, cli_env, free_port, mlflow_server, wait_for
 
 USER, PASSWORD = "lgals", "secret"  # what the URLs carry: password auth over TCP
 DATABASES = ("optuna", "mlflow")

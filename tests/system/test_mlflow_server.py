@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import (
+from support.mlflow_fixtures import (
     HISTORY_KEYS,
     MlflowServer,
     free_port,
@@ -21,8 +21,6 @@ from mlflow_fixtures import (
 
 from lgals.data import load_dataset
 from lgals.tracking.seeds import model_uri
-
-pytestmark = pytest.mark.slow  # a real `mlflow server` process
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,6 +3,8 @@
 Studies are tiny (2-4 trials of 1-2 epochs). Most commands run in this process through
 ``lgals.cli.main`` (torch, MLflow and Optuna are imported once); what needs processes of its
 own (local workers, a second process for the determinism check) runs the console script.
+
+The fast in-process tests: ``tests/unit/test_tuning.py``.
 """
 
 from __future__ import annotations
@@ -10,218 +12,39 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import optuna
 import pytest
-from mlflow import MlflowClient
-from mlflow_fixtures import (
-    MLFLOW_LOG,
-    CliResult,
-    all_runs,
-    copy_database,
-    history,
-    run_lgals,
-    run_main,
-    sqlite_uri,
-)
 from optuna.trial import TrialState
+from support.mlflow_fixtures import history, run_lgals, run_main
+from support.tuning import (
+    children,
+    client_of,
+    error_line,
+    load_study,
+    runs_of,
+    stores,
+    study_names,
+    trial_signature,
+    tune_argv,
+    tune_main,
+    tune_ok,
+    tune_runs,
+)
 
 import lgals.data
 from lgals.losses import SUITES
 from lgals.tuning import TuneSettings, create_study, suggest, tuning_data
 
 PAPER = SUITES["paper"]  # the modes `--mode all` means by default
-
-FIGURES = ("optimization_history", "param_importances", "slice")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Optuna's figures are "experimental" and complain about studies of one or two trials.
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning:optuna")]
 
 
-# --- helpers --------------------------------------------------------------------------------
-
-def stores(directory: Path) -> tuple[str, str]:
-    """The MLflow tracking URI and the Optuna storage URL of a test's directory."""
-    return sqlite_uri(directory / "mlflow.db"), sqlite_uri(directory / "optuna.db")
-
-
-def tune_argv(directory: Path, *args: str) -> list[str]:
-    uri, storage = stores(directory)
-    return ["tune", *args, "--tracking-uri", uri, "--storage", storage]
-
-
-def tune_main(directory: Path, *args: str) -> CliResult:
-    """``lgals tune ARGS`` in this process, with the directory's two stores."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return run_main(tune_argv(directory, *args), directory)
-
-
-def tune_ok(directory: Path, *args: str) -> CliResult:
-    result = tune_main(directory, *args)
-    assert result.code == 0, result
-    return result
-
-
-def load_study(directory: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=stores(directory)[1])
-
-
-def study_names(directory: Path) -> list[str]:
-    return sorted(s.study_name for s in optuna.get_all_study_summaries(stores(directory)[1]))
-
-
-def client_of(directory: Path) -> MlflowClient:
-    return MlflowClient(stores(directory)[0])
-
-
-def runs_of(directory: Path) -> list:
-    return all_runs(client_of(directory))
-
-
-def tune_runs(runs: list) -> list:
-    """Tune runs (umbrellas included) in start order."""
-    return sorted((r for r in runs if r.data.tags.get("lgals.stage") == "tune"),
-                  key=lambda r: r.info.start_time)
-
-
-def children(runs: list, parent_id: str) -> list:
-    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
-
-
-def trial_signature(study: optuna.Study) -> list[tuple]:
-    """What a trial proposed and measured, per trial number."""
-    return [(t.number, t.state.name, t.params, t.value, t.intermediate_values)
-            for t in sorted(study.trials, key=lambda t: t.number)]
-
-
-
-
-def error_line(result: CliResult) -> str:
-    """The one ``lgals: error:`` line of a failed command, and nothing else but MLflow's own
-    INFO lines (store creation) and progress bars: no traceback, on stdout or stderr."""
-    assert "Traceback" not in result.out + result.err, (
-        f"a traceback was printed:\n--- stdout\n{result.out}\n--- stderr\n{result.err}")
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("lgals")]
-    assert len(errors) == 1, result.err
-    assert errors[0].startswith("lgals: error: "), errors[0]
-    assert lines[-1] == errors[0], result.err  # nothing after it
-    others = [line for line in lines[:-1] if not MLFLOW_LOG.match(line) and "%|" not in line]
-    assert others == [], result.err
-    return errors[0]
-
-
-# --- 1. structure of one study ------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def lgals_study(tmp_path_factory, _cache_dir):
-    """``lgals tune --mode lgals --n-trials 3 --epochs 2`` in fresh stores.
-
-    A fixed study: seeded sampler and training, learning rates in range, and the default
-    median pruner, which prunes nothing before 5 trials are complete: all 3 trials COMPLETE
-    (asserted, not assumed, by the tests below)."""
-    directory = tmp_path_factory.mktemp("tune-lgals")
-    result = tune_main(directory, "--mode", "lgals", "--n-trials", "3", "--epochs", "2")
-    runs = runs_of(directory)
-    return SimpleNamespace(dir=directory, result=result, runs=runs,
-                           study=load_study(directory, "lgals-lgals"),
-                           client=client_of(directory))
-
-
-def test_tune_run_has_one_child_run_per_trial(lgals_study):
-    assert lgals_study.result.code == 0, lgals_study.result
-    runs = lgals_study.runs
-    (tune,) = tune_runs(runs)
-    assert tune.data.tags["lgals.mode"] == "lgals"
-    assert tune.data.tags["lgals.study"] == "lgals-lgals"
-    assert tune.data.tags["lgals.val_labels"] == "noisy"
-    assert "mlflow.parentRunId" not in tune.data.tags
-    assert tune.info.status == "FINISHED"
-    assert {k: tune.data.params[k] for k in ("mode", "n_trials", "epochs", "workers",
-                                             "study_name", "storage")} == {
-        "mode": "lgals", "n_trials": "3", "epochs": "2", "workers": "1",
-        "study_name": "lgals-lgals", "storage": stores(lgals_study.dir)[1]}
-
-    assert tune.info.run_name == "tune-lgals"
-    assert "Optuna study `lgals-lgals`: 3 trials of LGALS" in tune.data.tags[
-        "mlflow.note.content"]
-    trials = children(runs, tune.info.run_id)
-    assert len(trials) == 3 == len(runs) - 1  # nothing else in the store
-    assert sorted(r.info.run_name for r in trials) == [
-        "lgals-trial00", "lgals-trial01", "lgals-trial02"]
-    assert sorted(int(r.data.tags["lgals.trial"]) for r in trials) == [0, 1, 2]
-    optuna_trials = {t.number: t for t in lgals_study.study.trials}
-    assert sorted(optuna_trials) == [0, 1, 2]
-    for run in trials:
-        trial = optuna_trials[int(run.data.tags["lgals.trial"])]
-        assert run.data.tags["lgals.stage"] == "trial"
-        assert run.data.tags["lgals.mode"] == "lgals"
-        assert run.data.tags["lgals.study"] == "lgals-lgals"
-        assert trial.state == TrialState.COMPLETE
-        assert run.data.tags["lgals.trial_state"] == "COMPLETE"
-        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
-        # the run logs the hyperparameters the trial proposed, exactly
-        assert set(trial.params) == {"lr", "weight_decay", "eps_max", "gamma"}
-        for name, value in trial.params.items():
-            assert run.data.params[name] == str(value)
-        assert run.data.params["val_fraction"] == "0.1"
-
-
-def test_trial_runs_log_validation_history_and_nothing_of_the_test_set(lgals_study):
-    (tune,) = tune_runs(lgals_study.runs)
-    trials = {t.number: t for t in lgals_study.study.trials}
-    runs = children(lgals_study.runs, tune.info.run_id)
-    assert len(runs) == 3
-    for run in runs:
-        trial = trials[int(run.data.tags["lgals.trial"])]
-        assert trial.state == TrialState.COMPLETE  # the fixture's study prunes nothing
-        metrics = run.data.metrics
-        assert not {"test_acc", "test_loss", "final_test_acc"} & set(metrics), sorted(metrics)
-        assert {"val_acc", "val_loss", "train_loss"} <= set(metrics)
-        steps, values = history(lgals_study.client, run.info.run_id, "val_acc")
-        assert steps == [1, 2]
-        assert trial.value == values[-1]  # the objective is the last epoch's val acc
-        # what the pruner saw is what MLflow has
-        assert dict(zip(steps, values)) == trial.intermediate_values
-
-
-def test_tune_run_records_best_params_and_counts(lgals_study):
-    (tune,) = tune_runs(lgals_study.runs)
-    study = lgals_study.study
-    states = [t.state for t in study.trials]
-    assert states == [TrialState.COMPLETE] * 3
-    best = {k[len("best."):]: v for k, v in tune.data.params.items() if k.startswith("best.")}
-    assert best.pop("trial") == str(study.best_trial.number)
-    assert best == {name: str(value) for name, value in study.best_params.items()}
-    assert set(best) == {"lr", "weight_decay", "eps_max", "gamma"}
-    metrics = tune.data.metrics
-    assert metrics["best_val_acc"] == study.best_value
-    assert metrics["n_trials"] == len(study.trials) == 3
-    assert (metrics["n_complete"], metrics["n_pruned"], metrics["n_fail"]) == (3, 0, 0)
-    assert f"best val acc {100 * study.best_value:.2f}%" in lgals_study.result.out
-
-
-def test_tune_run_logs_optuna_figures(lgals_study):
-    (tune,) = tune_runs(lgals_study.runs)
-    client = lgals_study.client
-    logged = {a.path for a in client.list_artifacts(tune.info.run_id, "optuna")}
-    # three complete trials (the fixture's study): Optuna draws every figure, none is skipped
-    assert [t.state for t in lgals_study.study.trials] == [TrialState.COMPLETE] * 3
-    assert logged == {f"optuna/{name}.png" for name in FIGURES}
-    assert not [k for k in tune.data.tags if k.startswith("lgals.figure.")], tune.data.tags
-    for name in FIGURES:
-        local = client.download_artifacts(tune.info.run_id, f"optuna/{name}.png",
-                                          str(lgals_study.dir))
-        assert Path(local).read_bytes().startswith(PNG_MAGIC)
-
-
 # --- 2. all modes under one umbrella run ----------------------------------------------------
 
-@pytest.mark.slow
 def test_mode_all_nests_one_tune_run_per_mode_under_an_umbrella(tmp_path, _cache_dir):
     result = tune_ok(tmp_path, "--mode", "all", "--n-trials", "1", "--epochs", "1",
                      "--study-name", "grp")
@@ -258,7 +81,6 @@ def resumed(tmp_path_factory, _cache_dir):
                            study=load_study(directory, "lgals-baseline"))
 
 
-@pytest.mark.slow
 def test_rerun_tops_the_study_up_to_n_trials(resumed):
     assert [r.code for r in resumed.results] == [0, 0, 0], resumed.results
     study = resumed.study
@@ -281,7 +103,6 @@ def test_rerun_tops_the_study_up_to_n_trials(resumed):
     assert tunes[2].data.metrics["best_val_acc"] == study.best_value
 
 
-@pytest.mark.slow
 def test_resumed_study_proposes_new_hyperparameters(resumed):
     """Topping up must explore: the resumed trials must not replay the first ones.
 
@@ -297,7 +118,6 @@ def test_resumed_study_proposes_new_hyperparameters(resumed):
 
 # --- 4. local workers ---------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_workers_share_one_study_without_duplicates(tmp_path, _cache_dir):
     result = run_lgals(tune_argv(tmp_path, "--mode", "baseline", "--workers", "2",
                                  "--n-trials", "4", "--epochs", "2"), tmp_path, timeout=300)
@@ -326,7 +146,6 @@ def test_workers_share_one_study_without_duplicates(tmp_path, _cache_dir):
 
 # --- 5. diverged trials -------------------------------------------------------------------
 
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_enqueued_out_of_range_lr_is_a_failed_trial_and_the_study_goes_on(tmp_path, _cache_dir):
     study = create_study(TuneSettings(mode="baseline", n_trials=3, epochs=2),
                          stores(tmp_path)[1])
@@ -362,7 +181,6 @@ def test_enqueued_out_of_range_lr_is_a_failed_trial_and_the_study_goes_on(tmp_pa
     assert "2 complete, 0 pruned, 1 failed" in result.out
 
 
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache_dir):
     """Inputs full of NaN: every trial's loss is non-finite at epoch 1."""
     real = lgals.data.load_mnist1d
@@ -389,7 +207,6 @@ def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache
     assert result.out == ""  # no summary line: there is no best trial
 
 
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 @pytest.mark.parametrize("died", ["training", "between ask and first heartbeat"])
 def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir, died):
     """The documented crash recovery: a trial whose process died (stale heartbeat) is failed,
@@ -433,81 +250,8 @@ def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir, died)
     assert tune.data.metrics["n_complete"] == 1
 
 
-def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
-    """Not "Objective Value": a trial's value is the noisy validation accuracy."""
-    import matplotlib.pyplot as plt
-
-    from lgals.tuning import OBJECTIVE, study_figures
-
-    figures = study_figures(lgals_study.study)
-    assert set(figures) == {"optimization_history", "param_importances", "slice"}
-    drawn = {name: f for name, f in figures.items() if not isinstance(f, str)}
-    assert set(drawn) == set(figures), figures  # three complete trials: every figure drawn
-    labels = {name: [" ".join([ax.get_ylabel(), ax.get_xlabel(), ax.get_title(),
-                               *(t.get_text() for t in (ax.get_legend().get_texts()
-                                                        if ax.get_legend() else []))])
-                     for ax in f.axes] for name, f in drawn.items()}
-    for figure in drawn.values():
-        plt.close(figure)
-    assert OBJECTIVE in labels["optimization_history"][0]
-    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn), labels
-    assert not any("Objective Value" in "".join(text) for text in labels.values()), labels
-
-
-def test_study_figures_have_readable_ticks_and_the_legend_inside(tmp_path):
-    """Every tick label drawn apart from its neighbours (log axes label a few major ticks,
-    no minor ones) and the history's legend inside its plot, on a study shaped like LGALS'."""
-    import matplotlib.pyplot as plt
-    import optuna
-
-    from lgals.tuning import study_figures
-
-    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
-             "weight_decay": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
-             "eps_max": optuna.distributions.FloatDistribution(0.0, 1.0),
-             "gamma": optuna.distributions.FloatDistribution(0.25, 4.0, log=True)}
-    study = optuna.create_study(direction="maximize")
-    rng = np.random.default_rng(0)
-    for _ in range(16):
-        params = {name: float(np.exp(rng.uniform(np.log(d.low), np.log(d.high)))) if d.log
-                  else float(rng.uniform(d.low, d.high)) for name, d in space.items()}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=space,
-                                                  value=float(rng.uniform(0.2, 0.5))))
-    figures = study_figures(study)
-    try:
-        assert all(not isinstance(f, str) for f in figures.values()), figures
-        for name, figure in figures.items():
-            figure.canvas.draw()
-            renderer = figure.canvas.get_renderer()
-            for ax in figure.axes:
-                boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels()
-                         if label.get_visible() and label.get_text()
-                         and ax.get_xlim()[0] <= label.get_position()[0] <= ax.get_xlim()[1]]
-                boxes.sort(key=lambda box: box.x0)
-                assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), (name, ax)
-        history = figures["optimization_history"]
-        (ax,) = history.axes
-        legend = ax.get_legend().get_window_extent(history.canvas.get_renderer())
-        assert ax.get_window_extent().contains(legend.x0, legend.y0)
-        assert ax.get_window_extent().contains(legend.x1, legend.y1)
-        gamma = next(a for a in figures["slice"].axes if a.get_xlabel() == "gamma")
-        assert {t.get_text() for t in gamma.get_xticklabels()} >= {"0.5", "1", "2"}
-    finally:
-        for figure in figures.values():
-            plt.close(figure)
-
-
 # --- 6. no test leakage --------------------------------------------------------------------
 
-def test_tuning_data_has_no_test_set(_cache_dir):
-    for val_labels in ("noisy", "clean"):
-        data = tuning_data(TuneSettings(mode="lgals", val_labels=val_labels))
-        assert data.x_test is None and data.y_test is None
-        assert not data.has_test
-        assert len(data.y_val) > 0
-
-
-@pytest.mark.slow
 def test_poisoned_test_labels_do_not_change_any_trial(lgals_study, tmp_path, monkeypatch):
     """The same study with the test set replaced by garbage measures exactly the same."""
     real = lgals.data.load_mnist1d
@@ -527,38 +271,8 @@ def test_poisoned_test_labels_do_not_change_any_trial(lgals_study, tmp_path, mon
     assert trial_signature(again) == trial_signature(lgals_study.study)
 
 
-# --- 7. resuming with other settings ----------------------------------------------------------
-
-@pytest.mark.parametrize("option, value, recorded", [
-    ("--epochs", "3", "epochs=2"),
-    ("--noise-seed", "1", "noise_seed=0"),
-    ("--val-fraction", "0.2", "val_fraction=0.1"),
-    ("--batch-size", "64", "batch_size=128"),
-])
-def test_resume_with_other_settings_is_refused(lgals_study, tmp_path, option, value, recorded):
-    copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
-    args = {"--mode": "lgals", "--n-trials": "4", "--epochs": "2", option: value}
-    result = tune_main(tmp_path, *[item for pair in args.items() for item in pair])
-    assert result.code == 2, result
-    line = error_line(result)
-    assert "'lgals-lgals'" in line and recorded in line and "--study-name" in line
-    assert len(load_study(tmp_path, "lgals-lgals").trials) == 3  # nothing run
-    assert runs_of(tmp_path) == []  # nor logged
-
-
-def test_resume_with_another_sampler_seed_is_allowed(lgals_study, tmp_path):
-    copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
-    tune_ok(tmp_path, "--mode", "lgals", "--n-trials", "3", "--epochs", "2",
-            "--sampler-seed", "7", "--pruner", "none")
-    assert trial_signature(load_study(tmp_path, "lgals-lgals")) == trial_signature(
-        lgals_study.study)  # already full: nothing added
-    (tune,) = tune_runs(runs_of(tmp_path))
-    assert children(runs_of(tmp_path), tune.info.run_id) == []
-
-
 # --- 8. determinism ----------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_same_sampler_seed_gives_the_same_study_in_another_process(lgals_study, tmp_path):
     result = run_lgals(tune_argv(tmp_path, "--mode", "lgals", "--n-trials", "3",
                                  "--epochs", "2", "--sampler-seed", "0"), tmp_path)
@@ -571,7 +285,6 @@ def test_same_sampler_seed_gives_the_same_study_in_another_process(lgals_study, 
 
 # --- 9. the oracle variant ---------------------------------------------------------------
 
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_clean_validation_labels_are_an_oracle_study_evaluate_ignores(tmp_path, _cache_dir):
     noisy = tuning_data(TuneSettings(mode="baseline"))
     oracle = tuning_data(TuneSettings(mode="baseline", val_labels="clean"))
@@ -599,7 +312,6 @@ def test_clean_validation_labels_are_an_oracle_study_evaluate_ignores(tmp_path, 
     assert len(runs_of(tmp_path)) == 3  # no evaluate run was created
 
 
-@pytest.mark.slow
 def test_evaluate_takes_the_noisy_tune_even_when_an_oracle_tune_is_newer(tmp_path, _cache_dir):
     tune_ok(tmp_path, "--mode", "baseline", "--n-trials", "1", "--epochs", "1")
     tune_ok(tmp_path, "--mode", "baseline", "--val-labels", "clean", "--n-trials", "1",
@@ -620,7 +332,6 @@ def test_evaluate_takes_the_noisy_tune_even_when_an_oracle_tune_is_newer(tmp_pat
 
 # --- 7. a mode that picks its epoch count ------------------------------------------------------
 
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_early_stop_picks_the_best_epoch_and_evaluation_trains_to_it(tmp_path, _cache_dir):
     """early_stop's trial value is its best epoch's validation accuracy (the first of equal
     ones); the tune logs that epoch as ``best.epochs`` and evaluation trains exactly that long,

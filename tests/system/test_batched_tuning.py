@@ -5,6 +5,8 @@ contracts of one-at-a-time tuning still hold: exact trial counts (also on resume
 ``--batch`` and with workers), one nested MLflow run per trial, pruning and failure per trial,
 interrupts that fail the trials and kill the runs, and trials of a ``kill -9``ed process
 retried by the next run.
+
+The fast in-process tests: ``tests/unit/test_batched_tuning.py``.
 """
 
 from __future__ import annotations
@@ -19,18 +21,17 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from mlflow_fixtures import (
+from optuna.trial import TrialState
+from support.mlflow_fixtures import (
     LGALS,
     cli_env,
     popen_lgals,
     run_lgals,
-    run_main,
     sqlite_runs,
     stop,
     wait_for,
 )
-from optuna.trial import TrialState
-from test_tuning import (
+from support.tuning import (
     children,
     client_of,
     load_study,
@@ -85,7 +86,6 @@ def batched(tmp_path_factory, _cache_dir):
     return SimpleNamespace(dir=directory, result=result, runs=runs_of(directory))
 
 
-@pytest.mark.slow
 def test_batched_tune_gives_exactly_n_trials_per_study_with_one_run_each(batched):
     assert batched.result.code == 0, batched.result
     for mode in PAPER:
@@ -95,7 +95,6 @@ def test_batched_tune_gives_exactly_n_trials_per_study_with_one_run_each(batched
     assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
 
 
-@pytest.mark.slow
 def test_batched_trial_runs_nest_under_their_modes_tune_run(batched):
     per_mode = [r for r in tune_runs(batched.runs) if r.data.tags["lgals.mode"] != "all"]
     assert sorted(r.data.tags["lgals.mode"] for r in per_mode) == sorted(PAPER)
@@ -111,7 +110,6 @@ def test_batched_trial_runs_nest_under_their_modes_tune_run(batched):
             assert "test_acc" not in run.data.metrics
 
 
-@pytest.mark.slow
 def test_trials_of_a_round_train_in_one_stack(batched):
     """Every mode's first round (trials 0-2) is one computation: one shared epoch time."""
     client = client_of(batched.dir)
@@ -125,7 +123,6 @@ def test_trials_of_a_round_train_in_one_stack(batched):
     assert len(set(first_epoch.values())) == 1, first_epoch
 
 
-@pytest.mark.slow
 def test_trial_values_and_pruning_are_per_trial(batched):
     """Each trial's value is its own last validation accuracy. No trial of this study can be
     pruned (the median pruner waits for 5 complete trials; the second round starts with 3):
@@ -160,7 +157,6 @@ def seed_complete_trials(directory: Path, settings: TuneSettings, n: int, curve:
                                                            curve)))
 
 
-@pytest.mark.slow
 def test_a_round_prunes_its_trials_each_on_its_own(tmp_path, _cache_dir):
     """One round, one stack, six trials: the two of a study whose 5 complete trials scored a
     perfect validation accuracy at every epoch (which noisy labels rule out) are pruned at
@@ -206,7 +202,6 @@ def test_a_round_prunes_its_trials_each_on_its_own(tmp_path, _cache_dir):
 
 # --- resume, workers: exact counts ---------------------------------------------------------
 
-@pytest.mark.slow
 def test_resume_with_another_batch_tops_up_exactly(tmp_path, _cache_dir):
     tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "3", "--batch", "2", "--epochs", "1")
     tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "7", "--batch", "3", "--epochs", "1")
@@ -215,7 +210,6 @@ def test_resume_with_another_batch_tops_up_exactly(tmp_path, _cache_dir):
     assert [len(children(runs_of(tmp_path), t.info.run_id)) for t in (first, second)] == [3, 4]
 
 
-@pytest.mark.slow
 def test_batch_one_trains_each_trial_alone(tmp_path, _cache_dir):
     tune_ok(tmp_path, "--mode", "all", "--n-trials", "2", "--batch", "1", "--epochs", "1")
     client = client_of(tmp_path)
@@ -224,7 +218,6 @@ def test_batch_one_trains_each_trial_alone(tmp_path, _cache_dir):
     assert len(times) == 6 and len(set(times)) == 6  # six separate computations
 
 
-@pytest.mark.slow
 def test_workers_with_batches_give_exactly_n_trials(tmp_path, _cache_dir):
     result = run_lgals(tune_argv(tmp_path, "--mode", "all", "--workers", "2", "--batch", "2",
                                  "--n-trials", "5", "--epochs", "1", "--study-name", "w"),
@@ -268,7 +261,6 @@ def wait_for_trial_runs(directory: Path, n: int, process) -> None:
     wait_for(ready, timeout=180, interval=0.2, what=f"{n} trials to train")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_batched_tune_kills_its_runs_and_fails_its_trials(tmp_path, _cache_dir,
                                                                       signum):
@@ -304,7 +296,6 @@ def tune_group(directory: Path, *args: str, **env: str) -> Iterator[subprocess.P
             os.killpg(process.pid, signal.SIGKILL)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("to_group", [True, False], ids=["Ctrl-C to the group",
                                                          "SIGTERM to the parent"])
 def test_an_interrupted_worker_pool_ends_everything_it_owns(tmp_path, _cache_dir, to_group):
@@ -336,7 +327,6 @@ def worker_pids(parent: int) -> list[int]:
             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
-@pytest.mark.slow
 def test_a_worker_killed_outright_leaves_its_trials_to_the_others(tmp_path, _cache_dir):
     """``kill -9`` to one worker mid-round (no word to the parent, its trials left RUNNING):
     the command does not wait for it for ever; the trials go stale and are retried, and it
@@ -372,7 +362,6 @@ def last_heartbeats(db: Path) -> dict[int, float]:
         ).fetchall())
 
 
-@pytest.mark.slow
 def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir):
     args = ("--mode", "all", "--n-trials", "3", "--batch", "2", "--epochs", "40",
             "--study-name", "k")
@@ -414,69 +403,3 @@ def test_kill_9_mid_round_then_rerun_gives_exactly_n_trials(tmp_path, _cache_dir
     statuses = [status for _, status in sqlite_runs(tmp_path / "mlflow.db")]
     assert "RUNNING" not in statuses
     assert statuses.count("FAILED") == 6 + 3 + 1  # the dead trial runs, tune runs, umbrella
-
-
-# --- bad input -------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("args, option", [
-    (("--batch", "0"), "--batch"),
-    (("--batch", "-3"), "--batch"),
-    (("--device", "tpu"), "--device"),
-])
-def test_bad_batch_or_device_is_one_line_and_starts_nothing(tmp_path, args, option):
-    result = run_main(tune_argv(tmp_path, "--mode", "baseline", *args), tmp_path)
-    assert result.code == 2, result
-    assert option in error_line_of(result)
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
-
-
-@pytest.mark.parametrize("command", ["train", "tune", "evaluate", "reproduce"])
-def test_cuda_without_cuda_is_one_line(tmp_path, command):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: the refusal is for machines without it")
-    result = run_main([command, "--device", "cuda", "--tracking-uri",
-                       f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path)
-    assert result.code == 2, result
-    line = error_line_of(result)
-    assert "--device" in line and "CUDA is not available" in line
-    assert not (tmp_path / "mlflow.db").exists()
-
-
-def error_line_of(result) -> str:
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.err, result.err
-    return lines[0]
-
-
-
-# --- the pruning decision ------------------------------------------------------------------
-
-def test_pruning_from_a_round_snapshot_equals_optunas_should_prune():
-    """lgals decides pruning from the complete trials read once a round; for every running
-    trial that is exactly what ``trial.should_prune()`` says, reading the storage each time."""
-    import numpy as np
-
-    from lgals.tuning import _CompletedTrials, _should_prune
-
-    rng = np.random.default_rng(0)
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
-        n_startup_trials=5, n_warmup_steps=3))
-    for _ in range(8):
-        curve = np.cumsum(rng.uniform(0, 0.1, 10))
-        study.add_trial(optuna.trial.create_trial(
-            value=float(curve[-1]), intermediate_values=dict(enumerate(curve.tolist(), 1))))
-    snapshot = _CompletedTrials(study)
-    decisions = []
-    for _ in range(20):
-        trial = study.ask()
-        values = {}
-        for step, value in enumerate(np.cumsum(rng.uniform(0, 0.1, 10)).tolist(), 1):
-            trial.report(value, step)
-            values[step] = value
-            expected = trial.should_prune()
-            assert _should_prune(study.pruner, snapshot, values) == expected, (step, values)
-            decisions.append(expected)
-        study.tell(trial, state=TrialState.FAIL)  # keep the complete trials as they were
-    assert any(decisions) and not all(decisions)  # both answers were checked

@@ -3,6 +3,8 @@
 Training runs in this process through ``lgals.cli.main`` where that is enough (torch and
 MLflow are imported once); what needs a process of its own (signals, the default store,
 reloading a model with nothing in memory) runs the installed ``lgals`` console script.
+
+The fast in-process tests: ``tests/unit/test_tracking.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import (
+from support.mlflow_fixtures import (
     HISTORY_KEYS,
     MEMBER_PARAMS,
     MLFLOW_LOG,
@@ -40,10 +42,8 @@ from mlflow_fixtures import (
 
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.schema import HEARTBEAT
-from lgals.settings import DEFAULT_STALE_SECONDS, stale_seconds
-from lgals.tracking.runs import HEARTBEATS, end_dead_runs, end_runs, ending, open_run
-from lgals.tracking.seeds import model_name, tracked_train
-from lgals.tracking.store import connect
+from lgals.settings import DEFAULT_STALE_SECONDS
+from lgals.tracking.runs import end_runs, open_run
 from lgals.tracking.ui import EXPERIMENT_DESCRIPTION
 
 EPOCHS = 3
@@ -91,7 +91,6 @@ def trained(tmp_path_factory, _cache_dir):
     )
 
 
-@pytest.mark.slow
 def test_train_exits_cleanly_and_names_its_runs(trained):
     assert trained.result.code == 0, trained.result.err
     assert "MLflow runs:" in trained.result.err
@@ -99,7 +98,6 @@ def test_train_exits_cleanly_and_names_its_runs(trained):
         assert run.info.run_id in trained.result.err
 
 
-@pytest.mark.slow
 def test_the_experiment_opens_on_its_runs_and_says_what_it_holds(trained):
     """MLflow's UI shows a model-training experiment on its runs (the kind its experiment
     page reads), with a description saying how to compare modes."""
@@ -110,21 +108,6 @@ def test_the_experiment_opens_on_its_runs_and_says_what_it_holds(trained):
     assert "tags.lgals.stage = 'evaluate' and tags.lgals.seed != ''" in EXPERIMENT_DESCRIPTION
 
 
-def test_an_experiment_keeps_its_own_description_and_a_reader_writes_none(tmp_path):
-
-    uri = sqlite_uri(tmp_path / "mlflow.db")
-    with isolated_mlflow():
-        client = MlflowClient(uri)
-        own = client.create_experiment("own", tags={"mlflow.note.content": "ours"})
-        bare = client.create_experiment("bare")
-        connect(uri, "own")
-        connect(uri, "bare", create=False)
-    assert client.get_experiment(own).tags == {
-        "mlflow.note.content": "ours", "mlflow.experimentKind": "custom_model_development"}
-    assert client.get_experiment(bare).tags == {}
-
-
-@pytest.mark.slow
 def test_each_run_names_its_training_set_and_its_model_shows_the_final_metric(trained, tmp_path):
     """The noisy training set is every seed run's input dataset (named after its recipe, with
     a digest of inputs and observed labels); the logged model carries the run's final test
@@ -155,7 +138,6 @@ def test_each_run_names_its_training_set_and_its_model_shows_the_final_metric(tr
     assert "one run each below" in trained.parents[0].data.tags["mlflow.note.content"]
 
 
-@pytest.mark.slow
 def test_one_parent_and_one_child_per_seed(trained):
     assert trained.experiment is not None, "no experiment named 'lgals'"
     assert len(trained.runs) == 3
@@ -177,7 +159,6 @@ def test_one_parent_and_one_child_per_seed(trained):
         assert run.info.end_time is not None
 
 
-@pytest.mark.slow
 def test_children_carry_every_hyperparameter_and_the_data_recipe(trained):
     for seed, child in enumerate(trained.children):
         params = child.data.params
@@ -198,7 +179,6 @@ def test_children_carry_every_hyperparameter_and_the_data_recipe(trained):
         assert params["lgals_version"] == version("lgals")
 
 
-@pytest.mark.slow
 def test_per_epoch_metric_histories(trained):
     client = trained.client
     for child in trained.children:
@@ -216,7 +196,6 @@ def test_per_epoch_metric_histories(trained):
         assert "val_acc" not in child.data.metrics  # no validation split asked for
 
 
-@pytest.mark.slow
 def test_tracked_values_equal_the_untracked_json(trained):
     """Tracking changes nothing: the same command without MLflow prints the same numbers."""
     assert trained.untracked.code == 0, trained.untracked.err
@@ -233,7 +212,6 @@ def test_tracked_values_equal_the_untracked_json(trained):
             assert logged == values, key
 
 
-@pytest.mark.slow
 def test_no_tracking_writes_no_store(trained):
     assert trained.untracked.code == 0, trained.untracked.err
     assert "MLflow" not in trained.untracked.err
@@ -242,7 +220,6 @@ def test_no_tracking_writes_no_store(trained):
     assert not (trained.untracked_cwd / "mlartifacts").exists()
 
 
-@pytest.mark.slow
 def test_epsilon_distributions_and_data_recipe(trained):
     data = load_dataset()
     assert (int((~data.noise_mask).sum()), int(data.noise_mask.sum())) == (N_CLEAN, N_NOISY)
@@ -311,7 +288,6 @@ print("REPORT " + json.dumps(report))
 """
 
 
-@pytest.mark.slow
 def test_model_reloads_in_a_fresh_process_and_reproduces_final_test_acc(trained, tmp_path):
     run_ids = [child.info.run_id for child in trained.children]
     process = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, *run_ids], cwd=tmp_path,
@@ -331,7 +307,6 @@ def test_model_reloads_in_a_fresh_process_and_reproduces_final_test_acc(trained,
         assert reloaded["input_types"] == ["float32"]
 
 
-@pytest.mark.slow
 def test_reanalyze_a_run_whose_data_cannot_be_rebuilt_is_one_line(trained, tmp_path):
     """A run whose logged recipe disagrees with what its params rebuild: exit 2, one line,
     no reanalyze run."""
@@ -366,7 +341,6 @@ def test_reanalyze_a_run_whose_data_cannot_be_rebuilt_is_one_line(trained, tmp_p
     assert len(client.search_runs([experiment_id])) == 1  # no reanalyze run was opened
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("what", ["unknown run", "no recipe", "no model"])
 def test_reanalyze_refuses_what_it_cannot_reload_in_one_line(trained, tmp_path, what):
     """An unknown run id, a run without a data recipe, a run without a model (as a tuning
@@ -397,7 +371,6 @@ def test_reanalyze_refuses_what_it_cannot_reload_in_one_line(trained, tmp_path, 
     assert len(client.search_runs([experiment_id])) == 1  # no reanalyze run was opened
 
 
-@pytest.mark.slow
 def test_reanalyze_reproduces_and_logs_a_new_run(trained, tmp_path):
     client, source = trained.client, trained.children[0]
     source_id = source.info.run_id
@@ -436,7 +409,6 @@ def test_reanalyze_reproduces_and_logs_a_new_run(trained, tmp_path):
     assert client.get_run(source_id).data.metrics == source.data.metrics
 
 
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_baseline_with_a_validation_split(tmp_path, _cache_dir):
     """One seed, baseline (no smoothing at all), 10% noisy validation split."""
     uri = sqlite_uri(tmp_path / "mlflow.db")
@@ -477,7 +449,6 @@ def test_baseline_with_a_validation_split(tmp_path, _cache_dir):
     assert (histograms["alignment_counts"].sum(axis=2) == [n_clean, n_noisy]).all()
 
 
-@pytest.mark.slow
 def test_default_store_is_sqlite_in_the_working_directory(tmp_path, _cache_dir):
     process = run_lgals(["train", "--epochs", "1", "--seeds", "1"], tmp_path)
     assert process.returncode == 0, process.stderr[-3000:]
@@ -578,85 +549,11 @@ def interrupted_while_training(tmp_path_factory, _cache_dir):
                                [(signal.SIGINT, 5.0), (signal.SIGTERM, 5.0)])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("index", [0, 1], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_training_ends_its_run_killed(interrupted_while_training, index):
     assert_killed(interrupted_while_training[index])
 
 
-def test_ending_sets_finished_failed_and_killed(tmp_path):
-    """``ending`` with a real store: every run it holds (even ones added inside)
-    ends FINISHED, FAILED on an exception, KILLED on an interrupt."""
-    import mlflow
-
-
-    uri = sqlite_uri(tmp_path / "mlflow.db")
-    client = MlflowClient(uri)
-    with isolated_mlflow():
-        mlflow.set_tracking_uri(uri)
-        experiment_id = client.create_experiment("ending")
-
-        def new_run(name):
-            return open_run(experiment_id, name, {"lgals.stage": "test"}, {"x": 1})
-
-        with ending([new_run("ok")]) as finished:
-            finished.append(new_run("ok-added"))
-        with pytest.raises(RuntimeError), ending([new_run("failed")]) as failed:
-            failed.append(new_run("failed-added"))
-            raise RuntimeError("boom")
-        with pytest.raises(KeyboardInterrupt), ending([new_run("killed")]) as killed:
-            raise KeyboardInterrupt
-    statuses = {run_id: client.get_run(run_id).info.status
-                for run_id in [*finished, *failed, *killed]}
-    assert [statuses[r] for r in finished] == ["FINISHED", "FINISHED"]
-    assert [statuses[r] for r in failed] == ["FAILED", "FAILED"]
-    assert [statuses[r] for r in killed] == ["KILLED"]
-    assert client.get_run(finished[0]).data.params == {"x": "1"}
-    assert client.get_run(finished[0]).data.tags["lgals.stage"] == "test"
-
-
-def test_bad_input_with_tracking_creates_no_run(tmp_path):
-    db = tmp_path / "mlflow.db"
-    result = run_main(["train", "--lr", "0", "--epochs", "1", "--tracking-uri",
-                       sqlite_uri(db)], tmp_path)
-    assert result.code == 2
-    assert result.out == ""
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert "--lr" in lines[0]
-    assert not db.exists() or sqlite_runs(db) == []
-    assert not (tmp_path / "mlruns").exists()
-
-
-def test_diverged_training_fails_its_runs_and_exits_without_a_traceback(tmp_path, _cache_dir):
-    """A learning rate that blows the weights up: each seed's run ends FAILED, tagged
-    diverged, and the command still reports instead of crashing."""
-    uri = sqlite_uri(tmp_path / "mlflow.db")
-    try:
-        result = run_main(["train", "--lr", "1e30", "--epochs", "1", "--seeds", "2",
-                           "--tracking-uri", uri], tmp_path)
-        crash = None
-    except Exception as error:  # the CLI must not raise at all
-        result, crash = None, error
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("lgals").experiment_id])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 3 and len(children) == 2
-    for child in children:
-        assert child.info.status == "FAILED"
-        assert child.data.tags["lgals.status"] == "diverged"
-        assert "non-finite" in child.data.tags["lgals.status_reason"]
-        assert "final_test_acc" not in child.data.metrics
-    assert all(r.info.status != "RUNNING" for r in runs)
-    assert crash is None, f"lgals train crashed on diverged seeds: {crash!r}"
-    assert result.code not in (0, None)  # nothing was trained: the command did not succeed
-    assert "diverged" in result.err.strip().splitlines()[-1]
-    assert "Traceback" not in result.err
-    for seed in (0, 1):
-        assert f"seed {seed}: diverged" in result.out
-
-
-@pytest.mark.slow
 def test_an_interrupt_as_training_starts_is_not_lost(tmp_path, _cache_dir):
     """Ctrl-C or SIGTERM right as training starts (the run is RUNNING with its params):
     the run must still end KILLED and the command stop, not train on for 400 epochs."""
@@ -665,67 +562,6 @@ def test_an_interrupt_as_training_starts_is_not_lost(tmp_path, _cache_dir):
         assert_killed(job)
 
 
-def test_an_interrupt_stores_every_epoch_trained_before_the_runs_end(tmp_path, dataset):
-    """Metrics are flushed every few seconds; an interrupt in between must not drop the
-    epochs since the last flush: they are stored, then the runs end KILLED."""
-    import mlflow
-
-    from lgals.train import TrainConfig
-
-    uri = sqlite_uri(tmp_path / "mlflow.db")
-    client = MlflowClient(uri)
-
-    def interrupt_at_epoch_7(report):
-        if report.epoch == 7:
-            raise KeyboardInterrupt
-
-    with isolated_mlflow():
-        mlflow.set_tracking_uri(uri)
-        experiment_id = client.create_experiment("interrupted")
-        opened = []
-        with pytest.raises(KeyboardInterrupt):
-            tracked_train(dataset, [TrainConfig(epochs=50)] * 2, [0, 1],
-                          experiment_id=experiment_id, stage="test",
-                          callback=interrupt_at_epoch_7, on_runs_opened=opened.extend)
-    for run_id in opened:
-        assert client.get_run(run_id).info.status == "KILLED"
-        steps, _ = history(client, run_id, "test_acc")
-        assert steps == list(range(1, 8))  # well within the first 5 s: none flushed before
-
-
-def test_runs_that_stopped_beating_end_failed_and_live_ones_stay(tmp_path):
-    """The heartbeat tag decides: stale -> FAILED with the reason (its PENDING model too),
-    fresh -> untouched, no heartbeat (not lgals' run) -> untouched."""
-    import mlflow
-    from mlflow.entities import LoggedModelStatus
-
-
-    uri = sqlite_uri(tmp_path / "mlflow.db")
-    client = MlflowClient(uri)
-    with isolated_mlflow():
-        mlflow.set_tracking_uri(uri)
-        experiment_id = client.create_experiment("beats")
-        dead = open_run(experiment_id, "dead", {"lgals.stage": "test"}, {})
-        alive = open_run(experiment_id, "alive", {"lgals.stage": "test"}, {})
-        foreign = client.create_run(experiment_id).info.run_id
-        HEARTBEATS.discard(dead)  # as if its process had died
-        stale = int(time.time() - stale_seconds() - 5)
-        client.set_tag(dead, HEARTBEAT, str(stale))
-        model = client.create_logged_model(experiment_id, source_run_id=dead)
-        assert model.status == LoggedModelStatus.PENDING
-
-        assert end_dead_runs(experiment_id) == [dead]
-        assert end_dead_runs(experiment_id) == []  # once
-        end_runs([alive], "FINISHED")
-    assert client.get_run(dead).info.status == "FAILED"
-    assert client.get_run(dead).data.tags["lgals.status_reason"].startswith(
-        "its process stopped: no heartbeat since ")
-    assert client.get_logged_model(model.model_id).status == LoggedModelStatus.FAILED
-    assert client.get_run(alive).info.status == "FINISHED"
-    assert client.get_run(foreign).info.status == "RUNNING"
-
-
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
 def test_an_open_run_keeps_beating(tmp_path, monkeypatch):
     import mlflow
 
@@ -740,26 +576,3 @@ def test_an_open_run_keeps_beating(tmp_path, monkeypatch):
         wait_for(lambda: int(client.get_run(run_id).data.tags[HEARTBEAT]) > first,
                  timeout=DEFAULT_STALE_SECONDS, what="a second heartbeat")
         end_runs([run_id], "FINISHED")
-
-
-def test_reanalyze_where_there_is_no_store_creates_none(tmp_path):
-    result = run_main(["reanalyze", "0" * 32], tmp_path)
-    assert result.code == 2, result
-    assert result.err.strip().splitlines() == [
-        f"lgals: error: no MLflow store at {tmp_path / 'mlflow.db'}, so nothing to read: "
-        "point --tracking-uri at the store that holds the runs"]
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("run_name, expected", [
-    ("lgals-seed0", "lgals-seed0"),
-    ("lgals-r2-seed3", "lgals-r2-seed3"),
-    ("lgals-symmetric-0.4-seed0", "lgals-symmetric-0_4-seed0"),  # a sweep's setting
-    ("a/b:c%d\"e'f", "a_b_c_d_e_f"),
-])
-def test_a_models_name_is_its_runs_as_mlflow_accepts_it(run_name, expected):
-    from mlflow.utils.validation import _validate_logged_model_name
-
-
-    assert model_name(run_name) == expected
-    _validate_logged_model_name(model_name(run_name))  # raises on a name MLflow refuses

@@ -23,10 +23,10 @@ import optuna
 import pytest
 import sqlalchemy
 from mlflow import MlflowClient
-from mlflow_fixtures import isolated_mlflow, sqlite_uri, wait_for
 from optuna.trial import TrialState
-from pg_fixtures import Host, mlflow_server_on, ok, postgres_server
-from test_faults import stderr_lines
+from support.errors import stderr_lines
+from support.mlflow_fixtures import isolated_mlflow, sqlite_uri, wait_for
+from support.pg_fixtures import Host, mlflow_server_on, ok, postgres_server
 
 from lgals.storage import StorageUnavailable, open_storage
 from lgals.tuning import (
@@ -37,8 +37,7 @@ from lgals.tuning import (
     fail_stale_trials,
 )
 
-pytestmark = [pytest.mark.slow,  # a PostgreSQL server, an mlflow server, lgals processes
-              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 # Three hosts, batches of 2: the first round gives each host 2 of the 6 trials.
 N_TRIALS, BATCH, HOSTS = 6, 2, 3

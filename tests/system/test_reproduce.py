@@ -16,7 +16,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import (
+from PIL import Image
+from scipy import stats
+from support.mlflow_fixtures import (
     MLFLOW_LOG,
     all_runs,
     copy_database,
@@ -24,12 +26,8 @@ from mlflow_fixtures import (
     run_main,
     sqlite_uri,
 )
-from PIL import Image
-from scipy import stats
 
 from lgals.losses import MODES, SUITES
-
-pytestmark = pytest.mark.slow  # `lgals reproduce --quick` in a subprocess
 
 PAPER = SUITES["paper"]  # the modes `--mode all` means by default
 
@@ -336,7 +334,6 @@ def test_report_creates_no_store_and_no_experiment(tmp_path, store):
         assert {e.name for e in experiments} == {"other", "Default"}
 
 
-@pytest.mark.slow
 def test_report_leaves_out_unfinished_runs_and_says_how_many(quick, tmp_path):
     """Seed runs a killed process left RUNNING, or that ended KILLED, are not results."""
     copy_database(quick.root / "mlflow.db", tmp_path / "mlflow.db")

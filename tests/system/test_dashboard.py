@@ -14,10 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import optuna
-import pytest
-from mlflow_fixtures import cli_env, free_port, run_lgals, stop, wait_for
-
-pytestmark = pytest.mark.slow  # `lgals tune` and an optuna-dashboard process
+from support.mlflow_fixtures import cli_env, free_port, run_lgals, stop, wait_for
 
 DASHBOARD = str(Path(sys.executable).parent / "optuna-dashboard")
 N_TRIALS, EPOCHS = 3, 2

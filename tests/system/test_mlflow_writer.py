@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import sqlite_uri
+from support.mlflow_fixtures import sqlite_uri
 
 from lgals.tracking.writer import MAX_METRICS_PER_BATCH, MlflowWriter
-
-pytestmark = pytest.mark.slow  # every test runs the writer process
 
 
 @pytest.fixture

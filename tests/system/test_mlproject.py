@@ -1,4 +1,7 @@
-"""End to end: ``mlflow run`` of the project's ``train`` entry point (local environment)."""
+"""End to end: ``mlflow run`` of the project's ``train`` entry point (local environment).
+
+The fast in-process tests: ``tests/unit/test_mlproject.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import MLFLOW, all_runs, cli_env, sqlite_uri, stop
-
-PROJECT = Path(__file__).resolve().parents[1]
+from support.mlflow_fixtures import MLFLOW, PROJECT, all_runs, cli_env, sqlite_uri, stop
 
 
 def project_copy(tmp: Path) -> Path:
@@ -57,7 +58,6 @@ def project_runs(tmp_path_factory, _cache_dir):
     )
 
 
-@pytest.mark.slow
 def test_mlflow_run_train_nests_the_seeds_under_the_project_run(project_runs):
     good = project_runs.good
     assert good.code == 0, good.err[-3000:]
@@ -84,7 +84,6 @@ def test_mlflow_run_train_nests_the_seeds_under_the_project_run(project_runs):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
-@pytest.mark.slow
 def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):
     bad = project_runs.bad
     assert bad.code != 0
@@ -95,40 +94,3 @@ def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):
     assert runs[0].data.tags.get("mlflow.project.entryPoint") == "train"
     assert runs[0].info.status == "FAILED"
     assert not [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-
-
-def test_mlproject_defaults_are_the_clis():
-    """Every MLproject parameter that is a CLI option has the CLI's default (which for the
-    hyperparameters is TrainConfig's, for the noise NoiseRecipe's, and for tune's --batch and
-    --val-fraction the tuning's)."""
-    import yaml
-
-    from lgals.cli import cli
-    from lgals.data import NoiseRecipe
-    from lgals.train import HYPERPARAMETERS, TrainConfig
-    from lgals.tuning import DEFAULT_BATCH, TuneSettings
-
-    entry_points = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
-    checked = 0
-    for entry, spec in entry_points.items():
-        command = cli.commands["reproduce" if entry == "main" else entry]
-        options = {p.name: p for p in command.params}
-        for name, parameter in spec["parameters"].items():
-            if name in options and options[name].default is not None:
-                assert parameter["default"] == options[name].default, (entry, name)
-                checked += 1
-    assert checked >= 30
-    train = {p.name: p.default for p in cli.commands["train"].params}
-    for name in ("epochs", "batch_size", *HYPERPARAMETERS):
-        assert train[name] == getattr(TrainConfig, name)
-    # every mode's hyperparameters reach `mlflow run -e train`; every suite the others
-    assert set(HYPERPARAMETERS) <= set(entry_points["train"]["parameters"])
-    for entry in ("tune", "evaluate", "report", "reproduce", "main"):
-        assert entry_points[entry]["parameters"]["suite"]["default"] == "paper", entry
-    for name in ("noise_rate", "noise_type", "noise_seed", "val_fraction"):
-        assert train[name] == getattr(NoiseRecipe, name)
-    tune = {p.name: p.default for p in cli.commands["tune"].params}
-    assert tune["val_fraction"] == TuneSettings(mode="baseline").noise.val_fraction
-    for command in ("tune", "reproduce"):
-        assert {p.name: p.default for p in cli.commands[command].params}["batch"] == (
-            DEFAULT_BATCH)

@@ -3,9 +3,9 @@ behind basic auth; and no password anywhere lgals prints or records.
 
 Real processes, no mocks: ``mlflow server`` (``--app-name basic-auth`` where it says so),
 PostgreSQL (Optuna's storage), ``lgals`` commands as hosts of their own
-(:class:`pg_fixtures.Host`); each stopped by its PID (process group). The first tests are
-fast unit tests of the redaction and of how tracking errors become one line; the rest are
-``slow``. Timings are printed (``-s`` shows them).
+(:class:`support.pg_fixtures.Host`); each stopped by its PID (process group). Timings are printed
+(``-s`` shows them). The unit tests of the redaction and of how tracking errors become one
+line: ``tests/unit/test_team_auth.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from mlflow_fixtures import (
+from support.mlflow_fixtures import (
     HISTORY_KEYS,
     MLFLOW_LOG,
     MlflowServer,
@@ -34,145 +34,11 @@ from mlflow_fixtures import (
     mlflow_server,
     wait_for,
 )
-from pg_fixtures import Host, ok, postgres_server
+from support.pg_fixtures import Host, ok, postgres_server
 
-from lgals.errors import BadSetting, NotAuthorised, TrackingUnavailable, redact, redact_url
-from lgals.settings import server_wait_seconds
-from lgals.tracking.store import (
-    credentials_out_of,
-    http_retries,
-    retry_span,
-    sync_writer,
-    unreachable,
-    user_error,
-)
+from lgals.errors import TrackingUnavailable, redact_url
+from lgals.tracking.store import retry_span, sync_writer
 from lgals.tracking.writer import WRITER
-
-# --- fast: the redaction, and tracking errors as one line ---------------------------------
-
-
-@pytest.mark.parametrize(("url", "redacted"), [
-    ("postgresql://lgals:secret@127.0.0.1:5432/optuna",
-     "postgresql://lgals:***@127.0.0.1:5432/optuna"),
-    ("postgresql+psycopg://lgals:secret@db.example:5432/optuna",
-     "postgresql+psycopg://lgals:***@db.example:5432/optuna"),
-    # percent-encoded '@' and ':' in the password
-    ("postgresql://lgals:p%40ss%3Aw0rd@host/db", "postgresql://lgals:***@host/db"),
-    # unencoded '@', '/', '?' in it: masked in full all the same
-    ("postgresql://lgals:p@ss@host/db", "postgresql://lgals:***@host/db"),
-    ("postgresql://lgals:pa/ss@host/db", "postgresql://lgals:***@host/db"),
-    ("postgresql://lgals:p?ss@host/db?application_name=a@b",
-     "postgresql://lgals:***@host/db?application_name=a@b"),
-    ("mysql://:pw@host/db", "mysql://:***@host/db"),
-    ("postgresql://lgals:pw@[::1]:5432/db", "postgresql://lgals:***@[::1]:5432/db"),
-    # secrets in the query string
-    ("postgresql://host/db?user=lgals&password=s3cret&sslmode=require",
-     "postgresql://host/db?user=lgals&password=***&sslmode=require"),
-    ("postgresql://host/db?sslpassword=abc;PASSWORD=x#frag",
-     "postgresql://host/db?sslpassword=***;PASSWORD=***#frag"),
-    # a tracking server with basic auth in its URL
-    ("http://alice:pw@127.0.0.1:5000", "http://alice:***@127.0.0.1:5000"),
-    ("https://alice:p%3Aw@mlflow.example/path?token=abc&x=1",
-     "https://alice:***@mlflow.example/path?token=***&x=1"),
-    # nothing to hide: unchanged
-    ("postgresql://lgals@host/db", "postgresql://lgals@host/db"),
-    ("postgresql://host:5432/db", "postgresql://host:5432/db"),
-    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-    ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
-    ("sqlite:////tmp/a:b@c/mlflow.db", "sqlite:////tmp/a:b@c/mlflow.db"),  # a path
-    ("file:///tmp/mlruns", "file:///tmp/mlruns"),
-    ("optuna.db", "optuna.db"),
-])
-def test_redact_url_masks_the_password_of_every_url_shape(url, redacted):
-    assert redact_url(url) == redacted
-    assert redact_url(redacted) == redacted  # idempotent
-
-
-def test_redact_masks_urls_in_text_and_the_mlflow_password(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Zx81-distinctive")
-    text = ("API request to http://bob:hunter22@h:5000/api failed; storage "
-            "postgresql://u:topsecret@db/optuna, and Zx81-distinctive in the clear")
-    assert redact(text) == ("API request to http://bob:***@h:5000/api failed; storage "
-                            "postgresql://u:***@db/optuna, and *** in the clear")
-
-
-def test_tracking_errors_become_one_line_naming_the_server(monkeypatch):
-    """What the CLI says for MLflow's errors: refused credentials (401), a refused request
-    (403), a server gone for longer than lgals waits; nothing for any other error."""
-    import mlflow
-    import requests
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
-
-
-    with isolated_mlflow():
-        mlflow.set_tracking_uri("http://127.0.0.1:5999")
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Pw-never-shown")
-        said = user_error(MlflowException("401 != 200", error_code=UNAUTHENTICATED))
-        assert isinstance(said, NotAuthorised)
-        assert str(said).startswith("not authorised by the MLflow tracking server at "
-                                    "http://127.0.0.1:5999")
-        assert "'alice'" in str(said) and "MLFLOW_TRACKING_PASSWORD" in str(said)
-        assert "Pw-never-shown" not in str(said)
-        said = user_error(MlflowException("403", error_code=PERMISSION_DENIED))
-        assert isinstance(said, NotAuthorised) and "HTTP 403" in str(said)
-
-        # as MLflow raises it: its own, worded so, after the requests error
-        try:
-            try:
-                raise requests.exceptions.ConnectionError(
-                    "HTTPConnectionPool(host='127.0.0.1', port=5999): Max retries exceeded "
-                    "(Caused by NewConnectionError(... [Errno 111] Connection refused))")
-            except requests.exceptions.ConnectionError as error:
-                raise MlflowException(f"API request to http://127.0.0.1:5999/api/2.0/mlflow/"
-                                      f"runs/create failed with exception {error}") from error
-        except MlflowException as error:
-            gone = error
-        said = user_error(gone)
-        assert isinstance(said, TrackingUnavailable) and not isinstance(said, NotAuthorised)
-        assert "stopped answering (connection refused)" in str(said)
-        assert "LGALS_SERVER_WAIT_SECONDS" in str(said)
-        # the same words after a trip through the writer's pipe (no exception chain left)
-        assert unreachable(RuntimeError(f"MLflow writer: error: MlflowException: "
-                                                  f"{gone}")) == "connection refused"
-        assert user_error(ValueError("Connection refused")) is None  # not MLflow's
-        assert user_error(MlflowException("bad param")) is None
-
-
-@pytest.mark.parametrize(("value", "retries"), [("", 7), ("120", 7), ("10", 4), ("0", 0),
-                                                ("62", 6), ("480", 10)])
-def test_server_wait_sets_mlflows_http_retries(monkeypatch, value, retries):
-
-    with isolated_mlflow():
-        monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", value)
-        http_retries()
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(retries)
-        assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
-        assert retry_span(retries) >= float(value or 120)
-
-
-@pytest.mark.parametrize("value", ["-1", "481", "soon", "nan", "inf"])
-def test_a_bad_server_wait_is_one_line(monkeypatch, value):
-
-    monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", value)
-    with pytest.raises(BadSetting, match="LGALS_SERVER_WAIT_SECONDS"):
-        server_wait_seconds()
-
-
-def test_credentials_in_a_tracking_uri_move_to_mlflows_variables():
-
-    with isolated_mlflow():
-        uri = "http://alice:p%40ss%3Aword@127.0.0.1:5000"
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        assert credentials_out_of(uri) == "http://127.0.0.1:5000"
-        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
-        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss:word"
-        assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
-        assert redact("p@ss:word") == "***"
-        assert credentials_out_of("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
-        assert credentials_out_of("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
-
 
 # --- slow: real servers, real commands ------------------------------------------------------
 
@@ -272,7 +138,6 @@ def _start_and_kill_mid_run(server: MlflowServer, db: Path, worker: Host, experi
     return {"started": started, "killed": killed, **at_kill}
 
 
-@pytest.mark.slow
 def test_server_killed_and_restarted_mid_train_gets_every_metric(restartable, tmp_path):
     """SIGKILL to the server while two seeds train, 3 s down, started again on the same port,
     store and artifacts: the command finishes, every per-epoch metric has exactly EPOCHS
@@ -316,7 +181,6 @@ def test_server_killed_and_restarted_mid_train_gets_every_metric(restartable, tm
     assert not worker.left_running
 
 
-@pytest.mark.slow
 def test_server_killed_and_restarted_mid_tune_gets_every_trial(restartable, tmp_path):
     """The same outage under ``lgals tune`` (rounds of 2 trials; the next round's runs are
     opened while the server may still be down): every trial COMPLETE in Optuna and FINISHED
@@ -354,7 +218,6 @@ def test_server_killed_and_restarted_mid_tune_gets_every_trial(restartable, tmp_
     assert not worker.left_running
 
 
-@pytest.mark.slow
 def test_server_gone_longer_than_lgals_waits_is_one_line_and_no_run_stays_running(
         restartable, tmp_path):
     """LGALS_SERVER_WAIT_SECONDS=10 and a server killed mid-training that stays down: training
@@ -415,7 +278,6 @@ def test_server_gone_longer_than_lgals_waits_is_one_line_and_no_run_stays_runnin
     assert [runs[run_id] for run_id in left["runs"]] == ["FAILED"] * 3
 
 
-@pytest.mark.slow
 def test_waiting_for_the_writer_is_bounded_when_the_server_stays_down(monkeypatch):
     """The server dies while the command waits for the MLflow writer (its last seconds) and
     stays down: each write the writer holds would be retried for minutes, one after the
@@ -514,7 +376,6 @@ def auth(tmp_path_factory):
         yield server
 
 
-@pytest.mark.slow
 def test_train_logs_its_runs_with_credentials(auth, tmp_path):
     started = time.monotonic()
     result = ok(host(tmp_path / "alice", MLFLOW_TRACKING_USERNAME=USER,
@@ -548,7 +409,6 @@ def requests_served(server: MlflowServer, since: int) -> list[tuple[str, str, in
             for m in map(ACCESS_LOG.search, text.splitlines()) if m]
 
 
-@pytest.mark.slow
 def test_wrong_or_missing_credentials_are_one_line_and_create_nothing(auth, tmp_path):
     """401: one line saying "not authorised", naming the server and the variables to set,
     never the password; exit 1 at the first refusal (the server refused one request, which
@@ -586,7 +446,6 @@ def test_wrong_or_missing_credentials_are_one_line_and_create_nothing(auth, tmp_
     assert [r.info.run_id for r in after[1]] == [r.info.run_id for r in before[1]]
 
 
-@pytest.mark.slow
 def test_a_user_who_may_only_read_is_refused_before_any_run(auth, tmp_path):
     """403: READER may read the experiment USER made, not log to it: one line, exit 1, the
     experiment holds the runs it held."""
@@ -628,7 +487,6 @@ def _leaks(where: str, data: str | bytes) -> list[str]:
     return [f"{where}: {leak}" for leak in LEAKS if leak.encode() in raw]
 
 
-@pytest.mark.slow
 def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
     """``lgals tune`` with a PostgreSQL storage URL that carries its password, then
     ``evaluate`` (credentials in the tracking URI itself), ``report``, and a command that

@@ -1,13 +1,13 @@
-"""Noisy mnist1d: exact noise counts, flip structure, seeding, splits, cache, validation."""
+"""Noisy mnist1d: exact noise counts, flip structure, seeding, splits, cache, validation.
+
+The process-level and seconds-long tests: ``tests/system/test_data.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -179,17 +179,6 @@ def test_damaged_remembered_arguments_are_named_and_rebuilt(content, own_cache, 
     assert args_file.read_text() == good
     assert len(generated) == 1  # the same key as before: the arrays come from the cache
     np.testing.assert_array_equal(arrays["x"], clean["x"])
-
-
-@pytest.mark.slow
-def test_cached_load_does_not_import_mnist1d(tmp_path):
-    """A cached run pays no mnist1d import (~0.8 s: it pulls in matplotlib and scipy)."""
-    env = {**os.environ, "LGALS_CACHE_DIR": str(tmp_path)}
-    code = ("import sys; from lgals.data import load_dataset; load_dataset(); "
-            "print('mnist1d' in sys.modules)")
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True, check=True).stdout.strip() for _ in range(2)]
-    assert runs == ["True", "False"]  # the first run generates; the second only reads
 
 
 def test_load_dataset_leaves_global_numpy_and_python_rngs_alone():

@@ -6,9 +6,11 @@ then, after the follow-up command, 0 runs RUNNING, 0 logged models PENDING, exac
 counts and no half-written file under the artifact root (:func:`assert_settled`).
 
 Here: ``kill -9`` in each stage (train, reproduce's tuning, evaluate, a ``tune --workers``
-pool) followed by the rerun; a full disk (a 3 MB tmpfs); unusable stores (a read-only
-mount, no directory, damaged or foreign files, bad URIs); 4 commands started at once on an
-empty directory. Elsewhere, next to the code they exercise: Ctrl-C and SIGTERM to one process
+pool) followed by the rerun; a full disk (a 3 MB tmpfs); 4 commands started at once on an
+empty directory; a model that does not fit its disk. In ``tests/unit/test_faults.py``:
+unusable stores (a read-only mount, no directory, damaged or foreign files, bad URIs) and a
+bad stale period, refused in one line before anything trains.
+Elsewhere, next to the code they exercise: Ctrl-C and SIGTERM to one process
 (``test_tracking.py``) and to a worker pool (``test_batched_tuning.py``), damaged data caches
 (``test_data.py``), bad ``--params-from`` files (``test_reproduce.py``) and bad options
 (``test_cli.py``, ``test_batched_tuning.py``).
@@ -30,12 +32,11 @@ import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import (
+from support.errors import assert_one_line
+from support.mlflow_fixtures import (
     LGALS,
-    MLFLOW_LOG,
     cli_env,
     run_lgals,
-    run_main,
     sqlite_runs,
     sqlite_uri,
     stop,
@@ -49,17 +50,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.Experimental
 # Runs (and trials) of a dead process go stale in 6 s here instead of 30: the reruns need
 # not wait long.
 STALE = "6"
-
-
-def stderr_lines(err: str) -> list[str]:
-    """What lgals said on stderr: MLflow's own info lines (a new store) left out."""
-    return [line for line in err.splitlines() if line.strip() and not MLFLOW_LOG.match(line)]
-
-
-def assert_one_line(err: str, start: str) -> None:
-    assert "Traceback" not in err, err[-3000:]
-    lines = stderr_lines(err)
-    assert len(lines) == 1 and lines[0].startswith(start), err[-3000:]
 
 
 def assert_settled(root: Path) -> MlflowClient:
@@ -137,7 +127,6 @@ STAGES = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_kill_9_then_the_same_command_again(tmp_path, _cache_dir, stage):
     """SIGKILL to the whole process group (the command, its workers, its MLflow writer: as
@@ -206,7 +195,6 @@ def small_disk(tmp_path):
         yield mount
 
 
-@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_next_command_settles_it(small_disk, _cache_dir):
     """The disk fills while the five seeds' files and models are logged: one line, exit 1;
     the half-copied files are gone; the runs that could not be ended (the database is full
@@ -228,7 +216,6 @@ def test_a_full_disk_is_one_line_and_the_next_command_settles_it(small_disk, _ca
 
 # --- stores that cannot be used ---------------------------------------------------------------
 
-@pytest.mark.slow
 def test_four_trainings_started_at_once_on_an_empty_directory(tmp_path, _cache_dir):
     """MLflow creates a new store's tables with no guard against another process: lgals
     takes a lock beside the database, so all four start, train and log into one store."""
@@ -250,65 +237,6 @@ def test_four_trainings_started_at_once_on_an_empty_directory(tmp_path, _cache_d
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
 
 
-def _store(tmp_path, kind: str) -> str:
-    """A --tracking-uri for each kind of unusable store (a bad URI, a broken place)."""
-    db = tmp_path / "store" / "mlflow.db"
-    db.parent.mkdir()
-    if kind == "not an sqlite file":
-        db.write_text("garbage, not a database")
-    elif kind == "truncated":
-        with contextlib.closing(sqlite3.connect(db)) as connection:
-            connection.execute("create table t (x)")
-            connection.executemany("insert into t values (?)", [("x" * 1000,)] * 200)
-            connection.commit()
-        db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
-    elif kind == "no directory":
-        return sqlite_uri(tmp_path / "missing" / "mlflow.db")
-    elif kind == "read-only mount":
-        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                                str(db.parent)], capture_output=True, text=True)
-        if mount.returncode != 0:
-            pytest.skip(f"mounting a read-only tmpfs was refused here: {mount.stderr.strip()}")
-    return {"ftp": "ftp://nowhere", "bare words": "not a uri",
-            "proc": "sqlite:////proc/x/y.db"}.get(kind, sqlite_uri(db))
-
-
-@pytest.mark.parametrize("kind, code, message", [
-    ("ftp", 2, "--tracking-uri 'ftp://nowhere': not a tracking store URI"),
-    ("bare words", 2, "--tracking-uri 'not a uri': not a tracking store URI"),
-    ("proc", 1, "cannot create the MLflow store /proc/x/y.db: there is no directory"),
-    ("no directory", 1, "cannot create the MLflow store"),
-    ("read-only mount", 1, "cannot write the MLflow store"),
-    ("not an sqlite file", 1, "is not an SQLite database (damaged?): move it aside"),
-    ("truncated", 1, "cannot use the MLflow store"),
-])
-def test_an_unusable_store_is_one_line_before_anything_trains(tmp_path, kind, code, message):
-    uri = _store(tmp_path, kind)
-    try:
-        result = run_main(["train", "--seeds", "1", "--epochs", "1", "--tracking-uri", uri],
-                          tmp_path)
-    finally:
-        if kind == "read-only mount":
-            subprocess.run(["umount", str(tmp_path / "store")], check=True)
-    assert result.code == code, result
-    assert_one_line(result.err, "lgals: error: ")
-    assert message in result.err
-    assert "seed 0" not in result.out  # nothing trained
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # nothing created here
-
-
-@pytest.mark.parametrize("value", ["2", "soon", "inf"])
-def test_a_bad_stale_period_is_one_line_before_anything_is_created(tmp_path, value,
-                                                                   monkeypatch):
-    monkeypatch.setenv("LGALS_STALE_SECONDS", value)
-    result = run_main(["train", "--seeds", "1", "--epochs", "1"], tmp_path)
-    assert result.code == 2, result
-    assert_one_line(result.err, f"lgals: error: LGALS_STALE_SECONDS={value!r}: must be a "
-                                "number of seconds >= 6")
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.slow
 def test_a_model_that_does_not_fit_is_failed_and_leaves_no_files(tmp_path, _cache_dir):
     """Artifacts on a 256 kB tmpfs, the store elsewhere: the model (~330 kB) cannot be
     written. One line names the run; the runs end FAILED (the store has room), the model is

@@ -3,22 +3,18 @@ comparisons over repetitions x seeds, the claim card's verdicts, the MDD line, t
 
 MLflow runs are made by hand with ``MlflowClient`` in a sqlite store in a tmp dir, shaped as
 ``lgals evaluate`` makes them (an evaluate run per mode, one child run per seed).
+
+The process-level and seconds-long tests: ``tests/system/test_report_repeats.py``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
-from mlflow_fixtures import isolated_mlflow, sqlite_uri
 from scipy import stats
-from test_report_stats import mode_runs
+from support.reports import EPOCHS, evaluate
 
 from lgals.claim import ACCURACY, AUROC_CHANCE, COST_RATIO_MAX
 from lgals.data import NoiseRecipe
@@ -35,9 +31,8 @@ from lgals.report.analysis import (
     compare,
 )
 from lgals.report.collect import Diagnosis, collect
-from lgals.report.publish import report_from_mlflow
 from lgals.report.render import markdown
-from lgals.report.sweep import sweep_markdown, sweep_report, sweep_rows
+from lgals.report.sweep import sweep_markdown, sweep_rows
 from lgals.statistics import (
     ALPHA,
     Variance,
@@ -45,56 +40,9 @@ from lgals.statistics import (
     holm,
     minimum_detectable_difference,
 )
+from unit.test_report_stats import mode_runs
 
 # --- a real store with hand-made evaluate runs ---------------------------------------------
-
-EPOCHS = 2
-NOISY = NoiseRecipe(0.2)  # the note's setting
-
-
-@pytest.fixture
-def store(tmp_path):
-    with isolated_mlflow():
-        import mlflow
-
-        uri = sqlite_uri(tmp_path / "mlflow.db")
-        mlflow.set_tracking_uri(uri)
-        client = MlflowClient(uri)
-        experiment_id = client.create_experiment(
-            "lgals-test", artifact_location=(tmp_path / "artifacts").as_uri())
-        npz = tmp_path / "epsilon_distributions.npz"
-        np.savez(npz, eps_counts=np.ones((EPOCHS, 2, 3), dtype=np.int64),
-                 eps_edges=np.linspace(0, 1, 4))
-        yield SimpleNamespace(client=client, experiment_id=experiment_id, npz=npz, out=tmp_path,
-                              clock=itertools.count(1_000_000, 1000))
-
-
-def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
-             noise: NoiseRecipe = NOISY, seconds: float = 1.0) -> str:
-    """A finished evaluate run of ``mode`` with one finished child per seed (final accuracy
-    ``accs[seed]``, a flat test_acc and epoch_seconds curve), started after every earlier
-    one; its id."""
-    client = store.client
-    tags = {"lgals.stage": "evaluate", "lgals.mode": mode}
-    if repeat is not None:
-        tags["lgals.repeat"] = str(repeat)
-    parent = client.create_run(store.experiment_id, start_time=next(store.clock),
-                               tags=tags).info.run_id
-    for key, value in {"noise_type": noise.noise_type, "noise_rate": str(noise.noise_rate),
-                       "noise_seed": str(repeat or 0),
-                       "seeds": ",".join(map(str, sorted(accs)))}.items():
-        client.log_param(parent, key, value)
-    for seed, acc in sorted(accs.items()):
-        child = client.create_run(store.experiment_id, start_time=next(store.clock), tags={
-            **tags, "lgals.seed": str(seed), "mlflow.parentRunId": parent}).info.run_id
-        client.log_metric(child, "final_test_acc", acc)
-        for step in range(EPOCHS):
-            client.log_metric(child, "test_acc", acc, step=step)
-            client.log_metric(child, "epoch_seconds", seconds, step=step)
-        client.log_artifact(child, str(store.npz))
-        client.set_terminated(child, "FINISHED")
-    client.set_terminated(parent, "FINISHED")
-    return parent
 
 
 def test_a_missing_repeat_tag_is_repetition_0_and_repetitions_stack(store):
@@ -150,26 +98,6 @@ def test_seeds_prefer_the_latest_run_that_covers_them_and_use_only_those(store):
     assert runs.final_acc == {(0, 0): 0.7, (0, 1): 0.71}
     assert runs.curves["test_acc"].shape == (2, EPOCHS)
     assert runs.n_stacked == 3  # the run stacked three seeds, whatever the report uses
-
-
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
-def test_report_from_mlflow_opens_with_the_card_lists_every_run_and_is_deterministic(store):
-    ids = [evaluate(store, mode, {0: acc, 1: acc + 0.01, 2: acc + 0.03}, repeat=repeat)
-           for repeat in (0, 1) for mode, acc in (("baseline", 0.5), ("lgals", 0.55))]
-    first = report_from_mlflow(store.experiment_id, store.out / "a", echo=lambda _: None)
-    report_from_mlflow(store.experiment_id, store.out / "b", echo=lambda _: None)
-    text = (store.out / "a" / "results.md").read_text()
-    assert text == (store.out / "b" / "results.md").read_text()
-    assert (store.out / "a" / "results.csv").read_bytes() == (
-        store.out / "b" / "results.csv").read_bytes()
-    lines = text.splitlines()
-    assert lines[:3] == ["# LGALS on mnist1d with noisy labels: our measurement", "",
-                         "## The note's claims"]
-    assert [line[:5] for line in lines[4:8]] == ["1. **", "2. **", "3. **", "4. **"]
-    assert first.comparison("lgals", "baseline").n_repeats == 2
-    (run, _) = store.client.search_runs([store.experiment_id],
-                                        "tags.`lgals.stage` = 'report'")
-    assert sorted(run.data.params["evaluate_runs"].split(",")) == sorted(ids)
 
 
 # --- comparisons over repetitions x seeds ----------------------------------------------------
@@ -436,31 +364,3 @@ def test_sweep_verdict_cells():
                          f"{lgals['holm_p_vs_fixed_ls']:.3g}: "
                          f"{lgals['verdict_vs_fixed_ls']} |")
     assert "Holm-adjusted over all 3 comparisons of this table" in sweep_markdown(rows)
-
-
-@pytest.mark.slow  # in-process, but seconds long: the inner loop stays under a minute
-def test_sweep_report_from_mlflow_draws_rate_0_in_every_panel(store):
-    for mode, acc in (("baseline", 0.8), ("lgals", 0.81)):
-        evaluate(store, mode, {0: acc, 1: acc + 0.01}, noise=NoiseRecipe(0.0))
-    for noise, acc in ((NoiseRecipe(0.2), 0.6), (NoiseRecipe(0.2, "pair"), 0.55)):
-        for mode, gain in (("baseline", 0.0), ("lgals", 0.02)):
-            evaluate(store, mode, {0: acc + gain, 1: acc + gain + 0.02}, noise=noise)
-    reports = sweep_report(store.experiment_id, store.out / "sweep",
-                           [NoiseRecipe(0.0), NoiseRecipe(0.2), NoiseRecipe(0.2, "pair")],
-                           echo=lambda _: None)
-    assert list(reports) == [NoiseRecipe(0.0), NoiseRecipe(0.2), NoiseRecipe(0.0, "pair"),
-                             NoiseRecipe(0.2, "pair")]
-    assert reports[NoiseRecipe(0.0, "pair")] is reports[NoiseRecipe(0.0)]
-    rows = list(csv.DictReader(io.StringIO((store.out / "sweep" / "sweep.csv").read_text())))
-    assert [(r["noise_type"], r["noise_rate"], r["mode"]) for r in rows] == [
-        (t, rate, mode) for t, rate in (("symmetric", "0.0"), ("symmetric", "0.2"),
-                                        ("pair", "0.0"), ("pair", "0.2"))
-        for mode in ("Baseline", "LGALS")]
-    assert float(rows[5]["final_test_acc_mean_pct"]) == pytest.approx(81.5)
-    assert float(rows[7]["diff_vs_baseline_pp"]) == pytest.approx(2.0)
-    assert (store.out / "sweep" / "sweep_accuracy.png").stat().st_size > 0
-    assert "| pair | 0% | LGALS |" in (store.out / "sweep" / "sweep.md").read_text()
-    (run,) = store.client.search_runs([store.experiment_id], "tags.`lgals.sweep` = 'true'")
-    assert (run.data.tags["lgals.stage"], run.data.tags["lgals.mode"]) == ("report", "all")
-    assert {a.path for a in store.client.list_artifacts(run.info.run_id)} == {
-        "sweep.md", "sweep.csv", "sweep_accuracy.png"}

@@ -19,16 +19,15 @@ import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import isolated_mlflow
 from optuna.trial import TrialState
-from pg_fixtures import Host, mlflow_server_on, ok, postgres_server
+from support.mlflow_fixtures import isolated_mlflow
+from support.pg_fixtures import Host, mlflow_server_on, ok, postgres_server
 
 from lgals.tracking.store import describe_experiment
 from lgals.tracking.ui import EXPERIMENT_TAGS
 from lgals.tuning import TuneSettings, ask_round, create_study
 
-pytestmark = [pytest.mark.slow,  # a PostgreSQL server, an mlflow server, lgals processes
-              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 # Batches of 3 for 7 trials: hosts that counted the trials at the same time would each ask
 # 3 at first (9 in all), and the last batch is a single trial.

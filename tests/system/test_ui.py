@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow_fixtures import (
+from support.mlflow_fixtures import (
     MLFLOW,
     MlflowServer,
     cli_env,
@@ -32,8 +32,6 @@ from mlflow_fixtures import (
 from lgals.losses import SUITES
 from lgals.schema import SEED_RUNS
 from lgals.tracking.ui import runs_page
-
-pytestmark = pytest.mark.slow  # `lgals reproduce --quick`, `mlflow ui` and a browser
 
 CHROMIUM = shutil.which("chromium")
 # As root and offline: no sandbox, and none of Chromium's own calls home (refused here).

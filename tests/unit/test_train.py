@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_model import flat
 
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.losses import MODES, SUITES, alignment_to_epsilon
 from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
+from unit.test_model import flat
 
 EPOCHS = 3
 SEEDS = [0, 1, 2]

@@ -1,0 +1,125 @@
+"""The command line: one-line errors with exit code 2, and a JSON document for `train`.
+
+The process-level and seconds-long tests: ``tests/system/test_cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support.errors import assert_one_line_error
+
+QUICK = {"--epochs": "1", "--seeds": "1"}  # should a bad value slip through, train little
+
+
+def train_argv(option: str, value: str) -> list[str]:
+    args = {**QUICK, option: value}
+    return ["train", "--no-tracking", *[item for pair in args.items() for item in pair]]
+
+
+BAD_VALUES = [
+    ("--lr", "0"),
+    ("--lr", "-0.001"),
+    ("--lr", "abc"),
+    ("--weight-decay", "-0.01"),
+    ("--eps", "1.0"),
+    ("--eps", "-0.1"),
+    ("--eps-max", "1.01"),
+    ("--eps-max", "-0.1"),
+    ("--gamma", "-0.5"),
+    ("--noise-rate", "0.95"),
+    ("--noise-rate", "-0.1"),
+    ("--mode", "fancy"),
+    ("--noise-type", "asymmetric"),
+    ("--batch-size", "1"),
+    ("--batch-size", "0"),
+    ("--epochs", "0"),
+    ("--seeds", "0"),
+    ("--val-fraction", "0.6"),
+    ("--val-fraction", "-0.1"),
+    ("--first-seed", "-1"),
+    ("--nls-eps", "0"),
+    ("--nls-eps", "-1.5"),
+    ("--gce-q", "0"),
+    ("--gce-q", "1.1"),
+    ("--sce-alpha", "-1"),
+    ("--sce-beta", "-0.1"),
+    ("--bootstrap-beta", "0.4"),
+    ("--bootstrap-beta", "1.2"),
+    ("--elr-beta", "1"),
+    ("--elr-lambda", "-3"),
+]
+
+
+@pytest.mark.parametrize("option, value", BAD_VALUES)
+def test_bad_value_exits_2_with_one_line_naming_the_option(run_main, option, value):
+    assert_one_line_error(*run_main(train_argv(option, value)), option)
+
+
+# NaN is inside no range, but `nan < min` and `nan > max` are both False, so a range check
+# written as two comparisons lets it through. Each of these must be rejected like any other
+# out-of-range value (mode fixed_ls / lgals so that --eps / --eps-max / --gamma are read).
+NAN_VALUES = [
+    ("--lr", "nan", "baseline"),
+    ("--weight-decay", "nan", "baseline"),
+    ("--eps", "nan", "fixed_ls"),
+    ("--eps-max", "nan", "lgals"),
+    ("--gamma", "nan", "lgals"),
+    ("--noise-rate", "nan", "baseline"),
+    ("--val-fraction", "nan", "baseline"),
+]
+
+
+@pytest.mark.parametrize("option, value, mode", NAN_VALUES)
+def test_nan_is_rejected_like_any_out_of_range_value(run_main, option, value, mode):
+    assert_one_line_error(*run_main([*train_argv(option, value), "--mode", mode]), option)
+
+
+def test_train_help_lists_every_option(run_main):
+    code, out, _ = run_main(["train", "--help"])
+    assert code == 0
+    for option in ("--mode", "--seeds", "--first-seed", "--epochs", "--batch-size", "--lr",
+                   "--weight-decay", "--eps", "--eps-max", "--gamma", "--noise-rate",
+                   "--noise-type", "--noise-seed", "--val-fraction", "--no-tracking", "--json"):
+        assert option in out
+
+
+def test_diverged_seed_does_not_crash_the_cli(run_main):
+    """A seed that diverges (lr 1e30 is in range) has no final accuracy; report, don't crash."""
+    code, out, err = run_main(["train", "--lr", "1e30", "--weight-decay", "0", "--epochs", "1",
+                               "--seeds", "1", "--no-tracking"])
+    assert "Traceback" not in err
+    assert code == 1
+    assert out.startswith("seed 0: diverged: non-finite training loss at epoch 1")
+    assert err.strip() == "lgals: error: 1 of 1 seed(s) diverged (non-finite loss): lower --lr"
+
+
+def test_diverged_seed_in_json(run_main):
+    code, out, err = run_main(["train", "--lr", "1e30", "--weight-decay", "0", "--epochs", "1",
+                               "--seeds", "1", "--json", "--no-tracking"])
+    assert code == 1, err  # as without --json; the document is still printed whole
+    [entry] = json.loads(out)["seeds"]
+    assert entry["status"] == "diverged" and entry["final_test_acc"] is None
+    assert err.strip() == "lgals: error: 1 of 1 seed(s) diverged (non-finite loss): lower --lr"
+
+
+def test_version(run_main):
+    from importlib.metadata import version
+
+    code, out, _ = run_main(["--version"])
+    assert code == 0 and version("lgals") in out
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["tune", "--suite", "everything"], "--suite"),
+    (["evaluate", "--suite", "peer"], "--suite"),
+    (["report", "--suite", ""], "--suite"),
+    (["reproduce", "--suite", "ablations"], "--suite"),
+    (["tune", "--mode", "mixup"], "--mode"),
+    (["evaluate", "--modes", "label_smoothing"], "--modes"),
+])
+def test_an_unknown_suite_or_mode_is_one_line(run_main, argv, option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(*run_main(argv), option)
+    assert list(tmp_path.iterdir()) == []

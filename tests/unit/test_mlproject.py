@@ -1,0 +1,45 @@
+"""The MLproject's parameters: every one that is a CLI option has the CLI's default.
+
+End to end, ``mlflow run`` of its ``train`` entry point: ``tests/system/test_mlproject.py``.
+"""
+
+from __future__ import annotations
+
+from support.mlflow_fixtures import PROJECT
+
+
+def test_mlproject_defaults_are_the_clis():
+    """Every MLproject parameter that is a CLI option has the CLI's default (which for the
+    hyperparameters is TrainConfig's, for the noise NoiseRecipe's, and for tune's --batch and
+    --val-fraction the tuning's)."""
+    import yaml
+
+    from lgals.cli import cli
+    from lgals.data import NoiseRecipe
+    from lgals.train import HYPERPARAMETERS, TrainConfig
+    from lgals.tuning import DEFAULT_BATCH, TuneSettings
+
+    entry_points = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
+    checked = 0
+    for entry, spec in entry_points.items():
+        command = cli.commands["reproduce" if entry == "main" else entry]
+        options = {p.name: p for p in command.params}
+        for name, parameter in spec["parameters"].items():
+            if name in options and options[name].default is not None:
+                assert parameter["default"] == options[name].default, (entry, name)
+                checked += 1
+    assert checked >= 30
+    train = {p.name: p.default for p in cli.commands["train"].params}
+    for name in ("epochs", "batch_size", *HYPERPARAMETERS):
+        assert train[name] == getattr(TrainConfig, name)
+    # every mode's hyperparameters reach `mlflow run -e train`; every suite the others
+    assert set(HYPERPARAMETERS) <= set(entry_points["train"]["parameters"])
+    for entry in ("tune", "evaluate", "report", "reproduce", "main"):
+        assert entry_points[entry]["parameters"]["suite"]["default"] == "paper", entry
+    for name in ("noise_rate", "noise_type", "noise_seed", "val_fraction"):
+        assert train[name] == getattr(NoiseRecipe, name)
+    tune = {p.name: p.default for p in cli.commands["tune"].params}
+    assert tune["val_fraction"] == TuneSettings(mode="baseline").noise.val_fraction
+    for command in ("tune", "reproduce"):
+        assert {p.name: p.default for p in cli.commands[command].params}["batch"] == (
+            DEFAULT_BATCH)

@@ -1,0 +1,230 @@
+"""``lgals tune`` against a real sqlite MLflow store and a real Optuna sqlite storage.
+
+Studies are tiny (2-4 trials of 1-2 epochs). Most commands run in this process through
+``lgals.cli.main`` (torch, MLflow and Optuna are imported once); what needs processes of its
+own (local workers, a second process for the determinism check) runs the console script.
+
+The process-level and seconds-long tests: ``tests/system/test_tuning.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+from support.mlflow_fixtures import copy_database, history
+from support.tuning import (
+    children,
+    error_line,
+    load_study,
+    runs_of,
+    stores,
+    trial_signature,
+    tune_main,
+    tune_ok,
+    tune_runs,
+)
+
+from lgals.tuning import TuneSettings, tuning_data
+
+FIGURES = ("optimization_history", "param_importances", "slice")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Optuna's figures are "experimental" and complain about studies of one or two trials.
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+              pytest.mark.filterwarnings("ignore::UserWarning:optuna")]
+
+
+# --- 1. structure of one study ------------------------------------------------------------
+
+def test_tune_run_has_one_child_run_per_trial(lgals_study):
+    assert lgals_study.result.code == 0, lgals_study.result
+    runs = lgals_study.runs
+    (tune,) = tune_runs(runs)
+    assert tune.data.tags["lgals.mode"] == "lgals"
+    assert tune.data.tags["lgals.study"] == "lgals-lgals"
+    assert tune.data.tags["lgals.val_labels"] == "noisy"
+    assert "mlflow.parentRunId" not in tune.data.tags
+    assert tune.info.status == "FINISHED"
+    assert {k: tune.data.params[k] for k in ("mode", "n_trials", "epochs", "workers",
+                                             "study_name", "storage")} == {
+        "mode": "lgals", "n_trials": "3", "epochs": "2", "workers": "1",
+        "study_name": "lgals-lgals", "storage": stores(lgals_study.dir)[1]}
+
+    assert tune.info.run_name == "tune-lgals"
+    assert "Optuna study `lgals-lgals`: 3 trials of LGALS" in tune.data.tags[
+        "mlflow.note.content"]
+    trials = children(runs, tune.info.run_id)
+    assert len(trials) == 3 == len(runs) - 1  # nothing else in the store
+    assert sorted(r.info.run_name for r in trials) == [
+        "lgals-trial00", "lgals-trial01", "lgals-trial02"]
+    assert sorted(int(r.data.tags["lgals.trial"]) for r in trials) == [0, 1, 2]
+    optuna_trials = {t.number: t for t in lgals_study.study.trials}
+    assert sorted(optuna_trials) == [0, 1, 2]
+    for run in trials:
+        trial = optuna_trials[int(run.data.tags["lgals.trial"])]
+        assert run.data.tags["lgals.stage"] == "trial"
+        assert run.data.tags["lgals.mode"] == "lgals"
+        assert run.data.tags["lgals.study"] == "lgals-lgals"
+        assert trial.state == TrialState.COMPLETE
+        assert run.data.tags["lgals.trial_state"] == "COMPLETE"
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        # the run logs the hyperparameters the trial proposed, exactly
+        assert set(trial.params) == {"lr", "weight_decay", "eps_max", "gamma"}
+        for name, value in trial.params.items():
+            assert run.data.params[name] == str(value)
+        assert run.data.params["val_fraction"] == "0.1"
+
+
+def test_trial_runs_log_validation_history_and_nothing_of_the_test_set(lgals_study):
+    (tune,) = tune_runs(lgals_study.runs)
+    trials = {t.number: t for t in lgals_study.study.trials}
+    runs = children(lgals_study.runs, tune.info.run_id)
+    assert len(runs) == 3
+    for run in runs:
+        trial = trials[int(run.data.tags["lgals.trial"])]
+        assert trial.state == TrialState.COMPLETE  # the fixture's study prunes nothing
+        metrics = run.data.metrics
+        assert not {"test_acc", "test_loss", "final_test_acc"} & set(metrics), sorted(metrics)
+        assert {"val_acc", "val_loss", "train_loss"} <= set(metrics)
+        steps, values = history(lgals_study.client, run.info.run_id, "val_acc")
+        assert steps == [1, 2]
+        assert trial.value == values[-1]  # the objective is the last epoch's val acc
+        # what the pruner saw is what MLflow has
+        assert dict(zip(steps, values)) == trial.intermediate_values
+
+
+def test_tune_run_records_best_params_and_counts(lgals_study):
+    (tune,) = tune_runs(lgals_study.runs)
+    study = lgals_study.study
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE] * 3
+    best = {k[len("best."):]: v for k, v in tune.data.params.items() if k.startswith("best.")}
+    assert best.pop("trial") == str(study.best_trial.number)
+    assert best == {name: str(value) for name, value in study.best_params.items()}
+    assert set(best) == {"lr", "weight_decay", "eps_max", "gamma"}
+    metrics = tune.data.metrics
+    assert metrics["best_val_acc"] == study.best_value
+    assert metrics["n_trials"] == len(study.trials) == 3
+    assert (metrics["n_complete"], metrics["n_pruned"], metrics["n_fail"]) == (3, 0, 0)
+    assert f"best val acc {100 * study.best_value:.2f}%" in lgals_study.result.out
+
+
+def test_tune_run_logs_optuna_figures(lgals_study):
+    (tune,) = tune_runs(lgals_study.runs)
+    client = lgals_study.client
+    logged = {a.path for a in client.list_artifacts(tune.info.run_id, "optuna")}
+    # three complete trials (the fixture's study): Optuna draws every figure, none is skipped
+    assert [t.state for t in lgals_study.study.trials] == [TrialState.COMPLETE] * 3
+    assert logged == {f"optuna/{name}.png" for name in FIGURES}
+    assert not [k for k in tune.data.tags if k.startswith("lgals.figure.")], tune.data.tags
+    for name in FIGURES:
+        local = client.download_artifacts(tune.info.run_id, f"optuna/{name}.png",
+                                          str(lgals_study.dir))
+        assert Path(local).read_bytes().startswith(PNG_MAGIC)
+
+
+# --- 5. diverged trials -------------------------------------------------------------------
+
+def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
+    """Not "Objective Value": a trial's value is the noisy validation accuracy."""
+    import matplotlib.pyplot as plt
+
+    from lgals.tuning import OBJECTIVE, study_figures
+
+    figures = study_figures(lgals_study.study)
+    assert set(figures) == {"optimization_history", "param_importances", "slice"}
+    drawn = {name: f for name, f in figures.items() if not isinstance(f, str)}
+    assert set(drawn) == set(figures), figures  # three complete trials: every figure drawn
+    labels = {name: [" ".join([ax.get_ylabel(), ax.get_xlabel(), ax.get_title(),
+                               *(t.get_text() for t in (ax.get_legend().get_texts()
+                                                        if ax.get_legend() else []))])
+                     for ax in f.axes] for name, f in drawn.items()}
+    for figure in drawn.values():
+        plt.close(figure)
+    assert OBJECTIVE in labels["optimization_history"][0]
+    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn), labels
+    assert not any("Objective Value" in "".join(text) for text in labels.values()), labels
+
+
+def test_study_figures_have_readable_ticks_and_the_legend_inside(tmp_path):
+    """Every tick label drawn apart from its neighbours (log axes label a few major ticks,
+    no minor ones) and the history's legend inside its plot, on a study shaped like LGALS'."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from lgals.tuning import study_figures
+
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+             "weight_decay": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
+             "eps_max": optuna.distributions.FloatDistribution(0.0, 1.0),
+             "gamma": optuna.distributions.FloatDistribution(0.25, 4.0, log=True)}
+    study = optuna.create_study(direction="maximize")
+    rng = np.random.default_rng(0)
+    for _ in range(16):
+        params = {name: float(np.exp(rng.uniform(np.log(d.low), np.log(d.high)))) if d.log
+                  else float(rng.uniform(d.low, d.high)) for name, d in space.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space,
+                                                  value=float(rng.uniform(0.2, 0.5))))
+    figures = study_figures(study)
+    try:
+        assert all(not isinstance(f, str) for f in figures.values()), figures
+        for name, figure in figures.items():
+            figure.canvas.draw()
+            renderer = figure.canvas.get_renderer()
+            for ax in figure.axes:
+                boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels()
+                         if label.get_visible() and label.get_text()
+                         and ax.get_xlim()[0] <= label.get_position()[0] <= ax.get_xlim()[1]]
+                boxes.sort(key=lambda box: box.x0)
+                assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), (name, ax)
+        history = figures["optimization_history"]
+        (ax,) = history.axes
+        legend = ax.get_legend().get_window_extent(history.canvas.get_renderer())
+        assert ax.get_window_extent().contains(legend.x0, legend.y0)
+        assert ax.get_window_extent().contains(legend.x1, legend.y1)
+        gamma = next(a for a in figures["slice"].axes if a.get_xlabel() == "gamma")
+        assert {t.get_text() for t in gamma.get_xticklabels()} >= {"0.5", "1", "2"}
+    finally:
+        for figure in figures.values():
+            plt.close(figure)
+
+
+# --- 6. no test leakage --------------------------------------------------------------------
+
+def test_tuning_data_has_no_test_set(_cache_dir):
+    for val_labels in ("noisy", "clean"):
+        data = tuning_data(TuneSettings(mode="lgals", val_labels=val_labels))
+        assert data.x_test is None and data.y_test is None
+        assert not data.has_test
+        assert len(data.y_val) > 0
+
+
+# --- 7. resuming with other settings ----------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, recorded", [
+    ("--epochs", "3", "epochs=2"),
+    ("--noise-seed", "1", "noise_seed=0"),
+    ("--val-fraction", "0.2", "val_fraction=0.1"),
+    ("--batch-size", "64", "batch_size=128"),
+])
+def test_resume_with_other_settings_is_refused(lgals_study, tmp_path, option, value, recorded):
+    copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
+    args = {"--mode": "lgals", "--n-trials": "4", "--epochs": "2", option: value}
+    result = tune_main(tmp_path, *[item for pair in args.items() for item in pair])
+    assert result.code == 2, result
+    line = error_line(result)
+    assert "'lgals-lgals'" in line and recorded in line and "--study-name" in line
+    assert len(load_study(tmp_path, "lgals-lgals").trials) == 3  # nothing run
+    assert runs_of(tmp_path) == []  # nor logged
+
+
+def test_resume_with_another_sampler_seed_is_allowed(lgals_study, tmp_path):
+    copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
+    tune_ok(tmp_path, "--mode", "lgals", "--n-trials", "3", "--epochs", "2",
+            "--sampler-seed", "7", "--pruner", "none")
+    assert trial_signature(load_study(tmp_path, "lgals-lgals")) == trial_signature(
+        lgals_study.study)  # already full: nothing added
+    (tune,) = tune_runs(runs_of(tmp_path))
+    assert children(runs_of(tmp_path), tune.info.run_id) == []
