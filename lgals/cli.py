@@ -121,7 +121,7 @@ device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     callback=_device, help="Where to train: `auto` takes CUDA when torch sees a GPU.")
 # tuning.DEFAULT_BATCH, written out so the CLI starts without importing Optuna (a test in
-# tests/test_mlproject.py keeps the two, and MLproject's, equal)
+# tests/unit/test_mlproject.py keeps the two, and MLproject's, equal)
 batch_option = click.option(
     "--batch", type=click.IntRange(min=1), default=10, show_default=True,
     help="Trials per study trained together in each round (1: one at a time).")
