@@ -197,7 +197,8 @@ class NoiseRecipe:
 
     @property
     def setting(self) -> str:
-        """The noise setting a sweep varies, e.g. ``symmetric-0.2`` (a run's ``lgals.noise``)."""
+        """The noise setting a sweep varies, e.g. ``symmetric-0.2`` (a run's
+        :data:`lgals.schema.NOISE` tag)."""
         return f"{self.noise_type}-{self.noise_rate:g}"
 
     def repeated(self, repeat: int) -> NoiseRecipe:

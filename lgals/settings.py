@@ -37,8 +37,8 @@ def seconds_setting(name: str, default: float, low: float, high: float = math.in
 def stale_seconds() -> float:
     """How long a run may go without a heartbeat before it counts as lost with its process
     (kill -9, power loss, a full disk), on this host or another: ``$LGALS_STALE_SECONDS``,
-    default 30. Every run lgals has open beats (its ``lgals.heartbeat`` tag, unix seconds) six
-    times as often; the next command on the experiment ends a stale one."""
+    default 30. Every run lgals has open beats (its :data:`lgals.schema.HEARTBEAT` tag, unix
+    seconds) six times as often; the next command on the experiment ends a stale one."""
     return seconds_setting("LGALS_STALE_SECONDS", DEFAULT_STALE_SECONDS, 6)
 
 

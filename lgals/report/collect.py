@@ -88,7 +88,7 @@ def collect(experiment_id: str, suite: str = "paper", noise: NoiseRecipe | None 
     and split aside, any type at rate 0); without it, the setting of the first mode's latest
     run, so settings never mix. ``repeats``: repetitions 0..repeats-1 only. ``seeds``: per
     (mode, repetition) prefer the latest run that ran seeds 0..seeds-1, and use only those.
-    A run without an ``lgals.repeat`` tag is repetition 0.
+    A run without a repetition tag (:data:`lgals.schema.REPEAT`) is repetition 0.
     """
     client = mlflow_client()
     runs = _search(client, experiment_id,

@@ -2,8 +2,9 @@
 
 Seeds trained together are open runs at the same time, so runs are created and ended with
 ``MlflowClient`` (the fluent API keeps one active run per thread). Every open run beats (its
-``lgals.heartbeat`` tag) from a daemon thread; a run whose process died stops beating, and
-:func:`end_dead_runs`, which commands call on the experiment they open, ends it FAILED.
+heartbeat tag, :data:`lgals.schema.HEARTBEAT`) from a daemon thread; a run whose process died
+stops beating, and :func:`end_dead_runs`, which commands call on the experiment they open,
+ends it FAILED.
 :func:`end_runs` is the one place a run ends, and FAILED or KILLED with the reason.
 
 MLflow is imported inside the functions that use it (see :mod:`lgals.tracking.store`).
@@ -56,8 +57,8 @@ _LABEL: ContextVar[str] = ContextVar("lgals_label", default="")
 @contextmanager
 def scope(tags: dict, label: str = "") -> Iterator[None]:
     """Tags that every run opened inside the block carries besides its own: a repetition's
-    ``lgals.repeat``, a sweep's ``lgals.noise``; and a ``label`` its runs' names carry (a
-    repeated study's ``r<R>``, see :func:`run_name`)."""
+    number (:data:`lgals.schema.REPEAT`), a sweep's noise setting (``NOISE``); and a
+    ``label`` its runs' names carry (a repeated study's ``r<R>``, see :func:`run_name`)."""
     token = _SCOPE.set({**_SCOPE.get(), **{key: str(value) for key, value in tags.items()}})
     label_token = _LABEL.set("-".join(part for part in (_LABEL.get(), label) if part))
     try:
@@ -159,7 +160,7 @@ def set_tags(run_id: str, tags: dict) -> None:
 
 def end_runs(run_ids: Sequence[str], status: str, reason: str = "") -> None:
     """End ``run_ids`` with ``status`` (FINISHED, FAILED or KILLED), and a failed run's
-    ``reason`` as its ``lgals.status_reason``: the one place lgals ends a run."""
+    ``reason`` as its :data:`lgals.schema.STATUS_REASON`: the one place lgals ends a run."""
     client = mlflow_client()
     for run_id in run_ids:
         HEARTBEATS.discard(run_id)
