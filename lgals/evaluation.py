@@ -17,6 +17,7 @@ from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.losses import MODES
 from lgals.schema import (
+    LATEST_FIRST,
     MODE,
     NOTE,
     PARAMS_SOURCE,
@@ -60,7 +61,7 @@ def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
     validation labels, not oracle)."""
     query = runs_filter(Stage.TUNE, tags={MODE: mode, VAL_LABELS: "noisy"}, status="FINISHED")
     runs = mlflow_client().search_runs(
-        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=200)
+        [experiment_id], query, order_by=list(LATEST_FIRST), max_results=200)
     for run in (r for r in runs if repeat_of(r) == repeat):
         best = {k[len("best."):]: v for k, v in run.data.params.items() if k.startswith("best.")}
         best.pop("trial", None)  # best.epochs stays: early_stop's chosen epoch count
@@ -177,7 +178,7 @@ def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, see
     expected = {key: str(value) for key, value in expected.items()}
     query = runs_filter(Stage.EVALUATE, tags={MODE: mode}, status="FINISHED")
     runs = mlflow_client().search_runs(
-        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=500)
+        [experiment_id], query, order_by=list(LATEST_FIRST), max_results=500)
     return next((run.info.run_id for run in runs
                  if SEED not in run.data.tags and repeat_of(run) == repeat
                  and all(run.data.params.get(k) == v for k, v in expected.items())), None)

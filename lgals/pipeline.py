@@ -20,7 +20,7 @@ from lgals.losses import SUITES
 from lgals.protocols import CLAIM, Protocol
 from lgals.report.publish import report_from_mlflow
 from lgals.report.sweep import sweep_report
-from lgals.schema import MODE, NOISE, NOTE, REPEAT, STAGE, Stage, runs_filter
+from lgals.schema import LATEST_FIRST, MODE, NOISE, NOTE, REPEAT, STAGE, Stage, runs_filter
 from lgals.tracking.runs import in_run, run_name, scope, source_info
 from lgals.tracking.store import mlflow_client
 from lgals.train import TrainConfig
@@ -102,7 +102,7 @@ def sweep_report_again(experiment_id: str, out: Path,
     are its run's params."""
     runs = mlflow_client().search_runs(
         [experiment_id], runs_filter(Stage.SWEEP, status="FINISHED"),
-        order_by=["attributes.start_time DESC"], max_results=1)
+        order_by=list(LATEST_FIRST), max_results=1)
     if not runs:
         raise BadSetting("--sweep: no finished sweep in this experiment: run `lgals sweep`")
     params = runs[0].data.params

@@ -69,6 +69,15 @@ def runs_filter(stage: Stage | None = None, *, status: str | None = None,
     return " and ".join(clauses)
 
 
+# Search order: the latest run first (what "the latest tune/diagnosis/sweep" means).
+LATEST_FIRST = ("attributes.start_time DESC",)
+
+
+def models_of_run(run_id: str) -> str:
+    """A logged-model search filter: the models run ``run_id`` logged."""
+    return f"source_run_id = '{run_id}'"
+
+
 def repeat_of(run) -> int:
     """The repetition a run belongs to (``lgals.repeat``; runs from before repetitions: 0)."""
     return int(run.data.tags.get(REPEAT, 0))

@@ -13,7 +13,7 @@ import numpy as np
 
 from lgals.data import NoiseRecipe
 from lgals.losses import SUITES
-from lgals.schema import MODE, PARENT, SEED, Stage, repeat_of, runs_filter
+from lgals.schema import LATEST_FIRST, MODE, PARENT, SEED, Stage, repeat_of, runs_filter
 from lgals.tracking.store import mlflow_client
 
 # Per-sample scores for detecting flipped labels: the metric each logs per epoch, its name.
@@ -158,7 +158,7 @@ def collect_diagnosis(experiment_id: str) -> Diagnosis | None:
     client = mlflow_client()
     runs = client.search_runs(
         [experiment_id], runs_filter(Stage.DIAGNOSE, status="FINISHED"),
-        order_by=["attributes.start_time DESC"], max_results=1)
+        order_by=list(LATEST_FIRST), max_results=1)
     if not runs:
         return None
     run_id = runs[0].info.run_id

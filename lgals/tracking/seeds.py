@@ -29,7 +29,17 @@ from lgals.errors import LgalsError
 from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
 from lgals.metrics import histogram_counts
-from lgals.schema import DEVICE, MODE, NOTE, SEED, STAGE, STATUS, STATUS_REASON, Stage
+from lgals.schema import (
+    DEVICE,
+    MODE,
+    NOTE,
+    SEED,
+    STAGE,
+    STATUS,
+    STATUS_REASON,
+    Stage,
+    models_of_run,
+)
 from lgals.tracking.runs import (
     end_runs,
     ending,
@@ -190,7 +200,7 @@ def model_uri(run_id: str) -> str | None:
     client = mlflow_client()
     experiment_id = client.get_run(run_id).info.experiment_id
     models = client.search_logged_models([experiment_id],
-                                         filter_string=f"source_run_id = '{run_id}'")
+                                         filter_string=models_of_run(run_id))
     ready = [m for m in models if m.status == LoggedModelStatus.READY]
     return f"models:/{ready[0].model_id}" if ready else None
 
