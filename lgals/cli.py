@@ -44,7 +44,7 @@ from lgals.tracking.runs import end_dead_runs, scope
 from lgals.tracking.seeds import Tracked
 from lgals.tracking.store import connect, open_store, user_error
 from lgals.tracking.ui import runs_page
-from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device
+from lgals.train import EVERY_MODE, HYPERPARAMETERS, TrainConfig, resolve_device
 
 # The stages' modules (Optuna, scipy, MLflow's model flavours) are imported in the command
 # bodies that use them, not here: `lgals --help` and a bad option answer without them.
@@ -528,6 +528,44 @@ def _epochs_list(ctx, param, value: str) -> tuple[int, ...]:
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of epochs",
                                  ctx, param) from None
+
+
+def _hyperparameter_row(name: str) -> dict:
+    hyperparameter = HYPERPARAMETERS[name]
+    return {"valid": hyperparameter.describe(), "search": list(hyperparameter.search),
+            "scale": "log" if hyperparameter.log else "linear",
+            "default": getattr(DEFAULTS, name)}
+
+
+@cli.command("modes")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def modes_command(as_json) -> None:
+    """Every mode: its label, family, suites, and the hyperparameters it reads with the
+    range a run accepts, the range tuning searches and the default."""
+    document = {
+        "shared": {name: _hyperparameter_row(name) for name in EVERY_MODE},
+        "modes": {name: {"label": mode.label, "family": mode.family,
+                         "suites": [suite for suite, members in SUITES.items() if name in members],
+                         "hyperparameters": {p: _hyperparameter_row(p) for p in mode.params},
+                         "keeps_targets": mode.targets, "picks_epochs": mode.picks_epochs}
+                  for name, mode in MODES.items()}}
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+
+    def line(name: str, row: dict) -> str:
+        return (f"    {name:<15} valid {row['valid']:<12} search {row['search'][0]:g}..."
+                f"{row['search'][1]:g} ({row['scale']}), default {row['default']:g}")
+
+    click.echo("every mode:")
+    for name, row in document["shared"].items():
+        click.echo(line(name, row))
+    for name, mode in document["modes"].items():
+        extras = [flag for flag in ("keeps_targets", "picks_epochs") if mode[flag]]
+        click.echo(f"{name} ({mode['label']}, {mode['family']}; suites "
+                   f"{', '.join(mode['suites'])}{'; ' if extras else ''}{', '.join(extras)})")
+        for parameter, row in mode["hyperparameters"].items():
+            click.echo(line(parameter, row))
 
 
 @cli.command("diagnose")

@@ -54,8 +54,10 @@ class Hyperparameter:
         return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
 
 
-# Every tunable hyperparameter, in one place: which mode reads which is MODES[mode].params,
-# the defaults are TrainConfig's.
+# Every tunable hyperparameter, in one place: every mode reads (and tuning searches) the
+# optimiser's, EVERY_MODE; which mode reads which of the rest is MODES[mode].params; the
+# defaults are TrainConfig's.
+EVERY_MODE = ("lr", "weight_decay")
 HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "lr": Hyperparameter(0.0, low_open=True, search=(1e-4, 3e-2), log=True),
     "weight_decay": Hyperparameter(0.0, search=(1e-6, 1e-1), log=True),
@@ -117,7 +119,7 @@ class TrainConfig:
 
     def mode_params(self) -> dict:
         """The hyperparameters this mode actually reads (what is worth logging and tuning)."""
-        names = ("mode", "epochs", "batch_size", "lr", "weight_decay") + MODES[self.mode].params
+        names = ("mode", "epochs", "batch_size", *EVERY_MODE, *MODES[self.mode].params)
         values = asdict(self)
         return {name: values[name] for name in names}
 

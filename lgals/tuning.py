@@ -55,7 +55,7 @@ from lgals.tracking.runs import (
 )
 from lgals.tracking.seeds import tracked_train
 from lgals.tracking.store import mlflow_client
-from lgals.train import HYPERPARAMETERS, EpochReport, TrainConfig
+from lgals.train import EVERY_MODE, HYPERPARAMETERS, EpochReport, TrainConfig
 from lgals.workers import run_pool
 
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
@@ -114,7 +114,7 @@ class TuneSettings:
 
 def suggest(trial: optuna.Trial, mode: str) -> dict[str, float]:
     """lr and weight decay for every mode, plus the mode's own hyperparameters."""
-    names = ("lr", "weight_decay") + MODES[mode].params
+    names = (*EVERY_MODE, *MODES[mode].params)
     return {name: trial.suggest_float(name, *HYPERPARAMETERS[name].search,
                                       log=HYPERPARAMETERS[name].log) for name in names}
 

@@ -123,3 +123,31 @@ def test_an_unknown_suite_or_mode_is_one_line(run_main, argv, option, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(*run_main(argv), option)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_modes_lists_every_mode_with_its_hyperparameters_by_hand(run_main):
+    code, out, _ = run_main(["modes", "--json"])
+    assert code == 0
+    document = json.loads(out)
+    assert list(document["shared"]) == ["lr", "weight_decay"]
+    assert document["shared"]["lr"] == {"valid": "(0, inf)", "search": [1e-4, 3e-2],
+                                        "scale": "log", "default": 1e-3}
+    assert len(document["modes"]) == 12
+    assert document["modes"]["lgals"] == {
+        "label": "LGALS", "family": "paper", "suites": ["paper", "controls", "peers", "all"],
+        "hyperparameters": {
+            "eps_max": {"valid": "[0, 1]", "search": [0.0, 1.0], "scale": "linear",
+                        "default": 0.3},
+            "gamma": {"valid": "[0, inf)", "search": [0.25, 8.0], "scale": "log",
+                      "default": 1.0}},
+        "keeps_targets": False, "picks_epochs": False}
+    assert document["modes"]["baseline"]["hyperparameters"] == {}
+    assert document["modes"]["elr"]["keeps_targets"] is True
+    assert document["modes"]["early_stop"]["suites"] == ["peers", "all"]
+
+    code, out, _ = run_main(["modes"])
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "every mode:"
+    assert "lgals (LGALS, paper; suites paper, controls, peers, all)" in lines
+    assert "nls_eps         valid [-1, 0)      search -1...-0.01 (linear), default -0.2" in out
