@@ -136,9 +136,19 @@ def listed_runs(page) -> list[str]:
 
 
 def until_listed(texts: Callable[[], list[str]], expected, what: str) -> None:
-    """Until ``texts()`` are ``expected`` (as a set), within 30 s: the UI draws a list in
-    steps (a count or a first item comes before the rest, and items of the page before)."""
-    wait_for(lambda: sorted(set(texts())) == sorted(expected), timeout=30, what=what)
+    """Until ``texts()`` are ``expected`` (as a set), within 60 s: the UI draws a list in
+    steps (a count or a first item comes before the rest, and items of the page before), and
+    on a loaded machine it can take tens of seconds. A timeout says what was listed last."""
+    seen: list[str] = []
+
+    def listed() -> bool:
+        seen[:] = texts()
+        return sorted(set(seen)) == sorted(expected)
+
+    try:
+        wait_for(listed, timeout=60, what=what)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; listed last: {sorted(seen)}") from None
 
 
 def choose(page, button: str, option: str) -> None:
