@@ -42,8 +42,7 @@ class Protocol:
     def study_prefix(self) -> str:
         """The Optuna studies' prefix: the experiment, and the noise setting unless it is the
         note's (so a sweep's note setting resumes a plain ``reproduce``'s studies)."""
-        if (self.noise.noise_rate, self.noise.noise_type) == (CLAIM.noise.noise_rate,
-                                                              CLAIM.noise.noise_type):
+        if self.noise.same_setting(CLAIM.noise):
             return self.experiment
         return f"{self.experiment}-{self.noise.setting}"
 
