@@ -49,9 +49,8 @@ def generation_args() -> dict:
         if problem is None:
             return args
         _rebuilding(path, problem)
-    from mnist1d.data import (
-        get_dataset_args,  # mnist1d's import takes seconds: on a cache miss only
-    )
+    # mnist1d's import takes seconds: imported on a cache miss only
+    from mnist1d.data import get_dataset_args
 
     args = get_dataset_args(as_dict=True)
     args.pop("url")  # only used for downloading, which we never do

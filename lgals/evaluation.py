@@ -148,13 +148,13 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
               "tune_run_id": source.tune_run_id, "tune_study": source.tune_study,
               **source_info()}
     tags[NOTE] = (f"Final evaluation of {MODES[mode].label}: seeds "
-                           f"{', '.join(map(str, seeds))} x {epochs} epochs on the full noisy "
-                           f"training set ({noise.setting}, noise seed {noise.noise_seed}), one "
-                           f"run each below; params from {source.where}"
-                           + (f" (study `{source.tune_study}`)" if source.tune_study else "")
-                           + ".")
+                  f"{', '.join(map(str, seeds))} x {epochs} epochs on the full noisy "
+                  f"training set ({noise.setting}, noise seed {noise.noise_seed}), one "
+                  f"run each below; params from {source.where}"
+                  + (f" (study `{source.tune_study}`)" if source.tune_study else "")
+                  + ".")
     with in_run(experiment_id, run_name(f"evaluate-{mode}"), tags, params,
-                      parent_run_id) as run_id:
+                parent_run_id) as run_id:
         # Shared noise: one stacked computation. Redrawn noise: each seed has its own data.
         groups = ([[s] for s in seeds] if vary_noise else [seeds])
         results: list[MemberResult] = []

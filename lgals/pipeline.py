@@ -38,8 +38,7 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
     for repeat in range(protocol.repeats):
         of = f" (repetition {repeat + 1} of {protocol.repeats})" if protocol.repeats > 1 else ""
         settings = protocol.tune_settings(repeat)
-        with scope({REPEAT: repeat},
-                            label=f"r{repeat}" if protocol.repeats > 1 else ""):
+        with scope({REPEAT: repeat}, label=f"r{repeat}" if protocol.repeats > 1 else ""):
             echo(f"[tune{of}] {len(settings)} modes x {protocol.n_trials} trials x "
                  f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} per mode")
             started = time.perf_counter()
@@ -81,17 +80,16 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     seconds."""
     tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
-                           f"each tuning {', '.join(SUITES[protocol.suite])} ({protocol.n_trials} "
-                           f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
-                           f"{protocol.noise.setting}; then the report (its `report` run)."}
+                  f"each tuning {', '.join(SUITES[protocol.suite])} ({protocol.n_trials} "
+                  f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
+                  f"{protocol.noise.setting}; then the report (its `report` run)."}
     with in_run(experiment_id, run_name(f"reproduce-{protocol.name}"), tags,
-                      _run_params(protocol, workers, device), parent_run_id) as top:
+                _run_params(protocol, workers, device), parent_run_id) as top:
         timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
         echo("[report]")
         started = time.perf_counter()
         report_from_mlflow(experiment_id, out, top, suite=protocol.suite, echo=echo,
-                           noise=protocol.noise,
-                           repeats=protocol.repeats, seeds=protocol.seeds)
+                           noise=protocol.noise, repeats=protocol.repeats, seeds=protocol.seeds)
         timings["report"] = time.perf_counter() - started
     return timings
 
@@ -128,8 +126,8 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
     timings: dict[str, float] = {}
     tags = {STAGE: Stage.SWEEP, MODE: "all",
             NOTE: f"The {protocol.name} protocol at {len(settings)} noise settings "
-                           f"({', '.join(r.setting for r in settings)}): one `reproduce` run "
-                           "each, then the sweep's report."}
+                  f"({', '.join(r.setting for r in settings)}): one `reproduce` run "
+                  "each, then the sweep's report."}
     with in_run(experiment_id, f"sweep-{protocol.name}", tags, params) as top:
         for number, recipe in enumerate(settings, 1):
             echo(f"[sweep {number}/{len(settings)}] noise {recipe.setting}")

@@ -92,7 +92,7 @@ def reanalyze(run_id: str) -> Reanalysis:
     mode = source.data.tags.get(MODE, "")
     tags = {STAGE: Stage.REANALYZE, MODE: mode, SOURCE_RUN: run_id}
     with in_run(source.info.experiment_id, f"reanalyze-{source.info.run_name}", tags,
-                      {"source_run": run_id, **source_info()}) as new_run:
+                {"source_run": run_id, **source_info()}) as new_run:
         noisy = int(data.noise_mask.sum())
         metrics = {"test_acc": test_acc, "memorized_count": memorized,
                    "memorized_frac": memorized / max(noisy, 1),

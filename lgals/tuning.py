@@ -369,24 +369,22 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
         fail_stale_trials(study)
     group = {"n_trials": settings[0].n_trials, "epochs": settings[0].epochs, "batch": batch}
     with group_run(experiment_id, Stage.TUNE, [s.mode for s in settings], group,
-                            parent_run_id) as parent:
+                   parent_run_id) as parent:
         owned: list[str] = []
         with ending(owned):
             for s in settings:
                 tags = {MODE: s.mode, STAGE: Stage.TUNE, STUDY: s.study_name,
                         VAL_LABELS: s.val_labels,
                         NOTE: f"Optuna study `{s.study_name}`: {s.n_trials} trials of "
-                                       f"{MODES[s.mode].label}, {s.epochs} epochs each, scored "
-                                       f"on a {s.val_labels} validation split "
-                                       f"({s.noise.val_fraction:g} of the training set); one "
-                                       "child run per trial (`<mode>-trial<NN>`), the best "
-                                       "params as `best.*`, Optuna's figures under `optuna/`."}
+                              f"{MODES[s.mode].label}, {s.epochs} epochs each, scored "
+                              f"on a {s.val_labels} validation split "
+                              f"({s.noise.val_fraction:g} of the training set); one "
+                              "child run per trial (`<mode>-trial<NN>`), the best "
+                              "params as `best.*`, Optuna's figures under `optuna/`."}
                 params = {**s.params(), "workers": workers, "batch": batch, "device": device,
                           "storage": redact_url(storage), **source_info()}
-                owned.append(open_run(experiment_id, run_name(f"tune-{s.mode}"),
-                                               tags, params,
-                                               parent_run_id=parent,
-                                               adopt_project_run=parent is None))
+                owned.append(open_run(experiment_id, run_name(f"tune-{s.mode}"), tags, params,
+                                      parent_run_id=parent, adopt_project_run=parent is None))
             tune_runs = {s.mode: run_id for s, run_id in zip(settings, owned)}
             for _ in range(TOPUP_ROUNDS):
                 missing = {s.mode: s.n_trials - counted_trials(study)

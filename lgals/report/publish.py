@@ -38,7 +38,7 @@ def publish(out_dir: Path, texts: dict[str, str], figures: dict, experiment_id: 
             figure.savefig(staged / name, dpi=120)
             plt.close(figure)
         with in_run(experiment_id, "report", tags, {**params, **source_info()},
-                          parent_run_id) as run_id:
+                    parent_run_id) as run_id:
             client = mlflow_client()
             for path in sorted(staged.iterdir()):
                 client.log_artifact(run_id, str(path))

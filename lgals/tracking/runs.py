@@ -127,7 +127,7 @@ def ending(run_ids: list[str]) -> Iterator[list[str]]:
 
 @contextmanager
 def in_run(experiment_id: str, name: str, tags: dict, params: dict,
-        parent_run_id: str | None = None) -> Iterator[str]:
+           parent_run_id: str | None = None) -> Iterator[str]:
     """One run for the block (adopting ``mlflow run``'s when at the top), ended FINISHED,
     FAILED or KILLED as the block ends; yields its id."""
     run_id = open_run(experiment_id, name, tags, params, parent_run_id=parent_run_id,
@@ -148,7 +148,7 @@ def group_run(experiment_id: str, stage: Stage, modes: Sequence[str], params: di
             NOTE: f"The {stage} of {len(modes)} modes ({', '.join(modes)}): one run per mode "
                   "below, each holding its own runs."}
     with in_run(experiment_id, run_name(f"{stage}-all"), tags, {**params, **source_info()},
-             parent_run_id) as run_id:
+                parent_run_id) as run_id:
         yield run_id
 
 
@@ -228,8 +228,8 @@ def end_dead_runs(experiment_id: str) -> list[str]:
     for run in dead:
         last = time.strftime("%Y-%m-%d %H:%M:%S",
                              time.localtime(float(run.data.tags[HEARTBEAT])))
-        end_runs([run.info.run_id], "FAILED", f"its process stopped: no heartbeat since {last} "
-                                               "(killed, or its host went down)")
+        end_runs([run.info.run_id], "FAILED",
+                 f"its process stopped: no heartbeat since {last} (killed, or its host went down)")
     dead_ids = {run.info.run_id for run in dead}
     if dead_ids:
         fail_unfinished_models(experiment_id, dead_ids)

@@ -112,7 +112,7 @@ def test_tracking_errors_become_one_line_naming_the_server(monkeypatch):
         assert "LGALS_SERVER_WAIT_SECONDS" in str(said)
         # the same words after a trip through the writer's pipe (no exception chain left)
         assert unreachable(RuntimeError(f"MLflow writer: error: MlflowException: "
-                                                  f"{gone}")) == "connection refused"
+                                        f"{gone}")) == "connection refused"
         assert user_error(ValueError("Connection refused")) is None  # not MLflow's
         assert user_error(MlflowException("bad param")) is None
 
