@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
@@ -44,28 +45,44 @@ class Origin:
 
 
 @dataclass(frozen=True)
-class Registry(Generic[T]):
-    """Everything one entry-point group registered, by name, in load order."""
+class Loaded(Generic[T]):
+    """What one entry-point group registered: entries by name in load order, where each came
+    from, and one line per package that could not be registered."""
 
-    group: str
-    entries: dict[str, T] = field(default_factory=dict)
-    origins: dict[str, Origin] = field(default_factory=dict)
-    problems: tuple[str, ...] = ()
+    entries: dict[str, T]
+    origins: dict[str, Origin]
+    problems: tuple[str, ...]
+
+
+class Registry(Mapping[str, T]):
+    """A read-only mapping of an entry-point group, loaded on first use: a plugin may import
+    lgals' public API while lgals is still importing, and commands that never look at the
+    registry never import plugins."""
+
+    def __init__(self, group: str, kind: type[T],
+                 validate: Callable[[str, T, Mapping[str, T]], None] | None = None):
+        self.group, self.kind, self.validate = group, kind, validate
+
+    @cached_property
+    def loaded(self) -> Loaded[T]:
+        return load(self.group, self.kind, self.validate)
+
+    @property
+    def origins(self) -> dict[str, Origin]:
+        return self.loaded.origins
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self.loaded.problems
 
     def __getitem__(self, name: str) -> T:
-        return self.entries[name]
+        return self.loaded.entries[name]
 
-    def __contains__(self, name: object) -> bool:
-        return name in self.entries
-
-    def __iter__(self):
-        return iter(self.entries)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.loaded.entries)
 
     def __len__(self) -> int:
-        return len(self.entries)
-
-    def items(self):
-        return self.entries.items()
+        return len(self.loaded.entries)
 
 
 def _file_sha256(module_name: str) -> str:
@@ -82,7 +99,7 @@ def _distribution(entry_point: EntryPoint) -> tuple[str, str]:
 
 
 def load(group: str, kind: type[T],
-         validate: Callable[[str, T, Mapping[str, T]], None] | None = None) -> Registry[T]:
+         validate: Callable[[str, T, Mapping[str, T]], None] | None = None) -> Loaded[T]:
     """Every entry of ``group``: the home distribution's first, then other packages' by
     distribution and entry-point name. ``validate(name, thing, registered)`` raises
     ``ValueError`` saying what is wrong with a thing, given the things registered before it."""
@@ -123,4 +140,4 @@ def load(group: str, kind: type[T],
                     problems.append(f"{where}: {name!r}: {error}; skipped")
                     continue
                 entries[name], origins[name] = thing, origin
-    return Registry(group, entries, origins, tuple(problems))
+    return Loaded(entries, origins, tuple(problems))
