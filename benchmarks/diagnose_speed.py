@@ -63,7 +63,7 @@ def detection_share(epochs: int) -> dict:
         extra.append(detection_seconds(logits, labels, data.noise_mask, margin_sum,
                                        report.epoch, order))
 
-    results = train(data, TrainConfig(mode="lgals", epochs=epochs), list(range(5)),
+    results = train(data, TrainConfig.of("lgals", epochs=epochs), list(range(5)),
                     callback=between_epochs)
     epoch_s = results[0].history["epoch_seconds"][1:]  # the first epoch warms up
     shares = [e / t for e, t in zip(extra[1:], epoch_s)]

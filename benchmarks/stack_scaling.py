@@ -46,7 +46,7 @@ def member_epoch_gflop(n_train: int, n_held_out: int) -> float:
 
 def stack_configs(size: int, epochs: int) -> list[TrainConfig]:
     modes = list(MODES)
-    return [TrainConfig(mode=modes[i % len(modes)], epochs=epochs, lr=1e-3 * (1 + i % 7))
+    return [TrainConfig.of(modes[i % len(modes)], epochs=epochs, lr=1e-3 * (1 + i % 7))
             for i in range(size)]
 
 

@@ -104,9 +104,9 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
         writer_start = timed(lambda: (WRITER.start(), WRITER.sync()))
         experiment_id = mlflow.get_experiment_by_name("bench").experiment_id
         data = load_dataset()
-        config = TrainConfig(mode="lgals", epochs=epochs)
+        config = TrainConfig.of("lgals", epochs=epochs)
         seeds = list(range(SEEDS))
-        train(data, TrainConfig(mode="lgals", epochs=1), seeds)  # warm-up
+        train(data, TrainConfig.of("lgals", epochs=1), seeds)  # warm-up
         final_flush = {kind: [] for kind in loggers if loggers[kind]}
         last_run = {}
 

@@ -58,7 +58,7 @@ def plain_loss(mode: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
         return F.cross_entropy(logits, y)
     if mode == "fixed_ls":
         return F.cross_entropy(logits, y, label_smoothing=0.1)
-    cfg = TrainConfig(mode="lgals")
+    cfg = TrainConfig.of("lgals")
     return smoothed_cross_entropy(logits, y, lgals_epsilon(logits, y, cfg.eps_max, cfg.gamma))
 
 
@@ -89,7 +89,7 @@ def plain_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, seed: int) -
 
 def engine_epoch_seconds(data: NoisyDataset, mode: str, epochs: int, n_seeds: int) -> float:
     """Median wall seconds per epoch of one stacked engine run (first epoch dropped)."""
-    results = train(data, TrainConfig(mode=mode, epochs=epochs), seeds=list(range(n_seeds)))
+    results = train(data, TrainConfig.of(mode, epochs=epochs), seeds=list(range(n_seeds)))
     return statistics.median(results[0].history["epoch_seconds"][1:])
 
 

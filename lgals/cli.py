@@ -37,19 +37,18 @@ from lgals.errors import (
     redact_url,
 )
 from lgals.interrupts import exit_code, install_interrupt_handlers
-from lgals.losses import MODES, SUITES
+from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
 from lgals.tracking.null import Untracked
 from lgals.tracking.runs import end_dead_runs, scope
 from lgals.tracking.seeds import Tracked
 from lgals.tracking.store import connect, open_store, user_error
 from lgals.tracking.ui import runs_page
-from lgals.train import EVERY_MODE, HYPERPARAMETERS, TrainConfig, resolve_device
+from lgals.train import TrainConfig, resolve_device
 
 # The stages' modules (Optuna, scipy, MLflow's model flavours) are imported in the command
 # bodies that use them, not here: `lgals --help` and a bad option answer without them.
 
-DEFAULTS = TrainConfig()
 NOISE = NoiseRecipe()
 
 class FiniteRange(click.FloatRange):
@@ -69,21 +68,25 @@ def _apply(func, options):
 
 
 def hyperparameter_options(func):
-    """Options of one training run: its schedule, and every mode's hyperparameters, handed to
-    the command as one ``hyperparameters`` dict."""
+    """Options of one training run: its schedule, and every registered mode's
+    hyperparameters (a plugin's too), handed to the command as one ``config`` of its
+    ``--mode`` (the options other modes read are not part of it)."""
     @functools.wraps(func)
-    def command(*args, **kwargs):
-        hyperparameters = {name: kwargs.pop(name) for name in HYPERPARAMETERS}
-        return func(*args, hyperparameters=hyperparameters, **kwargs)
+    def command(*args, mode, epochs, batch_size, **kwargs):
+        values = {name: kwargs.pop(name) for name in HYPERPARAMETERS}
+        reads = (*EVERY_MODE, *MODES[mode].params)
+        config = TrainConfig.of(mode, epochs=epochs, batch_size=batch_size,
+                                **{name: values[name] for name in reads})
+        return func(*args, config=config, **kwargs)
 
     return _apply(command, [
-        click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs,
+        click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs,
                      show_default=True),
-        click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
+        click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
                      show_default=True, help="At least 2: LGALS needs a batch mean."),
         *(click.option(f"--{name.replace('_', '-')}",
                        type=FiniteRange(h.low, h.high, h.low_open, h.high_open),
-                       default=getattr(DEFAULTS, name), show_default=True, help=h.help or None)
+                       default=h.default, show_default=True, help=h.help or None)
           for name, h in HYPERPARAMETERS.items()),
     ])
 
@@ -179,14 +182,14 @@ def cli() -> None:
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def train_command(mode, seeds, first_seed, epochs, batch_size, hyperparameters, noise, device,
-                  tracking_uri, experiment_name, no_tracking, as_json) -> None:
+def train_command(seeds, first_seed, config, noise, device, tracking_uri, experiment_name,
+                  no_tracking, as_json) -> None:
     """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together.
 
     Each seed is one MLflow run (several seeds: under one parent run) with per-epoch metrics,
     epsilon distributions, the data recipe and the model.
     """
-    config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, **hyperparameters)
+    mode = config.mode
     seed_list = list(range(first_seed, first_seed + seeds))
     tracker = Untracked() if no_tracking else Tracked(_experiment(tracking_uri, experiment_name))
     data = load_dataset(noise)
@@ -225,8 +228,8 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, hyperparameters, 
 @suite_option
 @click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Total per study; a rerun tops the study up to this.")
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size,
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
               show_default=True)
 # 0.1: TuneSettings' default split, written out so that --help does not import Optuna
 # (a test keeps the two equal).
@@ -281,7 +284,7 @@ def tune_command(mode, suite, n_trials, epochs, batch_size, noise, val_labels, s
 @suite_option
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
 @click.option("--params-from", default="tune", show_default=True,
               help="`tune` (latest finished tune per mode), a JSON/YAML file "
                    "{mode: {lr: ..}}, or `defaults`.")
@@ -534,20 +537,28 @@ def _hyperparameter_row(name: str) -> dict:
     hyperparameter = HYPERPARAMETERS[name]
     return {"valid": hyperparameter.describe(), "search": list(hyperparameter.search),
             "scale": "log" if hyperparameter.log else "linear",
-            "default": getattr(DEFAULTS, name)}
+            "default": hyperparameter.default}
 
 
 @cli.command("modes")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def modes_command(as_json) -> None:
-    """Every mode: its label, family, suites, and the hyperparameters it reads with the
-    range a run accepts, the range tuning searches and the default."""
+    """Every mode, built-in or from an installed package: its label, family, suites, where
+    it comes from, and the hyperparameters it reads with the range a run accepts, the range
+    tuning searches and the default."""
+    def origin(name: str) -> dict:
+        where = MODES.origins[name]
+        return {"distribution": where.distribution, "version": where.version,
+                "module": where.module, "file_sha256": where.file_sha256}
+
     document = {
         "shared": {name: _hyperparameter_row(name) for name in EVERY_MODE},
         "modes": {name: {"label": mode.label, "family": mode.family,
                          "suites": [suite for suite, members in SUITES.items() if name in members],
                          "hyperparameters": {p: _hyperparameter_row(p) for p in mode.params},
-                         "keeps_targets": mode.targets, "picks_epochs": mode.picks_epochs}
+                         "gradient": "closed form" if mode.closed_form else "autograd",
+                         "keeps_state": mode.state, "picks_epochs": mode.picks_epochs,
+                         "batch_level": mode.batch_level, "from": origin(name)}
                   for name, mode in MODES.items()}}
     if as_json:
         click.echo(json.dumps(document))
@@ -561,9 +572,12 @@ def modes_command(as_json) -> None:
     for name, row in document["shared"].items():
         click.echo(line(name, row))
     for name, mode in document["modes"].items():
-        extras = [flag for flag in ("keeps_targets", "picks_epochs") if mode[flag]]
+        extras = [flag for flag in ("keeps_state", "picks_epochs", "batch_level") if mode[flag]]
+        where = mode["from"]
         click.echo(f"{name} ({mode['label']}, {mode['family']}; suites "
-                   f"{', '.join(mode['suites'])}{'; ' if extras else ''}{', '.join(extras)})")
+                   f"{', '.join(mode['suites'])}; {mode['gradient']}; from "
+                   f"{where['distribution']} {where['version']}"
+                   f"{'; ' if extras else ''}{', '.join(extras)})")
         for parameter, row in mode["hyperparameters"].items():
             click.echo(line(parameter, row))
 
@@ -584,9 +598,8 @@ def modes_command(as_json) -> None:
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, noise,
-                     checkpoints, batches, device, tracking_uri, experiment_name, no_tracking,
-                     as_json) -> None:
+def diagnose_command(run_id, seed, config, noise, checkpoints, batches, device, tracking_uri,
+                     experiment_name, no_tracking, as_json) -> None:
     """Does s_i track the weight-gradient alignment? Per-sample weight gradients at
     checkpoints, their cosines to the batch mean (all layers, each layer), correlations with
     s_i and with p_y, and how well each finds the flipped labels."""
@@ -609,7 +622,7 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
         about = {"run": run_id, "mode": params.get("mode", ""), "epochs": epochs,
                  "batch_size": batch_size}
     else:
-        config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, **hyperparameters)
+        epochs, batch_size = config.epochs, config.batch_size
         data = load_dataset(noise)
         about = {**config.mode_params(), **noise.params(), "seed": seed}
     try:

@@ -15,7 +15,7 @@ import yaml
 
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
-from lgals.losses import MODES
+from lgals.losses import EVERY_MODE, MODES
 from lgals.schema import (
     LATEST_FIRST,
     MODE,
@@ -32,11 +32,13 @@ from lgals.schema import (
 from lgals.tracking.runs import group_run, in_run, run_name, source_info
 from lgals.tracking.seeds import tracked_train
 from lgals.tracking.store import mlflow_client
-from lgals.train import HYPERPARAMETERS, MemberResult, TrainConfig
+from lgals.train import MemberResult, TrainConfig
 
-# What a --params-from file may set; ``epochs`` (early_stop's tuned epoch count) overrides
-# the command's --epochs for that mode.
-FILE_PARAMS = (*HYPERPARAMETERS, "batch_size", "epochs")
+
+def file_params(mode: str) -> tuple[str, ...]:
+    """What a --params-from file may set for ``mode``; ``epochs`` (early_stop's tuned epoch
+    count) overrides the command's --epochs for that mode."""
+    return (*EVERY_MODE, *MODES[mode].params, "batch_size", "epochs")
 
 
 @dataclass
@@ -89,10 +91,10 @@ def params_from_file(path: str, mode: str) -> ParamsSource:
     if not isinstance(table, dict) or not isinstance(table.get(mode), dict):
         raise BadSetting(f"--params-from {path}: no entry for mode {mode!r} "
                          "(expected {mode: {param: value}})")
-    unknown = set(table[mode]) - set(FILE_PARAMS)
+    unknown = set(table[mode]) - set(file_params(mode))
     if unknown:
         raise BadSetting(f"--params-from {path}: unknown hyperparameters {sorted(unknown)} "
-                         f"for {mode!r} (allowed: {', '.join(FILE_PARAMS)})")
+                         f"for {mode!r} (allowed: {', '.join(file_params(mode))})")
     return ParamsSource(table[mode], f"file:{path}")
 
 
@@ -122,7 +124,7 @@ def make_config(mode: str, epochs: int, source: ParamsSource) -> TrainConfig:
             raise BadSetting(f"{source.where}: {mode} {name} = {value!r} is not {kind}")
         values[name] = int(number) if name in integers else number
     try:
-        return TrainConfig(mode=mode, **{"epochs": epochs, **values})
+        return TrainConfig.of(mode, **{"epochs": epochs, **values})
     except ValueError as error:
         raise BadSetting(f"{source.where}: {mode} {error}") from None
 

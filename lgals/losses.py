@@ -12,12 +12,14 @@ check every gradient against it and against hand-computed values).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lgals.registry import NAME, Registry
 
 Scalar = float | Tensor
 # Wang et al. 2019 clamp log 0 to this in the reverse cross-entropy of SCE.
@@ -154,42 +156,191 @@ def label_smoothing(step: Step, eps: Scalar) -> Loss:
     return Loss((1 - eps) * nll + eps * uniform, step.gradients + eps_column * pull, eps)
 
 
-# --- modes: one small function each, plus a registry entry -------------------------------
+# --- hyperparameters and modes: what the registry holds ----------------------------------
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A tunable value, declared once: the range a run accepts, the narrower range tuning
+    searches (on a log scale or not) and the untuned default. From it a hyperparameter gets
+    its CLI option, its ``--params-from`` key, its Optuna search space, its MLflow param and
+    its validation."""
+
+    default: float
+    low: float
+    high: float | None = None  # None: no upper bound
+    low_open: bool = False
+    high_open: bool = False
+    search: tuple[float, float] = (0.0, 1.0)
+    log: bool = False  # search on a log scale
+    help: str = ""
+
+    def allows(self, value: float) -> bool:
+        """Finite, and within the range a run accepts."""
+        above = value > self.low if self.low_open else value >= self.low
+        below = (self.high is None
+                 or (value < self.high if self.high_open else value <= self.high))
+        return math.isfinite(value) and above and below
+
+    def describe(self) -> str:
+        """The range a run accepts, e.g. ``[0, 1)``."""
+        high = "inf)" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
+
+    def problem(self) -> str | None:
+        """What is wrong with this declaration, if anything."""
+        low, high = self.search
+        if not (math.isfinite(self.low) and (self.high is None or self.low < self.high)):
+            return f"range {self.describe()} is empty or not finite"
+        if not self.allows(self.default):
+            return f"default {self.default:g} is outside {self.describe()}"
+        if not (low < high and self.allows(low) and self.allows(high)):
+            return f"search range ({low:g}, {high:g}) is not an interval inside {self.describe()}"
+        if self.log and low <= 0:
+            return f"a log-scale search range must be positive, got ({low:g}, {high:g})"
+        return None
+
+    def edges(self) -> tuple[float, ...]:
+        """The values nearest the ends of what a run accepts, and the search range's ends:
+        where a loss most often breaks (an open end is approached to 1e-6)."""
+        low = self.low + 1e-6 * max(1.0, abs(self.low)) if self.low_open else self.low
+        high = (max(self.search[1], 1.0) * 10 if self.high is None
+                else self.high - 1e-6 * max(1.0, abs(self.high)) if self.high_open
+                else self.high)
+        return tuple(dict.fromkeys((low, *self.search, high)))
+
+
+LossFn = Callable[[Step, dict[str, Tensor]], Loss]
+FAMILIES = ("paper", "ablation", "peer", "plugin")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A way to train, as the registry holds it (built-in or from a user's package).
+
+    ``loss(logits, labels, **hyperparameters)`` is the per-sample loss ``[..., B]``; the
+    engine differentiates it by autograd with respect to the logits only (anything a mode
+    holds fixed, it detaches). ``closed_form(step, hyperparameters) -> Loss`` is the fast path
+    the built-ins take; when given, ``lgals check-mode`` holds it to ``loss``'s autograd.
+    Hyperparameters are tensors ``[members, 1]``, one value per stacked member.
+
+    ``signal(logits, labels, **hyperparameters)`` is a per-sample value ``[..., B]`` logged
+    where LGALS logs its epsilon (e.g. a smoothing or a weight). ``state``: ``loss`` also
+    gets ``state=`` the per-sample ``[..., B, K]`` it returned for these samples last epoch
+    (zeros at first) and returns ``(values, new_state)``, as ELR keeps its targets.
+    ``random``: ``loss`` also gets ``uniform=``, a function drawing ``[..., B]`` uniforms
+    from each member's own seeded generator. ``batch_level``: a sample's loss may depend on
+    the other samples of its batch. ``picks_epochs``: tuning chooses the epoch count on the
+    validation split, and evaluation trains to it.
+
+    ``family`` places it in the suites: ``paper`` (the note's three), ``ablation``,
+    ``peer`` (from the label-noise literature) or ``plugin``.
+    """
+
+    loss: Callable[..., Tensor | tuple[Tensor, Tensor]]
+    hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
+    label: str = ""
+    family: str = "plugin"
+    closed_form: LossFn | None = None
+    signal: Callable[..., Tensor] | None = None
+    state: bool = False
+    random: bool = False
+    batch_level: bool = False
+    picks_epochs: bool = False
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The names of the hyperparameters it reads, besides the optimizer's."""
+        return tuple(self.hyperparameters)
+
+    def context(self, step: Step) -> dict:
+        """The keywords ``loss`` gets beyond logits, labels and hyperparameters."""
+        return {**({"state": step.targets} if self.state else {}),
+                **({"uniform": step.uniform} if self.random else {})}
+
+    def apply(self, step: Step, hyperparameters: dict[str, Tensor]) -> Loss:
+        """This step's loss and its gradient with respect to each sample's logits: the
+        closed form when there is one, else autograd of ``loss``, vectorised over members."""
+        if self.closed_form is not None:
+            return self.closed_form(step, hyperparameters)
+        with torch.enable_grad():
+            logits = step.logits.detach().requires_grad_(True)
+            out = self.loss(logits, step.labels, **self.context(step), **hyperparameters)
+            values, new_state = out if self.state else (out, None)
+            if not isinstance(values, Tensor) or values.shape != step.labels.shape:
+                raise ValueError(f"{self.label or 'a mode'}'s loss must return per-sample "
+                                 f"values of shape {tuple(step.labels.shape)}, got "
+                                 f"{getattr(values, 'shape', type(values).__name__)}")
+            (grad,) = torch.autograd.grad(values.sum(), logits)
+        eps = (self.signal(step.logits, step.labels, **hyperparameters).detach()
+               if self.signal is not None else 0.0)
+        return Loss(values.detach(), grad, eps,
+                    None if new_state is None else new_state.detach())
+
+
+# --- the built-in modes: a closed form each, and the plain loss it must be the gradient of -
+
+def _smoothed(logits: Tensor, labels: Tensor, eps: Scalar) -> Tensor:
+    """Per-sample cross-entropy against ``(1 - eps) onehot + eps / K``, ``eps`` held fixed."""
+    eps = eps.detach() if isinstance(eps, Tensor) else eps
+    log_probs = torch.log_softmax(logits, -1)
+    nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return (1 - eps) * nll + eps * -log_probs.mean(-1)
+
+
+def _p_observed(logits: Tensor, labels: Tensor) -> Tensor:
+    return torch.softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def _lgals_eps(step: Step, hp: dict[str, Tensor]) -> Tensor:
+    return alignment_to_epsilon(step.alignment, hp["eps_max"], hp["gamma"])
+
+
+def _confidence_eps(step, hp):
+    """Smoothing from the model's doubt in the observed label, ``1 - p_y``."""
+    doubt = (1.0 - step.observed(step.probs)).clamp(0.0, 1.0)
+    return hp["eps_max"] * doubt ** hp["gamma"]
+
+
+def _el2n_eps(step, hp):
+    """Smoothing from the logit gradient's magnitude ``||g|| / sqrt 2`` (in [0, 1]): EL2N."""
+    magnitude = (step.gradients.norm(dim=-1) / math.sqrt(2.0)).clamp(0.0, 1.0)
+    return hp["eps_max"] * magnitude ** hp["gamma"]
+
+
+def _shuffled_eps(step, hp):
+    """LGALS's epsilons, permuted at random within each member's batch."""
+    return _lgals_eps(step, hp).gather(-1, step.uniform().argsort(dim=-1))
+
+
+def _fixed(name: str) -> Callable[[Step, dict[str, Tensor]], Scalar]:
+    """A smoothing that is the hyperparameter ``name`` itself, one value per member."""
+    return lambda step, hp: hp[name]
+
+
+def _ls_mode(eps_of: Callable[[Step, dict[str, Tensor]], Scalar], label: str, family: str,
+             hyperparameters: Mapping[str, Hyperparameter], random: bool = False) -> Mode:
+    """A label-smoothing mode whose per-sample smoothing ``eps_of(step, hp)`` is held fixed:
+    its closed form and the plain loss it is checked against both come from ``eps_of``."""
+    def loss(logits, labels, uniform=None, **hp):
+        step = Step.of(logits.detach(), labels, uniform=uniform)
+        return _smoothed(logits, labels, eps_of(step, hp))
+
+    def closed_form(step, hp):
+        return label_smoothing(step, eps_of(step, hp))
+
+    return Mode(loss, hyperparameters, label, family, closed_form, random=random)
+
+
+def _ce(logits, labels):
+    return _smoothed(logits, labels, 0.0)
+
 
 def _baseline(step: Step, hp: dict[str, Tensor]) -> Loss:
     return label_smoothing(step, 0.0)
 
 
-def _fixed_ls(step, hp):
-    return label_smoothing(step, hp["eps"])
-
-
-def _lgals(step, hp):
-    return label_smoothing(step, alignment_to_epsilon(step.alignment, hp["eps_max"],
-                                                      hp["gamma"]))
-
-
-def _confidence_ls(step, hp):
-    """Smoothing from the model's doubt in the observed label, ``1 - p_y``."""
-    doubt = (1.0 - step.observed(step.probs)).clamp(0.0, 1.0)
-    return label_smoothing(step, hp["eps_max"] * doubt ** hp["gamma"])
-
-
-def _el2n_ls(step, hp):
-    """Smoothing from the logit gradient's magnitude ``||g|| / sqrt 2`` (in [0, 1]): EL2N."""
-    magnitude = (step.gradients.norm(dim=-1) / math.sqrt(2.0)).clamp(0.0, 1.0)
-    return label_smoothing(step, hp["eps_max"] * magnitude ** hp["gamma"])
-
-
-def _shuffled_lgals(step, hp):
-    """LGALS's epsilons, permuted at random within each member's batch."""
-    eps = alignment_to_epsilon(step.alignment, hp["eps_max"], hp["gamma"])
-    return label_smoothing(step, eps.gather(-1, step.uniform().argsort(dim=-1)))
-
-
-def _nls(step, hp):
-    """Negative label smoothing: a negative ``nls_eps`` pushes the target beyond one-hot."""
-    return label_smoothing(step, hp["nls_eps"])
+def _gce_loss(logits, labels, gce_q):
+    return (1 - _p_observed(logits, labels) ** gce_q) / gce_q
 
 
 def _gce(step, hp):
@@ -197,6 +348,11 @@ def _gce(step, hp):
     q = hp["gce_q"]
     p_q = step.observed(step.probs) ** q
     return Loss((1.0 - p_q) / q, p_q.unsqueeze(-1) * step.gradients)
+
+
+def _sce_loss(logits, labels, sce_alpha, sce_beta):
+    return sce_alpha * _ce(logits, labels) - RCE_LOG_ZERO * sce_beta * (
+        1 - _p_observed(logits, labels))
 
 
 def _sce(step, hp):
@@ -210,6 +366,13 @@ def _sce(step, hp):
     return Loss(values, weight.unsqueeze(-1) * step.gradients)
 
 
+def _bootstrap_loss(logits, labels, bootstrap_beta):
+    beta = bootstrap_beta.unsqueeze(-1)
+    onehot = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    target = beta * onehot + (1 - beta) * torch.softmax(logits, -1).detach()
+    return -(target * torch.log_softmax(logits, -1)).sum(-1)
+
+
 def _bootstrap(step, hp):
     """Soft bootstrapping: cross-entropy against ``beta * onehot + (1 - beta) * p``, ``p``
     held fixed; the gradient is ``p - target = beta * g``."""
@@ -217,6 +380,15 @@ def _bootstrap(step, hp):
     target = beta.unsqueeze(-1) * step.onehot() + (1.0 - beta.unsqueeze(-1)) * step.probs
     values = -(target * step.log_probs).sum(dim=-1)
     return Loss(values, beta.unsqueeze(-1) * step.gradients)
+
+
+def _elr_loss(logits, labels, state, elr_beta, elr_lambda):
+    clamped = torch.softmax(logits, -1).clamp(ELR_CLAMP, 1 - ELR_CLAMP)
+    fixed = clamped.detach()
+    beta = elr_beta.unsqueeze(-1)
+    targets = beta * state + (1 - beta) * fixed / fixed.sum(-1, keepdim=True)
+    values = _ce(logits, labels) + elr_lambda * torch.log(1 - (targets * clamped).sum(-1))
+    return values, targets
 
 
 def _elr(step, hp):
@@ -235,46 +407,123 @@ def _elr(step, hp):
     return Loss(values, step.gradients - lam.unsqueeze(-1) * pull, targets=targets)
 
 
-LossFn = Callable[[Step, dict[str, Tensor]], Loss]
+# The optimizer's hyperparameters, which every mode reads and tuning always searches.
+EVERY_MODE: dict[str, Hyperparameter] = {
+    "lr": Hyperparameter(1e-3, 0.0, low_open=True, search=(1e-4, 3e-2), log=True),
+    "weight_decay": Hyperparameter(1e-2, 0.0, search=(1e-6, 1e-1), log=True),
+}
+EPS_MAX = Hyperparameter(0.3, 0.0, 1.0, search=(0.0, 1.0),
+                         help="Largest smoothing of lgals and its ablations.")
+GAMMA = Hyperparameter(1.0, 0.0, search=(0.25, 8.0), log=True,
+                       help="Exponent of lgals and its ablations.")
+ADAPTIVE = {"eps_max": EPS_MAX, "gamma": GAMMA}
 
-
-@dataclass(frozen=True)
-class Mode:
-    """How a mode trains: ``loss(step, hyperparameters)`` gets the step and the
-    hyperparameters named in ``params`` (tensors ``[members, 1]``).
-
-    ``family`` places it in the suites: ``paper`` (the claim's three), ``ablation`` (LGALS's
-    form without its alignment) or ``peer`` (from the label-noise literature). ``targets``:
-    the engine keeps ELR's per-sample running targets. ``picks_epochs``: tuning chooses the
-    epoch count on the validation split, and evaluation trains to it.
-    """
-
-    loss: LossFn
-    params: tuple[str, ...] = ()
-    label: str = ""
-    family: str = "paper"
-    targets: bool = False
-    picks_epochs: bool = False
-
-
-MODES: dict[str, Mode] = {
-    "baseline": Mode(_baseline, (), "Baseline"),
-    "fixed_ls": Mode(_fixed_ls, ("eps",), "FixedLS"),
-    "lgals": Mode(_lgals, ("eps_max", "gamma"), "LGALS"),
-    "confidence_ls": Mode(_confidence_ls, ("eps_max", "gamma"), "ConfidenceLS", "ablation"),
-    "el2n_ls": Mode(_el2n_ls, ("eps_max", "gamma"), "EL2N-LS", "ablation"),
-    "shuffled_lgals": Mode(_shuffled_lgals, ("eps_max", "gamma"), "ShuffledLGALS", "ablation"),
-    "nls": Mode(_nls, ("nls_eps",), "NLS", "ablation"),
-    "gce": Mode(_gce, ("gce_q",), "GCE", "peer"),
-    "sce": Mode(_sce, ("sce_alpha", "sce_beta"), "SCE", "peer"),
-    "bootstrap": Mode(_bootstrap, ("bootstrap_beta",), "Bootstrap", "peer"),
-    "elr": Mode(_elr, ("elr_beta", "elr_lambda"), "ELR", "peer", targets=True),
-    "early_stop": Mode(_baseline, (), "EarlyStop", "peer", picks_epochs=True),
+BUILTIN_MODES: dict[str, Mode] = {
+    "baseline": Mode(_ce, {}, "Baseline", "paper", _baseline),
+    "fixed_ls": _ls_mode(_fixed("eps"), "FixedLS", "paper", {"eps": Hyperparameter(
+        0.1, 0.0, 1.0, high_open=True, search=(0.0, 0.6), help="fixed_ls smoothing.")}),
+    "lgals": _ls_mode(_lgals_eps, "LGALS", "paper", ADAPTIVE),
+    "confidence_ls": _ls_mode(_confidence_eps, "ConfidenceLS", "ablation", ADAPTIVE),
+    "el2n_ls": _ls_mode(_el2n_eps, "EL2N-LS", "ablation", ADAPTIVE),
+    "shuffled_lgals": _ls_mode(_shuffled_eps, "ShuffledLGALS", "ablation", ADAPTIVE,
+                               random=True),
+    "nls": _ls_mode(_fixed("nls_eps"), "NLS", "ablation", {"nls_eps": Hyperparameter(
+        -0.2, -1.0, 0.0, high_open=True, search=(-1.0, -0.01),
+        help="nls smoothing (negative).")}),
+    "gce": Mode(_gce_loss, {"gce_q": Hyperparameter(
+        0.7, 0.0, 1.0, low_open=True, search=(0.05, 1.0), help="gce exponent q.")},
+        "GCE", "peer", _gce),
+    "sce": Mode(_sce_loss, {
+        "sce_alpha": Hyperparameter(0.1, 0.0, search=(0.01, 10.0), log=True,
+                                    help="sce weight of cross-entropy."),
+        "sce_beta": Hyperparameter(1.0, 0.0, search=(0.01, 10.0), log=True,
+                                   help="sce weight of reverse cross-entropy.")},
+        "SCE", "peer", _sce),
+    "bootstrap": Mode(_bootstrap_loss, {"bootstrap_beta": Hyperparameter(
+        0.95, 0.5, 1.0, search=(0.5, 1.0), help="bootstrap weight of the observed label.")},
+        "Bootstrap", "peer", _bootstrap),
+    "elr": Mode(_elr_loss, {
+        "elr_beta": Hyperparameter(0.7, 0.0, 1.0, high_open=True, search=(0.5, 0.99),
+                                   help="elr momentum of the running targets."),
+        "elr_lambda": Hyperparameter(3.0, 0.0, search=(0.1, 10.0), log=True,
+                                     help="elr weight of the regulariser.")},
+        "ELR", "peer", _elr, state=True),
+    "early_stop": Mode(_ce, {}, "EarlyStop", "peer", _baseline, picks_epochs=True),
 }
 
-SUITES: dict[str, tuple[str, ...]] = {
-    "paper": tuple(m for m, mode in MODES.items() if mode.family == "paper"),
-    "controls": tuple(m for m, mode in MODES.items() if mode.family in ("paper", "ablation")),
-    "peers": tuple(m for m, mode in MODES.items() if mode.family in ("paper", "peer")),
-    "all": tuple(MODES),
-}
+
+# --- the registry: lgals' own modes and users' packages', through one entry-point group ---
+
+# Names a mode's hyperparameter may not take: the run's own settings and options.
+RESERVED = frozenset({*EVERY_MODE, "mode", "modes", "epochs", "batch_size", "seed", "seeds",
+                      "first_seed", "device", "dataset", "noise_rate", "noise_type",
+                      "noise_seed", "val_fraction", "val_labels", "trial", "repeat", "suite"})
+
+
+def _validate(name: str, mode: Mode, registered: Mapping[str, Mode]) -> None:
+    """What the registry refuses: a loss that is not a function, an unknown family (only
+    lgals' own modes are the paper's), a hyperparameter with a bad declaration, a reserved
+    name, or a different declaration of a name another mode already declared."""
+    if not callable(mode.loss) or not (mode.closed_form is None or callable(mode.closed_form)):
+        raise ValueError("loss (and closed_form, when given) must be functions")
+    if mode.family not in FAMILIES or (mode.family == "paper"
+                                       and BUILTIN_MODES.get(name) is not mode):
+        raise ValueError(f"family must be one of {', '.join(FAMILIES[1:])}, got {mode.family!r}")
+    declared = {n: h for m in registered.values() for n, h in m.hyperparameters.items()}
+    for hp_name, hyperparameter in mode.hyperparameters.items():
+        where = f"hyperparameter {hp_name!r}"
+        if not isinstance(hyperparameter, Hyperparameter):
+            raise ValueError(f"{where} must be declared with lgals.plugin.Hyperparameter")
+        if not NAME.match(hp_name) or hp_name in RESERVED:
+            raise ValueError(f"{where}: a name must be lowercase letters, digits and "
+                             f"underscores and not one of {', '.join(sorted(RESERVED))}")
+        problem = hyperparameter.problem()
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
+        if declared.get(hp_name, hyperparameter) != hyperparameter:
+            raise ValueError(f"{where} is already declared differently by another mode")
+
+
+MODES: Registry[Mode] = Registry("lgals.modes", Mode, _validate)
+
+
+class _Suites(Mapping[str, tuple[str, ...]]):
+    """The suites by name, read from the registry when asked: ``paper`` (the note's three),
+    ``controls`` (with the ablations), ``peers`` (with the peers) and ``all``."""
+
+    FAMILIES = {"paper": ("paper",), "controls": ("paper", "ablation"),
+                "peers": ("paper", "peer"), "all": FAMILIES}
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        families = self.FAMILIES[name]
+        return tuple(m for m, mode in MODES.items() if mode.family in families)
+
+    def __iter__(self):
+        return iter(self.FAMILIES)
+
+    def __len__(self) -> int:
+        return len(self.FAMILIES)
+
+
+SUITES: Mapping[str, tuple[str, ...]] = _Suites()
+
+
+class _Hyperparameters(Mapping[str, Hyperparameter]):
+    """Every hyperparameter any registered mode reads, the optimizer's first."""
+
+    @property
+    def _all(self) -> dict[str, Hyperparameter]:
+        return {**EVERY_MODE, **{name: h for mode in MODES.values()
+                                 for name, h in mode.hyperparameters.items()}}
+
+    def __getitem__(self, name: str) -> Hyperparameter:
+        return self._all[name]
+
+    def __iter__(self):
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+
+HYPERPARAMETERS: Mapping[str, Hyperparameter] = _Hyperparameters()

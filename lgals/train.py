@@ -12,10 +12,9 @@ extra; held-out metrics (test, validation) come from a full pass after each epoc
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -24,84 +23,23 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lgals.data import NoisyDataset
-from lgals.losses import MODES, Loss, Step, smoothed_cross_entropy
+from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, Loss, Step, smoothed_cross_entropy
 from lgals.metrics import detection_scores, epoch_metrics, margins
 from lgals.model import LAYER_SIZES, StackedMLP
 
 
 @dataclass(frozen=True)
-class Hyperparameter:
-    """A tunable value: the range a run accepts, and the narrower range tuning searches."""
-
-    low: float
-    high: float | None = None  # None: no upper bound
-    low_open: bool = False
-    high_open: bool = False
-    search: tuple[float, float] = (0.0, 1.0)
-    log: bool = False  # search on a log scale
-    help: str = ""
-
-    def allows(self, value: float) -> bool:
-        """Finite, and within the range a run accepts."""
-        above = value > self.low if self.low_open else value >= self.low
-        below = (self.high is None
-                 or (value < self.high if self.high_open else value <= self.high))
-        return math.isfinite(value) and above and below
-
-    def describe(self) -> str:
-        """The range a run accepts, e.g. ``[0, 1)``."""
-        high = "inf)" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
-        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
-
-
-# Every tunable hyperparameter, in one place: every mode reads (and tuning searches) the
-# optimiser's, EVERY_MODE; which mode reads which of the rest is MODES[mode].params; the
-# defaults are TrainConfig's.
-EVERY_MODE = ("lr", "weight_decay")
-HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    "lr": Hyperparameter(0.0, low_open=True, search=(1e-4, 3e-2), log=True),
-    "weight_decay": Hyperparameter(0.0, search=(1e-6, 1e-1), log=True),
-    "eps": Hyperparameter(0.0, 1.0, high_open=True, search=(0.0, 0.6),
-                          help="fixed_ls smoothing."),
-    "eps_max": Hyperparameter(0.0, 1.0, search=(0.0, 1.0),
-                              help="Largest smoothing of lgals and its ablations."),
-    "gamma": Hyperparameter(0.0, search=(0.25, 8.0), log=True,
-                            help="Exponent of lgals and its ablations."),
-    "nls_eps": Hyperparameter(-1.0, 0.0, high_open=True, search=(-1.0, -0.01),
-                              help="nls smoothing (negative)."),
-    "gce_q": Hyperparameter(0.0, 1.0, low_open=True, search=(0.05, 1.0), help="gce exponent q."),
-    "sce_alpha": Hyperparameter(0.0, search=(0.01, 10.0), log=True,
-                                help="sce weight of cross-entropy."),
-    "sce_beta": Hyperparameter(0.0, search=(0.01, 10.0), log=True,
-                               help="sce weight of reverse cross-entropy."),
-    "bootstrap_beta": Hyperparameter(0.5, 1.0, search=(0.5, 1.0),
-                                     help="bootstrap weight of the observed label."),
-    "elr_beta": Hyperparameter(0.0, 1.0, high_open=True, search=(0.5, 0.99),
-                               help="elr momentum of the running targets."),
-    "elr_lambda": Hyperparameter(0.0, search=(0.1, 10.0), log=True,
-                                 help="elr weight of the regulariser."),
-}
-
-
-@dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run (untuned defaults; tuning picks the real ones)."""
+    """One training run: the mode, the schedule, the optimizer's hyperparameters and the
+    mode's own (``hyperparameters``: any it is not given take their declared defaults; the
+    defaults here are untuned, tuning picks the real ones)."""
 
     mode: str = "baseline"
     epochs: int = 100
     batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    eps: float = 0.1
-    eps_max: float = 0.3
-    gamma: float = 1.0
-    nls_eps: float = -0.2
-    gce_q: float = 0.7
-    sce_alpha: float = 0.1
-    sce_beta: float = 1.0
-    bootstrap_beta: float = 0.95
-    elr_beta: float = 0.7
-    elr_lambda: float = 3.0
+    lr: float = EVERY_MODE["lr"].default
+    weight_decay: float = EVERY_MODE["weight_decay"].default
+    hyperparameters: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """The same rules as the command line's, for values from files and from MLflow."""
@@ -112,16 +50,31 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (LGALS needs a batch mean), got "
                              f"{self.batch_size}")
-        for name, hyperparameter in HYPERPARAMETERS.items():
-            value = getattr(self, name)
+        declared = MODES[self.mode].hyperparameters
+        unknown = sorted(set(self.hyperparameters) - set(declared))
+        if unknown:
+            raise ValueError(f"mode {self.mode} has no hyperparameter {', '.join(unknown)} "
+                             f"(it reads: {', '.join([*EVERY_MODE, *declared])})")
+        values = {name: float(self.hyperparameters.get(name, h.default))
+                  for name, h in declared.items()}
+        object.__setattr__(self, "hyperparameters", values)
+        for name, value in {"lr": self.lr, "weight_decay": self.weight_decay, **values}.items():
+            hyperparameter = HYPERPARAMETERS[name]
             if not hyperparameter.allows(value):
                 raise ValueError(f"{name} must be in {hyperparameter.describe()}, got {value}")
 
+    @classmethod
+    def of(cls, mode: str, **values) -> TrainConfig:
+        """A config from flat values, as options, files, Optuna and MLflow params name them:
+        the schedule's and optimizer's fields, and the mode's hyperparameters."""
+        own = {name: values.pop(name) for name in ("epochs", "batch_size", *EVERY_MODE)
+               if name in values}
+        return cls(mode=mode, **own, hyperparameters=values)
+
     def mode_params(self) -> dict:
-        """The hyperparameters this mode actually reads (what is worth logging and tuning)."""
-        names = ("mode", "epochs", "batch_size", *EVERY_MODE, *MODES[self.mode].params)
-        values = asdict(self)
-        return {name: values[name] for name in names}
+        """The values this mode actually reads (what is worth logging and tuning)."""
+        return {"mode": self.mode, "epochs": self.epochs, "batch_size": self.batch_size,
+                "lr": self.lr, "weight_decay": self.weight_decay, **self.hyperparameters}
 
 
 Status = Literal["completed", "stopped", "diverged"]
@@ -214,7 +167,7 @@ class Stack:
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         n_classes = LAYER_SIZES[-1]
         self.targets = (torch.zeros(len(seeds), n_samples, n_classes, device=self.device)
-                        if any(MODES[c.mode].targets for c in configs) else None)
+                        if any(MODES[c.mode].state for c in configs) else None)
         self.margin_sum = torch.zeros(len(seeds), n_samples, device=self.device)
         self._group_by_mode()
 
@@ -225,7 +178,7 @@ class Stack:
         for mode in modes:
             rows = [r for r, c in enumerate(self.configs) if c.mode == mode]
             hyperparameters = {
-                name: torch.tensor([getattr(self.configs[r], name) for r in rows],
+                name: torch.tensor([self.configs[r].hyperparameters[name] for r in rows],
                                    device=self.device).view(-1, 1)
                 for name in MODES[mode].params}
             index = None if len(modes) == 1 else torch.tensor(rows, device=self.device)
@@ -248,13 +201,13 @@ class Stack:
         n = labels.shape[-1]
         if len(self.groups) == 1:
             mode, rows, _, hyperparameters = self.groups[0]
-            loss = mode.loss(replace(step, uniform=self._uniform(rows, n)), hyperparameters)
+            loss = mode.apply(replace(step, uniform=self._uniform(rows, n)), hyperparameters)
         else:
             values, grad = torch.empty_like(step.alignment), torch.empty_like(logits)
             eps = torch.zeros_like(step.alignment)
             new_targets = targets.clone() if targets is not None else None
             for mode, rows, selected, hyperparameters in self.groups:
-                part = mode.loss(step.select(selected, self._uniform(rows, n)), hyperparameters)
+                part = mode.apply(step.select(selected, self._uniform(rows, n)), hyperparameters)
                 values[selected], grad[selected], eps[selected] = part.values, part.grad, part.eps
                 if part.targets is not None:
                     new_targets[selected] = part.targets

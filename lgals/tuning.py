@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from lgals.data import NoiseRecipe, NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting, redact_url
-from lgals.losses import MODES
+from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES
 from lgals.schema import (
     FIGURE,
     MODE,
@@ -55,7 +55,7 @@ from lgals.tracking.runs import (
 )
 from lgals.tracking.seeds import tracked_train
 from lgals.tracking.store import mlflow_client
-from lgals.train import EVERY_MODE, HYPERPARAMETERS, EpochReport, TrainConfig
+from lgals.train import EpochReport, TrainConfig
 from lgals.workers import run_pool
 
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
@@ -221,9 +221,9 @@ def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, 
                     warnings.simplefilter("ignore", UserWarning)  # TrialRecorder records them
                     trial = study.ask()
                 study._storage.record_heartbeat(trial._trial_id)  # stale from now if we die
-                config = TrainConfig(mode=settings.mode, epochs=settings.epochs,
-                                     batch_size=settings.batch_size,
-                                     **suggest(trial, settings.mode))
+                config = TrainConfig.of(settings.mode, epochs=settings.epochs,
+                                        batch_size=settings.batch_size,
+                                        **suggest(trial, settings.mode))
                 asked.append(_Trial(settings, study, trial, config))
         left[settings.mode] -= max(0, n)
     return asked

@@ -5,10 +5,15 @@ The process-level and seconds-long tests: ``tests/system/test_cli.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from support.errors import assert_one_line_error
+
+from lgals import losses
 
 QUICK = {"--epochs": "1", "--seeds": "1"}  # should a bad value slip through, train little
 
@@ -140,14 +145,20 @@ def test_modes_lists_every_mode_with_its_hyperparameters_by_hand(run_main):
                         "default": 0.3},
             "gamma": {"valid": "[0, inf)", "search": [0.25, 8.0], "scale": "log",
                       "default": 1.0}},
-        "keeps_targets": False, "picks_epochs": False}
+        "gradient": "closed form", "keeps_state": False, "picks_epochs": False,
+        "batch_level": False, "from": {
+            "distribution": "lgals", "version": version("lgals"), "module": "lgals.losses",
+            "file_sha256": hashlib.sha256(Path(losses.__file__).read_bytes()).hexdigest()}}
     assert document["modes"]["baseline"]["hyperparameters"] == {}
-    assert document["modes"]["elr"]["keeps_targets"] is True
+    assert document["modes"]["elr"]["keeps_state"] is True
     assert document["modes"]["early_stop"]["suites"] == ["peers", "all"]
 
     code, out, _ = run_main(["modes"])
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "every mode:"
-    assert "lgals (LGALS, paper; suites paper, controls, peers, all)" in lines
+    assert (f"lgals (LGALS, paper; suites paper, controls, peers, all; closed form; from lgals "
+            f"{version('lgals')})") in lines
+    assert f"elr (ELR, peer; suites peers, all; closed form; from lgals {version('lgals')}; " \
+           "keeps_state)" in lines
     assert "nls_eps         valid [-1, 0)      search -1...-0.01 (linear), default -0.2" in out

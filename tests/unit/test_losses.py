@@ -386,11 +386,11 @@ def test_the_papers_modes_smooth_as_the_note_says():
     }
     step = Step.of(logits, labels)
     torch.testing.assert_close(step.alignment, logit_gradient_alignment(logits, labels))
-    baseline = MODES["baseline"].loss(step, hyperparameters)
+    baseline = MODES["baseline"].closed_form(step, hyperparameters)
     assert float(baseline.eps) == 0.0
-    fixed = MODES["fixed_ls"].loss(step, hyperparameters)
+    fixed = MODES["fixed_ls"].closed_form(step, hyperparameters)
     assert fixed.eps is hyperparameters["eps"]
-    lgals = MODES["lgals"].loss(step, hyperparameters)
+    lgals = MODES["lgals"].closed_form(step, hyperparameters)
     torch.testing.assert_close(lgals.eps, lgals_epsilon(
         logits, labels, hyperparameters["eps_max"], hyperparameters["gamma"]))
     for loss in (baseline, fixed, lgals):

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 
 from lgals.losses import (
     ELR_CLAMP,
+    HYPERPARAMETERS,
     MODES,
     SUITES,
     Step,
     alignment_to_epsilon,
     logit_gradient_alignment,
 )
-from lgals.train import HYPERPARAMETERS, TrainConfig
+from lgals.train import TrainConfig
 
 K = 10
 # two members with different hyperparameters each, as the engine stacks them
@@ -104,7 +105,7 @@ def test_closed_form_gradient_equals_autograd(mode, seed, scale):
     the summed loss. Large logits (scale 12) put ELR's clamp to work."""
     step = random_step(seed, scale=scale)
     hp = hyperparameters(mode)
-    loss = MODES[mode].loss(step, hp)
+    loss = MODES[mode].closed_form(step, hp)
     logits = step.logits.clone().requires_grad_(True)
     expected = reference_values(mode, logits, step, hp)
     (grad,) = torch.autograd.grad(expected.sum(), logits)
@@ -128,20 +129,20 @@ G = torch.tensor([[[-0.5, 0.25, 0.25]]], dtype=torch.float64)
 
 def test_gce_hand_computed():
     """q = 1/2: (1 - sqrt(1/2)) / (1/2) = 2 - sqrt 2; the gradient is sqrt(1/2) g."""
-    loss = MODES["gce"].loss(one_sample(P, 0), scalars(gce_q=0.5))
+    loss = MODES["gce"].closed_form(one_sample(P, 0), scalars(gce_q=0.5))
     torch.testing.assert_close(loss.values, torch.tensor([[2 - math.sqrt(2)]],
                                                          dtype=torch.float64))
     torch.testing.assert_close(loss.grad, math.sqrt(0.5) * G)
 
 
 def test_gce_with_q_1_is_the_mean_absolute_error():
-    loss = MODES["gce"].loss(one_sample(P, 0), scalars(gce_q=1.0))
+    loss = MODES["gce"].closed_form(one_sample(P, 0), scalars(gce_q=1.0))
     torch.testing.assert_close(loss.values, torch.tensor([[0.5]], dtype=torch.float64))
 
 
 def test_sce_hand_computed():
     """alpha = 0.1, beta = 1: 0.1 ln 2 + 4 (1 - 1/2); the gradient is (0.1 + 4 / 2) g."""
-    loss = MODES["sce"].loss(one_sample(P, 0), scalars(sce_alpha=0.1, sce_beta=1.0))
+    loss = MODES["sce"].closed_form(one_sample(P, 0), scalars(sce_alpha=0.1, sce_beta=1.0))
     torch.testing.assert_close(loss.values, torch.tensor([[0.1 * math.log(2) + 2.0]],
                                                          dtype=torch.float64))
     torch.testing.assert_close(loss.grad, 2.1 * G)
@@ -149,7 +150,7 @@ def test_sce_hand_computed():
 
 def test_bootstrap_hand_computed():
     """beta = 0.8: 0.8 ln 2 + 0.2 H(p) with H(p) = 1.5 ln 2; the gradient is 0.8 g."""
-    loss = MODES["bootstrap"].loss(one_sample(P, 0), scalars(bootstrap_beta=0.8))
+    loss = MODES["bootstrap"].closed_form(one_sample(P, 0), scalars(bootstrap_beta=0.8))
     torch.testing.assert_close(loss.values, torch.tensor([[1.1 * math.log(2)]],
                                                          dtype=torch.float64))
     torch.testing.assert_close(loss.grad, 0.8 * G)
@@ -163,7 +164,7 @@ def test_elr_hand_computed():
     step = one_sample((0.5, 0.5), 0)
     step = Step.of(step.logits, step.labels,
                    targets=torch.tensor([[[1.0, 0.0]]], dtype=torch.float64))
-    loss = MODES["elr"].loss(step, scalars(elr_beta=0.5, elr_lambda=1.0))
+    loss = MODES["elr"].closed_form(step, scalars(elr_beta=0.5, elr_lambda=1.0))
     torch.testing.assert_close(loss.targets, torch.tensor([[[0.75, 0.25]]], dtype=torch.float64))
     torch.testing.assert_close(loss.values, torch.zeros(1, 1, dtype=torch.float64))
     torch.testing.assert_close(loss.grad, torch.tensor([[[-0.75, 0.75]]], dtype=torch.float64))
@@ -172,9 +173,9 @@ def test_elr_hand_computed():
 def test_confidence_and_el2n_smoothing_hand_computed():
     """p_y = 1/2: confidence eps = 0.4 (1/2)^2 = 0.1; ||g|| / sqrt 2 = sqrt(0.1875)."""
     step = one_sample(P, 0)
-    loss = MODES["confidence_ls"].loss(step, scalars(eps_max=0.4, gamma=2.0))
+    loss = MODES["confidence_ls"].closed_form(step, scalars(eps_max=0.4, gamma=2.0))
     torch.testing.assert_close(loss.eps, torch.tensor([[0.1]], dtype=torch.float64))
-    loss = MODES["el2n_ls"].loss(step, scalars(eps_max=0.4, gamma=1.0))
+    loss = MODES["el2n_ls"].closed_form(step, scalars(eps_max=0.4, gamma=1.0))
     torch.testing.assert_close(loss.eps, torch.tensor([[0.4 * math.sqrt(0.1875)]],
                                                       dtype=torch.float64))
 
@@ -182,7 +183,7 @@ def test_confidence_and_el2n_smoothing_hand_computed():
 def test_nls_target_goes_beyond_one_hot():
     """eps = -0.3, K = 3: target (1.3 - 0.1, -0.1, -0.1) = (1.2, -0.1, -0.1); the gradient
     is p - target = (-0.7, 0.35, 0.35)."""
-    loss = MODES["nls"].loss(one_sample(P, 0), scalars(nls_eps=-0.3))
+    loss = MODES["nls"].closed_form(one_sample(P, 0), scalars(nls_eps=-0.3))
     torch.testing.assert_close(loss.grad, torch.tensor([[[-0.7, 0.35, 0.35]]],
                                                        dtype=torch.float64))
 
@@ -190,8 +191,8 @@ def test_nls_target_goes_beyond_one_hot():
 def test_shuffled_lgals_permutes_lgals_epsilons_within_each_batch():
     step = random_step(3, batch=64)
     hp = hyperparameters("lgals")
-    lgals = MODES["lgals"].loss(step, hp).eps
-    shuffled = MODES["shuffled_lgals"].loss(step, hp).eps
+    lgals = MODES["lgals"].closed_form(step, hp).eps
+    shuffled = MODES["shuffled_lgals"].closed_form(step, hp).eps
     torch.testing.assert_close(shuffled.sort(-1).values, lgals.sort(-1).values)
     assert not torch.equal(shuffled, lgals)
     torch.testing.assert_close(shuffled, lgals.gather(-1, step.uniform().argsort(-1)))
@@ -202,9 +203,9 @@ def test_selected_rows_give_each_members_loss(mode):
     """A member's loss does not depend on the rows it is stacked with."""
     step = random_step(4)
     hp = hyperparameters(mode)
-    both = MODES[mode].loss(step, hp)
+    both = MODES[mode].closed_form(step, hp)
     row = torch.tensor([1])
-    alone = MODES[mode].loss(step.select(row, uniform=lambda: step.uniform()[row]),
+    alone = MODES[mode].closed_form(step.select(row, uniform=lambda: step.uniform()[row]),
                              {k: v[row] for k, v in hp.items()})
     torch.testing.assert_close(alone.values, both.values[row])
     torch.testing.assert_close(alone.grad, both.grad[row])
@@ -221,8 +222,8 @@ def test_suites():
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_modes_parameters_are_tunable_with_defaults_a_run_accepts(mode):
-    defaults = TrainConfig(mode=mode)
+    defaults = TrainConfig.of(mode)
     for name in MODES[mode].params:
         hyperparameter = HYPERPARAMETERS[name]
-        assert hyperparameter.allows(getattr(defaults, name))
+        assert hyperparameter.allows(defaults.hyperparameters[name])
         assert all(hyperparameter.allows(v) for v in hyperparameter.search)

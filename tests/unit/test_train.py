@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from lgals.data import NoiseRecipe, load_dataset
-from lgals.losses import MODES, SUITES, alignment_to_epsilon
-from lgals.train import HYPERPARAMETERS, TrainConfig, resolve_device, train
+from lgals.losses import HYPERPARAMETERS, MODES, SUITES, alignment_to_epsilon
+from lgals.train import TrainConfig, resolve_device, train
 from unit.test_model import flat
 
 EPOCHS = 3
 SEEDS = [0, 1, 2]
 CONFIGS = {
-    "baseline": TrainConfig(mode="baseline", epochs=EPOCHS),
-    "fixed_ls": TrainConfig(mode="fixed_ls", epochs=EPOCHS, eps=0.1),
-    "lgals": TrainConfig(mode="lgals", epochs=EPOCHS, eps_max=0.3, gamma=1.0),
+    "baseline": TrainConfig.of("baseline", epochs=EPOCHS),
+    "fixed_ls": TrainConfig.of("fixed_ls", epochs=EPOCHS, eps=0.1),
+    "lgals": TrainConfig.of("lgals", epochs=EPOCHS, eps_max=0.3, gamma=1.0),
 }
 TRAIN_KEYS = {"train_loss", "train_acc", "train_true_acc", "eps_mean", "eps_clean_mean",
               "align_clean_mean", "epoch_seconds"}
@@ -112,7 +112,7 @@ def test_members_with_different_seeds_differ(runs, mode):
 
 
 def test_training_is_deterministic_and_leaves_global_rng_alone(dataset):
-    config = TrainConfig(mode="lgals", epochs=2, eps_max=0.4, gamma=2.0)
+    config = TrainConfig.of("lgals", epochs=2, eps_max=0.4, gamma=2.0)
     torch.manual_seed(2024)
     expected_draw = torch.rand(4)
     torch.manual_seed(2024)
@@ -131,10 +131,10 @@ def test_training_is_deterministic_and_leaves_global_rng_alone(dataset):
 @pytest.mark.parametrize(
     "configs",
     [
-        [TrainConfig(mode="lgals", epochs=2, lr=1e-3, weight_decay=1e-2, eps_max=0.3, gamma=1.0),
-         TrainConfig(mode="lgals", epochs=2, lr=3e-3, weight_decay=0.0, eps_max=0.6, gamma=2.0)],
-        [TrainConfig(mode="fixed_ls", epochs=2, eps=0.05),
-         TrainConfig(mode="fixed_ls", epochs=2, eps=0.3)],
+        [TrainConfig.of("lgals", epochs=2, lr=1e-3, weight_decay=1e-2, eps_max=0.3, gamma=1.0),
+         TrainConfig.of("lgals", epochs=2, lr=3e-3, weight_decay=0.0, eps_max=0.6, gamma=2.0)],
+        [TrainConfig.of("fixed_ls", epochs=2, eps=0.05),
+         TrainConfig.of("fixed_ls", epochs=2, eps=0.3)],
     ],
     ids=["lgals-lr-wd-eps_max-gamma", "fixed_ls-eps"],
 )
@@ -180,10 +180,11 @@ def test_metric_ranges_and_epsilon_by_mode(runs, mode):
             assert all(v == 0.0 for key in eps_keys for v in h[key])
         elif mode == "fixed_ls":
             for key in eps_keys:
-                assert h[key] == pytest.approx([config.eps] * EPOCHS, rel=1e-6)
+                assert h[key] == pytest.approx([config.hyperparameters["eps"]] * EPOCHS, rel=1e-6)
         else:
-            assert all(0.0 <= v <= config.eps_max for key in eps_keys for v in h[key])
-            assert all(0.0 < v < config.eps_max for v in h["eps_mean"])
+            eps_max = config.hyperparameters["eps_max"]
+            assert all(0.0 <= v <= eps_max for key in eps_keys for v in h[key])
+            assert all(0.0 < v < eps_max for v in h["eps_mean"])
         # three epochs of AdamW at lr 1e-3 learn something
         assert h["test_acc"][-1] > 0.2 and h["train_loss"][-1] < h["train_loss"][0]
 
@@ -218,10 +219,10 @@ def test_training_metrics_agree_with_per_sample_report(runs, dataset, mode):
             if mode == "baseline":
                 assert np.all(eps == 0)
             elif mode == "fixed_ls":
-                np.testing.assert_array_equal(eps, np.float32(config.eps))
+                np.testing.assert_array_equal(eps, np.float32(config.hyperparameters["eps"]))
             else:
-                expected = alignment_to_epsilon(torch.from_numpy(align), config.eps_max,
-                                                config.gamma)
+                expected = alignment_to_epsilon(torch.from_numpy(align),
+                                                **config.hyperparameters)
                 np.testing.assert_allclose(eps, expected.numpy(), rtol=1e-6, atol=1e-7)
 
 
@@ -241,7 +242,7 @@ def test_test_metrics_match_the_returned_model(runs, dataset, mode):
 def test_validation_split_adds_val_metrics(dataset):
     data = load_dataset(NoiseRecipe(noise_rate=0.2, val_fraction=0.2))
     recorder = Recorder()
-    [result] = train(data, TrainConfig(mode="fixed_ls", epochs=2), [0], callback=recorder)
+    [result] = train(data, TrainConfig.of("fixed_ls", epochs=2), [0], callback=recorder)
     assert set(result.history) == TRAIN_KEYS | NOISE_KEYS | TEST_KEYS | VAL_KEYS
     assert all(len(values) == 2 for values in result.history.values())
     assert recorder.reports[0].eps.shape == (1, len(data.y_train))
@@ -253,13 +254,13 @@ def test_validation_split_adds_val_metrics(dataset):
                                                            rel=1e-5)
     assert result.final_test_acc == result.history["test_acc"][-1]
     # without a split there are no val metrics at all
-    [plain] = train(dataset, TrainConfig(mode="fixed_ls", epochs=1), [0])
+    [plain] = train(dataset, TrainConfig.of("fixed_ls", epochs=1), [0])
     assert not VAL_KEYS & set(plain.history)
 
 
 def test_clean_labels_have_no_noise_metrics():
     data = load_dataset(NoiseRecipe(noise_rate=0.0))
-    [result] = train(data, TrainConfig(mode="lgals", epochs=1), [0])
+    [result] = train(data, TrainConfig.of("lgals", epochs=1), [0])
     assert set(result.history) == TRAIN_KEYS | TEST_KEYS
     # with clean labels, fitting the observed labels is fitting the true ones
     assert result.history["train_acc"] == result.history["train_true_acc"]
@@ -296,7 +297,7 @@ def test_stopped_member_model_is_the_model_at_the_stop(stopped_run, dataset):
     (A member stopped by the callback must not keep training inside the stack.)
     """
     (_, stopped), _ = stopped_run
-    one_epoch = train(dataset, TrainConfig(mode="lgals", epochs=1), [1])[0]
+    one_epoch = train(dataset, TrainConfig.of("lgals", epochs=1), [1])[0]
     x, y = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     with torch.no_grad():
         acc = (stopped.model(x).argmax(-1) == y).double().mean().item()
@@ -309,7 +310,7 @@ def test_stopped_member_model_is_the_model_at_the_stop(stopped_run, dataset):
 
 def test_diverging_member_is_reported_and_the_other_member_completes(dataset, runs):
     configs = [CONFIGS["lgals"],
-               TrainConfig(mode="lgals", epochs=EPOCHS, lr=1e30, weight_decay=0.0)]
+               TrainConfig.of("lgals", epochs=EPOCHS, lr=1e30, weight_decay=0.0)]
     recorder = Recorder()
     healthy, diverged = train(dataset, configs, [0, 1], callback=recorder)
 
@@ -330,11 +331,11 @@ def test_diverging_member_is_reported_and_the_other_member_completes(dataset, ru
 # --- mixed stacks and compaction -----------------------------------------------------------
 
 MIXED = [
-    TrainConfig(mode="baseline", epochs=EPOCHS, lr=2e-3, weight_decay=1e-3),
-    TrainConfig(mode="lgals", epochs=EPOCHS, lr=1e-3, eps_max=0.5, gamma=0.5),
-    TrainConfig(mode="fixed_ls", epochs=EPOCHS, lr=3e-3, weight_decay=0.05, eps=0.2),
-    TrainConfig(mode="lgals", epochs=EPOCHS, lr=5e-4, weight_decay=0.0, eps_max=0.2, gamma=2.0),
-    TrainConfig(mode="baseline", epochs=EPOCHS, lr=1e-3),
+    TrainConfig.of("baseline", epochs=EPOCHS, lr=2e-3, weight_decay=1e-3),
+    TrainConfig.of("lgals", epochs=EPOCHS, lr=1e-3, eps_max=0.5, gamma=0.5),
+    TrainConfig.of("fixed_ls", epochs=EPOCHS, lr=3e-3, weight_decay=0.05, eps=0.2),
+    TrainConfig.of("lgals", epochs=EPOCHS, lr=5e-4, weight_decay=0.0, eps_max=0.2, gamma=2.0),
+    TrainConfig.of("baseline", epochs=EPOCHS, lr=1e-3),
 ]
 MIXED_SEEDS = [0, 1, 2, 3, 4]
 
@@ -361,7 +362,7 @@ def test_mixed_stack_members_equal_each_member_alone(mixed, dataset):
     np.testing.assert_allclose(last.eps[1], expected, rtol=1e-5, atol=1e-6)
 
 
-EVERY_MODE = [TrainConfig(mode=mode, epochs=2) for mode in MODES]
+EVERY_MODE = [TrainConfig.of(mode, epochs=2) for mode in MODES]
 STOPPED = [list(MODES).index("baseline"), list(MODES).index("gce")]
 
 
@@ -389,7 +390,7 @@ def test_every_mode_in_one_stack_equals_each_alone_through_compaction(dataset):
 def test_detection_aurocs_are_those_of_the_models_own_scores(dataset):
     """At lr 1e-12 the model does not move in its one epoch: each per-sample score is the
     returned model's, and each AUROC is the brute-force one of that score."""
-    config = TrainConfig(mode="fixed_ls", epochs=1, lr=1e-12, weight_decay=0.0, eps=0.2)
+    config = TrainConfig.of("fixed_ls", epochs=1, lr=1e-12, weight_decay=0.0, eps=0.2)
     (result,) = train(dataset, config, [0])
     with torch.no_grad():
         logits = result.model(torch.from_numpy(dataset.x_train)).double()
@@ -476,12 +477,12 @@ def test_cuda_stack_matches_cpu_and_returns_cpu_models(dataset):
 
 def test_mode_params_lists_what_each_mode_reads():
     common = {"mode", "epochs", "batch_size", "lr", "weight_decay"}
-    assert set(TrainConfig(mode="baseline").mode_params()) == common
-    assert TrainConfig(mode="fixed_ls", eps=0.2).mode_params()["eps"] == 0.2
-    assert set(TrainConfig(mode="fixed_ls").mode_params()) == common | {"eps"}
-    assert set(TrainConfig(mode="lgals").mode_params()) == common | {"eps_max", "gamma"}
+    assert set(TrainConfig.of("baseline").mode_params()) == common
+    assert TrainConfig.of("fixed_ls", eps=0.2).mode_params()["eps"] == 0.2
+    assert set(TrainConfig.of("fixed_ls").mode_params()) == common | {"eps"}
+    assert set(TrainConfig.of("lgals").mode_params()) == common | {"eps_max", "gamma"}
     assert set(CONFIGS) == set(SUITES["paper"])
-    assert set(TrainConfig(mode="elr").mode_params()) == common | {"elr_beta", "elr_lambda"}
+    assert set(TrainConfig.of("elr").mode_params()) == common | {"elr_beta", "elr_lambda"}
 
 
 @pytest.mark.parametrize(
@@ -499,33 +500,38 @@ def test_invalid_member_configurations_raise(dataset, configs, seeds):
         train(dataset, configs, seeds)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"lr": 0.0}, "lr must be in (0, inf), got 0.0"),
-    ({"weight_decay": -1e-9}, "weight_decay must be in [0, inf)"),
-    ({"eps": 1.0}, "eps must be in [0, 1), got 1.0"),
-    ({"eps_max": 1.01}, "eps_max must be in [0, 1], got 1.01"),
-    ({"gamma": math.inf}, "gamma must be in [0, inf), got inf"),
-    ({"lr": math.nan}, "lr must be in (0, inf), got nan"),
-    ({"batch_size": 1}, "batch_size must be at least 2"),
-    ({"epochs": 0}, "epochs must be at least 1"),
-    ({"mode": "label_smoothing"}, "mode must be one of baseline, fixed_ls, lgals, "),
-    ({"nls_eps": 0.0}, "nls_eps must be in [-1, 0), got 0.0"),
-    ({"gce_q": 0.0}, "gce_q must be in (0, 1], got 0.0"),
-    ({"bootstrap_beta": 0.4}, "bootstrap_beta must be in [0.5, 1], got 0.4"),
-    ({"elr_beta": 1.0}, "elr_beta must be in [0, 1), got 1.0"),
+@pytest.mark.parametrize("mode, values, message", [
+    ("baseline", {"lr": 0.0}, "lr must be in (0, inf), got 0.0"),
+    ("baseline", {"weight_decay": -1e-9}, "weight_decay must be in [0, inf)"),
+    ("fixed_ls", {"eps": 1.0}, "eps must be in [0, 1), got 1.0"),
+    ("lgals", {"eps_max": 1.01}, "eps_max must be in [0, 1], got 1.01"),
+    ("lgals", {"gamma": math.inf}, "gamma must be in [0, inf), got inf"),
+    ("baseline", {"lr": math.nan}, "lr must be in (0, inf), got nan"),
+    ("baseline", {"batch_size": 1}, "batch_size must be at least 2"),
+    ("baseline", {"epochs": 0}, "epochs must be at least 1"),
+    ("label_smoothing", {}, "mode must be one of baseline, fixed_ls, lgals, "),
+    ("nls", {"nls_eps": 0.0}, "nls_eps must be in [-1, 0), got 0.0"),
+    ("gce", {"gce_q": 0.0}, "gce_q must be in (0, 1], got 0.0"),
+    ("bootstrap", {"bootstrap_beta": 0.4}, "bootstrap_beta must be in [0.5, 1], got 0.4"),
+    ("elr", {"elr_beta": 1.0}, "elr_beta must be in [0, 1), got 1.0"),
+    ("baseline", {"eps": 0.1}, "mode baseline has no hyperparameter eps (it reads: lr, "),
 ])
-def test_a_config_is_held_to_the_command_lines_rules(values, message):
+def test_a_config_is_held_to_the_command_lines_rules(mode, values, message):
     """Configs from files and from MLflow meet the same rules as the CLI's options."""
     with pytest.raises(ValueError) as raised:
-        TrainConfig(**values)
+        TrainConfig.of(mode, **values)
     assert str(raised.value).startswith(message)
 
 
 def test_the_edges_of_every_range_are_what_the_cli_accepts():
-    TrainConfig(weight_decay=0.0, eps=0.0, eps_max=1.0, gamma=0.0, batch_size=2, epochs=1)
-    TrainConfig(nls_eps=-1.0, gce_q=1.0, sce_alpha=0.0, sce_beta=0.0, bootstrap_beta=0.5,
-                elr_beta=0.0, elr_lambda=0.0)
-    TrainConfig(bootstrap_beta=1.0)
+    TrainConfig.of("baseline", weight_decay=0.0, batch_size=2, epochs=1)
+    for mode, values in {"fixed_ls": {"eps": 0.0}, "lgals": {"eps_max": 1.0, "gamma": 0.0},
+                         "nls": {"nls_eps": -1.0}, "gce": {"gce_q": 1.0},
+                         "sce": {"sce_alpha": 0.0, "sce_beta": 0.0},
+                         "bootstrap": {"bootstrap_beta": 0.5},
+                         "elr": {"elr_beta": 0.0, "elr_lambda": 0.0}}.items():
+        assert TrainConfig.of(mode, **values).hyperparameters == values
+    TrainConfig.of("bootstrap", bootstrap_beta=1.0)
     assert {name: h.describe() for name, h in HYPERPARAMETERS.items()} == {
         "lr": "(0, inf)", "weight_decay": "[0, inf)", "eps": "[0, 1)", "eps_max": "[0, 1]",
         "gamma": "[0, inf)", "nls_eps": "[-1, 0)", "gce_q": "(0, 1]", "sce_alpha": "[0, inf)",
