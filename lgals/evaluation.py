@@ -29,7 +29,7 @@ from lgals.schema import (
     repeat_of,
     runs_filter,
 )
-from lgals.tracking.runs import group_run, in_run, run_name, source_info
+from lgals.tracking.runs import group_run, in_run, mode_tags, run_name, source_info
 from lgals.tracking.seeds import tracked_train
 from lgals.tracking.store import mlflow_client
 from lgals.train import MemberResult, TrainConfig
@@ -144,7 +144,7 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
                   device: str = "cpu") -> tuple[str, list[MemberResult]]:
     """Train ``seeds`` with the mode's params under one evaluate run; return its id, results."""
     config = make_config(mode, epochs, source)
-    tags = {MODE: mode, STAGE: Stage.EVALUATE, PARAMS_SOURCE: source.source}
+    tags = {**mode_tags(mode), STAGE: Stage.EVALUATE, PARAMS_SOURCE: source.source}
     params = {**config.mode_params(), **noise.params(), "seeds": ",".join(map(str, seeds)),
               "vary_noise": vary_noise, "params_source": source.source,
               "tune_run_id": source.tune_run_id, "tune_study": source.tune_study,

@@ -318,9 +318,11 @@ def _fixed(name: str) -> Callable[[Step, dict[str, Tensor]], Scalar]:
 
 
 def _ls_mode(eps_of: Callable[[Step, dict[str, Tensor]], Scalar], label: str, family: str,
-             hyperparameters: Mapping[str, Hyperparameter], random: bool = False) -> Mode:
+             hyperparameters: Mapping[str, Hyperparameter], random: bool = False,
+             batch_level: bool = False) -> Mode:
     """A label-smoothing mode whose per-sample smoothing ``eps_of(step, hp)`` is held fixed:
-    its closed form and the plain loss it is checked against both come from ``eps_of``."""
+    its closed form and the plain loss it is checked against both come from ``eps_of``.
+    ``batch_level``: the smoothing reads the batch (LGALS's alignment to the batch mean)."""
     def loss(logits, labels, uniform=None, **hp):
         step = Step.of(logits.detach(), labels, uniform=uniform)
         return _smoothed(logits, labels, eps_of(step, hp))
@@ -328,7 +330,8 @@ def _ls_mode(eps_of: Callable[[Step, dict[str, Tensor]], Scalar], label: str, fa
     def closed_form(step, hp):
         return label_smoothing(step, eps_of(step, hp))
 
-    return Mode(loss, hyperparameters, label, family, closed_form, random=random)
+    return Mode(loss, hyperparameters, label, family, closed_form, random=random,
+                batch_level=batch_level)
 
 
 def _ce(logits, labels):
@@ -422,11 +425,11 @@ BUILTIN_MODES: dict[str, Mode] = {
     "baseline": Mode(_ce, {}, "Baseline", "paper", _baseline),
     "fixed_ls": _ls_mode(_fixed("eps"), "FixedLS", "paper", {"eps": Hyperparameter(
         0.1, 0.0, 1.0, high_open=True, search=(0.0, 0.6), help="fixed_ls smoothing.")}),
-    "lgals": _ls_mode(_lgals_eps, "LGALS", "paper", ADAPTIVE),
+    "lgals": _ls_mode(_lgals_eps, "LGALS", "paper", ADAPTIVE, batch_level=True),
     "confidence_ls": _ls_mode(_confidence_eps, "ConfidenceLS", "ablation", ADAPTIVE),
     "el2n_ls": _ls_mode(_el2n_eps, "EL2N-LS", "ablation", ADAPTIVE),
     "shuffled_lgals": _ls_mode(_shuffled_eps, "ShuffledLGALS", "ablation", ADAPTIVE,
-                               random=True),
+                               random=True, batch_level=True),
     "nls": _ls_mode(_fixed("nls_eps"), "NLS", "ablation", {"nls_eps": Hyperparameter(
         -0.2, -1.0, 0.0, high_open=True, search=(-1.0, -0.01),
         help="nls smoothing (negative).")}),

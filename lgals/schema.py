@@ -37,6 +37,11 @@ STUDY = "lgals.study"  # the Optuna study of a tune or trial run
 TRIAL = "lgals.trial"  # a trial run's trial number
 TRIAL_STATE = "lgals.trial_state"  # the trial's Optuna state, as its run ends
 VAL_LABELS = "lgals.val_labels"  # noisy or clean (an oracle) validation labels
+# A run trained with a mode from a user's package: the code it comes from (lgals.registry)
+PLUGIN = "lgals.plugin"  # the distribution
+PLUGIN_VERSION = "lgals.plugin_version"
+PLUGIN_MODULE = "lgals.plugin_module"  # the module its entry point names
+PLUGIN_SHA256 = "lgals.plugin_sha256"  # that module's file
 PARAMS_SOURCE = "lgals.params_source"  # where an evaluation's params came from
 SOURCE_RUN = "lgals.source_run"  # the run a reanalysis or diagnosis reloaded
 SWEEP = "lgals.sweep"  # "true" on a sweep's report run

@@ -26,7 +26,6 @@ from lgals.errors import AllTrialsFailed, BadSetting, redact_url
 from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES
 from lgals.schema import (
     FIGURE,
-    MODE,
     NOTE,
     STAGE,
     STUDY,
@@ -48,6 +47,7 @@ from lgals.tracking.runs import (
     end_runs,
     ending,
     group_run,
+    mode_tags,
     open_run,
     run_name,
     set_tags,
@@ -373,7 +373,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
         owned: list[str] = []
         with ending(owned):
             for s in settings:
-                tags = {MODE: s.mode, STAGE: Stage.TUNE, STUDY: s.study_name,
+                tags = {**mode_tags(s.mode), STAGE: Stage.TUNE, STUDY: s.study_name,
                         VAL_LABELS: s.val_labels,
                         NOTE: f"Optuna study `{s.study_name}`: {s.n_trials} trials of "
                               f"{MODES[s.mode].label}, {s.epochs} epochs each, scored "

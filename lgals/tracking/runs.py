@@ -25,10 +25,35 @@ from importlib.metadata import version
 from pathlib import Path
 from types import MappingProxyType
 
-from lgals.schema import HEARTBEAT, MODE, NOTE, PARENT, STAGE, STATUS_REASON, Stage, runs_filter
+from lgals.losses import MODES
+from lgals.schema import (
+    HEARTBEAT,
+    MODE,
+    NOTE,
+    PARENT,
+    PLUGIN,
+    PLUGIN_MODULE,
+    PLUGIN_SHA256,
+    PLUGIN_VERSION,
+    STAGE,
+    STATUS_REASON,
+    Stage,
+    runs_filter,
+)
 from lgals.settings import heartbeat_seconds, stale_seconds
 from lgals.tracking.store import impatient, mlflow_client, storing
 from lgals.tracking.writer import local_artifact_dir
+
+
+def mode_tags(mode: str) -> dict[str, str]:
+    """A run's mode tag and, for a mode from a user's package, the code it comes from: the
+    distribution, its version, the module and that file's SHA-256 (lgals' own modes are
+    lgals' code, which :func:`source_info` names)."""
+    origin = MODES.origins.get(mode)
+    if origin is None or origin.builtin:
+        return {MODE: mode}
+    return {MODE: mode, PLUGIN: origin.distribution, PLUGIN_VERSION: origin.version,
+            PLUGIN_MODULE: origin.module, PLUGIN_SHA256: origin.file_sha256}
 
 
 @functools.cache

@@ -31,7 +31,6 @@ from lgals.losses import MODES
 from lgals.metrics import histogram_counts
 from lgals.schema import (
     DEVICE,
-    MODE,
     NOTE,
     SEED,
     STAGE,
@@ -44,6 +43,7 @@ from lgals.tracking.runs import (
     end_runs,
     ending,
     fail_unfinished_models,
+    mode_tags,
     open_run,
     run_name,
     source_info,
@@ -271,7 +271,7 @@ def tracked_train(
             mode = configs[0].mode
             shared = {**run_params(configs[0], data), "seeds": ",".join(map(str, seeds))}
             parent_run_id = open_run(experiment_id, run_name(f"{stage}-{mode}"),
-                                     {MODE: mode, STAGE: stage,
+                                     {**mode_tags(mode), STAGE: stage,
                                       NOTE: f"{MODES[mode].label}: seeds {shared['seeds']} "
                                             "trained together, one run each below."},
                                      shared, adopt_project_run=True)
@@ -282,7 +282,8 @@ def tracked_train(
         for seed, config, extra, parent, name in zip(seeds, configs, member_tags, parents,
                                                      member_names):
             run_id = open_run(experiment_id, name,
-                              {MODE: config.mode, STAGE: stage, SEED: seed, DEVICE: device,
+                              {**mode_tags(config.mode), STAGE: stage, SEED: seed,
+                               DEVICE: device,
                                **extra},
                               {**run_params(config, data), "seed": seed},
                               parent_run_id=parent, adopt_project_run=parent is None)
