@@ -112,7 +112,7 @@ def test_paired_comparison_of_one_repetition_by_hand():
     assert c.ci == pytest.approx(hierarchical_bootstrap(diffs)[1:])
     assert c.p_improve == 1.0 and c.n_repeats == 1
     assert c.paired_p == pytest.approx(stats.ttest_rel(list(a.values()), list(b.values())).pvalue)
-    assert "paired t-test p = " in c.verdict()
+    assert "paired t-test p = " in c.verdict(note())
 
 
 A2 = {(0, 0): 50.0, (0, 1): 52.0, (1, 0): 54.0, (1, 1): 57.0}
@@ -130,7 +130,7 @@ def test_paired_comparison_of_two_repetitions_tests_the_repetition_means():
     assert c.welch_p == pytest.approx(stats.ttest_ind(list(A2.values()), list(B2.values()),
                                                       equal_var=False).pvalue)
     assert f"t-test on the 2 repetition means of the paired differences p = {c.p:.3g}" in (
-        c.verdict())
+        c.verdict(note()))
 
 
 def test_only_the_shared_runs_pair():
