@@ -456,8 +456,8 @@ def _tuning(report: Report) -> str:
     """Where the hyperparameters came from, as the runs logged it."""
     selections = [(m, s) for m, runs in report.modes.items() for s in runs.selections]
     tuned = [s for _, s in selections if s.source == "tune"]
-    other = {f"{MODES[m].label} from {s.source}" for m, s in selections
-             if s.source not in ("tune", "")}
+    other = {f"{MODES[m].label}'s " + (f"from {s.source}" if s.source else "not recorded")
+             for m, s in selections if s.source != "tune"}
     picking = dict.fromkeys(MODES[m].label for m, s in selections
                             if s.source == "tune" and MODES[m].picks_epochs)
     parts = []
