@@ -102,11 +102,11 @@ class Diagnosis:
     values: dict[str, dict[int, float]]  # metric key -> epoch -> value
 
 
-def collect(experiment_id: str, modes: Sequence[str] = SUITES["paper"],
+def collect(experiment_id: str, modes: Sequence[str] | None = None,
             noise: NoiseRecipe | None = None, repeats: int | None = None,
             seeds: int | None = None) -> dict[str, ModeRuns]:
-    """For each of ``modes`` and each repetition, the latest finished evaluate run and its
-    seed runs, from MLflow only.
+    """For each of ``modes`` (default: the paper suite's) and each repetition, the latest
+    finished evaluate run and its seed runs, from MLflow only.
 
     ``noise``: only runs of its noise setting (:meth:`NoiseRecipe.same_setting`: its draw
     and split aside, any type at rate 0); without it, the setting of the first mode's latest
@@ -114,6 +114,7 @@ def collect(experiment_id: str, modes: Sequence[str] = SUITES["paper"],
     (mode, repetition) prefer the latest run that ran seeds 0..seeds-1, and use only those.
     A run without a repetition tag (:data:`lgals.schema.REPEAT`) is repetition 0.
     """
+    modes = SUITES["paper"] if modes is None else modes
     client = mlflow_client()
     runs = _search(client, experiment_id,
                    runs_filter(Stage.EVALUATE, status="FINISHED"))

@@ -14,7 +14,7 @@ import numpy as np
 from lgals.claim import Claim
 from lgals.data import NoiseRecipe
 from lgals.errors import BadSetting
-from lgals.losses import MODES, SUITES
+from lgals.losses import MODES
 from lgals.plots import comparison_figure, detection_figure, epsilon_figure
 from lgals.report.analysis import Report, build
 from lgals.report.collect import CURVES, DETECTORS, collect, collect_diagnosis, unfinished
@@ -75,12 +75,12 @@ def write(report: Report, out_dir: Path, experiment_id: str,
 
 
 def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None = None,
-                       modes: Sequence[str] = SUITES["paper"],
+                       modes: Sequence[str] | None = None,
                        echo: Callable[[str], None] = print,
                        noise: NoiseRecipe | None = None, repeats: int | None = None,
                        seeds: int | None = None, claim: Claim | None = None) -> Report:
-    """Collect ``modes``, build, write and log the report, its card testing ``claim`` (default:
-    the note's); print its tables."""
+    """Collect ``modes`` (default: the paper suite's), build, write and log the report, its
+    card testing ``claim`` (default: the note's); print its tables."""
     runs = collect(experiment_id, modes, noise, repeats, seeds)
     if not runs:
         raise BadSetting("no finished evaluate runs in this experiment: run `lgals evaluate`")

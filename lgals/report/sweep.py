@@ -99,7 +99,7 @@ def panels(recipes: Sequence[NoiseRecipe]) -> list[NoiseRecipe]:
 
 
 def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
-                 modes: Sequence[str] = SUITES["paper"], repeats: int | None = None,
+                 modes: Sequence[str] | None = None, repeats: int | None = None,
                  seeds: int | None = None,
                  parent_run_id: str | None = None,
                  echo: Callable[[str], None] = print) -> dict[NoiseRecipe, Report]:
@@ -108,6 +108,7 @@ def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
     per-setting reports, in :func:`panels`' order (those without runs left out), a setting
     every type shares (rate 0) one report under each type."""
     settings = panels(recipes)
+    modes = SUITES["paper"] if modes is None else modes
     found: dict[NoiseRecipe, Report] = {}
     for setting in NoiseRecipe.distinct(settings):
         runs = collect(experiment_id, modes, setting, repeats, seeds)
