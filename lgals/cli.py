@@ -165,6 +165,36 @@ suite_option = click.option(
     help="The modes `all` means: paper (Baseline, FixedLS, LGALS), controls (paper + the "
          "ablations), peers (paper + label-noise methods), all.")
 
+def _claim(ctx, param, path: Path | None):
+    """--claim FILE, read and checked before anything starts: a bad field is one line."""
+    if path is None:
+        return None
+    from lgals.claim import load
+
+    return load(path)
+
+
+claim_option = click.option(
+    "--claim", type=click.Path(dir_okay=False, path_type=Path), callback=_claim,
+    help="A claim file (YAML; docs/claim.md) to test instead of the note's "
+         "(lgals/claims/note.yaml): its modes, noise setting and protocol (robust if it names "
+         "none; --protocol, --quick, --repeats, --seeds override it). --suite adds modes.")
+
+
+def _given(name: str) -> bool:
+    """Whether the command line set option ``name`` (not its default)."""
+    return click.get_current_context().get_parameter_source(name) not in (
+        click.core.ParameterSource.DEFAULT, None)
+
+
+def _claim_modes(claim, suite: str) -> tuple[str, ...]:
+    """The claim's modes, and the suite's after them when --suite is given; without a claim,
+    () (a protocol's suite decides)."""
+    if claim is None:
+        return ()
+    return tuple(dict.fromkeys([*claim.modes, *(SUITES[suite] if _given("suite") else ())]))
+
+
 repeats_option = click.option(
     "--repeats", type=click.IntRange(min=1), default=1, show_default=True,
     help="Independent repetitions: repetition r has its own noise draw (--noise-seed + r), "
@@ -368,8 +398,9 @@ def _experiment_id(name: str) -> str:
 @noise_options()
 @click.option("--sweep", "of_sweep", is_flag=True,
               help="Instead: the latest sweep's report (sweep.md, .csv, sweep_accuracy.png).")
+@claim_option
 @tracking_options
-def report_command(out, suite, repeats, seeds, noise, of_sweep, tracking_uri,
+def report_command(out, suite, repeats, seeds, noise, of_sweep, claim, tracking_uri,
                    experiment_name) -> None:
     """The claim card, tables, statistics and plots from the latest evaluate runs of the
     suite's modes at one noise setting, per repetition (MLflow only)."""
@@ -382,11 +413,11 @@ def report_command(out, suite, repeats, seeds, noise, of_sweep, tracking_uri,
 
         sweep_report_again(experiment_id, out, echo=click.echo)
         return
-    given = click.get_current_context().get_parameter_source
-    default = click.core.ParameterSource.DEFAULT
-    setting = noise if given("noise_rate") != default or given("noise_type") != default else None
-    report_from_mlflow(experiment_id, out, suite=suite, echo=click.echo, noise=setting,
-                       repeats=repeats, seeds=seeds)
+    setting = noise if _given("noise_rate") or _given("noise_type") else (
+        claim.protocol.noise if claim else None)
+    report_from_mlflow(experiment_id, out, modes=_claim_modes(claim, suite) or SUITES[suite],
+                       echo=click.echo, noise=setting, repeats=repeats, seeds=seeds,
+                       claim=claim)
 
 
 # protocols.PROTOCOLS' names and sizes, written out so that --help imports neither them nor
@@ -397,17 +428,23 @@ PROTOCOL_HELP = ("claim: the note's (1 tuning run of 20 trials per mode, 5 seeds
 
 def protocol_options(func):
     """Which protocol, its size overridden by --repeats/--seeds; handed on as one
-    ``protocol``."""
+    ``protocol``. With a --claim (the command's, if it has one): the claim's protocol unless
+    --protocol/--quick name one, at the claim's noise setting, over the claim's modes."""
     @functools.wraps(func)
     def command(*args, protocol, quick, repeats, seeds, suite, batch, **kwargs):
         from lgals.protocols import PROTOCOLS
 
-        given = click.get_current_context().get_parameter_source("protocol")
-        if quick and given != click.core.ParameterSource.DEFAULT and protocol != "quick":
+        if quick and _given("protocol") and protocol != "quick":
             raise click.BadParameter(f"is --protocol quick; not with --protocol {protocol}",
                                      param_hint="'--quick'")
+        claim = kwargs.get("claim")
         chosen = PROTOCOLS["quick" if quick else protocol]
+        if claim is not None:
+            named = quick or _given("protocol")
+            chosen = dataclasses.replace(chosen if named else claim.protocol,
+                                         noise=claim.protocol.noise)
         chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
+                                     modes=_claim_modes(claim, suite),
                                      repeats=repeats or chosen.repeats,
                                      seeds=seeds or chosen.seeds)
         return func(*args, protocol=chosen, **kwargs)
@@ -442,16 +479,18 @@ def _done(timings: dict[str, float], experiment_id: str) -> None:
 
 
 @cli.command("reproduce")
+@claim_option
 @protocol_options
-def reproduce_command(protocol, out, workers, storage, device, tracking_uri,
+def reproduce_command(protocol, claim, out, workers, storage, device, tracking_uri,
                       experiment_name) -> None:
     """The whole study: per repetition, tune every mode -> evaluate over seeds; then the
-    report. A rerun skips what finished."""
+    report, whose card tests the note's claim or --claim's. A rerun skips what finished."""
     from lgals.pipeline import reproduce
 
     experiment_id = _experiment(tracking_uri, experiment_name or protocol.experiment)
     _done(reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
-                    device=device, echo=lambda line: click.echo(line, err=True)), experiment_id)
+                    device=device, echo=lambda line: click.echo(line, err=True), claim=claim),
+          experiment_id)
 
 
 def project_argv(argv: list[str]) -> list[str]:
@@ -689,7 +728,8 @@ def diagnose_command(run_id, seed, config, noise, checkpoints, batches, device, 
     else:
         for checkpoint in found:
             click.echo(diagnose.summary_line(checkpoint))
-        click.echo(f"(the note: r = {claim.CORRELATION} between the two alignments)")
+        click.echo(f"(the note: r = {claim.note().alignment.correlation} between the two "
+                   "alignments)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from lgals.claim import CORRELATION
+from lgals.claim import note
 from lgals.data import NoisyDataset
 from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
@@ -262,7 +262,7 @@ def summary_line(checkpoint: Checkpoint) -> str:
 
 def document(checkpoints: Sequence[Checkpoint], /, **about) -> dict:
     """The ``--json`` document."""
-    return {**about, "note_correlation": CORRELATION,
+    return {**about, "note_correlation": note().alignment.correlation,
             "checkpoints": [c.document() for c in checkpoints]}
 
 

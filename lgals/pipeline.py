@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from lgals.claim import Claim
 from lgals.data import NoiseRecipe
 from lgals.errors import BadSetting
 from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
@@ -75,12 +76,12 @@ def _run_params(protocol: Protocol, workers: int, device: str) -> dict:
 def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers: int = 1,
               storage: str | None = None, device: str = "cpu",
               echo: Callable[[str], None] = print,
-              parent_run_id: str | None = None) -> dict[str, float]:
-    """Tune every mode -> evaluate over seeds (per repetition) -> report; return each stage's
-    seconds."""
+              parent_run_id: str | None = None, claim: Claim | None = None) -> dict[str, float]:
+    """Tune every mode -> evaluate over seeds (per repetition) -> report, the card testing
+    ``claim`` (default: the note's); return each stage's seconds."""
     tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
-                  f"each tuning {', '.join(SUITES[protocol.suite])} ({protocol.n_trials} "
+                  f"each tuning {', '.join(protocol.run_modes())} ({protocol.n_trials} "
                   f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
                   f"{protocol.noise.setting}; then the report (its `report` run)."}
     with in_run(experiment_id, run_name(f"reproduce-{protocol.name}"), tags,
@@ -88,8 +89,9 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
         timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
         echo("[report]")
         started = time.perf_counter()
-        report_from_mlflow(experiment_id, out, top, suite=protocol.suite, echo=echo,
-                           noise=protocol.noise, repeats=protocol.repeats, seeds=protocol.seeds)
+        report_from_mlflow(experiment_id, out, top, modes=protocol.run_modes(), echo=echo,
+                           noise=protocol.noise, repeats=protocol.repeats, seeds=protocol.seeds,
+                           claim=claim)
         timings["report"] = time.perf_counter() - started
     return timings
 
@@ -107,7 +109,7 @@ def sweep_report_again(experiment_id: str, out: Path,
     recipes = CLAIM.noise.swept(
         [float(rate) for rate in params["noise_rates"].split(",")],
         params["noise_types"].split(","))
-    sweep_report(experiment_id, out, recipes, suite=params["suite"],
+    sweep_report(experiment_id, out, recipes, modes=SUITES[params["suite"]],
                  repeats=int(params["repeats"]), seeds=int(params["seeds"]), echo=echo)
 
 
@@ -137,7 +139,7 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
                           workers, storage, device, echo, parent_run_id=top)
             timings[recipe.setting] = time.perf_counter() - started
         started = time.perf_counter()
-        sweep_report(experiment_id, out, recipes, suite=protocol.suite,
+        sweep_report(experiment_id, out, recipes, modes=protocol.run_modes(),
                      repeats=protocol.repeats, seeds=protocol.seeds, parent_run_id=top,
                      echo=echo)
         timings["sweep report"] = time.perf_counter() - started

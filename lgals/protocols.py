@@ -32,12 +32,19 @@ class Protocol:
     batch: int = DEFAULT_BATCH  # trials per study trained together in a tuning round
     noise: NoiseRecipe = NoiseRecipe(val_fraction=0.1)  # tuning's; evaluation's has no split
     experiment: str = "lgals"
-    suite: str = "paper"  # which modes are tuned, evaluated and reported (losses.SUITES)
+    suite: str = "paper"  # which modes are tuned, evaluated and reported (losses.SUITES) ...
+    modes: tuple[str, ...] = ()  # ... unless these name them (a claim's modes)
+
+    def run_modes(self) -> tuple[str, ...]:
+        """The modes it tunes, evaluates and reports: its own, else its suite's."""
+        return self.modes or SUITES[self.suite]
 
     def params(self) -> dict:
-        """The protocol verbatim as run params, its noise recipe as its own params."""
+        """The protocol verbatim as run params (the modes it runs, comma-separated), its
+        noise recipe as its own params."""
         return {**{k: v for k, v in asdict(self).items() if k not in ("name", "noise")},
-                "protocol": self.name, **self.noise.params()}
+                "modes": ",".join(self.run_modes()), "protocol": self.name,
+                **self.noise.params()}
 
     def study_prefix(self) -> str:
         """The Optuna studies' prefix: the experiment, and the noise setting unless it is the
@@ -47,10 +54,10 @@ class Protocol:
         return f"{self.experiment}-{self.noise.setting}"
 
     def tune_settings(self, repeat: int) -> list[TuneSettings]:
-        """Repetition ``repeat``'s studies, one per mode of the suite."""
+        """Repetition ``repeat``'s studies, one per mode it runs."""
         return [TuneSettings(mode=mode, n_trials=self.n_trials, epochs=self.epochs,
                              noise=self.noise, study_name=f"{self.study_prefix()}-{mode}"
-                             ).repeated(repeat) for mode in SUITES[self.suite]]
+                             ).repeated(repeat) for mode in self.run_modes()]
 
 
 # The note's protocol: one tuning run of 20 trials per mode, 100 epochs, 5 evaluation seeds.

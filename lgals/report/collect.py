@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lgals.data import NoiseRecipe
 from lgals.losses import SUITES
-from lgals.schema import LATEST_FIRST, MODE, PARENT, SEED, Stage, repeat_of, runs_filter
+from lgals.schema import (
+    LATEST_FIRST,
+    MODE,
+    PARENT,
+    SEED,
+    VAL_LABELS,
+    Stage,
+    repeat_of,
+    runs_filter,
+)
 from lgals.tracking.store import mlflow_client
 
 # Per-sample scores for detecting flipped labels: the metric each logs per epoch, its name.
@@ -47,6 +56,19 @@ def matrix(values: Mapping[Key, float], keys: Iterable[Key]) -> np.ndarray:
                     dtype=float).reshape(len(repeats), len(seeds))
 
 
+@dataclass(frozen=True)
+class Selection:
+    """How one evaluate run's numbers were chosen, as its runs logged them: the epochs it
+    trained (its test accuracy is the last epoch's), where its hyperparameters came from and,
+    when tuned, its tune run's trials, validation share and validation labels."""
+
+    epochs: int | None
+    source: str  # "tune", "file:<path>" or "defaults"; "" when the run logged none
+    n_trials: int | None = None
+    val_fraction: float | None = None
+    val_labels: str | None = None  # "noisy", or "clean" (an oracle)
+
+
 @dataclass
 class ModeRuns:
     """One mode's latest evaluate run per repetition: final accuracy per (repetition, seed)
@@ -59,6 +81,7 @@ class ModeRuns:
     curves: dict[str, np.ndarray]  # name -> [runs, epochs], rows in sorted(final_acc) order
     eps_counts: np.ndarray | None = None  # [epochs, 2, bins], summed over runs
     eps_edges: np.ndarray | None = None
+    selections: list[Selection] = field(default_factory=list)  # one per run of run_ids
 
     def matrix(self, keys: Iterable[Key] | None = None) -> np.ndarray:
         """Final accuracies ``[R, S]`` (fractions) on ``keys`` (default: all of them)."""
@@ -79,10 +102,11 @@ class Diagnosis:
     values: dict[str, dict[int, float]]  # metric key -> epoch -> value
 
 
-def collect(experiment_id: str, suite: str = "paper", noise: NoiseRecipe | None = None,
-            repeats: int | None = None, seeds: int | None = None) -> dict[str, ModeRuns]:
-    """For each of the suite's modes and each repetition, the latest finished evaluate run
-    and its seed runs, from MLflow only.
+def collect(experiment_id: str, modes: Sequence[str] | None = None,
+            noise: NoiseRecipe | None = None, repeats: int | None = None,
+            seeds: int | None = None) -> dict[str, ModeRuns]:
+    """For each of ``modes`` (default: the paper suite's) and each repetition, the latest
+    finished evaluate run and its seed runs, from MLflow only.
 
     ``noise``: only runs of its noise setting (:meth:`NoiseRecipe.same_setting`: its draw
     and split aside, any type at rate 0); without it, the setting of the first mode's latest
@@ -90,6 +114,7 @@ def collect(experiment_id: str, suite: str = "paper", noise: NoiseRecipe | None 
     (mode, repetition) prefer the latest run that ran seeds 0..seeds-1, and use only those.
     A run without a repetition tag (:data:`lgals.schema.REPEAT`) is repetition 0.
     """
+    modes = SUITES["paper"] if modes is None else modes
     client = mlflow_client()
     runs = _search(client, experiment_id,
                    runs_filter(Stage.EVALUATE, status="FINISHED"))
@@ -98,17 +123,17 @@ def collect(experiment_id: str, suite: str = "paper", noise: NoiseRecipe | None 
         if SEED in run.data.tags and "final_test_acc" in run.data.metrics:
             children.setdefault(run.data.tags.get(PARENT), []).append(run)
     parents = [r for r in runs if SEED not in r.data.tags
-               and r.data.tags.get(MODE) in SUITES[suite]
+               and r.data.tags.get(MODE) in modes
                and r.info.run_id in children
                and (repeats is None or repeat_of(r) < repeats)]
     if noise is None:
-        latest = next((r for mode in SUITES[suite] for r in parents
+        latest = next((r for mode in modes for r in parents
                        if r.data.tags[MODE] == mode), None)
         noise = _noise(latest) if latest else None
     parents = [r for r in parents if _same_setting(_noise(r), noise)]
     wanted = set(range(seeds)) if seeds is not None else None
-    modes = {}
-    for mode in SUITES[suite]:
+    found = {}
+    for mode in modes:
         chosen = []
         of_mode = [r for r in parents if r.data.tags[MODE] == mode]
         for repeat in sorted({repeat_of(r) for r in of_mode}):
@@ -119,8 +144,8 @@ def collect(experiment_id: str, suite: str = "paper", noise: NoiseRecipe | None 
                        if wanted is None or int(c.data.tags[SEED]) in wanted]
             chosen.append((repeat, parent, members, len(children[parent.info.run_id])))
         if chosen:
-            modes[mode] = _mode_runs(client, mode, chosen)
-    return modes
+            found[mode] = _mode_runs(client, mode, chosen)
+    return found
 
 
 def _search(client, experiment_id: str, query: str) -> list:
@@ -193,6 +218,8 @@ def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]]) -
                     1 if vary_noise else stacked,
                     {(repeat, seed): r.data.metrics["final_test_acc"]
                      for repeat, seed, r in members}, curves)
+    tunes: dict[str, object] = {}
+    runs.selections = [_selection(client, parent, tunes) for _, parent, _, _ in chosen]
     with tempfile.TemporaryDirectory() as tmp:
         counts = []
         for _, _, r in members:
@@ -202,3 +229,23 @@ def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]]) -
                 runs.eps_edges = npz["eps_edges"]
         runs.eps_counts = np.sum(counts, axis=0)
     return runs
+
+
+def _selection(client, run, tunes: dict[str, object]) -> Selection:
+    """``run``'s :class:`Selection`, its tune run read once into ``tunes``."""
+    params = run.data.params
+    epochs, tune_id = _integer(params.get("epochs")), params.get("tune_run_id", "")
+    if not tune_id:
+        return Selection(epochs, params.get("params_source", ""))
+    if tune_id not in tunes:
+        tunes[tune_id] = client.get_run(tune_id)
+    tune = tunes[tune_id].data
+    fraction = tune.params.get("val_fraction")
+    return Selection(epochs, params.get("params_source", ""),
+                     _integer(tune.params.get("n_trials")),
+                     float(fraction) if fraction is not None else None,
+                     tune.tags.get(VAL_LABELS))
+
+
+def _integer(value: str | None) -> int | None:
+    return int(value) if value is not None else None

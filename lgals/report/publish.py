@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lgals.claim import ACCURACY
+from lgals.claim import Claim
 from lgals.data import NoiseRecipe
 from lgals.errors import BadSetting
 from lgals.losses import MODES
@@ -57,7 +57,8 @@ def write(report: Report, out_dir: Path, experiment_id: str,
               for m, r in report.modes.items()}
     curves = {name: {labels[m]: r.curves[name] for m, r in report.modes.items()
                      if name in r.curves} for name in CURVES}
-    claim = {labels[m]: ACCURACY[m] for m in report.modes if m in ACCURACY}
+    claim = {labels[m]: report.claim.accuracy[m] for m in report.modes
+             if m in report.claim.accuracy}
     lgals = report.modes.get("lgals")
     eps = (lgals.eps_counts, lgals.eps_edges) if lgals else None
     detectors = {DETECTORS[name]: curves[name] for name in DETECTORS if curves[name]}
@@ -74,14 +75,16 @@ def write(report: Report, out_dir: Path, experiment_id: str,
 
 
 def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None = None,
-                       suite: str = "paper", echo: Callable[[str], None] = print,
+                       modes: Sequence[str] | None = None,
+                       echo: Callable[[str], None] = print,
                        noise: NoiseRecipe | None = None, repeats: int | None = None,
-                       seeds: int | None = None) -> Report:
-    """Collect the suite's modes, build, write and log the report; print its tables."""
-    modes = collect(experiment_id, suite, noise, repeats, seeds)
-    if not modes:
+                       seeds: int | None = None, claim: Claim | None = None) -> Report:
+    """Collect ``modes`` (default: the paper suite's), build, write and log the report, its
+    card testing ``claim`` (default: the note's); print its tables."""
+    runs = collect(experiment_id, modes, noise, repeats, seeds)
+    if not runs:
         raise BadSetting("no finished evaluate runs in this experiment: run `lgals evaluate`")
-    report = build(modes)
+    report = build(runs, claim)
     report.diagnosis = collect_diagnosis(experiment_id)
     out_dir, run_id = write(report, out, experiment_id, parent_run_id)
     echo(markdown(report))

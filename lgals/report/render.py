@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
-from lgals.claim import ACCURACY, COMPARISONS, CORRELATION, PROTOCOL
-from lgals.losses import MODES, SUITES
+from lgals.losses import MODES
 from lgals.report.analysis import (
     DETECTION_SECTION,
     DIAGNOSIS_SECTION,
     POWER_SECTION,
-    REFERENCES,
     VERDICTS,
     Report,
     claim_card,
     detection,
+    interval_method,
+    selection_rule,
 )
-from lgals.report.collect import DETECTORS, DIAGNOSIS_KEYS, Diagnosis
+from lgals.report.collect import DETECTORS, DIAGNOSIS_KEYS
 from lgals.statistics import ALPHA, POWER, Variance
 
 # What each ablation and peer asks, as the report's sentence about it: (mode, the mode it is
@@ -40,23 +41,31 @@ QUESTIONS = [
 
 
 def markdown(report: Report) -> str:
+    claim = report.claim
     rows = dict(zip(report.modes, report.rows()))
-    lines = ["| Mode | n | Final test acc. (%) mean ± std | 95% CI (%) | vs Baseline (pp, p) "
-             "| vs FixedLS (pp, p) | Claim (%) | s/epoch/seed | cost vs Baseline |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for mode in SUITES["paper"]:
+    versus = list(dict.fromkeys(b for _, b in claim.orderings))
+    lines = ["| Mode | n | Final test acc. (%) mean ± std | 95% CI (%) | "
+             + "".join(f"vs {MODES[b].label} (pp, p) | " for b in versus)
+             + "Claim (%) | s/epoch/seed | cost vs Baseline |",
+             "|---" * (7 + len(versus)) + "|"]
+    for mode in claim.modes:
         if mode not in rows:
             continue
         row = rows[mode]
         lines.append(
             f"| {row['mode']} | {_n_cell(row)} | {_accuracy_cells(row)} | "
-            f"{_versus_cell(row, 'baseline')} | {_versus_cell(row, 'fixed_ls')} | "
-            f"{row['claim_mean_pct']:.2f} ± {row['claim_std_pct']:.2f} | {_cost_cells(row)} |")
-    verdicts = [f"- {c.verdict()}" for c in report.comparisons if (c.a, c.b) in COMPARISONS]
+            + "".join(f"{_versus_cell(row, b)} | " for b in versus)
+            + f"{_claim_cell(row)} | {_cost_cells(row)} |")
+    verdicts = [f"- {c.verdict(claim)}" for c in report.comparisons
+                if (c.a, c.b) in claim.orderings]
     card = [v.line(number) for number, v in enumerate(claim_card(report), 1)]
+    noise = claim.protocol.noise
     return "\n".join([
-        "# LGALS on mnist1d with noisy labels: our measurement", "",
-        "## The note's claims", "", *card, "",
+        f"# Claims of {claim.name} on {claim.dataset} with {noise.noise_rate:.0%} "
+        f"{noise.noise_type} label noise: our measurement", "",
+        "## The claim card", "", *card, "",
+        f"**Intervals.** {interval_method(report)}", "",
+        f"**Selection.** {selection_rule(report)}", "",
         "## Final test accuracy", "",
         "Final test accuracy after the last epoch, per mode over runs (n: seeds, or "
         "repetitions × seeds; a repetition has its own noise draw, split and tuning). The 95% "
@@ -67,14 +76,15 @@ def markdown(report: Report) -> str:
         "repetition is the independent unit; Welch's t-test when nothing pairs. The tables "
         "show p as computed, and every verdict is stated at α = 0.05 on the p-value "
         "Holm-adjusted over all the comparisons this report makes. "
-        "The claim's numbers are copied from the note under test (summarised in lgals' "
-        "docs/claim.md), not measured here.", "",
+        f"The claim's numbers are copied from {claim.name}'s claim file "
+        f"({Path(claim.path).name}), not measured here.", "",
         *lines, "", f"## {VERDICTS}", "",
-        "Differences with their hierarchical bootstrap 95% CI (repetitions, then seeds "
-        "within them) and P(A > B) over the paired runs.", "", *verdicts, "",
+        "Differences with their Student t 95% CI over the independent units (the seeds of "
+        "one repetition, else the repetition means) and P(A > B) over the paired runs.", "",
+        *verdicts, "",
         *_variance_section(report, rows), *_power_section(report),
         *_other_modes(report, rows), *_detection_section(report),
-        *_diagnosis_section(report.diagnosis),
+        *_diagnosis_section(report),
         "Cost: wall seconds per epoch of one seed (the stacked run's epoch time / seeds).", "",
     ])
 
@@ -103,52 +113,54 @@ def _variance_section(report: Report, rows: dict[str, dict]) -> list[str]:
 
 
 def _power_section(report: Report) -> list[str]:
-    """The smallest difference the note's protocol detects, beside the differences it
+    """The smallest difference the claim's protocol detects, beside the differences it
     claims."""
-    repeats, seeds = PROTOCOL.repeats, PROTOCOL.seeds
-    protocol = f"{repeats} repetition × {seeds} seeds"
+    claim = report.claim
+    repeats, seeds = claim.protocol.repeats, claim.protocol.seeds
+    protocol = f"{repeats} repetition{'s' * (repeats > 1)} × {seeds} seeds"
     lines = [f"## {POWER_SECTION}", ""]
-    found = {(a, b): report.detectable(a, b) for a, b in COMPARISONS}
+    found = {(a, b): report.detectable(a, b) for a, b in claim.orderings}
     if all(value is None for value in found.values()):
         return [*lines, "With one repetition the variance between repetitions (noise draw, "
                 "split, tuning) is not estimable, so neither is the smallest difference the "
-                f"note's protocol ({protocol}) detects: that needs two repetitions or more.",
+                f"claim's protocol ({protocol}) detects: that needs two repetitions or more.",
                 ""]
-    lines += [f"Minimum detectable difference (MDD) of the note's protocol ({protocol}) at "
+    lines += [f"Minimum detectable difference (MDD) of the claim's protocol ({protocol}) at "
               f"α = {ALPHA} with {POWER:.0%} power, from the variance components (pp²) of "
               "each comparison's paired differences.", "",
               "| Comparison | between repetitions | between seeds | MDD (pp) | claimed (pp) |",
               "|---|---|---|---|---|"]
+    answers = []
     for (a, b), value in found.items():
-        if value is not None:
-            variance, mdd = value
-            lines.append(f"| {MODES[a].label} − {MODES[b].label} | {variance.repeat:.3f} | "
-                         f"{variance.seed:.3f} | {mdd:.2f} | "
-                         f"{ACCURACY[a][0] - ACCURACY[b][0]:+.2f} |")
-    lines.append("")
-    if found[("lgals", "fixed_ls")] is not None:
-        mdd = found[("lgals", "fixed_ls")][1]
-        gain = ACCURACY["lgals"][0] - ACCURACY["fixed_ls"][0]
-        answer = (f"could have detected it (power at least {POWER:.0%})" if gain >= mdd
-                  else f"could not reliably have detected it (power below {POWER:.0%})")
-        lines += [f"The note's protocol detects an LGALS − FixedLS difference of {mdd:.2f} pp "
-                  f"or more; its claimed gain is {gain:.2f} pp (LGALS "
-                  f"{ACCURACY['lgals'][0]} − FixedLS {ACCURACY['fixed_ls'][0]}), so it "
-                  f"{answer}.", ""]
-    return lines
+        if value is None:
+            continue
+        variance, mdd = value
+        gain = claim.claimed(a, b)
+        label = f"{MODES[a].label} − {MODES[b].label}"
+        lines.append(f"| {label} | {variance.repeat:.3f} | {variance.seed:.3f} | {mdd:.2f} | "
+                     + ("— |" if gain is None else f"{gain:+.2f} |"))
+        if gain is not None:
+            answer = (f"could have detected it (power at least {POWER:.0%})" if gain >= mdd
+                      else f"could not reliably have detected it (power below {POWER:.0%})")
+            answers += [f"The claim's protocol detects an {label} difference of {mdd:.2f} pp "
+                        f"or more; its claimed gain is {gain:.2f} pp ({MODES[a].label} "
+                        f"{claim.accuracy[a].mean} − {MODES[b].label} "
+                        f"{claim.accuracy[b].mean}), so it {answer}.", ""]
+    return [*lines, "", *answers]
 
 
 def _other_modes(report: Report, rows: dict[str, dict]) -> list[str]:
     """The ablations and peers: every mode against the three references, and what each
     comparison answers, in words."""
-    if set(report.modes) <= set(SUITES["paper"]):
+    if set(report.modes) <= set(report.claim.modes):
         return []
-    lines = ["## Every mode against Baseline, FixedLS and LGALS", "",
-             "| Mode | family | n | Final test acc. (%) mean ± std | 95% CI (%) "
-             "| vs Baseline (pp, p) | vs FixedLS (pp, p) | vs LGALS (pp, p) | s/epoch/seed "
-             "| cost vs Baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
+    references = report.references()
+    lines = [f"## Every mode against {_names(references)}", "",
+             "| Mode | family | n | Final test acc. (%) mean ± std | 95% CI (%) | "
+             + "".join(f"vs {MODES[r].label} (pp, p) | " for r in references)
+             + "s/epoch/seed | cost vs Baseline |", "|---" * (7 + len(references)) + "|"]
     for row in rows.values():
-        versus = " | ".join(_versus_cell(row, other) for other in REFERENCES)
+        versus = " | ".join(_versus_cell(row, other) for other in references)
         lines.append(f"| {row['mode']} | {row['family']} | {row['n_seeds']} | "
                      f"{_accuracy_cells(row)} | {versus} | {_cost_cells(row)} |")
     answers = [f"- {report.comparison(mode, reference).answer(question)}"
@@ -160,9 +172,9 @@ def _other_modes(report: Report, rows: dict[str, dict]) -> list[str]:
 def _detection_section(report: Report) -> list[str]:
     """How well each per-sample score finds the flipped labels, and when."""
     table = detection(report.modes)
-    if not table:
+    if report.claim.detection is None or not table:
         return []
-    modes = [m for m in report.modes if m in SUITES["paper"]]
+    modes = [m for m in report.modes if m in report.claim.modes]
     lines = [f"## {DETECTION_SECTION}", "",
              "AUROC of each score for telling flipped training labels from clean ones, at its "
              "best epoch (mean over seeds; 0.5 is chance). Scores come from the logits each "
@@ -191,15 +203,18 @@ def _detection_section(report: Report) -> list[str]:
     return lines
 
 
-def _diagnosis_section(diagnosis: Diagnosis | None) -> list[str]:
-    """The note's ~0.75 beside what ``lgals diagnose`` measured, layer by layer."""
-    if diagnosis is None or not diagnosis.values["all.pearson"]:
+def _diagnosis_section(report: Report) -> list[str]:
+    """The claim's correlation (the note's ~0.75) beside what ``lgals diagnose`` measured,
+    layer by layer."""
+    diagnosis, alignment = report.diagnosis, report.claim.alignment
+    if alignment is None or diagnosis is None or not diagnosis.values["all.pearson"]:
         return []
     v = diagnosis.values
     lines = [f"## {DIAGNOSIS_SECTION}", "",
              f"Pearson's r between each sample's logit-gradient cosine s_i and its "
              f"weight-gradient cosine (to the batch mean), from `lgals diagnose` run "
-             f"{diagnosis.run_id} ({diagnosis.mode}); the note says {CORRELATION}.", "",
+             f"{diagnosis.run_id} ({diagnosis.mode}); {report.claim.name} says "
+             f"{alignment.correlation}.", "",
              "| epoch | all layers | layer1 | layer2 | layer3 | layer3's weight in the "
              "all-layer cosine | AUROC 1 − s_i | AUROC 1 − weight cosine |",
              "|---|---|---|---|---|---|---|---|"]
@@ -214,6 +229,18 @@ def _diagnosis_section(diagnosis: Diagnosis | None) -> list[str]:
             f"cosine (its weight w_3 averaged over samples) and correlates "
             f"r = {v['layer3.pearson'][last]:.3f}; the first layer, whose gradient is furthest "
             f"from g_i, correlates r = {v['layer1.pearson'][last]:.3f}.", ""]
+
+
+def _names(modes: tuple[str, ...]) -> str:
+    """"Baseline, FixedLS and LGALS"."""
+    labels = [MODES[m].label for m in modes]
+    return ", ".join(labels[:-1]) + f" and {labels[-1]}" if len(labels) > 1 else labels[0]
+
+
+def _claim_cell(row: dict) -> str:
+    if row["claim_mean_pct"] == "":
+        return "—"
+    return f"{row['claim_mean_pct']:.2f} ± {row['claim_std_pct']:.2f}"
 
 
 def _accuracy_cells(row: dict) -> str:

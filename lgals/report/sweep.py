@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lgals.data import NoiseRecipe
 from lgals.errors import BadSetting
-from lgals.losses import MODES
+from lgals.losses import MODES, SUITES
 from lgals.plots import sweep_figure
 from lgals.report.analysis import Report, build
 from lgals.report.collect import collect
@@ -99,7 +99,8 @@ def panels(recipes: Sequence[NoiseRecipe]) -> list[NoiseRecipe]:
 
 
 def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
-                 suite: str = "paper", repeats: int | None = None, seeds: int | None = None,
+                 modes: Sequence[str] | None = None, repeats: int | None = None,
+                 seeds: int | None = None,
                  parent_run_id: str | None = None,
                  echo: Callable[[str], None] = print) -> dict[NoiseRecipe, Report]:
     """The sweep's table, csv and figure from MLflow: each setting's runs collected and
@@ -107,11 +108,12 @@ def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
     per-setting reports, in :func:`panels`' order (those without runs left out), a setting
     every type shares (rate 0) one report under each type."""
     settings = panels(recipes)
+    modes = SUITES["paper"] if modes is None else modes
     found: dict[NoiseRecipe, Report] = {}
     for setting in NoiseRecipe.distinct(settings):
-        modes = collect(experiment_id, suite, setting, repeats, seeds)
-        if modes:
-            found[setting] = build(modes)
+        runs = collect(experiment_id, modes, setting, repeats, seeds)
+        if runs:
+            found[setting] = build(runs)
         else:
             echo(f"no finished evaluate runs for {setting.noise_type} noise at rate "
                  f"{setting.noise_rate:g}")
@@ -125,8 +127,8 @@ def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
             (100 * row["noise_rate"], row["final_test_acc_mean_pct"], row["ci95_low_pct"],
              row["ci95_high_pct"]))
     text = sweep_markdown(rows)
-    params = {"settings": ",".join(setting.setting for setting in settings), "suite": suite,
-              "repeats": str(repeats), "seeds": str(seeds)}
+    params = {"settings": ",".join(setting.setting for setting in settings),
+              "modes": ",".join(modes), "repeats": str(repeats), "seeds": str(seeds)}
     metrics = {f"{row['noise_type']}-{row['noise_rate']:g}.{row['mode']}"
                ".final_test_acc_mean_pct": row["final_test_acc_mean_pct"] for row in rows}
     run_id = publish(out, {"sweep.md": text, "sweep.csv": csv_rows(rows)},

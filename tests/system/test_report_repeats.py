@@ -32,9 +32,10 @@ def test_report_from_mlflow_opens_with_the_card_lists_every_run_and_is_determini
     assert (store.out / "a" / "results.csv").read_bytes() == (
         store.out / "b" / "results.csv").read_bytes()
     lines = text.splitlines()
-    assert lines[:3] == ["# LGALS on mnist1d with noisy labels: our measurement", "",
-                         "## The note's claims"]
-    assert [line[:5] for line in lines[4:8]] == ["1. **", "2. **", "3. **", "4. **"]
+    assert lines[:3] == ["# Claims of the note on mnist1d with 20% symmetric label noise: our "
+                         "measurement", "", "## The claim card"]
+    assert [line[:5] for line in lines[4:10]] == ["1. **", "2. **", "3. **", "4. **", "5. **",
+                                                  "6. **"]
     assert first.comparison("lgals", "baseline").n_repeats == 2
     (run, _) = store.client.search_runs([store.experiment_id],
                                         "tags.`lgals.stage` = 'report'")

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 from support.reports import EPOCHS, evaluate
 
-from lgals.claim import ACCURACY, AUROC_CHANCE, COST_RATIO_MAX
+from lgals.claim import note
 from lgals.data import NoiseRecipe
 from lgals.report.analysis import (
     INCONCLUSIVE,
@@ -27,7 +27,7 @@ from lgals.report.analysis import (
     claim_alignment,
     claim_cost,
     claim_mechanism,
-    claim_ranking,
+    claim_ordering,
     compare,
 )
 from lgals.report.collect import Diagnosis, collect
@@ -39,8 +39,11 @@ from lgals.statistics import (
     hierarchical_bootstrap,
     holm,
     minimum_detectable_difference,
+    t_interval,
 )
 from unit.test_report_stats import mode_runs
+
+NOTE = note()
 
 # --- a real store with hand-made evaluate runs ---------------------------------------------
 
@@ -109,10 +112,10 @@ def test_paired_comparison_of_one_repetition_by_hand():
     c = compare(mode_runs("lgals", a), mode_runs("baseline", b))
     diffs = np.array([[2.0, 3.5, 0.5, 4.5, 2.5]])
     assert c.diff_pp == pytest.approx(2.6)
-    assert c.ci == pytest.approx(hierarchical_bootstrap(diffs)[1:])
-    assert c.p_improve == 1.0 and c.n_repeats == 1
+    assert c.ci == pytest.approx(t_interval(diffs)[1:])
+    assert c.p_improve == 1.0 and (c.n_repeats, c.n_seeds) == (1, 5)
     assert c.paired_p == pytest.approx(stats.ttest_rel(list(a.values()), list(b.values())).pvalue)
-    assert "paired t-test p = " in c.verdict()
+    assert "paired t-test p = " in c.verdict(note())
 
 
 A2 = {(0, 0): 50.0, (0, 1): 52.0, (1, 0): 54.0, (1, 1): 57.0}
@@ -126,11 +129,12 @@ def test_paired_comparison_of_two_repetitions_tests_the_repetition_means():
     assert c.diff_pp == pytest.approx(1.5) and c.n_repeats == 2
     assert c.paired_p == pytest.approx(1 - 2 * math.atan(1.5) / math.pi)
     assert c.p_improve == 0.875
-    assert c.ci == pytest.approx(hierarchical_bootstrap(np.array([[1.0, 0.0], [3.0, 2.0]]))[1:])
+    # t over the repetition means 0.5, 2.5 at 1 df: 1.5 ± t(0.975, 1) · √2 / √2
+    assert c.ci == pytest.approx((1.5 - 12.706204736174707, 1.5 + 12.706204736174707))
     assert c.welch_p == pytest.approx(stats.ttest_ind(list(A2.values()), list(B2.values()),
                                                       equal_var=False).pvalue)
     assert f"t-test on the 2 repetition means of the paired differences p = {c.p:.3g}" in (
-        c.verdict())
+        c.verdict(note()))
 
 
 def test_only_the_shared_runs_pair():
@@ -158,48 +162,54 @@ def shifted(values: list[float], deltas: list[float]) -> list[float]:
     return [v + d for v, d in zip(values, deltas)]
 
 
-def test_claim_1_supported_when_both_steps_are_significant_upwards():
+def test_an_ordering_is_supported_when_significant_upwards():
     fixed = shifted(BASE, [2.0, 2.1, 1.9, 2.2, 2.0, 1.8, 2.1, 2.0])
     report = paper(BASE, fixed, shifted(fixed, [1.8, 1.9, 1.7, 2.0, 1.8, 1.9, 1.6, 1.9]))
-    verdict = claim_ranking(report)
-    assert verdict.status == SUPPORTED
-    assert all(report.comparison(a, "baseline" if a == "fixed_ls" else "fixed_ls").holm_p < ALPHA
-               for a in ("lgals", "fixed_ls"))
+    verdicts = [claim_ordering(report, a, b) for a, b in NOTE.orderings]
+    assert [v.status for v in verdicts] == [SUPPORTED] * 3
+    assert [v.claim for v in verdicts] == ["LGALS beats Baseline", "LGALS beats FixedLS",
+                                           "FixedLS beats Baseline"]
     c = report.comparison("lgals", "fixed_ls")
     assert (f"LGALS − FixedLS = {c.diff_pp:+.2f} pp [95% CI {c.ci[0]:+.2f}, {c.ci[1]:+.2f}] "
-            f"(claimed +1.82), P(LGALS > FixedLS) = 1.00, Holm p = {c.holm_p:.3g}") in (
-        verdict.evidence)
-    assert verdict.line(1).endswith("(see “Verdicts”)")
+            f"(claimed +1.82), P(LGALS > FixedLS) = 1.00, Holm p = {c.holm_p:.3g}.") in (
+        verdicts[1].evidence)
+    assert "Significant after Holm, in the claimed direction." in verdicts[1].evidence
+    # LGALS − Baseline = +3.9 ± 0.1: significant, but its CI excludes the claimed +4.03
+    assert "The claimed +4.03 pp lies outside its 95% CI." in verdicts[0].evidence
+    assert verdicts[1].line(2).endswith("(see “Verdicts”)")
 
 
-def test_claim_1_not_supported_when_a_step_is_significantly_reversed():
+def test_an_ordering_is_not_supported_when_significantly_reversed():
     fixed = shifted(BASE, [-2.0, -2.1, -1.9, -2.2, -2.0, -1.8, -2.1, -2.0])
     report = paper(BASE, fixed, shifted(fixed, [1.8, 1.9, 1.7, 2.0, 1.8, 1.9, 1.6, 1.9]))
-    verdict = claim_ranking(report)
+    verdict = claim_ordering(report, "fixed_ls", "baseline")
     assert verdict.status == NOT_SUPPORTED
-    assert "FixedLS − Baseline is significantly negative" in verdict.evidence
+    assert "Significantly reversed after Holm." in verdict.evidence
+    assert claim_ordering(report, "lgals", "fixed_ls").status == SUPPORTED
 
 
-def test_claim_1_not_supported_when_a_ci_excludes_the_claimed_difference():
+def test_an_ordering_is_not_supported_when_its_ci_excludes_the_claimed_difference():
     """LGALS − FixedLS within ±0.1 pp of 0: not significant, CI far below +1.82."""
     fixed = shifted(BASE, [3.0, -1.0, 4.0, -2.0, 2.0, -1.0, 3.0, 0.0])
     report = paper(BASE, fixed, shifted(fixed, [0.1, -0.1, 0.1, -0.1, 0.0, 0.1, -0.1, 0.0]))
     c = report.comparison("lgals", "fixed_ls")
-    assert c.holm_p >= ALPHA and c.ci[1] < ACCURACY["lgals"][0] - ACCURACY["fixed_ls"][0]
-    verdict = claim_ranking(report)
+    assert c.holm_p >= ALPHA and c.ci[1] < NOTE.claimed("lgals", "fixed_ls")
+    verdict = claim_ordering(report, "lgals", "fixed_ls")
     assert verdict.status == NOT_SUPPORTED
-    assert "LGALS − FixedLS's 95% CI excludes the claimed +1.82 pp" in verdict.evidence
-    assert "FixedLS − Baseline's 95% CI" not in verdict.evidence  # +1 ± 2.4 pp: contains it
+    assert "Its 95% CI excludes the claimed +1.82 pp." in verdict.evidence
+    # FixedLS − Baseline: +1 ± 2.4 pp, its CI contains +2.21
+    assert claim_ordering(report, "fixed_ls", "baseline").status == INCONCLUSIVE
 
 
-def test_claim_1_inconclusive_when_noisy_and_when_a_mode_is_missing():
+def test_an_ordering_is_inconclusive_when_noisy_and_when_a_mode_is_missing():
     fixed = shifted(BASE, [6.0, -2.0, 5.0, -3.0, 4.0, -1.0, 5.0, 4.0])
     report = paper(BASE, fixed, shifted(fixed, [5.0, -3.0, 4.0, -2.0, 3.0, 1.0, -1.0, 7.0]))
-    assert claim_ranking(report).status == INCONCLUSIVE
+    assert claim_ordering(report, "lgals", "fixed_ls").status == INCONCLUSIVE
     report.modes.pop("baseline")
     lonely = build(report.modes)
-    assert claim_ranking(lonely).status == INCONCLUSIVE
-    assert "Needs Baseline, FixedLS and LGALS" in claim_ranking(lonely).evidence
+    verdict = claim_ordering(lonely, "lgals", "baseline")
+    assert verdict.status == INCONCLUSIVE
+    assert verdict.evidence == "Needs LGALS and Baseline evaluated."
 
 
 def lgals_with(auroc: np.ndarray, noisy: np.ndarray, clean: np.ndarray) -> Report:
@@ -221,8 +231,9 @@ def test_claim_2_uses_each_runs_mean_over_epochs():
 def test_claim_2_every_branch():
     runs = 4
     at_chance = np.array([[0.45], [0.55], [0.5], [0.5]])  # repetition means 0.5, 0.5
-    mean, low, high = hierarchical_bootstrap(np.array([[0.45, 0.55], [0.5, 0.5]]))
-    assert low <= AUROC_CHANCE
+    mean, low, high = t_interval(np.array([[0.45, 0.55], [0.5, 0.5]]))
+    assert (mean, low, high) == (0.5, 0.5, 0.5)  # two equal units: no spread
+    assert low <= NOTE.detection.auroc_above
     report = lgals_with(at_chance, np.full((runs, 1), 0.7), np.full((runs, 1), 0.5))
     verdict = claim_mechanism(report)
     assert verdict.status == NOT_SUPPORTED
@@ -261,7 +272,7 @@ def test_claim_3_without_a_diagnose_run():
     assert verdict.status == INCONCLUSIVE and "run `lgals diagnose`" in verdict.evidence
 
 
-@pytest.mark.parametrize("seconds, status", [(1.05, SUPPORTED), (COST_RATIO_MAX, SUPPORTED),
+@pytest.mark.parametrize("seconds, status", [(1.05, SUPPORTED), (NOTE.cost.ratio_max, SUPPORTED),
                                              (1.2, NOT_SUPPORTED)])
 def test_claim_4_every_branch(seconds, status):
     report = build({"baseline": mode_runs("baseline", {0: 50.0, 1: 51.0}, seconds=1.0),
@@ -279,14 +290,101 @@ def test_claim_4_without_epoch_times():
 
 def test_the_card_opens_the_report_and_every_line_points_to_its_evidence():
     lines = markdown(paper(BASE, BASE, BASE)).splitlines()
-    assert lines[2] == "## The note's claims"
-    card = lines[4:8]
-    assert [line[:3] for line in card] == ["1. ", "2. ", "3. ", "4. "]
+    assert lines[0] == ("# Claims of the note on mnist1d with 20% symmetric label noise: our "
+                        "measurement")
+    assert lines[2] == "## The claim card"
+    card = lines[4:10]  # three orderings, then detection, alignment and cost
+    assert [line[:3] for line in card] == ["1. ", "2. ", "3. ", "4. ", "5. ", "6. "]
     assert all(line.endswith(")") and "(see " in line for line in card)
-    assert lines[9].startswith("## ")  # the card is followed by the tables
+    assert lines[11].startswith("**Intervals.** ") and lines[13].startswith("**Selection.** ")
+    assert lines[15].startswith("## ")  # the card is followed by the tables
 
 
-# --- how large a difference the note's protocol detects ------------------------------------
+# --- what the card rests on: the interval method and the selection rule --------------------
+
+def test_the_card_prints_the_t_interval_and_says_how_it_was_made():
+    """LGALS − Baseline per seed 2, 3.5, 0.5, 4.5, 2.5 (tests/unit/test_statistics.py: the t
+    interval [+0.72, +4.48] by hand)."""
+    a = {0: 55.0, 1: 57.5, 2: 56.0, 3: 58.0, 4: 54.5}
+    b = {0: 53.0, 1: 54.0, 2: 55.5, 3: 53.5, 4: 52.0}
+    report = build({"baseline": mode_runs("baseline", b), "lgals": mode_runs("lgals", a)})
+    lines = markdown(report).splitlines()
+    card = next(line for line in lines if line.startswith("1. **LGALS beats Baseline"))
+    assert "LGALS − Baseline = +2.60 pp [95% CI +0.72, +4.48] (claimed +4.03)" in card
+    verdict = next(line for line in lines if line.startswith("- LGALS − Baseline"))
+    assert verdict.startswith("- LGALS − Baseline = +2.60 pp [95% CI +0.72, +4.48], ")
+    method = next(line for line in lines if line.startswith("**Intervals.** "))
+    assert method == (
+        "**Intervals.** Each difference's 95% CI (and those of the AUROC and ε gap) is a "
+        "Student t interval over the 5 paired seed differences (one repetition: its seeds are "
+        "the units); by simulation at 1 × 5 it covers the mean for this repetition's noise "
+        "draw, split and tuning 94.8% of the time, and the mean over draws only 76.1–94.8%: "
+        "one repetition speaks for its own draw (benchmarks/interval_coverage.py). It is the "
+        "interval of the t-test beside it: the CI excludes 0 exactly when that test's "
+        "p < 0.05. Verdicts are stated at α = 0.05 on p Holm-adjusted over the report's 1 "
+        "comparisons, so a CI that excludes 0 may still be not significant. P(A > B) is the "
+        "share of paired runs in which A beat B, ties counting half: counted, not "
+        "bootstrapped.")
+
+
+@pytest.mark.parametrize("repeats, seeds, said", [
+    (5, 10, "over the 5 repetition means of the paired differences (a repetition's 10 seeds "
+            "share its noise draw, split and tuning); by simulation at 5 × 10 it covers the "
+            "mean over noise draws, splits and tunings 94.7–95.4% of the time"),
+    (1, 10, "over the 10 paired seed differences (one repetition: its seeds are the units); "
+            "by simulation at 1 × 10 it covers the mean for this repetition's noise draw, "
+            "split and tuning 95.1% of the time, and the mean over draws only 58.5–95.1%"),
+    (3, 2, "over the 3 repetition means of the paired differences (a repetition's 2 seeds "
+           "share its noise draw, split and tuning); exact for normal units, not simulated "
+           "at 3 × 2"),
+])
+def test_the_card_says_the_intervals_coverage_at_the_size_it_has(repeats, seeds, said):
+    rng = np.random.default_rng(0)
+    grid = [(r, s) for r in range(repeats) for s in range(seeds)]
+    base = {key: 50 + rng.normal() for key in grid}
+    report = build({"baseline": mode_runs("baseline", base),
+                    "lgals": mode_runs("lgals", {k: v + rng.normal() for k, v in base.items()})})
+    assert f"is a Student t interval {said}" in markdown(report)
+
+
+def tuned_evaluation(store, mode: str, accs: dict[int, float], epochs: int, n_trials: int,
+                     val_fraction: float = 0.1) -> None:
+    """An evaluate run as ``lgals reproduce`` leaves it: its epochs, and the tune run whose
+    best params it used, with that tune's trials, validation share and labels."""
+    tune = store.client.create_run(store.experiment_id, tags={
+        "lgals.stage": "tune", "lgals.mode": mode, "lgals.val_labels": "noisy"}).info.run_id
+    store.client.log_param(tune, "n_trials", str(n_trials))
+    store.client.log_param(tune, "val_fraction", str(val_fraction))
+    store.client.set_terminated(tune, "FINISHED")
+    run = evaluate(store, mode, accs)
+    for key, value in {"epochs": str(epochs), "params_source": "tune",
+                       "tune_run_id": tune}.items():
+        store.client.log_param(run, key, value)
+
+
+def test_the_card_states_the_selection_rule_from_the_runs_it_used(store):
+    tuned_evaluation(store, "baseline", {0: 0.5, 1: 0.52, 2: 0.51}, epochs=100, n_trials=20)
+    tuned_evaluation(store, "lgals", {0: 0.55, 1: 0.56, 2: 0.54}, epochs=100, n_trials=20)
+    tuned_evaluation(store, "early_stop", {0: 0.53, 1: 0.53, 2: 0.55}, epochs=37, n_trials=20)
+    evaluate(store, "fixed_ls", {0: 0.52, 1: 0.53, 2: 0.54})  # no tune: hyperparameters unknown
+    modes = collect(store.experiment_id, ("baseline", "fixed_ls", "lgals", "early_stop"))
+    assert modes["baseline"].selections[0].n_trials == 20
+    assert modes["early_stop"].selections[0].epochs == 37
+    assert modes["fixed_ls"].selections[0].source == ""
+    text = markdown(build(modes))
+    selection = next(line for line in text.splitlines() if line.startswith("**Selection.** "))
+    assert selection == (
+        "**Selection.** Each run's test accuracy after its last epoch (100 epochs; EarlyStop "
+        "37, as many as its tuning picked), never its best epoch's. Hyperparameters: Optuna, "
+        "20 trials per mode and repetition, each scored by its last epoch's accuracy "
+        "(EarlyStop: its best epoch's) on a stratified validation split of 10% of the noisy "
+        "training set with its noisy labels (never the test set), then retrained on the full "
+        "noisy training set; FixedLS's not recorded. Runs per mode: 1 repetition × 3 seeds; a "
+        "repetition has its own "
+        "noise draw, validation split and tuning.")
+
+
+# --- how large a difference the claim's protocol detects -----------------------------------
 
 def test_the_mdd_needs_two_repetitions():
     text = markdown(paper(BASE, BASE, BASE))
@@ -306,9 +404,10 @@ def test_the_mdd_line_by_hand():
     assert minimum_detectable_difference(Variance(7.0, 2.0)) == pytest.approx(mdd, rel=1e-5)
     text = markdown(report)
     assert f"| LGALS − FixedLS | 7.000 | 2.000 | {mdd:.2f} | +1.82 |" in text
-    assert (f"The note's protocol detects an LGALS − FixedLS difference of {mdd:.2f} pp or "
+    assert (f"The claim's protocol detects an LGALS − FixedLS difference of {mdd:.2f} pp or "
             "more; its claimed gain is 1.82 pp (LGALS 57.15 − FixedLS 55.33), so it could not "
             "reliably have detected it (power below 80%).") in text
+    assert (f"the claim's protocol (1 × 5) detects {mdd:.2f} pp or more") in text  # on the card
     assert "## Where the variance comes from" in text
 
 

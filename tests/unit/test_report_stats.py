@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lgals.claim import ACCURACY
-from lgals.report.analysis import build, compare, summary_stats
+from lgals.claim import note
+from lgals.report.analysis import build, compare, mode_stats
 from lgals.report.collect import DIAGNOSIS_KEYS, Diagnosis, ModeRuns
 from lgals.report.render import csv_text, markdown
 
@@ -33,16 +33,19 @@ def mode_runs(mode: str, accs_pct: dict, seconds: float = 0.5,
 
 # --- summary statistics ---------------------------------------------------------------------
 
-def test_summary_stats_by_hand():
-    mean, std, (low, high) = summary_stats(np.array([50.0, 52.0, 54.0, 56.0]))
+ACCURACY = note().accuracy
+
+
+def test_mode_stats_by_hand():
+    mean, std, (low, high) = mode_stats(np.array([[50.0, 52.0, 54.0, 56.0]]))
     assert mean == 53.0
     assert std == pytest.approx(math.sqrt(20 / 3))  # squared deviations 9+1+1+9 over n-1
     half = 3.182446305284263 * math.sqrt(20 / 3) / 2  # t(0.975, 3) * s / sqrt(4)
     assert (low, high) == pytest.approx((53 - half, 53 + half))
 
 
-def test_summary_stats_of_one_value_has_no_spread():
-    mean, std, (low, high) = summary_stats(np.array([51.5]))
+def test_mode_stats_of_one_value_has_no_spread():
+    mean, std, (low, high) = mode_stats(np.array([[51.5]]))
     assert mean == 51.5 and math.isnan(std) and math.isnan(low) and math.isnan(high)
 
 
@@ -65,7 +68,7 @@ def test_no_paired_test_when_the_seeds_differ():
     shifted = {seed + 10: acc for seed, acc in B.items()}
     c = compare(mode_runs("lgals", A), mode_runs("baseline", shifted))
     assert c.paired_p is None
-    assert "Welch's t-test p" in c.verdict()
+    assert "Welch's t-test p" in c.verdict(note())
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -76,7 +79,7 @@ def test_no_paired_test_when_the_seeds_differ():
     ({0: 55.0, 1: 56.0}, {0: 54.0}, "not testable at n = 2 vs 1"),
 ])
 def test_every_verdict_branch(a, b, expected):
-    verdict = compare(mode_runs("lgals", a), mode_runs("baseline", b)).verdict()
+    verdict = compare(mode_runs("lgals", a), mode_runs("baseline", b)).verdict(note())
     assert expected in verdict
     assert verdict.startswith("LGALS − Baseline = ")
     claimed = ACCURACY["lgals"][0] - ACCURACY["baseline"][0]
@@ -86,7 +89,7 @@ def test_every_verdict_branch(a, b, expected):
 def test_two_seeds_paired_is_testable():
     c = compare(mode_runs("lgals", {0: 55.0, 1: 57.0}), mode_runs("baseline", {0: 54.0, 1: 55.5}))
     assert c.paired_p == pytest.approx(stats.ttest_rel([0.55, 0.57], [0.54, 0.555]).pvalue)
-    assert "paired t-test" in c.verdict() and "not testable" not in c.verdict()
+    assert "paired t-test" in c.verdict(note()) and "not testable" not in c.verdict(note())
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -101,7 +104,7 @@ def report():
 def test_rows_hold_the_statistics_and_the_cost(report):
     rows = {row["mode"]: row for row in report.rows()}
     lgals = rows["LGALS"]
-    mean, std, (low, high) = summary_stats(np.array(list(A.values())))
+    mean, std, (low, high) = mode_stats(np.array([list(A.values())]))
     assert (lgals["final_test_acc_mean_pct"], lgals["final_test_acc_std_pct"]) == pytest.approx(
         (mean, std))
     assert (lgals["ci95_low_pct"], lgals["ci95_high_pct"]) == pytest.approx((low, high))
@@ -125,7 +128,7 @@ def test_markdown_rows_and_verdicts(report):
     text = markdown(report)
     c = report.comparison("lgals", "baseline")
     line = next(line for line in text.splitlines() if line.startswith("| LGALS |"))
-    mean, std, (low, high) = summary_stats(np.array(list(A.values())))
+    mean, std, (low, high) = mode_stats(np.array([list(A.values())]))
     assert line.startswith(f"| LGALS | 5 | {mean:.2f} ± {std:.2f} | [{low:.2f}, {high:.2f}] | "
                            f"{c.diff_pp:+.2f}, p = {c.paired_p:.3g} |")
     assert line.endswith("| 57.15 ± 1.17 | 0.1100 | 1.10x |")

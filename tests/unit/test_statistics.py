@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
+from support.mlflow_fixtures import PROJECT
 
 from lgals.statistics import (
+    T_COVERAGE,
     Variance,
     hierarchical_bootstrap,
     holm,
     minimum_detectable_difference,
     paired_test,
     probability_of_improvement,
+    t_interval,
+    units,
     variance_components,
 )
 
@@ -98,3 +103,50 @@ def test_holm_by_hand():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.9]) == [1.0, 1.0]  # 2 x 0.5 caps at 1, and adjusted p never fall
     assert holm([]) == []
+
+
+def test_t_interval_of_one_repetition_by_hand():
+    """Differences 2, 3.5, 0.5, 4.5, 2.5: mean 2.6, variance 9.2 / 4 = 2.3, so the half
+    width is t(0.975, 4) · √(2.3 / 5), t(0.975, 4) = 2.776445105 (tables)."""
+    values = np.array([[2.0, 3.5, 0.5, 4.5, 2.5]])
+    half = 2.7764451051977987 * math.sqrt(2.3 / 5)
+    assert t_interval(values) == pytest.approx((2.6, 2.6 - half, 2.6 + half))
+    assert t_interval(values)[1:] == pytest.approx(
+        stats.t.interval(0.95, 4, loc=2.6, scale=stats.sem(values[0])))
+    assert (round(2.6 - half, 2), round(2.6 + half, 2)) == (0.72, 4.48)
+
+
+def test_t_interval_of_repetitions_is_over_their_means_and_agrees_with_the_test():
+    """Repetition means 0.5, 2.5, 1.0: the t interval over them, whatever the seeds; it
+    excludes 0 exactly when the t-test's p < 0.05 (at any level: p = 1 − level on a bound)."""
+    values = np.array([[1.0, 0.0], [3.0, 2.0], [1.5, 0.5]])
+    np.testing.assert_array_equal(units(values), [0.5, 2.5, 1.0])
+    mean, low, high = t_interval(values)
+    assert (low, high) == pytest.approx(stats.t.interval(
+        0.95, 2, loc=4 / 3, scale=stats.sem([0.5, 2.5, 1.0])))
+    p = paired_test(values)
+    assert t_interval(values, level=1 - p)[1] == pytest.approx(0.0, abs=1e-9)
+    assert (low > 0) == (p < 0.05)
+
+
+def test_t_interval_needs_two_units():
+    mean, low, high = t_interval(np.array([[1.5], [1.5]]))
+    assert (mean, low, high) == (1.5, 1.5, 1.5)  # two equal units: no spread
+    mean, low, high = t_interval(np.array([[2.0]]))
+    assert mean == 2.0 and math.isnan(low) and math.isnan(high)
+
+
+def test_the_coverage_the_card_quotes_is_the_benchmarks():
+    """T_COVERAGE is docs/benchmarks/interval_coverage.json's t interval, lowest and highest
+    over its scenarios: given the draws, and over them."""
+    document = json.loads((PROJECT / "docs" / "benchmarks" / "interval_coverage.json").read_text())
+    found: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for row in document["rows"]:
+        if row["interval"].startswith("t over the units"):
+            found.setdefault((row["repeats"], row["seeds"]), []).append(
+                (row["coverage_given_draws"], row["coverage"]))
+    assert set(found) == set(T_COVERAGE)
+    for size, pairs in found.items():
+        given, over = zip(*pairs)
+        assert T_COVERAGE[size].given_draws == (min(given), max(given))
+        assert T_COVERAGE[size].over_draws == (min(over), max(over))
