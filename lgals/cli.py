@@ -187,12 +187,14 @@ def _given(name: str) -> bool:
         click.core.ParameterSource.DEFAULT, None)
 
 
-def _claim_modes(claim, suite: str) -> tuple[str, ...]:
-    """The claim's modes, and the suite's after them when --suite is given; without a claim,
-    () (a protocol's suite decides)."""
-    if claim is None:
+def _chosen_modes(claim, suite: str, modes: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The modes a protocol runs or a report reads: the claim's, then --modes', then the
+    suite's when --suite is given; () when none names any (the protocol's suite decides)."""
+    claimed = claim.modes if claim is not None else ()
+    if not (claimed or modes):
         return ()
-    return tuple(dict.fromkeys([*claim.modes, *(SUITES[suite] if _given("suite") else ())]))
+    return tuple(dict.fromkeys([*claimed, *(modes or ()),
+                                *(SUITES[suite] if _given("suite") else ())]))
 
 
 repeats_option = click.option(
@@ -390,6 +392,7 @@ def _experiment_id(name: str) -> str:
 @cli.command("report")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
               show_default=True, help="Directory for results.md/.csv and the plots.")
+@modes_option("--modes")
 @suite_option
 @click.option("--repeats", type=click.IntRange(min=1), default=None,
               help="Repetitions 0..N-1 only [default: every repetition found].")
@@ -400,7 +403,7 @@ def _experiment_id(name: str) -> str:
               help="Instead: the latest sweep's report (sweep.md, .csv, sweep_accuracy.png).")
 @claim_option
 @tracking_options
-def report_command(out, suite, repeats, seeds, noise, of_sweep, claim, tracking_uri,
+def report_command(out, modes, suite, repeats, seeds, noise, of_sweep, claim, tracking_uri,
                    experiment_name) -> None:
     """The claim card, tables, statistics and plots from the latest evaluate runs of the
     suite's modes at one noise setting, per repetition (MLflow only)."""
@@ -415,9 +418,9 @@ def report_command(out, suite, repeats, seeds, noise, of_sweep, claim, tracking_
         return
     setting = noise if _given("noise_rate") or _given("noise_type") else (
         claim.protocol.noise if claim else None)
-    report_from_mlflow(experiment_id, out, modes=_claim_modes(claim, suite) or SUITES[suite],
-                       echo=click.echo, noise=setting, repeats=repeats, seeds=seeds,
-                       claim=claim)
+    modes = _chosen_modes(claim, suite, modes) or SUITES[suite]
+    report_from_mlflow(experiment_id, out, modes=modes, echo=click.echo, noise=setting,
+                       repeats=repeats, seeds=seeds, claim=claim)
 
 
 # protocols.PROTOCOLS' names and sizes, written out so that --help imports neither them nor
@@ -431,7 +434,7 @@ def protocol_options(func):
     ``protocol``. With a --claim (the command's, if it has one): the claim's protocol unless
     --protocol/--quick name one, at the claim's noise setting, over the claim's modes."""
     @functools.wraps(func)
-    def command(*args, protocol, quick, repeats, seeds, suite, batch, **kwargs):
+    def command(*args, protocol, quick, repeats, seeds, modes, suite, batch, **kwargs):
         from lgals.protocols import PROTOCOLS
 
         if quick and _given("protocol") and protocol != "quick":
@@ -444,7 +447,7 @@ def protocol_options(func):
             chosen = dataclasses.replace(chosen if named else claim.protocol,
                                          noise=claim.protocol.noise)
         chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
-                                     modes=_claim_modes(claim, suite),
+                                     modes=_chosen_modes(claim, suite, modes),
                                      repeats=repeats or chosen.repeats,
                                      seeds=seeds or chosen.seeds)
         return func(*args, protocol=chosen, **kwargs)
@@ -458,7 +461,7 @@ def protocol_options(func):
                           "draw, split, sampler seed and tuning."),
         click.option("--seeds", type=click.IntRange(min=1), default=None,
                      help="Evaluation seeds per repetition [default: the protocol's]."),
-        suite_option, batch_option,
+        modes_option("--modes"), suite_option, batch_option,
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      default="results", show_default=True),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
