@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from lgals.data import NoiseRecipe
+from lgals.data import DEFAULT_DATASET, NoiseRecipe
 from lgals.errors import BadSetting
 from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
 from lgals.losses import SUITES
@@ -81,8 +81,9 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
                   f"each tuning {', '.join(SUITES[protocol.suite])} ({protocol.n_trials} "
-                  f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
-                  f"{protocol.noise.setting}; then the report (its `report` run)."}
+                  f"trials) and evaluating each over {protocol.seeds} seeds, on "
+                  f"{protocol.noise.dataset} at noise {protocol.noise.setting}; then the report "
+                  "(its `report` run)."}
     with in_run(experiment_id, run_name(f"reproduce-{protocol.name}"), tags,
                 _run_params(protocol, workers, device), parent_run_id) as top:
         timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
@@ -94,19 +95,24 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     return timings
 
 
-def sweep_report_again(experiment_id: str, out: Path,
+def sweep_report_again(experiment_id: str, out: Path, dataset: str | None = None,
                        echo: Callable[[str], None] = print) -> None:
-    """The latest finished sweep's report, rebuilt from MLflow alone: its settings and size
-    are its run's params."""
+    """The latest finished sweep's report (of ``dataset``, if given), rebuilt from MLflow
+    alone: its dataset, settings and size are its run's params (a sweep from before datasets
+    had names was on mnist1d)."""
     runs = mlflow_client().search_runs(
         [experiment_id], runs_filter(Stage.SWEEP, status="FINISHED"),
-        order_by=list(LATEST_FIRST), max_results=1)
-    if not runs:
-        raise BadSetting("--sweep: no finished sweep in this experiment: run `lgals sweep`")
-    params = runs[0].data.params
-    recipes = CLAIM.noise.swept(
-        [float(rate) for rate in params["noise_rates"].split(",")],
-        params["noise_types"].split(","))
+        order_by=list(LATEST_FIRST), max_results=500)
+    of = [run for run in runs
+          if dataset in (None, run.data.params.get("dataset", DEFAULT_DATASET))]
+    if not of:
+        on = f" on {dataset}" if dataset else ""
+        raise BadSetting(f"--sweep: no finished sweep{on} in this experiment: run `lgals "
+                         "sweep`")
+    params = of[0].data.params
+    noise = replace(CLAIM.noise, dataset=params.get("dataset", DEFAULT_DATASET))
+    recipes = noise.swept([float(rate) for rate in params["noise_rates"].split(",")],
+                          params["noise_types"].split(","))
     sweep_report(experiment_id, out, recipes, suite=params["suite"],
                  repeats=int(params["repeats"]), seeds=int(params["seeds"]), echo=echo)
 
@@ -125,7 +131,8 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
               "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
     timings: dict[str, float] = {}
     tags = {STAGE: Stage.SWEEP, MODE: "all",
-            NOTE: f"The {protocol.name} protocol at {len(settings)} noise settings "
+            NOTE: f"The {protocol.name} protocol on {protocol.noise.dataset} at "
+                  f"{len(settings)} noise settings "
                   f"({', '.join(r.setting for r in settings)}): one `reproduce` run "
                   "each, then the sweep's report."}
     with in_run(experiment_id, f"sweep-{protocol.name}", tags, params) as top:

@@ -30,7 +30,7 @@ import numpy as np
 from support.mlflow_fixtures import isolated_mlflow, sqlite_uri
 from support.reports import EPOCHS
 
-from lgals.data import NoisyDataset, load_dataset, load_mnist1d
+from lgals.data import NoisyDataset, load_clean, load_dataset
 
 # no example database: the suite writes nothing outside pytest's temporary directories
 settings.register_profile("lgals", database=None)
@@ -58,7 +58,7 @@ def _cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def clean(_cache_dir) -> dict:
     """The clean mnist1d arrays (read-only by convention: tests must not mutate them)."""
-    return load_mnist1d()
+    return load_clean("mnist1d")
 
 
 @pytest.fixture(scope="session")

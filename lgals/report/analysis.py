@@ -113,6 +113,11 @@ class Report:
     comparisons: list[Comparison] = field(default_factory=list)
     diagnosis: Diagnosis | None = None
 
+    @property
+    def dataset(self) -> str:
+        """What its runs trained on: one dataset (:func:`collect` never mixes them)."""
+        return next(iter(self.modes.values())).dataset
+
     def rows(self) -> list[dict]:
         base_cost = self.cost_per_epoch("baseline")
         rows = []

@@ -55,7 +55,7 @@ def markdown(report: Report) -> str:
     verdicts = [f"- {c.verdict()}" for c in report.comparisons if (c.a, c.b) in COMPARISONS]
     card = [v.line(number) for number, v in enumerate(claim_card(report), 1)]
     return "\n".join([
-        "# LGALS on mnist1d with noisy labels: our measurement", "",
+        f"# LGALS on {report.dataset} with noisy labels: our measurement", "",
         "## The note's claims", "", *card, "",
         "## Final test accuracy", "",
         "Final test accuracy after the last epoch, per mode over runs (n: seeds, or "
