@@ -424,3 +424,50 @@ def test_an_evaluation_already_done_is_one_of_its_dataset(store):
     assert found(NoiseRecipe()) == old and found(digits) is None
     new = evaluated(digits)
     assert found(digits) == new and found(NoiseRecipe()) == old
+
+
+# --- reanalysis rebuilds the run's dataset ------------------------------------------------
+
+
+def logged_run(store, data, keys: tuple[str, ...] | None = None, **changed) -> str:
+    """A run as a seed run logs its data (its params, or their ``keys``, with values
+    ``changed``; its data_recipe.npz), without a model."""
+    from lgals.tracking.seeds import save_recipe
+
+    params = {**data.params(), **changed}
+    run = store.client.create_run(store.experiment_id).info.run_id
+    for key in keys or params:
+        store.client.log_param(run, key, str(params[key]))
+    save_recipe(store.out / "data_recipe.npz", data)
+    store.client.log_artifact(run, str(store.out / "data_recipe.npz"))
+    store.client.set_terminated(run)
+    return run
+
+
+def test_reanalysis_rebuilds_the_dataset_its_run_names(store):
+    from lgals.reanalysis import rebuild_data
+
+    recipe = NoiseRecipe(0.3, "pair", 2, dataset="digits")
+    data = rebuild_data(store.client, logged_run(store, load_dataset(recipe)))
+    assert data.recipe == recipe and data.n_classes == 10 and data.n_features == 64
+    # a run from before datasets had names logged none, nor a version or digest: mnist1d's
+    legacy = logged_run(store, load_dataset(NoiseRecipe(noise_seed=1)),
+                        keys=("noise_rate", "noise_type", "noise_seed"))
+    assert rebuild_data(store.client, legacy).recipe == NoiseRecipe(noise_seed=1)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ({"dataset": "gone"}, "lgals: error: no dataset 'gone' is registered (registered: "
+                          "mnist1d, mnist1d_hard, digits, mnist_subset)"),
+    ({"dataset_digest": "0123456789abcdef"}, "lgals: error: run RUN: its data cannot be "
+                                             "rebuilt: dataset 'digits' gives arrays of "
+                                             "digest "),
+])
+def test_reanalysis_of_a_run_whose_dataset_is_not_here_is_one_line(store, run_main, tamper,
+                                                                   message):
+    run = logged_run(store, load_dataset(NoiseRecipe(dataset="digits")), **tamper)
+    code, out, err = run_main(["reanalyze", run, "--tracking-uri",
+                               store.client.tracking_uri])
+    assert code == 2 and out == ""
+    assert_one_line(err, message.replace("RUN", run))
+    assert len(store.client.search_runs([store.experiment_id])) == 1  # no reanalyze run
