@@ -1,7 +1,7 @@
 """Shared fixtures: an isolated mnist1d cache and the default noisy dataset; and the fixtures
 that tests in both ``unit/`` and ``system/`` use: ``lgals.cli.main`` in this process
 (``run_main``), a store of hand-made evaluate runs (``store``), one small tuned study
-(``lgals_study``).
+(``lgals_study``), fake installed packages registering datasets (``plugins``).
 
 ``tests/`` is on ``sys.path`` (``pythonpath`` in ``pyproject.toml``): the helpers are
 imported from the ``support`` package.
@@ -65,6 +65,21 @@ def clean(_cache_dir) -> dict:
 def dataset(_cache_dir) -> NoisyDataset:
     """``load_dataset()`` with its defaults: 20% symmetric noise, seed 0, no validation split."""
     return load_dataset()
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """Fake installed packages (:class:`support.plugins.FakeDistributions`); the dataset
+    registry is loaded again from them, and put back as it was afterwards."""
+    from support.plugins import FakeDistributions
+
+    from lgals.data import DATASETS
+
+    DATASETS.loaded  # noqa: B018 -- loaded now, so that the original is what comes back
+    monkeypatch.delitem(DATASETS.__dict__, "loaded")
+    fake = FakeDistributions(tmp_path / "site-packages", monkeypatch)
+    yield fake
+    fake.forget()
 
 
 @pytest.fixture

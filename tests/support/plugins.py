@@ -21,6 +21,7 @@ class FakeDistributions:
 
     def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
         self.root, self.modules = root, []
+        root.mkdir(parents=True, exist_ok=True)
         monkeypatch.syspath_prepend(str(root))
 
     def install(self, distribution: str, group: str, entries: dict[str, str],
@@ -43,3 +44,29 @@ class FakeDistributions:
         """Their modules out of ``sys.modules`` (``sys.path`` is the monkeypatch's)."""
         for module in self.modules:
             sys.modules.pop(module, None)
+
+
+# A package's own dataset: three Gaussian blobs in 12 dimensions, drawn from a seed.
+BLOBS = """
+    import numpy as np
+    from lgals.data import Dataset
+
+    def blobs(n_train, n_test, seed):
+        rng = np.random.default_rng(seed)
+        centres = 3 * rng.normal(size=(3, 12))
+
+        def draw(n):
+            y = np.arange(n) % 3
+            return (centres[y] + rng.normal(size=(n, 12))).astype(np.float32), y
+
+        (x, y), (x_test, y_test) = draw(n_train), draw(n_test)
+        return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
+
+    DATASETS = {NAME: Dataset(blobs, 3, "three blobs", "three Gaussian blobs, seeded",
+                              "1", {"n_train": 300, "n_test": 90, "seed": SEED})}
+"""
+
+
+def blobs(name: str = "blobs", seed: int = 0) -> str:
+    """The source of a module registering the blobs as ``name`` (in its ``DATASETS``)."""
+    return textwrap.dedent(BLOBS).replace("NAME", repr(name)).replace("SEED", str(seed))

