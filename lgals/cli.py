@@ -230,7 +230,7 @@ def train_command(mode, seeds, first_seed, epochs, batch_size, hyperparameters, 
     if run_ids:
         click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
                                                             else ""), err=True)
-    params = {**config.mode_params(), **noise.params(), "seeds": seed_list}
+    params = {**config.mode_params(), **data.params(), "seeds": seed_list}
     accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
     if as_json:
         document = {
@@ -690,7 +690,7 @@ def diagnose_command(run_id, mode, seed, epochs, batch_size, hyperparameters, no
     else:
         config = TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, **hyperparameters)
         data = load_dataset(noise)
-        about = {**config.mode_params(), **noise.params(), "seed": seed}
+        about = {**config.mode_params(), **data.params(), "seed": seed}
     try:
         diagnose.check(settings, epochs, batch_size, len(data.y_train))
     except ValueError as error:
