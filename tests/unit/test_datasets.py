@@ -126,6 +126,9 @@ def test_lgals_datasets_lists_every_dataset_and_reports_each_problem_once(plugin
             "scikit-learn ") in out
     assert "blobs (three blobs): 300 train / 90 test, 12 features, 3 classes; version 1; " \
            "from lgals-blobs 1.0" in out
+    code, out, err = run_main(["train", "--no-tracking", "--dataset", "blobs", "--epochs", "1",
+                               "--seeds", "1"])
+    assert code == 0 and err.splitlines() == [f"lgals: {DATASETS.problems[0]}"]
 
 
 def test_a_plugin_dataset_trains_through_the_command_line(plugins, run_main):
