@@ -19,7 +19,7 @@ import torch
 from common import describe_machine, emit_json, interleaved, machine, parser
 
 from lgals.losses import MODES
-from lgals.model import LAYER_SIZES
+from lgals.model import layer_sizes
 from lgals.train import TrainConfig, train
 from lgals.tuning import TuneSettings, tuning_data
 
@@ -37,8 +37,10 @@ def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 def member_epoch_gflop(n_train: int, n_held_out: int) -> float:
-    """One member's epoch: forward + weight gradients + input gradients, held-out forward."""
-    pairs = list(zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]))
+    """One member's epoch on mnist1d: forward + weight gradients + input gradients, held-out
+    forward."""
+    sizes = layer_sizes(40, 10)
+    pairs = list(zip(sizes[:-1], sizes[1:]))
     forward = sum(2 * fan_in * fan_out for fan_in, fan_out in pairs)  # per sample
     input_grads = sum(2 * fan_in * fan_out for fan_in, fan_out in pairs[1:])
     return (n_train * (2 * forward + input_grads) + n_held_out * forward) / 1e9

@@ -124,10 +124,11 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
 
         import mlflow.pytorch
 
-        from lgals.model import make_mlp
+        from lgals.model import layer_sizes, make_mlp
 
         def log_model():
-            mlflow.pytorch.log_model(make_mlp(0), name="model", run_id=last_run["run_id"],
+            model = make_mlp(0, layer_sizes(data.n_features, data.n_classes))
+            mlflow.pytorch.log_model(model, name="model", run_id=last_run["run_id"],
                                      input_example=data.x_train[:2],
                                      pip_requirements=pip_requirements())
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from lgals.data import MAX_NOISE_RATE, NOISE_TYPES, NoiseRecipe
+from lgals.data import DATASETS, MAX_NOISE_RATE, NOISE_TYPES, NoiseRecipe
 from lgals.errors import BadSetting
 from lgals.losses import MODES
 from lgals.protocols import PROTOCOLS, ROBUST, Protocol
@@ -138,11 +138,12 @@ class _Reader:
         fields = self.mapping(document, "the file", required=("dataset", "noise", "orderings"),
                               allowed=self.SECTIONS)
         protocol = self.protocol(fields.get("protocol"))
-        protocol = replace(protocol, noise=self.noise(fields["noise"], protocol))
+        dataset = self.dataset(fields["dataset"])
+        protocol = replace(protocol, noise=self.noise(fields["noise"], protocol, dataset))
         claim = Claim(
             name=self.string(fields.get("name", path.stem), "name"),
             path=str(path),
-            dataset=self.dataset(fields["dataset"]),
+            dataset=dataset,
             protocol=protocol,
             accuracy=self.accuracy(fields.get("accuracy", {})),
             orderings=self.orderings(fields["orderings"]),
@@ -158,11 +159,14 @@ class _Reader:
     # --- the sections ------------------------------------------------------------------------
 
     def dataset(self, value: Any) -> str:
-        """The dataset's name. Only a string is required here: this is the one place where a
-        name will be checked against the dataset registry once there is one."""
-        return self.string(value, "dataset")
+        """A registered dataset's name (``lgals datasets`` lists them)."""
+        name = self.string(value, "dataset")
+        if name not in DATASETS:
+            raise self.fail("dataset", f"must be a registered dataset ({', '.join(DATASETS)}), "
+                            f"got {name!r}")
+        return name
 
-    def noise(self, value: Any, protocol: Protocol) -> NoiseRecipe:
+    def noise(self, value: Any, protocol: Protocol, dataset: str) -> NoiseRecipe:
         fields = self.mapping(value, "noise", required=("rate", "type"),
                               allowed=("rate", "type"))
         rate = self.number(fields["rate"], "noise.rate")
@@ -172,7 +176,7 @@ class _Reader:
         if kind not in NOISE_TYPES:
             raise self.fail("noise.type", f"must be one of {', '.join(NOISE_TYPES)}, got "
                             f"{kind!r}")
-        return replace(protocol.noise, noise_rate=float(rate), noise_type=kind)
+        return replace(protocol.noise, noise_rate=float(rate), noise_type=kind, dataset=dataset)
 
     def protocol(self, value: Any) -> Protocol:
         """A protocol's name, or its own sizes (the rest :data:`DEFAULT_PROTOCOL`'s); none:

@@ -21,11 +21,13 @@ from typing import NoReturn
 import click
 
 from lgals.data import (
+    DATASETS,
     MAX_NOISE_RATE,
     MAX_VAL_FRACTION,
     NOISE_TYPES,
     NoiseRecipe,
     load_dataset,
+    registered,
 )
 from lgals.errors import (
     BadSetting,
@@ -38,6 +40,7 @@ from lgals.errors import (
 )
 from lgals.interrupts import exit_code, install_interrupt_handlers
 from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES
+from lgals.registry import Registry
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
 from lgals.tracking.null import Untracked
 from lgals.tracking.runs import end_dead_runs, scope
@@ -91,17 +94,49 @@ def hyperparameter_options(func):
     ])
 
 
+def _report_plugin_problems(registry: Registry) -> None:
+    """Each package ``registry`` could not register, one line on stderr (the registry skipped
+    it and works on); called once per command, where the command first uses the registry."""
+    for problem in registry.problems:
+        click.echo(f"lgals: warning: {redact(problem)}", err=True)
+
+
+class DatasetName(click.ParamType):
+    """A registered dataset that can be loaded here. Checked when a command runs, not when the
+    CLI is imported: only then is the registry loaded, with any plugin, and its problems
+    reported (``--help`` imports no plugin)."""
+
+    name = "dataset"
+
+    def convert(self, value, param, ctx) -> str:
+        _report_plugin_problems(DATASETS)
+        if value not in DATASETS:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, DATASETS))}.", param, ctx)
+        try:
+            registered(value)
+        except BadSetting as error:  # its optional requirements are not installed
+            self.fail(str(error), param, ctx)
+        return value
+
+
+dataset_option = click.option(
+    "--dataset", type=DatasetName(), default=NOISE.dataset, show_default=True,
+    help="Which dataset (`lgals datasets` lists them).")
+
+
 def noise_options(split_option=None):
-    """The label-noise recipe as options, handed to the command as one ``noise``
-    :class:`NoiseRecipe`; ``split_option`` is the command's ``--val-fraction``, if it has one."""
+    """The dataset and its label-noise recipe as options, handed to the command as one
+    ``noise`` :class:`NoiseRecipe`; ``split_option`` is the command's ``--val-fraction``, if
+    it has one."""
     def decorate(func):
         @functools.wraps(func)
-        def command(*args, noise_rate, noise_type, noise_seed, val_fraction=NOISE.val_fraction,
-                    **kwargs):
-            noise = NoiseRecipe(noise_rate, noise_type, noise_seed, val_fraction)
+        def command(*args, dataset, noise_rate, noise_type, noise_seed,
+                    val_fraction=NOISE.val_fraction, **kwargs):
+            noise = NoiseRecipe(noise_rate, noise_type, noise_seed, val_fraction, dataset)
             return func(*args, noise=noise, **kwargs)
 
         return _apply(command, [
+            dataset_option,
             click.option("--noise-rate", type=FiniteRange(0.0, MAX_NOISE_RATE),
                          default=NOISE.noise_rate, show_default=True,
                          help="Share of training labels flipped."),
@@ -218,8 +253,7 @@ def tracking_options(func):
 @click.version_option(package_name="lgals")
 def cli() -> None:
     """Put Logit-Gradient Alignment Label Smoothing to an honest test on noisy mnist1d."""
-    for problem in MODES.problems:  # a broken plugin is named; every other mode still works
-        click.echo(f"lgals: warning: {problem}", err=True)
+    _report_plugin_problems(MODES)  # a broken plugin is named; every other mode still works
 
 
 @cli.command("train")
@@ -251,7 +285,7 @@ def train_command(seeds, first_seed, config, noise, device, tracking_uri, experi
     if run_ids:
         click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
                                                             else ""), err=True)
-    params = {**config.mode_params(), **noise.params(), "seeds": seed_list}
+    params = {**config.mode_params(), **data.params(), "seeds": seed_list}
     accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
     if as_json:
         document = {
@@ -292,7 +326,8 @@ def train_command(seeds, first_seed, config, noise, device, tracking_uri, experi
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
 @storage_option
-@click.option("--study-name", help="[default: lgals-MODE]; with several modes, a prefix.")
+@click.option("--study-name", help="[default: lgals-MODE, lgals-DATASET-MODE on a dataset "
+                                   "other than mnist1d]; with several modes, a prefix.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the study.")
 @click.option("--sampler-seed", type=int, default=0, show_default=True)
@@ -406,21 +441,25 @@ def _experiment_id(name: str) -> str:
 def report_command(out, modes, suite, repeats, seeds, noise, of_sweep, claim, tracking_uri,
                    experiment_name) -> None:
     """The claim card, tables, statistics and plots from the latest evaluate runs of the
-    suite's modes at one noise setting, per repetition (MLflow only)."""
+    suite's modes on one dataset at one noise setting, per repetition (MLflow only); without
+    --dataset and the noise options, those of the latest run."""
     # imported here, not at the top, so that --help and the other commands start without them
     from lgals.report.publish import report_from_mlflow
 
+    dataset = noise.dataset if _given("dataset") else claim.dataset if claim else None
     experiment_id = _experiment(tracking_uri, experiment_name, create=False)
     if of_sweep:
         from lgals.pipeline import sweep_report_again
 
-        sweep_report_again(experiment_id, out, echo=click.echo)
+        sweep_report_again(experiment_id, out, dataset, echo=click.echo)
         return
     setting = noise if _given("noise_rate") or _given("noise_type") else (
         claim.protocol.noise if claim else None)
+    if setting is not None and dataset is not None:
+        setting = dataclasses.replace(setting, dataset=dataset)
     modes = _chosen_modes(claim, suite, modes) or SUITES[suite]
     report_from_mlflow(experiment_id, out, modes=modes, echo=click.echo, noise=setting,
-                       repeats=repeats, seeds=seeds, claim=claim)
+                       repeats=repeats, seeds=seeds, claim=claim, dataset=dataset)
 
 
 # protocols.PROTOCOLS' names and sizes, written out so that --help imports neither them nor
@@ -434,7 +473,8 @@ def protocol_options(func):
     ``protocol``. With a --claim (the command's, if it has one): the claim's protocol unless
     --protocol/--quick name one, at the claim's noise setting, over the claim's modes."""
     @functools.wraps(func)
-    def command(*args, protocol, quick, repeats, seeds, modes, suite, batch, **kwargs):
+    def command(*args, protocol, quick, dataset, repeats, seeds, modes, suite, batch,
+                **kwargs):
         from lgals.protocols import PROTOCOLS
 
         if quick and _given("protocol") and protocol != "quick":
@@ -446,6 +486,9 @@ def protocol_options(func):
             named = quick or _given("protocol")
             chosen = dataclasses.replace(chosen if named else claim.protocol,
                                          noise=claim.protocol.noise)
+        if claim is None or _given("dataset"):  # else the claim's dataset
+            chosen = dataclasses.replace(chosen, noise=dataclasses.replace(chosen.noise,
+                                                                           dataset=dataset))
         chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
                                      modes=_chosen_modes(claim, suite, modes),
                                      repeats=repeats or chosen.repeats,
@@ -456,6 +499,7 @@ def protocol_options(func):
         click.option("--protocol", type=click.Choice(["claim", "robust", "quick"]),
                      default="claim", show_default=True, help=PROTOCOL_HELP),
         click.option("--quick", is_flag=True, help="The same as --protocol quick."),
+        dataset_option,
         click.option("--repeats", type=click.IntRange(min=1), default=None,
                      help="Repetitions [default: the protocol's]; each has its own noise "
                           "draw, split, sampler seed and tuning."),
@@ -571,6 +615,7 @@ def reanalyze_command(run_id, tracking_uri) -> None:
     confusion matrix and memorised noisy labels, and log them to a new run."""
     from lgals.reanalysis import reanalyze
 
+    _report_plugin_problems(DATASETS)  # the run's dataset may be a plugin's
     open_store(tracking_uri, create=False)  # runs are addressed by id
     result = reanalyze(run_id)
     verdict = "reproduces" if result.reproduces else "DOES NOT reproduce"
@@ -663,6 +708,42 @@ def check_mode_command(name, as_json) -> None:
     failed = [check.name for check in checks if not check.passed]
     if failed:
         raise LgalsError(f"mode {name!r} fails: {'; '.join(failed)}")
+@cli.command("datasets")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def datasets_command(as_json) -> None:
+    """Every dataset, built-in or from an installed package: its training and test sizes,
+    features and classes, where it comes from and its version. Loads each (generated or read
+    once, then cached)."""
+    from lgals.data import digest, load_clean
+
+    _report_plugin_problems(DATASETS)
+    document = {}
+    for name, dataset in DATASETS.items():
+        origin = DATASETS.origins[name]
+        row = {"label": dataset.label, "classes": dataset.n_classes, "source": dataset.source,
+               "version": dataset.version, "generation": dict(dataset.generation),
+               "from": {"distribution": origin.distribution, "version": origin.version,
+                        "module": origin.module, "file_sha256": origin.file_sha256},
+               "train": None, "test": None, "features": None, "digest": None,
+               "unavailable": None}
+        try:
+            arrays = load_clean(name)
+        except LgalsError as error:  # its extra is not installed; a plugin's load fails
+            row["unavailable"] = str(error)
+        else:
+            row.update(train=len(arrays["y"]), test=len(arrays["y_test"]),
+                       features=arrays["x"].shape[1], digest=digest(arrays))
+        document[name] = row
+    if as_json:
+        click.echo(json.dumps({"datasets": document}))
+        return
+    for name, row in document.items():
+        sizes = (row["unavailable"] if row["unavailable"] else
+                 f"{row['train']} train / {row['test']} test, {row['features']} features")
+        where = row["from"]
+        click.echo(f"{name} ({row['label']}): {sizes}, {row['classes']} classes; version "
+                   f"{row['version']}; from {where['distribution']} {where['version']}")
+        click.echo(f"    {row['source']}")
 
 
 @cli.command("diagnose")
@@ -707,7 +788,7 @@ def diagnose_command(run_id, seed, config, noise, checkpoints, batches, device, 
     else:
         epochs, batch_size = config.epochs, config.batch_size
         data = load_dataset(noise)
-        about = {**config.mode_params(), **noise.params(), "seed": seed}
+        about = {**config.mode_params(), **data.params(), "seed": seed}
     try:
         diagnose.check(settings, epochs, batch_size, len(data.y_train))
     except ValueError as error:

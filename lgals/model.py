@@ -1,6 +1,6 @@
 """The protocol's MLP, and S of them stacked in one flat buffer to train together.
 
-Each member starts from ``make_mlp(seed)`` (PyTorch's default initialisation) and can be
+Each member starts from ``make_mlp(seed, sizes)`` (PyTorch's default initialisation) and can be
 turned back into that same ``nn.Sequential`` with :meth:`StackedMLP.module`, which is what
 gets saved, logged and reloaded. The stack computes its backward pass in closed form: for a
 ReLU MLP it is a handful of batched matmuls, and skipping autograd's bookkeeping makes a
@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector
 
-LAYER_SIZES = (40, 256, 256, 10)
+HIDDEN = (256, 256)  # the note's hidden layers, whatever the dataset
+
+
+def layer_sizes(n_features: int, n_classes: int) -> tuple[int, ...]:
+    """The protocol's MLP for a dataset: its features in, the note's hidden layers, its
+    classes out (mnist1d: 40 -> 256 -> 256 -> 10)."""
+    return (n_features, *HIDDEN, n_classes)
 
 
 def batched_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
@@ -40,12 +46,13 @@ def batched_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     return out
 
 
-def make_mlp(seed: int) -> nn.Sequential:
-    """MLP 40 -> 256 -> 256 -> 10 with ReLU and PyTorch's default initialisation, seeded."""
+def make_mlp(seed: int, sizes: tuple[int, ...]) -> nn.Sequential:
+    """MLP of layer ``sizes`` (:func:`layer_sizes`) with ReLU and PyTorch's default
+    initialisation, seeded."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]):
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         return nn.Sequential(*layers[:-1])
 
@@ -55,15 +62,16 @@ class StackedMLP:
 
     Layer weights ``[S, out, in]`` and biases ``[S, out]`` are views into ``flat``, laid out
     in ``nn.Sequential.parameters()`` order, so a member's row is exactly
-    ``parameters_to_vector(make_mlp(seed).parameters())``.
+    ``parameters_to_vector(make_mlp(seed, sizes).parameters())``.
     """
 
-    def __init__(self, seeds: list[int], device: str | torch.device = "cpu",
+    def __init__(self, seeds: list[int], device: str | torch.device, sizes: tuple[int, ...],
                  flat: Tensor | None = None):
         self.seeds = list(seeds)
+        self.sizes = tuple(sizes)
         if flat is None:
             with torch.no_grad():
-                flat = torch.stack([parameters_to_vector(make_mlp(s).parameters())
+                flat = torch.stack([parameters_to_vector(make_mlp(s, self.sizes).parameters())
                                     for s in self.seeds]).to(device)
         self.flat = flat
         self.grad = torch.zeros_like(self.flat)
@@ -72,7 +80,7 @@ class StackedMLP:
 
     def _views(self, buffer: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         weights, biases, offset = [], [], 0
-        for fan_in, fan_out in zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]):
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
             weights.append(buffer[:, offset:offset + fan_out * fan_in].view(-1, fan_out, fan_in))
             offset += fan_out * fan_in
             biases.append(buffer[:, offset:offset + fan_out])
@@ -81,7 +89,7 @@ class StackedMLP:
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Logits ``[S, B, 10]`` for ``x [S, B, 40]`` (per-member batches) or ``[B, 40]`` (shared).
+        """Logits ``[S, B, K]`` for ``x [S, B, F]`` (per-member batches) or ``[B, F]`` (shared).
 
         Also returns the layer inputs, which :meth:`backward` needs.
         """
@@ -99,7 +107,7 @@ class StackedMLP:
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        """Logits ``[S, N, 10]`` for shared inputs ``x [N, 40]``, member by member.
+        """Logits ``[S, N, K]`` for shared inputs ``x [N, F]``, member by member.
 
         Uses ``F.linear`` exactly as ``nn.Linear`` does, so a saved and reloaded member gives
         bit-identical logits (and the logged test accuracy is reproducible to the last digit).
@@ -116,7 +124,7 @@ class StackedMLP:
 
     @torch.no_grad()
     def backward(self, inputs: list[Tensor], logit_grad: Tensor) -> None:
-        """Write d(loss)/d(params) into ``grad`` from d(loss)/d(logits) ``[S, B, 10]``.
+        """Write d(loss)/d(params) into ``grad`` from d(loss)/d(logits) ``[S, B, K]``.
 
         ``loss`` is the sum over members, so each member's gradient is that of its own loss.
         """
@@ -133,11 +141,12 @@ class StackedMLP:
 
     def select(self, rows: list[int]) -> StackedMLP:
         """The members at ``rows`` as a new, smaller stack: a copy, with a fresh gradient buffer."""
-        return StackedMLP([self.seeds[row] for row in rows], flat=self.flat[rows])
+        return StackedMLP([self.seeds[row] for row in rows], self.flat.device, self.sizes,
+                          flat=self.flat[rows])
 
     def module(self, member: int) -> nn.Sequential:
         """Member ``member`` as a plain ``nn.Sequential`` in eval mode, on the CPU."""
-        model = make_mlp(self.seeds[member])
+        model = make_mlp(self.seeds[member], self.sizes)
         with torch.no_grad():  # copy, not view: each parameter owns its storage when saved
             for param, weight_or_bias in zip(model.parameters(), self._member_tensors(member)):
                 param.copy_(weight_or_bias)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lgals.claim import Claim
-from lgals.data import NoiseRecipe
+from lgals.data import DEFAULT_DATASET, NoiseRecipe
 from lgals.errors import BadSetting
 from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
 from lgals.losses import SUITES
@@ -82,8 +82,9 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
                   f"each tuning {', '.join(protocol.run_modes())} ({protocol.n_trials} "
-                  f"trials) and evaluating each over {protocol.seeds} seeds, at noise "
-                  f"{protocol.noise.setting}; then the report (its `report` run)."}
+                  f"trials) and evaluating each over {protocol.seeds} seeds, on "
+                  f"{protocol.noise.dataset} at noise {protocol.noise.setting}; then the report "
+                  "(its `report` run)."}
     with in_run(experiment_id, run_name(f"reproduce-{protocol.name}"), tags,
                 _run_params(protocol, workers, device), parent_run_id) as top:
         timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
@@ -96,20 +97,26 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     return timings
 
 
-def sweep_report_again(experiment_id: str, out: Path,
+def sweep_report_again(experiment_id: str, out: Path, dataset: str | None = None,
                        echo: Callable[[str], None] = print) -> None:
-    """The latest finished sweep's report, rebuilt from MLflow alone: its settings and size
-    are its run's params."""
+    """The latest finished sweep's report (of ``dataset``, if given), rebuilt from MLflow
+    alone: its dataset, settings and size are its run's params (a sweep from before datasets
+    had names was on mnist1d)."""
     runs = mlflow_client().search_runs(
         [experiment_id], runs_filter(Stage.SWEEP, status="FINISHED"),
-        order_by=list(LATEST_FIRST), max_results=1)
-    if not runs:
-        raise BadSetting("--sweep: no finished sweep in this experiment: run `lgals sweep`")
-    params = runs[0].data.params
-    recipes = CLAIM.noise.swept(
-        [float(rate) for rate in params["noise_rates"].split(",")],
-        params["noise_types"].split(","))
-    sweep_report(experiment_id, out, recipes, modes=SUITES[params["suite"]],
+        order_by=list(LATEST_FIRST), max_results=500)
+    of = [run for run in runs
+          if dataset in (None, run.data.params.get("dataset", DEFAULT_DATASET))]
+    if not of:
+        on = f" on {dataset}" if dataset else ""
+        raise BadSetting(f"--sweep: no finished sweep{on} in this experiment: run `lgals "
+                         "sweep`")
+    params = of[0].data.params
+    noise = replace(CLAIM.noise, dataset=params.get("dataset", DEFAULT_DATASET))
+    recipes = noise.swept([float(rate) for rate in params["noise_rates"].split(",")],
+                          params["noise_types"].split(","))
+    modes = params["modes"].split(",") if params.get("modes") else SUITES[params["suite"]]
+    sweep_report(experiment_id, out, recipes, modes=modes,
                  repeats=int(params["repeats"]), seeds=int(params["seeds"]), echo=echo)
 
 
@@ -127,7 +134,8 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
               "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
     timings: dict[str, float] = {}
     tags = {STAGE: Stage.SWEEP, MODE: "all",
-            NOTE: f"The {protocol.name} protocol at {len(settings)} noise settings "
+            NOTE: f"The {protocol.name} protocol on {protocol.noise.dataset} at "
+                  f"{len(settings)} noise settings "
                   f"({', '.join(r.setting for r in settings)}): one `reproduce` run "
                   "each, then the sweep's report."}
     with in_run(experiment_id, f"sweep-{protocol.name}", tags, params) as top:

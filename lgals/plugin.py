@@ -9,10 +9,14 @@ path. Register a mapping ``{name: Mode(...)}`` under the ``lgals.modes`` entry-p
 your ``pyproject.toml``; ``lgals modes`` lists it and ``lgals check-mode NAME`` (or
 :func:`assert_mode_passes` in your tests) holds it to the checks the built-ins pass. See the
 README's "Bring your own method" and ``examples/lgals-apl``.
+
+A dataset is a :class:`Dataset`, registered as a mapping ``{name: Dataset(...)}`` under
+``lgals.datasets``: ``load(**generation)`` returns its clean train and test arrays.
 """
 
 from lgals.checks import Check, assert_mode_passes, check_mode
+from lgals.data import Dataset
 from lgals.losses import Hyperparameter, Loss, Mode, Step
 
-__all__ = ["Check", "Hyperparameter", "Loss", "Mode", "Step", "assert_mode_passes",
+__all__ = ["Check", "Dataset", "Hyperparameter", "Loss", "Mode", "Step", "assert_mode_passes",
            "check_mode"]

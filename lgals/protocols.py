@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from lgals.data import NoiseRecipe
+from lgals.data import DEFAULT_DATASET, NoiseRecipe
 from lgals.losses import SUITES
 from lgals.train import TrainConfig
 from lgals.tuning import DEFAULT_BATCH, TuneSettings
@@ -47,11 +47,14 @@ class Protocol:
                 **self.noise.params()}
 
     def study_prefix(self) -> str:
-        """The Optuna studies' prefix: the experiment, and the noise setting unless it is the
-        note's (so a sweep's note setting resumes a plain ``reproduce``'s studies)."""
-        if self.noise.same_setting(CLAIM.noise):
-            return self.experiment
-        return f"{self.experiment}-{self.noise.setting}"
+        """The Optuna studies' prefix: the experiment, the dataset unless it is mnist1d (whose
+        studies keep the names they had before datasets), and the noise setting unless it is
+        the note's (so a sweep's note setting resumes a plain ``reproduce``'s studies)."""
+        dataset = self.noise.dataset
+        prefix = self.experiment if dataset == DEFAULT_DATASET else f"{self.experiment}-{dataset}"
+        if self.noise.same_setting(replace(CLAIM.noise, dataset=dataset)):
+            return prefix
+        return f"{prefix}-{self.noise.setting}"
 
     def tune_settings(self, repeat: int) -> list[TuneSettings]:
         """Repetition ``repeat``'s studies, one per mode it runs."""

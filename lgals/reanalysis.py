@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgals.data import NUM_CLASSES, NoiseRecipe, load_dataset
+from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.plots import confusion_figure
 from lgals.schema import MODE, SOURCE_RUN, STAGE, Stage
@@ -39,9 +39,16 @@ class Reanalysis:
 
 
 def rebuild_data(client, run_id: str):
-    """The source run's dataset, rebuilt from its params and checked against its recipe."""
+    """The source run's dataset, rebuilt from its params (the dataset they name, mnist1d for
+    runs from before datasets had names) and checked against its recipe and digest."""
     params = client.get_run(run_id).data.params
     data = load_dataset(NoiseRecipe.from_params(params))
+    logged = params.get("dataset_digest")
+    if logged is not None and logged != data.digest:
+        raise BadSetting(f"run {run_id}: its data cannot be rebuilt: dataset "
+                         f"{data.recipe.dataset!r} gives arrays of digest {data.digest} here "
+                         f"({data.version}), the run trained on {logged} "
+                         f"({params.get('dataset_version', 'version not logged')})")
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "data_recipe.npz", tmp)
         with np.load(path, allow_pickle=False) as recipe:
@@ -49,7 +56,7 @@ def rebuild_data(client, run_id: str):
                     and np.array_equal(recipe["noise_mask"], data.noise_mask)):
                 raise BadSetting(f"run {run_id}: its data cannot be rebuilt: the noisy labels "
                                  "made from its params differ from its logged data_recipe.npz "
-                                 "(another mnist1d version?)")
+                                 f"(another {data.recipe.dataset} version?)")
     return data
 
 
@@ -83,7 +90,7 @@ def reanalyze(run_id: str) -> Reanalysis:
     with torch.no_grad():
         test_pred = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
         train_pred = model(torch.from_numpy(data.x_train)).argmax(-1).numpy()
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    confusion = np.zeros((data.n_classes, data.n_classes), dtype=np.int64)
     np.add.at(confusion, (data.y_test, test_pred), 1)
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     memorized = int((train_pred[data.noise_mask] == data.y_train[data.noise_mask]).sum())
@@ -102,7 +109,8 @@ def reanalyze(run_id: str) -> Reanalysis:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "confusion_matrix.csv"
             np.savetxt(path, confusion, fmt="%d", delimiter=",",
-                       header="rows: true class 0-9, columns: predicted class 0-9")
+                       header=f"rows: true class 0-{data.n_classes - 1}, columns: predicted "
+                              f"class 0-{data.n_classes - 1}")
             client.log_artifact(new_run, str(path))
         figure = confusion_figure(confusion, f"{mode} run {run_id[:8]}: test confusion")
         client.log_figure(new_run, figure, "confusion_matrix.png")

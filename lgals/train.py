@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from lgals.data import NoisyDataset
 from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, Loss, Step, smoothed_cross_entropy
 from lgals.metrics import detection_scores, epoch_metrics, margins
-from lgals.model import LAYER_SIZES, StackedMLP
+from lgals.model import StackedMLP, layer_sizes
 
 
 @dataclass(frozen=True)
@@ -157,15 +157,15 @@ class Stack:
     """
 
     def __init__(self, seeds: Sequence[int], configs: Sequence[TrainConfig], device: str,
-                 n_samples: int):
+                 n_samples: int, sizes: tuple[int, ...]):
         self.members = list(range(len(seeds)))  # the member of each row
         self.configs = list(configs)
         self.device = torch.device(device)
-        self.mlp = StackedMLP(list(seeds), self.device)
+        self.mlp = StackedMLP(list(seeds), self.device, sizes)
         self.optimizer = _adamw(self.mlp, self.configs)
         # each member's own stream: its batch order, then any random draws of its mode
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        n_classes = LAYER_SIZES[-1]
+        n_classes = sizes[-1]
         self.targets = (torch.zeros(len(seeds), n_samples, n_classes, device=self.device)
                         if any(MODES[c.mode].state for c in configs) else None)
         self.margin_sum = torch.zeros(len(seeds), n_samples, device=self.device)
@@ -276,7 +276,8 @@ def train(
         raise ValueError("members trained together must share epochs and batch size")
     ((n_epochs, batch_size),) = schedules
     results = [MemberResult(seed, cfg) for seed, cfg in zip(seeds, configs)]
-    stack = Stack(seeds, configs, device, len(data.y_train))
+    stack = Stack(seeds, configs, device, len(data.y_train),
+                  layer_sizes(data.n_features, data.n_classes))
     tensors = _EpochData.of(data, stack.device)
 
     modes = sorted({c.mode for c in configs})
@@ -361,7 +362,7 @@ def _train_epoch(stack: Stack, data: _EpochData, batch_size: int, epoch: int
     n_members, n_samples = len(stack.members), len(data.y)
     order = stack.batch_order(n_samples)
     x_epoch, y_epoch = data.x[order], data.y[order]  # [S, N, ...]: each member's batches
-    logits_seen = torch.empty(n_members, n_samples, LAYER_SIZES[-1], device=stack.device)
+    logits_seen = torch.empty(n_members, n_samples, stack.mlp.sizes[-1], device=stack.device)
     loss_seen, eps_seen, align_seen = (torch.empty(n_members, n_samples, device=stack.device)
                                        for _ in range(3))
     for start in range(0, n_samples, batch_size):

@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lgals.data import NoiseRecipe, NoisyDataset, load_dataset
+from lgals.data import DEFAULT_DATASET, NoiseRecipe, NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting, redact_url
 from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES
 from lgals.schema import (
@@ -88,9 +88,10 @@ class TuneSettings:
     study_name: str = ""
 
     def __post_init__(self):
-        if not self.study_name:
+        if not self.study_name:  # mnist1d's studies keep the names they had before datasets
+            dataset = "" if self.noise.dataset == DEFAULT_DATASET else f"{self.noise.dataset}-"
             suffix = "-oracle" if self.val_labels == "clean" else ""
-            object.__setattr__(self, "study_name", f"lgals-{self.mode}{suffix}")
+            object.__setattr__(self, "study_name", f"lgals-{dataset}{self.mode}{suffix}")
 
     def repeated(self, repeat: int) -> TuneSettings:
         """Repetition ``repeat`` of this study: its own noise draw, validation split, sampler
@@ -155,6 +156,8 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
                                     pruner=pruner, load_if_exists=True)
         attrs = settings.study_attrs()
         recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
+        if recorded:  # a study made before datasets had names tuned on mnist1d
+            recorded.setdefault("dataset", DEFAULT_DATASET)
         if recorded and recorded != attrs:
             diff = ", ".join(f"{k}={recorded[k]!r}" for k in attrs
                              if recorded.get(k) != attrs[k])

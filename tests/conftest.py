@@ -1,7 +1,7 @@
 """Shared fixtures: an isolated mnist1d cache and the default noisy dataset; and the fixtures
 that tests in both ``unit/`` and ``system/`` use: ``lgals.cli.main`` in this process
 (``run_main``), a store of hand-made evaluate runs (``store``), one small tuned study
-(``lgals_study``).
+(``lgals_study``), fake installed packages registering datasets (``plugins``).
 
 ``tests/`` is on ``sys.path`` (``pythonpath`` in ``pyproject.toml``): the helpers are
 imported from the ``support`` package.
@@ -30,7 +30,7 @@ import numpy as np
 from support.mlflow_fixtures import isolated_mlflow, sqlite_uri
 from support.reports import EPOCHS
 
-from lgals.data import NoisyDataset, load_dataset, load_mnist1d
+from lgals.data import NoisyDataset, load_clean, load_dataset
 
 # no example database: the suite writes nothing outside pytest's temporary directories
 settings.register_profile("lgals", database=None)
@@ -58,13 +58,28 @@ def _cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def clean(_cache_dir) -> dict:
     """The clean mnist1d arrays (read-only by convention: tests must not mutate them)."""
-    return load_mnist1d()
+    return load_clean("mnist1d")
 
 
 @pytest.fixture(scope="session")
 def dataset(_cache_dir) -> NoisyDataset:
     """``load_dataset()`` with its defaults: 20% symmetric noise, seed 0, no validation split."""
     return load_dataset()
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """Fake installed packages (:class:`support.plugins.FakeDistributions`); the dataset
+    registry is loaded again from them, and put back as it was afterwards."""
+    from support.plugins import FakeDistributions
+
+    from lgals.data import DATASETS
+
+    DATASETS.loaded  # noqa: B018 -- loaded now, so that the original is what comes back
+    monkeypatch.delitem(DATASETS.__dict__, "loaded")
+    fake = FakeDistributions(tmp_path / "site-packages", monkeypatch)
+    yield fake
+    fake.forget()
 
 
 @pytest.fixture

@@ -116,6 +116,11 @@ class Report:
         the claim asserts another beats."""
         return tuple(dict.fromkeys([*REFERENCES, *(b for _, b in self.claim.orderings)]))
 
+    @property
+    def dataset(self) -> str:
+        """What its runs trained on: one dataset (:func:`collect` never mixes them)."""
+        return next(iter(self.modes.values())).dataset
+
     def rows(self) -> list[dict]:
         base_cost = self.cost_per_epoch("baseline")
         rows = []

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lgals.data import NoiseRecipe
+from lgals.data import DEFAULT_DATASET, NoiseRecipe
 from lgals.losses import SUITES
 from lgals.schema import (
     LATEST_FIRST,
@@ -82,6 +82,7 @@ class ModeRuns:
     eps_counts: np.ndarray | None = None  # [epochs, 2, bins], summed over runs
     eps_edges: np.ndarray | None = None
     selections: list[Selection] = field(default_factory=list)  # one per run of run_ids
+    dataset: str = DEFAULT_DATASET  # what the runs trained on
 
     def matrix(self, keys: Iterable[Key] | None = None) -> np.ndarray:
         """Final accuracies ``[R, S]`` (fractions) on ``keys`` (default: all of them)."""
@@ -104,15 +105,16 @@ class Diagnosis:
 
 def collect(experiment_id: str, modes: Sequence[str] | None = None,
             noise: NoiseRecipe | None = None, repeats: int | None = None,
-            seeds: int | None = None) -> dict[str, ModeRuns]:
+            seeds: int | None = None, dataset: str | None = None) -> dict[str, ModeRuns]:
     """For each of ``modes`` (default: the paper suite's) and each repetition, the latest
     finished evaluate run and its seed runs, from MLflow only.
 
-    ``noise``: only runs of its noise setting (:meth:`NoiseRecipe.same_setting`: its draw
-    and split aside, any type at rate 0); without it, the setting of the first mode's latest
-    run, so settings never mix. ``repeats``: repetitions 0..repeats-1 only. ``seeds``: per
-    (mode, repetition) prefer the latest run that ran seeds 0..seeds-1, and use only those.
-    A run without a repetition tag (:data:`lgals.schema.REPEAT`) is repetition 0.
+    ``noise``: only runs of its dataset and noise setting (:meth:`NoiseRecipe.same_setting`:
+    its draw and split aside, any type at rate 0); without it, the dataset and setting of the
+    first mode's latest run (of ``dataset``, if given), so that neither datasets nor settings
+    ever mix. ``repeats``: repetitions 0..repeats-1 only. ``seeds``: per (mode, repetition)
+    prefer the latest run that ran seeds 0..seeds-1, and use only those. A run without a
+    repetition tag (:data:`lgals.schema.REPEAT`) is repetition 0.
     """
     modes = SUITES["paper"] if modes is None else modes
     client = mlflow_client()
@@ -126,9 +128,13 @@ def collect(experiment_id: str, modes: Sequence[str] | None = None,
                and r.data.tags.get(MODE) in modes
                and r.info.run_id in children
                and (repeats is None or repeat_of(r) < repeats)]
+    def of_dataset(run) -> bool:
+        logged = _noise(run)
+        return dataset is None or (logged is not None and logged.dataset == dataset)
+
     if noise is None:
         latest = next((r for mode in modes for r in parents
-                       if r.data.tags[MODE] == mode), None)
+                       if r.data.tags[MODE] == mode and of_dataset(r)), None)
         noise = _noise(latest) if latest else None
     parents = [r for r in parents if _same_setting(_noise(r), noise)]
     wanted = set(range(seeds)) if seeds is not None else None
@@ -144,7 +150,8 @@ def collect(experiment_id: str, modes: Sequence[str] | None = None,
                        if wanted is None or int(c.data.tags[SEED]) in wanted]
             chosen.append((repeat, parent, members, len(children[parent.info.run_id])))
         if chosen:
-            found[mode] = _mode_runs(client, mode, chosen)
+            found[mode] = _mode_runs(client, mode, chosen,
+                                     noise.dataset if noise else DEFAULT_DATASET)
     return found
 
 
@@ -163,12 +170,14 @@ def _search(client, experiment_id: str, query: str) -> list:
 
 
 def _noise(run) -> NoiseRecipe | None:
-    """The noise setting ``run`` logged, its rate and type (the rest left at their defaults:
-    no setting depends on them), if it logged one."""
+    """The noise setting ``run`` logged, its dataset, rate and type (the rest left at their
+    defaults: no setting depends on them; a run from before datasets had names was on
+    mnist1d), if it logged one."""
     params = run.data.params
     if "noise_type" not in params or "noise_rate" not in params:
         return None
-    return NoiseRecipe(float(params["noise_rate"]), params["noise_type"])
+    return NoiseRecipe(float(params["noise_rate"]), params["noise_type"],
+                       dataset=params.get("dataset", DEFAULT_DATASET))
 
 
 def _same_setting(a: NoiseRecipe | None, b: NoiseRecipe | None) -> bool:
@@ -201,9 +210,10 @@ def unfinished(experiment_id: str) -> dict[str, int]:
     return dict(Counter(run.info.status for run in runs))
 
 
-def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]]) -> ModeRuns:
-    """One mode's runs from ``(repeat, evaluate run, its seed runs used, seeds it stacked)``
-    per repetition."""
+def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]],
+               dataset: str) -> ModeRuns:
+    """One mode's runs on ``dataset`` from ``(repeat, evaluate run, its seed runs used, seeds
+    it stacked)`` per repetition."""
     members = sorted(((repeat, int(r.data.tags[SEED]), r)
                       for repeat, _, runs, _ in chosen for r in runs), key=lambda m: m[:2])
     curves = {}
@@ -217,7 +227,7 @@ def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]]) -
     runs = ModeRuns(mode, [parent.info.run_id for _, parent, _, _ in chosen],
                     1 if vary_noise else stacked,
                     {(repeat, seed): r.data.metrics["final_test_acc"]
-                     for repeat, seed, r in members}, curves)
+                     for repeat, seed, r in members}, curves, dataset=dataset)
     tunes: dict[str, object] = {}
     runs.selections = [_selection(client, parent, tunes) for _, parent, _, _ in chosen]
     with tempfile.TemporaryDirectory() as tmp:

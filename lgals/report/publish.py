@@ -65,7 +65,8 @@ def write(report: Report, out_dir: Path, experiment_id: str,
     figures = {"comparison_plot.png": comparison_figure(finals, claim, curves),
                "epsilon_plot.png": epsilon_figure(eps, curves),
                "detection_plot.png": detection_figure(detectors)}
-    params = {"evaluate_runs": ",".join(i for r in report.modes.values() for i in r.run_ids)}
+    params = {"evaluate_runs": ",".join(i for r in report.modes.values() for i in r.run_ids),
+              "dataset": report.dataset}
     metrics = {f"{mode}.final_test_acc_mean_pct": row["final_test_acc_mean_pct"]
                for mode, row in zip(report.modes, report.rows())}
     run_id = publish(out_dir, {"results.md": markdown(report), "results.csv": csv_text(report)},
@@ -78,12 +79,16 @@ def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None 
                        modes: Sequence[str] | None = None,
                        echo: Callable[[str], None] = print,
                        noise: NoiseRecipe | None = None, repeats: int | None = None,
-                       seeds: int | None = None, claim: Claim | None = None) -> Report:
-    """Collect ``modes`` (default: the paper suite's), build, write and log the report, its
-    card testing ``claim`` (default: the note's); print its tables."""
-    runs = collect(experiment_id, modes, noise, repeats, seeds)
+                       seeds: int | None = None, claim: Claim | None = None,
+                       dataset: str | None = None) -> Report:
+    """Collect ``modes`` (default: the paper suite's; of ``dataset``, if given: see
+    :func:`collect`), build, write and log the report, its card testing ``claim`` (default:
+    the note's); print its tables."""
+    runs = collect(experiment_id, modes, noise, repeats, seeds, dataset)
     if not runs:
-        raise BadSetting("no finished evaluate runs in this experiment: run `lgals evaluate`")
+        on = f" on {dataset}" if dataset and noise is None else ""
+        raise BadSetting(f"no finished evaluate runs{on} in this experiment: run `lgals "
+                         "evaluate`")
     report = build(runs, claim)
     report.diagnosis = collect_diagnosis(experiment_id)
     out_dir, run_id = write(report, out, experiment_id, parent_run_id)

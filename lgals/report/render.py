@@ -61,7 +61,9 @@ def markdown(report: Report) -> str:
     card = [v.line(number) for number, v in enumerate(claim_card(report), 1)]
     noise = claim.protocol.noise
     return "\n".join([
-        f"# Claims of {claim.name} on {claim.dataset} with {noise.noise_rate:.0%} "
+        f"# Claims of {claim.name}"
+        + (f" (made on {claim.dataset})" if claim.dataset != report.dataset else "")
+        + f" on {report.dataset} with {noise.noise_rate:.0%} "
         f"{noise.noise_type} label noise: our measurement", "",
         "## The claim card", "", *card, "",
         f"**Intervals.** {interval_method(report)}", "",

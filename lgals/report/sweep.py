@@ -127,7 +127,8 @@ def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
             (100 * row["noise_rate"], row["final_test_acc_mean_pct"], row["ci95_low_pct"],
              row["ci95_high_pct"]))
     text = sweep_markdown(rows)
-    params = {"settings": ",".join(setting.setting for setting in settings),
+    params = {"dataset": settings[0].dataset,
+              "settings": ",".join(setting.setting for setting in settings),
               "modes": ",".join(modes), "repeats": str(repeats), "seeds": str(seeds)}
     metrics = {f"{row['noise_type']}-{row['noise_rate']:g}.{row['mode']}"
                ".final_test_acc_mean_pct": row["final_test_acc_mean_pct"] for row in rows}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lgals.data import NoisyDataset
+from lgals.data import DATASETS, NoisyDataset
 from lgals.errors import LgalsError
 from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
@@ -206,18 +206,21 @@ def model_uri(run_id: str) -> str | None:
 
 
 def log_dataset(run_ids: Sequence[str], data: NoisyDataset) -> None:
-    """The noisy training set as each run's input dataset: named after its noise recipe,
-    with a digest of its inputs and observed labels, which another noise draw changes."""
+    """The noisy training set as each run's input dataset: named after its dataset and noise
+    recipe, with a digest of its inputs and observed labels, which another noise draw
+    changes; its source says what made it (the recipe, the dataset's version, digest and
+    generation arguments)."""
     import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.entities import DatasetInput, InputTag
 
     recipe = data.recipe
     split = f"-val{recipe.val_fraction:g}" if recipe.val_fraction else ""
-    source = CodeDatasetSource({"generator": "lgals.data.load_dataset", **recipe.params()})
+    source = CodeDatasetSource({"generator": "lgals.data.load_dataset", **data.params(),
+                                "dataset_generation": dict(DATASETS[recipe.dataset].generation)})
     dataset = mlflow.data.from_numpy(
         data.x_train, targets=data.y_train, source=source,
-        name=f"mnist1d-{recipe.setting}-seed{recipe.noise_seed}{split}")
+        name=f"{recipe.dataset}-{recipe.setting}-seed{recipe.noise_seed}{split}")
     inputs = [DatasetInput(dataset._to_mlflow_entity(),
                            [InputTag("mlflow.data.context", "training")])]
     client = mlflow_client()
@@ -235,7 +238,7 @@ def save_recipe(path: Path, data: NoisyDataset) -> None:
 
 
 def run_params(config: TrainConfig, data: NoisyDataset) -> dict:
-    return {**config.mode_params(), **data.recipe.params(), **source_info()}
+    return {**config.mode_params(), **data.params(), **source_info()}
 
 
 def tracked_train(

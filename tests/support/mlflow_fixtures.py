@@ -40,7 +40,8 @@ HISTORY_KEYS = (
 # Params every seed's run carries (LGALS mode: eps_max and gamma too).
 MEMBER_PARAMS = (
     "mode", "lr", "weight_decay", "eps_max", "gamma", "epochs", "batch_size", "noise_rate",
-    "noise_type", "noise_seed", "val_fraction", "seed", "lgals_version",
+    "noise_type", "noise_seed", "val_fraction", "dataset", "dataset_version", "dataset_digest",
+    "seed", "lgals_version",
 )
 # MLflow variables that must not leak from one test (or the caller's shell) into another.
 MLFLOW_ENV = (

@@ -17,7 +17,7 @@ def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
              noise: NoiseRecipe = NOISY, seconds: float = 1.0) -> str:
     """A finished evaluate run of ``mode`` with one finished child per seed (final accuracy
     ``accs[seed]``, a flat test_acc and epoch_seconds curve), started after every earlier
-    one; its id."""
+    one; its id. On mnist1d its params name no dataset, as before datasets had names."""
     client = store.client
     tags = {"lgals.stage": "evaluate", "lgals.mode": mode}
     if repeat is not None:
@@ -26,7 +26,9 @@ def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
                                tags=tags).info.run_id
     for key, value in {"noise_type": noise.noise_type, "noise_rate": str(noise.noise_rate),
                        "noise_seed": str(repeat or 0),
-                       "seeds": ",".join(map(str, sorted(accs)))}.items():
+                       "seeds": ",".join(map(str, sorted(accs))),
+                       **({} if noise.dataset == "mnist1d" else {"dataset": noise.dataset}),
+                       }.items():
         client.log_param(parent, key, value)
     for seed, acc in sorted(accs.items()):
         child = client.create_run(store.experiment_id, start_time=next(store.clock), tags={

@@ -183,14 +183,14 @@ def test_enqueued_out_of_range_lr_is_a_failed_trial_and_the_study_goes_on(tmp_pa
 
 def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache_dir):
     """Inputs full of NaN: every trial's loss is non-finite at epoch 1."""
-    real = lgals.data.load_mnist1d
+    real = lgals.data.load_clean
 
     def nan_inputs(*args, **kwargs):
         arrays = dict(real(*args, **kwargs))
         arrays["x"] = np.full_like(arrays["x"], np.nan)
         return arrays
 
-    monkeypatch.setattr(lgals.data, "load_mnist1d", nan_inputs)
+    monkeypatch.setattr(lgals.data, "load_clean", nan_inputs)
     result = tune_main(tmp_path, "--mode", "baseline", "--n-trials", "2", "--epochs", "2")
     study = load_study(tmp_path, "lgals-baseline")
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
@@ -254,7 +254,7 @@ def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir, died)
 
 def test_poisoned_test_labels_do_not_change_any_trial(lgals_study, tmp_path, monkeypatch):
     """The same study with the test set replaced by garbage measures exactly the same."""
-    real = lgals.data.load_mnist1d
+    real = lgals.data.load_clean
     rng = np.random.default_rng(123)
 
     def poisoned(*args, **kwargs):
@@ -263,7 +263,7 @@ def test_poisoned_test_labels_do_not_change_any_trial(lgals_study, tmp_path, mon
         arrays["y_test"] = rng.integers(0, 10, size=arrays["y_test"].shape)
         return arrays
 
-    monkeypatch.setattr(lgals.data, "load_mnist1d", poisoned)
+    monkeypatch.setattr(lgals.data, "load_clean", poisoned)
     clean_test = real()["y_test"]
     assert (lgals.data.load_dataset().y_test != clean_test).mean() > 0.5  # the poison bites
     tune_ok(tmp_path, "--mode", "lgals", "--n-trials", "3", "--epochs", "2")

@@ -55,6 +55,7 @@ BAD_VALUES = [
     ("--bootstrap-beta", "1.2"),
     ("--elr-beta", "1"),
     ("--elr-lambda", "-3"),
+    ("--dataset", "mnist2d"),
 ]
 
 
@@ -128,6 +129,18 @@ def test_version(run_main):
 def test_an_unknown_suite_or_mode_is_one_line(run_main, argv, option, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(*run_main(argv), option)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "evaluate", "report", "reproduce",
+                                     "sweep", "diagnose"])
+def test_an_unknown_dataset_is_one_line_naming_the_option_and_the_datasets(
+        run_main, command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main([command, "--dataset", "mnist2d"])
+    assert_one_line_error(code, out, err, "--dataset")
+    assert err.strip() == (f"lgals {command}: error: Invalid value for '--dataset': 'mnist2d' "
+                           "is not one of 'mnist1d', 'mnist1d_hard', 'digits', 'mnist_subset'.")
     assert list(tmp_path.iterdir()) == []
 
 

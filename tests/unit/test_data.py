@@ -1,28 +1,30 @@
 """Noisy mnist1d: exact noise counts, flip structure, seeding, splits, cache, validation.
 
+The other datasets, the registry and mnist1d's bit-identity: ``tests/unit/test_datasets.py``.
 The process-level and seconds-long tests: ``tests/system/test_data.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-import lgals.data as data_mod
 from lgals.data import (
-    NUM_CLASSES,
+    DATASETS,
     NoiseRecipe,
     cache_dir,
+    cache_path,
     inject_noise,
+    load_clean,
     load_dataset,
-    load_mnist1d,
 )
 
 N_TRAIN, N_TEST, N_FEATURES = 4000, 1000, 40
+NUM_CLASSES = 10
 
 DATASET_ARRAYS = (
     "x_train", "y_train", "y_train_true", "noise_mask", "x_val", "y_val", "y_val_true",
@@ -39,6 +41,20 @@ def assert_same_np_state(a, b) -> None:
 def assert_same_dataset(a, b) -> None:
     for name in DATASET_ARRAYS:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def counted_loads(monkeypatch, name: str, load=None) -> list:
+    """Dataset ``name`` registered with its load counted (replaced by ``load``, if given):
+    the same name, version and generation, so the same cache file."""
+    dataset = DATASETS[name]
+    calls = []
+
+    def counting(**generation):
+        calls.append(generation)
+        return (load or dataset.load)(**generation)
+
+    monkeypatch.setitem(DATASETS.loaded.entries, name, replace(dataset, load=counting))
+    return calls
 
 
 # --- the clean arrays ----------------------------------------------------------------------
@@ -60,42 +76,24 @@ def test_first_load_generates_writes_cache_and_second_load_reads_it(tmp_path, mo
     """A fresh cache dir: generation runs once (leaving the global RNGs alone), then never."""
     monkeypatch.setenv("LGALS_CACHE_DIR", str(tmp_path))
     assert cache_dir() == tmp_path
-
-    calls = []
-    real_generate = data_mod._generate
-
-    def counting_generate(args):
-        calls.append(args)
-        return real_generate(args)
-
-    monkeypatch.setattr(data_mod, "_generate", counting_generate)
+    calls = counted_loads(monkeypatch, "mnist1d")
 
     # mnist1d's make_dataset calls np.random.seed / random.seed: the caller must not notice
     np.random.seed(1234)
     random.seed(1234)
     np_state, py_state = np.random.get_state(), random.getstate()
-    first = load_mnist1d()
-    assert len(calls) == 1
+    first = load_clean("mnist1d")
+    assert calls == [{}]  # mnist1d's own default arguments
     assert_same_np_state(np.random.get_state(), np_state)
     assert random.getstate() == py_state
+    assert [p.name for p in tmp_path.iterdir()] == [cache_path("mnist1d").name]
+    assert cache_path("mnist1d").name.startswith("mnist1d-")
 
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 2 and all(name.startswith("mnist1d-") for name in files)
-    assert files[0].endswith("-default-args.json") and files[1].endswith(".npz")
-    # the remembered recipe is mnist1d's own, so the cache key is that of the arguments
-    from mnist1d.data import get_dataset_args
-
-    expected_args = {k: v for k, v in get_dataset_args(as_dict=True).items() if k != "url"}
-    assert json.loads((tmp_path / files[0]).read_text()) == expected_args
-
-    def no_generation(args):
-        raise AssertionError("the second load must read the .npz cache, not regenerate")
-
-    monkeypatch.setattr(data_mod, "_generate", no_generation)
-    second = load_mnist1d()
+    counted_loads(monkeypatch, "mnist1d", load=lambda **_: pytest.fail(
+        "the second load must read the .npz cache, not regenerate"))
+    second = load_clean("mnist1d")
     # load_dataset uses the cache too
     dataset = load_dataset(NoiseRecipe(noise_rate=0.3, val_fraction=0.1))
-    assert len(calls) == 1
     assert sorted(second) == sorted(first) == ["x", "x_test", "y", "y_test"]
     for name in first:
         np.testing.assert_array_equal(second[name], first[name])
@@ -112,11 +110,11 @@ def _flip_middle_bytes(path):
     path.write_bytes(bytes(data))
 
 
-def _resave(**arrays):
+def _resave(change):
     def damage(path):
         with np.load(path) as cached:
             kept = {name: cached[name] for name in cached.files}
-        np.savez(path.with_suffix(""), **{**kept, **arrays})  # np.savez adds the .npz
+        np.savez(path.with_suffix(""), **change(kept))  # np.savez adds the .npz
     return damage
 
 
@@ -125,60 +123,40 @@ CACHE_DAMAGE = {
     "bytes flipped": _flip_middle_bytes,
     "empty": lambda p: p.write_bytes(b""),
     "not a zip": lambda p: p.write_text("hello"),
-    "an array missing": lambda p: np.savez(p.with_suffix(""), x=np.zeros((4000, 40))),
-    "a wrong shape": _resave(x=np.zeros((4000, 39), dtype=np.float32)),
-    "a label out of range": _resave(y=np.full(4000, 10, dtype=np.int64)),
+    "an array missing": _resave(lambda a: {"x": a["x"]}),
+    "a wrong shape": _resave(lambda a: {**a, "x": a["x"][:, :-1]}),
+    "a wrong dtype": _resave(lambda a: {**a, "x": a["x"].astype(np.float64)}),
+    "a label out of range": _resave(lambda a: {**a, "y": np.full_like(a["y"], NUM_CLASSES)}),
+    "a class missing": _resave(lambda a: {**a, "y": np.where(a["y"] == 3, 4, a["y"])}),
 }
 
 
-@pytest.fixture
-def own_cache(tmp_path, monkeypatch, clean):
-    """A cache directory of this test's own, filled by a first load; generation is the
-    session's arrays (counted), since rebuilding, not mnist1d, is under test."""
+@pytest.fixture(params=["mnist1d", "digits"])
+def own_cache(request, tmp_path, monkeypatch):
+    """A cache directory of this test's own, filled by a first load of a dataset (mnist1d's
+    generated, digits' split from scikit-learn's), counting its loads."""
+    name = request.param
     monkeypatch.setenv("LGALS_CACHE_DIR", str(tmp_path))
-    generated = []
-
-    def generate(args):
-        generated.append(args)
-        return {name: array.copy() for name, array in clean.items()}
-
-    monkeypatch.setattr(data_mod, "_generate", generate)
-    load_mnist1d()
-    return tmp_path, generated
+    loads = counted_loads(monkeypatch, name)
+    return name, load_clean(name), loads
 
 
 @pytest.mark.parametrize("damage", CACHE_DAMAGE, ids=list(CACHE_DAMAGE))
-def test_a_damaged_cache_is_named_and_rebuilt(damage, own_cache, clean, capsys):
-    cache, generated = own_cache
-    (npz,) = cache.glob("mnist1d-*.npz")
+def test_a_damaged_cache_is_named_and_rebuilt(damage, own_cache, capsys):
+    name, first, loads = own_cache
+    npz = cache_path(name)
     CACHE_DAMAGE[damage](npz)
     capsys.readouterr()
-    arrays = load_mnist1d()
+    arrays = load_clean(name)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lgals: {npz} is damaged (")
     assert err[0].endswith("); rebuilding it")
-    assert len(generated) == 2  # the first load, then the rebuild
-    for name in clean:
-        np.testing.assert_array_equal(arrays[name], clean[name])
-    assert load_mnist1d().keys() == clean.keys()  # rebuilt on disk: read back silently
-    assert capsys.readouterr().err == "" and len(generated) == 2
-    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == []
-
-
-@pytest.mark.parametrize("content", ['{"num_samples": 50', "", "[1, 2]", '{"seed": 1}'])
-def test_damaged_remembered_arguments_are_named_and_rebuilt(content, own_cache, clean,
-                                                            capsys):
-    cache, generated = own_cache
-    (args_file,) = cache.glob("mnist1d-*-default-args.json")
-    good = args_file.read_text()
-    args_file.write_text(content)
-    capsys.readouterr()
-    arrays = load_mnist1d()
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"lgals: {args_file} is damaged (")
-    assert args_file.read_text() == good
-    assert len(generated) == 1  # the same key as before: the arrays come from the cache
-    np.testing.assert_array_equal(arrays["x"], clean["x"])
+    assert len(loads) == 2  # the first load, then the rebuild
+    for key in first:
+        np.testing.assert_array_equal(arrays[key], first[key])
+    assert load_clean(name).keys() == first.keys()  # rebuilt on disk: read back silently
+    assert capsys.readouterr().err == "" and len(loads) == 2
+    assert sorted(p.name for p in npz.parent.iterdir() if p.name.startswith(".")) == []
 
 
 def test_load_dataset_leaves_global_numpy_and_python_rngs_alone():
@@ -218,12 +196,12 @@ def test_exactly_round_rate_times_n_labels_flipped(noise_rate, noise_type, clean
 def test_inject_noise_small_hand_checked_and_does_not_mutate_input():
     labels = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=np.int64)
     original = labels.copy()
-    noisy, mask = inject_noise(labels, 0.35, "pair", noise_seed=0)  # round(3.5) == 4
+    noisy, mask = inject_noise(labels, 0.35, "pair", 0, NUM_CLASSES)  # round(3.5) == 4
     np.testing.assert_array_equal(labels, original)
     assert mask.sum() == 4
     np.testing.assert_array_equal(noisy[mask], (original[mask] + 1) % 10)
     np.testing.assert_array_equal(noisy[~mask], original[~mask])
-    noisy, mask = inject_noise(labels, 1.0, "pair", noise_seed=0)
+    noisy, mask = inject_noise(labels, 1.0, "pair", 0, NUM_CLASSES)
     np.testing.assert_array_equal(noisy, [1, 2, 3, 4, 5, 6, 7, 8, 9, 0])
     assert mask.all()
 
@@ -277,6 +255,7 @@ def test_recipe_rebuilds_the_same_arrays():
                                  val_fraction=0.15))
     assert d.recipe.params() == {
         "noise_rate": 0.35, "noise_type": "pair", "noise_seed": 9, "val_fraction": 0.15,
+        "dataset": "mnist1d",
     }
     assert_same_dataset(load_dataset(d.recipe), d)
 
@@ -289,6 +268,10 @@ def test_recipe_round_trips_through_run_params():
     assert NoiseRecipe.from_params(logged) == recipe
     del logged["val_fraction"]  # an evaluation run trains on the full set
     assert NoiseRecipe.from_params(logged) == NoiseRecipe(0.35, "pair", 9, 0.0)
+    del logged["dataset"]  # a run from before datasets had names: mnist1d's
+    assert NoiseRecipe.from_params(logged) == NoiseRecipe(0.35, "pair", 9, 0.0, "mnist1d")
+    digits = NoiseRecipe(0.35, "pair", 9, 0.15, "digits")
+    assert NoiseRecipe.from_params({k: str(v) for k, v in digits.params().items()}) == digits
 
 
 def test_rate_0_of_any_type_is_one_noise_setting():
@@ -408,7 +391,7 @@ def test_bad_arguments_raise_value_error(kwargs, word):
 
 def test_inject_noise_rejects_unknown_noise_type():
     with pytest.raises(ValueError, match="noise_type"):
-        inject_noise(np.arange(10) % 10, 0.2, "uniform", 0)
+        inject_noise(np.arange(10) % 10, 0.2, "uniform", 0, NUM_CLASSES)
 
 
 @pytest.mark.parametrize("noise_rate, val_fraction", [(0.0, 0.0), (0.9, 0.5)])

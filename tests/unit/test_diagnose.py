@@ -25,7 +25,7 @@ from lgals.diagnose import (
     weight_gradient_alignment,
 )
 from lgals.losses import logit_gradient_alignment
-from lgals.model import make_mlp
+from lgals.model import layer_sizes, make_mlp
 
 
 def batch(n: int = 24, seed: int = 0):
@@ -55,7 +55,7 @@ def autograd_cosines(model, x, y) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_closed_form_weight_gradient_cosines_equal_one_backward_per_sample(seed):
-    model = make_mlp(seed)
+    model = make_mlp(seed, layer_sizes(40, 10))
     x, y = batch(seed=seed)
     _, factors = per_sample_factors(model, x, y)
     closed, _ = weight_gradient_alignment(factors)
@@ -68,7 +68,7 @@ def test_closed_form_weight_gradient_cosines_equal_one_backward_per_sample(seed)
 def test_the_all_layer_cosine_is_the_layers_cosines_weighted():
     """cos_all = sum_l w_l cos_l, with w_l >= 0 and sum_l w_l <= 1 (Cauchy-Schwarz)."""
     x, y = batch(seed=2)
-    _, factors = per_sample_factors(make_mlp(2), x, y)
+    _, factors = per_sample_factors(make_mlp(2, layer_sizes(40, 10)), x, y)
     cosines, weights = weight_gradient_alignment(factors)
     mixed = sum(weights[name] * cosines[name] for name in LAYERS)
     torch.testing.assert_close(mixed, cosines["all"], rtol=1e-4, atol=1e-6)
@@ -79,7 +79,7 @@ def test_the_all_layer_cosine_is_the_layers_cosines_weighted():
 def test_last_layer_factors_are_the_logit_gradient_and_the_penultimate_activations():
     """layer3's per-sample gradient is g_i (a_i, 1): with one shared input the cosines of
     layer3 equal s_i exactly (every a_i is the same)."""
-    model = make_mlp(3)
+    model = make_mlp(3, layer_sizes(40, 10))
     x = torch.randn(1, 40).expand(16, 40)
     y = torch.arange(16) % 10
     logits, factors = per_sample_factors(model, x, y)

@@ -41,8 +41,12 @@ def test_mlproject_defaults_are_the_clis():
     assert builtin <= set(entry_points["train"]["parameters"])
     for entry in ("tune", "evaluate", "report", "reproduce", "main"):
         assert entry_points[entry]["parameters"]["suite"]["default"] == "paper", entry
-    for name in ("noise_rate", "noise_type", "noise_seed", "val_fraction"):
+    for name in ("noise_rate", "noise_type", "noise_seed", "val_fraction", "dataset"):
         assert train[name] == getattr(NoiseRecipe, name)
+    # every entry point takes the dataset, with the CLI's default, and hands it on
+    for entry, spec in entry_points.items():
+        assert spec["parameters"]["dataset"]["default"] == NoiseRecipe.dataset, entry
+        assert "--dataset {dataset}" in spec["command"], entry
     tune = {p.name: p.default for p in cli.commands["tune"].params}
     assert tune["val_fraction"] == TuneSettings(mode="baseline").noise.val_fraction
     for command in ("tune", "reproduce"):

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
-from lgals.model import LAYER_SIZES, StackedMLP, batched_matmul, make_mlp
+from lgals.model import StackedMLP, batched_matmul, layer_sizes, make_mlp
 
 SEEDS = [0, 3, 17]
+SIZES = layer_sizes(40, 10)  # mnist1d's: 40 features, 10 classes
 N_PARAMS = 40 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10  # 78858
 
 
@@ -18,13 +19,13 @@ def flat(model: nn.Module) -> torch.Tensor:
 
 
 def test_make_mlp_architecture():
-    model = make_mlp(0)
+    model = make_mlp(0, SIZES)
     kinds = [type(m) for m in model]
     assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
     linears = [m for m in model if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(40, 256), (256, 256),
                                                                   (256, 10)]
-    assert LAYER_SIZES == (40, 256, 256, 10)
+    assert SIZES == (40, 256, 256, 10)
     assert flat(model).numel() == N_PARAMS
 
 
@@ -38,26 +39,26 @@ def test_make_mlp_is_pytorch_default_init_seeded(seed):
     finally:
         torch.set_rng_state(outer)
     expected = torch.cat([parameters_to_vector(layer.parameters()) for layer in layers]).detach()
-    assert torch.equal(flat(make_mlp(seed)), expected)
+    assert torch.equal(flat(make_mlp(seed, SIZES)), expected)
 
 
 def test_make_mlp_leaves_global_torch_rng_alone_and_seeds_differ():
     torch.manual_seed(99)
     expected = torch.rand(3)
     torch.manual_seed(99)
-    a, b, c = make_mlp(5), make_mlp(5), make_mlp(6)
+    a, b, c = make_mlp(5, SIZES), make_mlp(5, SIZES), make_mlp(6, SIZES)
     assert torch.equal(torch.rand(3), expected)
     assert torch.equal(flat(a), flat(b))
     assert not torch.equal(flat(a), flat(c))
 
 
 def test_stack_rows_are_make_mlp_parameters():
-    stack = StackedMLP(SEEDS)
+    stack = StackedMLP(SEEDS, "cpu", SIZES)
     assert stack.flat.shape == (len(SEEDS), N_PARAMS)
     assert stack.grad.shape == stack.flat.shape
     for i, seed in enumerate(SEEDS):
-        assert torch.equal(stack.flat[i], flat(make_mlp(seed)))
-        model = make_mlp(seed)
+        assert torch.equal(stack.flat[i], flat(make_mlp(seed, SIZES)))
+        model = make_mlp(seed, SIZES)
         linears = [m for m in model if isinstance(m, nn.Linear)]
         for layer, weight, bias in zip(linears, stack.weights, stack.biases):
             assert torch.equal(weight[i], layer.weight.detach())
@@ -65,7 +66,7 @@ def test_stack_rows_are_make_mlp_parameters():
 
 
 def test_layer_views_share_storage_with_flat_buffers():
-    stack = StackedMLP([1, 2])
+    stack = StackedMLP([1, 2], "cpu", SIZES)
     stack.flat[1, 0] = 123.0  # first entry of layer 0's weight
     assert stack.weights[0][1, 0, 0].item() == 123.0
     stack.flat[0, -1] = -7.0  # last entry: layer 2's last bias
@@ -83,7 +84,7 @@ def reference_logits(stack, x):
 @pytest.mark.parametrize("shared", [True, False])
 def test_forward_equals_module_forward(shared):
     gen = torch.Generator().manual_seed(0)
-    stack = StackedMLP(SEEDS)
+    stack = StackedMLP(SEEDS, "cpu", SIZES)
     x = torch.randn(32, 40, generator=gen) if shared else torch.randn(3, 32, 40, generator=gen)
     logits, inputs = stack.forward(x)
     assert logits.shape == (3, 32, 10)
@@ -105,7 +106,7 @@ def test_forward_equals_module_forward(shared):
 @pytest.mark.parametrize("shared", [True, False])
 def test_backward_equals_autograd(shared):
     gen = torch.Generator().manual_seed(1)
-    stack = StackedMLP(SEEDS)
+    stack = StackedMLP(SEEDS, "cpu", SIZES)
     # move off the init a little so the test does not depend on init-specific structure
     stack.flat.add_(0.01 * torch.randn(stack.flat.shape, generator=gen))
     x = torch.randn(64, 40, generator=gen) if shared else torch.randn(3, 64, 40, generator=gen)
@@ -124,7 +125,7 @@ def test_backward_equals_autograd(shared):
 
 def test_backward_overwrites_rather_than_accumulates():
     gen = torch.Generator().manual_seed(2)
-    stack = StackedMLP([4, 5])
+    stack = StackedMLP([4, 5], "cpu", SIZES)
     x = torch.randn(16, 40, generator=gen)
     logit_grad = torch.randn(2, 16, 10, generator=gen)
     _, inputs = stack.forward(x)
@@ -137,7 +138,7 @@ def test_backward_overwrites_rather_than_accumulates():
 
 
 def test_module_round_trips():
-    stack = StackedMLP(SEEDS)
+    stack = StackedMLP(SEEDS, "cpu", SIZES)
     stack.flat.add_(torch.randn(stack.flat.shape, generator=torch.Generator().manual_seed(3)))
     for i in range(len(SEEDS)):
         model = stack.module(i)
@@ -153,14 +154,14 @@ def test_module_round_trips():
         assert not torch.equal(flat(model), stack.flat[i])
         assert torch.equal(flat(stack.module(i)), stack.flat[i])
     # a module loaded into a fresh stack's row reproduces it
-    fresh = StackedMLP(SEEDS)
+    fresh = StackedMLP(SEEDS, "cpu", SIZES)
     fresh.flat[1].copy_(flat(stack.module(1)))
     assert torch.equal(fresh.flat[1], stack.flat[1])
 
 
 def test_predict_is_bit_identical_to_reloaded_module():
     """``predict`` (used for held-out metrics) must match the saved ``nn.Sequential`` exactly."""
-    stack = StackedMLP(SEEDS)
+    stack = StackedMLP(SEEDS, "cpu", SIZES)
     stack.flat.add_(0.05 * torch.randn(stack.flat.shape,
                                        generator=torch.Generator().manual_seed(4)))
     x = torch.randn(200, 40, generator=torch.Generator().manual_seed(5))

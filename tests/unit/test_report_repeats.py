@@ -84,6 +84,28 @@ def test_the_noise_filter_and_settings_never_mix(store):
         "fixed_ls": [clean]}
 
 
+def test_a_report_never_mixes_datasets(store):
+    """mnist1d's runs from before datasets had names, and digits' runs at the same setting:
+    a setting is one dataset's; without one, the latest run's dataset (or the one asked)."""
+    old = evaluate(store, "baseline", {0: 0.5, 1: 0.5})
+    digits = NoiseRecipe(0.2, dataset="digits")
+    baseline = evaluate(store, "baseline", {0: 0.8, 1: 0.8}, noise=digits)
+    lgals = evaluate(store, "lgals", {0: 0.9, 1: 0.9}, noise=digits)
+
+    def found(**kwargs) -> dict:
+        modes = collect(store.experiment_id, **kwargs)
+        return {m: (r.dataset, r.run_ids) for m, r in modes.items()}
+
+    assert found(noise=NoiseRecipe(0.2)) == {"baseline": ("mnist1d", [old])}
+    assert found(noise=digits) == found() == {"baseline": ("digits", [baseline]),
+                                              "lgals": ("digits", [lgals])}
+    assert found(dataset="mnist1d") == {"baseline": ("mnist1d", [old])}
+    assert found(dataset="mnist1d_hard") == {}
+    report = build(collect(store.experiment_id))
+    assert markdown(report).startswith("# Claims of the note (made on mnist1d) on digits with "
+                                       "20% symmetric label noise")
+
+
 def test_a_run_logged_as_pair_at_rate_0_is_the_clean_setting(store):
     clean = evaluate(store, "baseline", {0: 0.9, 1: 0.9}, noise=NoiseRecipe(0.0, "pair"))
     evaluate(store, "baseline", {0: 0.5, 1: 0.5}, noise=NoiseRecipe(0.2, "pair"))
