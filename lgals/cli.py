@@ -22,6 +22,7 @@ import click
 
 from lgals.data import (
     DATASETS,
+    DEFAULT_DATASET,
     MAX_NOISE_RATE,
     MAX_VAL_FRACTION,
     NOISE_TYPES,
@@ -540,13 +541,17 @@ def reproduce_command(protocol, claim, out, workers, storage, device, tracking_u
           experiment_id)
 
 
+# An MLproject parameter must have a value: these values mean "not given", and are dropped.
+# --repeats 0 / --seeds 0: the protocol's own (for `report`, all there are); --claim note: the
+# note's claim file; --dataset mnist1d: the default, or a --claim file's own dataset.
+NOT_GIVEN = {"--repeats": "0", "--seeds": "0", "--claim": "note", "--dataset": DEFAULT_DATASET}
+
+
 def project_argv(argv: list[str]) -> list[str]:
-    """An MLproject entry point's arguments: ``--repeats 0`` / ``--seeds 0`` mean "not given"
-    (the protocol's own; for ``report`` all there are), as an MLproject parameter must have a
-    value, so they are dropped."""
+    """An MLproject entry point's arguments, those that mean "not given" dropped."""
     kept: list[str] = []
     for arg in argv:
-        if arg == "0" and kept and kept[-1] in ("--repeats", "--seeds"):
+        if kept and NOT_GIVEN.get(kept[-1]) == arg:
             kept.pop()
         else:
             kept.append(arg)

@@ -20,9 +20,11 @@ def test_a_plugin_in_a_fresh_environment_gets_its_claim_card(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     bin_dir = venv / "bin"
-    subprocess.run([str(bin_dir / "pip"), "install", "-q", "-c", str(ROOT / "constraints.txt"),
-                    str(ROOT), str(EXAMPLES / "lgals-apl")],
-                   check=True, capture_output=True, timeout=900)
+    installed = subprocess.run([str(bin_dir / "pip"), "install", "-q", "-c",
+                                str(ROOT / "constraints.txt"), str(ROOT),
+                                str(EXAMPLES / "lgals-apl")],
+                               capture_output=True, text=True, timeout=900)
+    assert installed.returncode == 0, installed.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k not in MLFLOW_ENV and k != "PYTHONPATH"}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
 

@@ -66,7 +66,11 @@ def test_sweep_settings_run_rate_zero_once():
     assert all(s.val_fraction == CLAIM.noise.val_fraction for s in settings)
 
 
-def test_project_argv_drops_only_the_zero_sizes():
+def test_project_argv_drops_only_what_means_not_given():
+    assert cli.project_argv(["--claim", "note", "--dataset", "mnist1d", "--out", "note"]) == [
+        "--out", "note"]
+    assert cli.project_argv(["--claim", "x.yaml", "--dataset", "digits"]) == [
+        "--claim", "x.yaml", "--dataset", "digits"]
     assert cli.project_argv(["--out", "0", "--repeats", "0", "--seeds", "0", "--batch", "0"]) == [
         "--out", "0", "--batch", "0"]
     assert cli.project_argv(["--repeats", "3", "--seeds", "10"]) == [
