@@ -13,7 +13,7 @@ import torch
 from support.plugins import BROKEN, install_examples, write_distribution
 
 from lgals import checks
-from lgals.losses import BUILTIN_MODES, MODES, Mode, Step, _validate
+from lgals.losses import BUILTIN_MODES, MODES, Hyperparameter, Mode, Step, _validate
 from lgals.registry import load
 from lgals.schema import MODE, PLUGIN, PLUGIN_MODULE, PLUGIN_SHA256, PLUGIN_VERSION
 from lgals.train import TrainConfig, train
@@ -159,3 +159,28 @@ def test_a_built_in_run_carries_no_plugin_tags(run_main, tmp_path, monkeypatch):
     client = MlflowClient(uri)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert not {PLUGIN, PLUGIN_VERSION, PLUGIN_MODULE, PLUGIN_SHA256} & set(run.data.tags)
+
+
+def test_a_plugins_signal_and_state_reach_the_engine(dataset, monkeypatch):
+    """``signal`` is logged where LGALS logs its ε; ``state`` comes back per sample, as ELR's
+    targets do: a mode whose state counts how often each sample was seen."""
+    def counted(logits, labels, state, lr_scale):
+        """The loss is how often each sample was seen before (no gradient to speak of)."""
+        ce = torch.nn.functional.cross_entropy(logits.transpose(-1, -2), labels,
+                                               reduction="none")
+        return 0.0 * lr_scale * ce + state[..., 0], state + 1.0
+
+    mode = Mode(counted, {"lr_scale": Hyperparameter(1.0, 0.0, search=(0.5, 2.0))},
+                "Counted", state=True,
+                signal=lambda logits, labels, lr_scale: torch.full_like(labels, 0.25,
+                                                                       dtype=logits.dtype))
+    monkeypatch.setitem(MODES.loaded.entries, "counted", mode)
+    seen = []
+
+    def callback(report):
+        seen.append(report.eps.copy())
+
+    (result,) = train(dataset, TrainConfig.of("counted", epochs=2), [0], callback=callback)
+    assert result.history["eps_mean"] == pytest.approx([0.25, 0.25])
+    assert result.history["train_loss"] == [0.0, 1.0]
+    assert all((eps == 0.25).all() for eps in seen)
