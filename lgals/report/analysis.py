@@ -6,7 +6,7 @@ interval method and the selection rule it rests on."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import stats
@@ -213,8 +213,11 @@ def compare(a: ModeRuns, b: ModeRuns) -> Comparison:
 
 def build(modes: dict[str, ModeRuns], claim: Claim | None = None) -> Report:
     """The claim's orderings (default: the note's), then every other mode against each
-    reference mode (a pair the claim orders, once)."""
+    reference mode (a pair the claim orders, once). A claim's accuracies are its dataset's:
+    on another dataset its orderings are tested, with no claimed numbers beside them."""
     claim = claim or note()
+    if next(iter(modes.values())).dataset != claim.dataset:
+        claim = replace(claim, accuracy={})
     claimed = list(claim.orderings)
     pairs = claimed + [(mode, reference) for mode in modes if mode not in REFERENCES
                        for reference in REFERENCES

@@ -104,6 +104,7 @@ def test_a_report_never_mixes_datasets(store):
     report = build(collect(store.experiment_id))
     assert markdown(report).startswith("# Claims of the note (made on mnist1d) on digits with "
                                        "20% symmetric label noise")
+    assert "53.12" not in markdown(report)  # the note's accuracies are mnist1d's
 
 
 def test_a_run_logged_as_pair_at_rate_0_is_the_clean_setting(store):
