@@ -284,8 +284,8 @@ def train_command(seeds, first_seed, config, noise, device, tracking_uri, experi
     results, run_ids, parent = tracker.train(data, [config] * len(seed_list), seed_list,
                                              stage=Stage.TRAIN, progress=True, device=device)
     if run_ids:
-        click.echo(f"MLflow runs: {', '.join(run_ids)}" + (f" (parent {parent})" if parent
-                                                            else ""), err=True)
+        suffix = f" (parent {parent})" if parent else ""
+        click.echo(f"MLflow runs: {', '.join(run_ids)}{suffix}", err=True)
     params = {**config.mode_params(), **data.params(), "seeds": seed_list}
     accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
     if as_json:

@@ -433,24 +433,26 @@ BUILTIN_MODES: dict[str, Mode] = {
     "nls": _ls_mode(_fixed("nls_eps"), "NLS", "ablation", {"nls_eps": Hyperparameter(
         -0.2, -1.0, 0.0, high_open=True, search=(-1.0, -0.01),
         help="nls smoothing (negative).")}),
-    "gce": Mode(_gce_loss, {"gce_q": Hyperparameter(
-        0.7, 0.0, 1.0, low_open=True, search=(0.05, 1.0), help="gce exponent q.")},
-        "GCE", "peer", _gce),
-    "sce": Mode(_sce_loss, {
+    "gce": Mode(_gce_loss, label="GCE", family="peer", closed_form=_gce, hyperparameters={
+        "gce_q": Hyperparameter(0.7, 0.0, 1.0, low_open=True, search=(0.05, 1.0),
+                                help="gce exponent q.")}),
+    "sce": Mode(_sce_loss, label="SCE", family="peer", closed_form=_sce, hyperparameters={
         "sce_alpha": Hyperparameter(0.1, 0.0, search=(0.01, 10.0), log=True,
                                     help="sce weight of cross-entropy."),
         "sce_beta": Hyperparameter(1.0, 0.0, search=(0.01, 10.0), log=True,
-                                   help="sce weight of reverse cross-entropy.")},
-        "SCE", "peer", _sce),
-    "bootstrap": Mode(_bootstrap_loss, {"bootstrap_beta": Hyperparameter(
-        0.95, 0.5, 1.0, search=(0.5, 1.0), help="bootstrap weight of the observed label.")},
-        "Bootstrap", "peer", _bootstrap),
-    "elr": Mode(_elr_loss, {
-        "elr_beta": Hyperparameter(0.7, 0.0, 1.0, high_open=True, search=(0.5, 0.99),
-                                   help="elr momentum of the running targets."),
-        "elr_lambda": Hyperparameter(3.0, 0.0, search=(0.1, 10.0), log=True,
-                                     help="elr weight of the regulariser.")},
-        "ELR", "peer", _elr, state=True),
+                                   help="sce weight of reverse cross-entropy.")}),
+    "bootstrap": Mode(_bootstrap_loss, label="Bootstrap", family="peer",
+                      closed_form=_bootstrap, hyperparameters={
+                          "bootstrap_beta": Hyperparameter(
+                              0.95, 0.5, 1.0, search=(0.5, 1.0),
+                              help="bootstrap weight of the observed label.")}),
+    "elr": Mode(_elr_loss, label="ELR", family="peer", closed_form=_elr, state=True,
+                hyperparameters={
+                    "elr_beta": Hyperparameter(0.7, 0.0, 1.0, high_open=True,
+                                               search=(0.5, 0.99),
+                                               help="elr momentum of the running targets."),
+                    "elr_lambda": Hyperparameter(3.0, 0.0, search=(0.1, 10.0), log=True,
+                                                 help="elr weight of the regulariser.")}),
     "early_stop": Mode(_ce, {}, "EarlyStop", "peer", _baseline, picks_epochs=True),
 }
 

@@ -141,8 +141,8 @@ class Report:
                 row[f"diff_ci95_low_vs_{other}_pp"] = c.ci[0] if c else ""
                 row[f"diff_ci95_high_vs_{other}_pp"] = c.ci[1] if c else ""
                 row[f"p_improve_vs_{other}"] = c.p_improve if c else ""
-            row["claim_mean_pct"], row["claim_std_pct"] = self.claim.accuracy.get(mode,
-                                                                                 ("", ""))
+            claimed = self.claim.accuracy.get(mode, ("", ""))
+            row["claim_mean_pct"], row["claim_std_pct"] = claimed
             cost = self.cost_per_epoch(mode)
             row["seconds_per_epoch_per_seed"] = cost
             row["cost_vs_baseline"] = cost / base_cost if base_cost else ""

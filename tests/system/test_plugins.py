@@ -38,8 +38,8 @@ def test_broken_plugins_are_a_line_each_and_every_other_mode_works(site, tmp_pat
         assert line.startswith("lgals: warning: lgals.modes plugin") and said in line
 
 
-def test_check_mode_passes_the_example_and_fails_the_wrong_one_naming_the_check(site,
-                                                                                 tmp_path):
+def test_check_mode_passes_the_example_and_fails_the_wrong_one_naming_the_check(
+        site, tmp_path):
     good = run_lgals(["check-mode", "nce_rce"], tmp_path, PYTHONPATH=str(site))
     assert good.returncode == 0, good.stdout + good.stderr
     assert good.stdout.count("PASS ") == 4

@@ -172,8 +172,7 @@ def test_a_plugins_signal_and_state_reach_the_engine(dataset, monkeypatch):
 
     mode = Mode(counted, {"lr_scale": Hyperparameter(1.0, 0.0, search=(0.5, 2.0))},
                 "Counted", state=True,
-                signal=lambda logits, labels, lr_scale: torch.full_like(labels, 0.25,
-                                                                       dtype=logits.dtype))
+                signal=lambda logits, labels, lr_scale: torch.full(labels.shape, 0.25))
     monkeypatch.setitem(MODES.loaded.entries, "counted", mode)
     seen = []
 
