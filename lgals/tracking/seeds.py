@@ -226,7 +226,21 @@ def log_dataset(run_ids: Sequence[str], data: NoisyDataset) -> None:
     client = mlflow_client()
     with storing("logging the training set"):
         for run_id in run_ids:
-            client.log_inputs(run_id, datasets=inputs)
+            try:
+                client.log_inputs(run_id, datasets=inputs)
+            except Exception as error:
+                if not _made_meanwhile(error):
+                    raise
+                # another process (a tune worker) created the same dataset between MLflow's
+                # lookup and its insert: it is there now, and this run refers to it
+                client.log_inputs(run_id, datasets=inputs)
+
+
+def _made_meanwhile(error: Exception) -> bool:
+    """A dataset MLflow inserted while another process inserted it too (its unique key)."""
+    message = str(error)
+    return "datasets" in message and ("UNIQUE constraint failed" in message
+                                      or "duplicate key value" in message)
 
 
 def save_recipe(path: Path, data: NoisyDataset) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import lgals_apl
 import pytest
 import torch
+from mlflow import MlflowClient
+from support.mlflow_fixtures import all_runs, run_main
 from support.plugins import BROKEN, install_examples, write_distribution
 
 from lgals import checks
@@ -130,17 +132,12 @@ def test_a_plugin_losss_wrong_shape_is_named_when_it_trains():
         mean_loss.apply(step, {})
 
 
-def test_a_run_trained_with_a_plugin_mode_names_its_code(run_main, tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(["train", "--mode", "nce_rce", "--epochs", "1", "--seeds", "1",
-                             "--apl-beta", "2.5", "--tracking-uri",
-                             f"sqlite:///{tmp_path}/mlflow.db"])
-    assert code == 0, err
-    (run,) = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
-        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-         .search_experiments()])
+def test_a_run_trained_with_a_plugin_mode_names_its_code(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_main(["train", "--mode", "nce_rce", "--epochs", "1", "--seeds", "1",
+                       "--apl-beta", "2.5", "--tracking-uri", uri], tmp_path)
+    assert result.code == 0, result.err
+    (run,) = all_runs(MlflowClient(uri))
     source = Path(lgals_apl.__file__)
     assert run.data.tags[MODE] == "nce_rce"
     assert (run.data.tags[PLUGIN], run.data.tags[PLUGIN_VERSION],
@@ -149,15 +146,12 @@ def test_a_run_trained_with_a_plugin_mode_names_its_code(run_main, tmp_path, mon
     assert run.data.params["apl_beta"] == "2.5" and run.data.params["apl_alpha"] == "1.0"
 
 
-def test_a_built_in_run_carries_no_plugin_tags(run_main, tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.chdir(tmp_path)
+def test_a_built_in_run_carries_no_plugin_tags(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert run_main(["train", "--mode", "lgals", "--epochs", "1", "--seeds", "1",
-                     "--tracking-uri", uri])[0] == 0
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    result = run_main(["train", "--mode", "lgals", "--epochs", "1", "--seeds", "1",
+                       "--tracking-uri", uri], tmp_path)
+    assert result.code == 0, result.err
+    (run,) = all_runs(MlflowClient(uri))
     assert not {PLUGIN, PLUGIN_VERSION, PLUGIN_MODULE, PLUGIN_SHA256} & set(run.data.tags)
 
 
