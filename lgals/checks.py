@@ -68,16 +68,6 @@ def random_step(mode: Mode, seed: int, scale: float, dtype: torch.dtype = torch.
     return Step.of(logits, labels, targets=state, uniform=lambda: draws)
 
 
-def _autograd(mode: Mode, step: Step, hp: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """``loss``'s values and their autograd gradient with respect to the logits."""
-    logits = step.logits.clone().requires_grad_(True)
-    with torch.enable_grad():
-        out = mode.loss(logits, step.labels, **mode.context(step), **hp)
-        values = out[0] if mode.state else out
-        (grad,) = torch.autograd.grad(values.sum(), logits)
-    return values.detach(), grad
-
-
 def _largest_gap(a: Tensor, b: Tensor) -> str:
     gap = (a - b).abs()
     where = tuple(int(i) for i in (gap == gap.max()).nonzero()[0])
@@ -92,12 +82,12 @@ def check_closed_form(mode: Mode) -> Check:
     for seed, scale in SEEDS_AND_SCALES:
         step = random_step(mode, seed, scale)
         loss = mode.closed_form(step, hp)
-        values, grad = _autograd(mode, step, hp)
-        for what, got, expected, rtol, atol in (("values", loss.values, values, RTOL, RTOL),
-                                                ("gradient", loss.grad, grad, RTOL, ATOL)):
-            if got.shape != expected.shape or not torch.allclose(got, expected, rtol, atol):
-                detail = (f"shape {tuple(got.shape)} != {tuple(expected.shape)}"
-                          if got.shape != expected.shape else _largest_gap(got, expected))
+        expected = mode.autograd(step, hp)
+        for what, got, want, rtol, atol in (("values", loss.values, expected.values, RTOL, RTOL),
+                                            ("gradient", loss.grad, expected.grad, RTOL, ATOL)):
+            if got.shape != want.shape or not torch.allclose(got, want, rtol, atol):
+                detail = (f"shape {tuple(got.shape)} != {tuple(want.shape)}"
+                          if got.shape != want.shape else _largest_gap(got, want))
                 return Check(name, False, f"the closed form and loss's autograd disagree on "
                                           f"the {what} at logits scale {scale:g}: {detail}")
     return Check(name, True, f"values and gradients agree on {len(SEEDS_AND_SCALES)} random "
@@ -158,8 +148,7 @@ def check_per_sample(mode: Mode) -> Check:
     name = "per-sample loss"
     hp = _members(mode, torch.float64)
     step = random_step(mode, 5, 3.0)
-    out = mode.loss(step.logits, step.labels, **mode.context(step), **hp)
-    values = out[0] if mode.state else out
+    values, _ = mode.values(step.logits, step, hp)
     if not isinstance(values, Tensor) or values.shape != step.labels.shape:
         return Check(name, False, f"loss must return one value per sample, shape "
                                   f"{tuple(step.labels.shape)}; got "

@@ -78,9 +78,8 @@ def hyperparameter_options(func):
     @functools.wraps(func)
     def command(*args, mode, epochs, batch_size, **kwargs):
         values = {name: kwargs.pop(name) for name in HYPERPARAMETERS}
-        reads = (*EVERY_MODE, *MODES[mode].params)
         config = TrainConfig.of(mode, epochs=epochs, batch_size=batch_size,
-                                **{name: values[name] for name in reads})
+                                **{name: values[name] for name in MODES[mode].reads})
         return func(*args, config=config, **kwargs)
 
     return _apply(command, [

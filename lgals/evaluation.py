@@ -15,7 +15,7 @@ import yaml
 
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
-from lgals.losses import EVERY_MODE, MODES
+from lgals.losses import MODES
 from lgals.schema import (
     LATEST_FIRST,
     MODE,
@@ -38,7 +38,7 @@ from lgals.train import MemberResult, TrainConfig
 def file_params(mode: str) -> tuple[str, ...]:
     """What a --params-from file may set for ``mode``; ``epochs`` (early_stop's tuned epoch
     count) overrides the command's --epochs for that mode."""
-    return (*EVERY_MODE, *MODES[mode].params, "batch_size", "epochs")
+    return (*MODES[mode].reads, "batch_size", "epochs")
 
 
 @dataclass

@@ -252,20 +252,34 @@ class Mode:
         """The names of the hyperparameters it reads, besides the optimizer's."""
         return tuple(self.hyperparameters)
 
-    def context(self, step: Step) -> dict:
-        """The keywords ``loss`` gets beyond logits, labels and hyperparameters."""
-        return {**({"state": step.targets} if self.state else {}),
-                **({"uniform": step.uniform} if self.random else {})}
+    @property
+    def reads(self) -> dict[str, Hyperparameter]:
+        """Every hyperparameter a run of it reads, by name: the optimizer's, then its own."""
+        return {**EVERY_MODE, **self.hyperparameters}
+
+    def values(self, logits: Tensor, step: Step, hyperparameters: dict[str, Tensor]
+               ) -> tuple[Tensor, Tensor | None]:
+        """``loss`` of ``logits`` with the step's labels (and its state and draws, for a mode
+        that keeps or draws them): the per-sample values, and the new state or None."""
+        context = {**({"state": step.targets} if self.state else {}),
+                   **({"uniform": step.uniform} if self.random else {})}
+        out = self.loss(logits, step.labels, **context, **hyperparameters)
+        return out if self.state else (out, None)
 
     def apply(self, step: Step, hyperparameters: dict[str, Tensor]) -> Loss:
         """This step's loss and its gradient with respect to each sample's logits: the
-        closed form when there is one, else autograd of ``loss``, vectorised over members."""
+        closed form when there is one, else :meth:`autograd`."""
         if self.closed_form is not None:
             return self.closed_form(step, hyperparameters)
+        return self.autograd(step, hyperparameters)
+
+    def autograd(self, step: Step, hyperparameters: dict[str, Tensor]) -> Loss:
+        """``loss`` and its autograd gradient with respect to the logits only, vectorised over
+        members: how a mode without a closed form trains, and what ``check-mode`` holds a
+        closed form to."""
         with torch.enable_grad():
             logits = step.logits.detach().requires_grad_(True)
-            out = self.loss(logits, step.labels, **self.context(step), **hyperparameters)
-            values, new_state = out if self.state else (out, None)
+            values, new_state = self.values(logits, step, hyperparameters)
             if not isinstance(values, Tensor) or values.shape != step.labels.shape:
                 raise ValueError(f"{self.label or 'a mode'}'s loss must return per-sample "
                                  f"values of shape {tuple(step.labels.shape)}, got "

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lgals.data import NoisyDataset
-from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, Loss, Step, smoothed_cross_entropy
+from lgals.losses import EVERY_MODE, MODES, Loss, Step, smoothed_cross_entropy
 from lgals.metrics import detection_scores, epoch_metrics, margins
 from lgals.model import StackedMLP, layer_sizes
 
@@ -50,16 +50,16 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (LGALS needs a batch mean), got "
                              f"{self.batch_size}")
-        declared = MODES[self.mode].hyperparameters
-        unknown = sorted(set(self.hyperparameters) - set(declared))
+        mode = MODES[self.mode]
+        unknown = sorted(set(self.hyperparameters) - set(mode.hyperparameters))
         if unknown:
             raise ValueError(f"mode {self.mode} has no hyperparameter {', '.join(unknown)} "
-                             f"(it reads: {', '.join([*EVERY_MODE, *declared])})")
+                             f"(it reads: {', '.join(mode.reads)})")
         values = {name: float(self.hyperparameters.get(name, h.default))
-                  for name, h in declared.items()}
+                  for name, h in mode.hyperparameters.items()}
         object.__setattr__(self, "hyperparameters", values)
         for name, value in {"lr": self.lr, "weight_decay": self.weight_decay, **values}.items():
-            hyperparameter = HYPERPARAMETERS[name]
+            hyperparameter = mode.reads[name]
             if not hyperparameter.allows(value):
                 raise ValueError(f"{name} must be in {hyperparameter.describe()}, got {value}")
 

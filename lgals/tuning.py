@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from lgals.data import DEFAULT_DATASET, NoiseRecipe, NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting, redact_url
-from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES
+from lgals.losses import MODES
 from lgals.schema import (
     FIGURE,
     NOTE,
@@ -115,9 +115,8 @@ class TuneSettings:
 
 def suggest(trial: optuna.Trial, mode: str) -> dict[str, float]:
     """lr and weight decay for every mode, plus the mode's own hyperparameters."""
-    names = (*EVERY_MODE, *MODES[mode].params)
-    return {name: trial.suggest_float(name, *HYPERPARAMETERS[name].search,
-                                      log=HYPERPARAMETERS[name].log) for name in names}
+    return {name: trial.suggest_float(name, *hyperparameter.search, log=hyperparameter.log)
+            for name, hyperparameter in MODES[mode].reads.items()}
 
 
 def tuning_data(settings: TuneSettings) -> NoisyDataset:

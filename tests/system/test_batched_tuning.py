@@ -43,9 +43,8 @@ from support.tuning import (
     tune_runs,
 )
 
-from lgals.losses import MODES, SUITES
+from lgals.losses import HYPERPARAMETERS, MODES, SUITES
 from lgals.storage import open_storage
-from lgals.train import HYPERPARAMETERS
 from lgals.tuning import TuneSettings, create_study
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
