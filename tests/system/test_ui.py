@@ -181,8 +181,16 @@ def test_the_readme_filter_lists_exactly_the_evaluate_seed_runs(ui, page):
     search.press("Enter")
     choose(page, "Sort: Created", "final_test_acc")
     page.get_by_role("button", name="Sort: final_test_acc").wait_for()
-    wait_for(lambda: matching(page) == len(seed_run_names()), timeout=30,
-             what="the seed runs alone")
+    counted: list[int] = []
+
+    def counted_alone() -> bool:
+        counted[:] = [matching(page)]
+        return counted[0] == len(seed_run_names())
+
+    try:  # as until_listed: on a loaded machine the UI takes tens of seconds to count
+        wait_for(counted_alone, timeout=60, what="the seed runs alone")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; counted last: {counted}") from None
     until_listed(lambda: listed_runs(page), seed_run_names(), "the seed runs alone listed")
     assert sorted(listed_runs(page)) == sorted(seed_run_names())  # and each once
     models = page.locator("a[href*='/models/m-']")
