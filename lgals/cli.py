@@ -41,6 +41,7 @@ from lgals.errors import (
 )
 from lgals.interrupts import exit_code, install_interrupt_handlers
 from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES
+from lgals.model import PRECISIONS, Compute
 from lgals.registry import Registry
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
 from lgals.tracking.null import Untracked
@@ -48,7 +49,7 @@ from lgals.tracking.runs import end_dead_runs, scope
 from lgals.tracking.seeds import Tracked
 from lgals.tracking.store import connect, open_store, user_error
 from lgals.tracking.ui import runs_page
-from lgals.train import TrainConfig, resolve_device
+from lgals.train import TrainConfig
 
 # The stages' modules (Optuna, scipy, MLflow's model flavours) are imported in the command
 # bodies that use them, not here: `lgals --help` and a bad option answer without them.
@@ -148,16 +149,31 @@ def noise_options(split_option=None):
     return decorate
 
 
-def _device(ctx, param, value: str) -> str:
-    try:
-        return resolve_device(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error), ctx, param) from None
+def compute_options(func):
+    """``--device`` and ``--precision``, handed to the command as one ``compute``
+    (:class:`Compute`), checked before anything starts: CUDA must be there, and bf16 needs
+    a device that multiplies bfloat16 matrices in hardware."""
+    @functools.wraps(func)
+    def command(*args, device, precision, **kwargs):
+        try:
+            compute = Compute.of(device, precision)
+        except ValueError as error:
+            hint = "'--precision'" if "bf16" in str(error) else "'--device'"
+            raise click.BadParameter(str(error), click.get_current_context(),
+                                     param_hint=hint) from None
+        return func(*args, compute=compute, **kwargs)
 
+    return _apply(command, [
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True,
+                     help="Where to train: `auto` takes CUDA when torch sees a GPU."),
+        click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32",
+                     show_default=True,
+                     help="Of the matrix products: bf16 runs them in bfloat16 (weights, "
+                          "optimizer, losses and metrics stay float32), on CPUs with "
+                          "AVX512-BF16 or AMX and on CUDA."),
+    ])
 
-device_option = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    callback=_device, help="Where to train: `auto` takes CUDA when torch sees a GPU.")
 # tuning.DEFAULT_BATCH, written out so the CLI starts without importing Optuna (a test in
 # tests/unit/test_mlproject.py keeps the two, and MLproject's, equal)
 batch_option = click.option(
@@ -265,11 +281,11 @@ def cli() -> None:
 @noise_options(click.option("--val-fraction", type=FiniteRange(0.0, MAX_VAL_FRACTION),
                             default=NOISE.val_fraction, show_default=True,
                             help="Noisy validation split carved from training."))
-@device_option
+@compute_options
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def train_command(seeds, first_seed, config, noise, device, tracking_uri, experiment_name,
+def train_command(seeds, first_seed, config, noise, compute, tracking_uri, experiment_name,
                   no_tracking, as_json) -> None:
     """Train seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 of one mode together.
 
@@ -281,11 +297,12 @@ def train_command(seeds, first_seed, config, noise, device, tracking_uri, experi
     tracker = Untracked() if no_tracking else Tracked(_experiment(tracking_uri, experiment_name))
     data = load_dataset(noise)
     results, run_ids, parent = tracker.train(data, [config] * len(seed_list), seed_list,
-                                             stage=Stage.TRAIN, progress=True, device=device)
+                                             stage=Stage.TRAIN, progress=True, compute=compute)
     if run_ids:
         suffix = f" (parent {parent})" if parent else ""
         click.echo(f"MLflow runs: {', '.join(run_ids)}{suffix}", err=True)
-    params = {**config.mode_params(), **data.params(), "seeds": seed_list}
+    params = {**config.mode_params(), **data.params(), "precision": compute.precision,
+              "seeds": seed_list}
     accs = [r.final_test_acc for r in results if r.final_test_acc is not None]
     if as_json:
         document = {
@@ -327,7 +344,8 @@ def train_command(seeds, first_seed, config, noise, device, tracking_uri, experi
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
 @storage_option
 @click.option("--study-name", help="[default: lgals-MODE, lgals-DATASET-MODE on a dataset "
-                                   "other than mnist1d]; with several modes, a prefix.")
+                                   "other than mnist1d; -bf16 after it at --precision bf16]; "
+                                   "with several modes, a prefix.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the study.")
 @click.option("--sampler-seed", type=int, default=0, show_default=True)
@@ -337,10 +355,10 @@ def train_command(seeds, first_seed, config, noise, device, tracking_uri, experi
               show_default=True)
 @repeats_option
 @batch_option
-@device_option
+@compute_options
 @tracking_options
 def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
-                 workers, sampler_seed, train_seed, pruner, repeats, batch, device, tracking_uri,
+                 workers, sampler_seed, train_seed, pruner, repeats, batch, compute, tracking_uri,
                  experiment_name) -> None:
     """Tune lr, weight decay and each mode's own parameters with Optuna (TPE).
 
@@ -356,13 +374,13 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
     settings = [TuneSettings(
         mode=m, n_trials=n_trials, epochs=epochs, batch_size=batch_size,
         noise=noise, val_labels=val_labels, train_seed=train_seed,
-        sampler_seed=sampler_seed, pruner=pruner,
+        sampler_seed=sampler_seed, pruner=pruner, precision=compute.precision,
         study_name=f"{study_name}-{m}" if prefix else study_name or "",
     ) for m in mode_list]
     for repeat in range(repeats):
         with scope({REPEAT: repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             for summary in tune_modes([s.repeated(repeat) for s in settings], experiment_id,
-                                      storage, workers, batch=batch, device=device):
+                                      storage, workers, batch=batch, device=compute.device):
                 click.echo(describe_study(summary))
 
 
@@ -379,10 +397,10 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
 @noise_options()
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
 @repeats_option
-@device_option
+@compute_options
 @tracking_options
 def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_experiment, noise,
-                     vary_noise, repeats, device, tracking_uri, experiment_name) -> None:
+                     vary_noise, repeats, compute, tracking_uri, experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds;
     repetition r on its own noise draw, with the params of its own tune."""
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
@@ -401,7 +419,7 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
     for repeat, repeat_sources in enumerate(sources):
         with scope({REPEAT: repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             results = evaluate_modes(repeat_sources, experiment_id, seed_list, epochs,
-                                     noise.repeated(repeat), vary_noise, device=device)
+                                     noise.repeated(repeat), vary_noise, compute=compute)
         for mode, mode_results in results.items():
             click.echo(("" if repeats == 1 else f"repetition {repeat}: ")
                        + describe_results(mode, mode_results))
@@ -473,7 +491,7 @@ def protocol_options(func):
     ``protocol``. With a --claim (the command's, if it has one): the claim's protocol unless
     --protocol/--quick name one, at the claim's noise setting, over the claim's modes."""
     @functools.wraps(func)
-    def command(*args, protocol, quick, dataset, repeats, seeds, modes, suite, batch,
+    def command(*args, protocol, quick, dataset, repeats, seeds, modes, suite, batch, compute,
                 **kwargs):
         from lgals.protocols import PROTOCOLS
 
@@ -492,8 +510,8 @@ def protocol_options(func):
         chosen = dataclasses.replace(chosen, suite=suite, batch=batch,
                                      modes=_chosen_modes(claim, suite, modes),
                                      repeats=repeats or chosen.repeats,
-                                     seeds=seeds or chosen.seeds)
-        return func(*args, protocol=chosen, **kwargs)
+                                     seeds=seeds or chosen.seeds, precision=compute.precision)
+        return func(*args, protocol=chosen, device=compute.device, **kwargs)
 
     return _apply(command, [
         click.option("--protocol", type=click.Choice(["claim", "robust", "quick"]),
@@ -509,7 +527,7 @@ def protocol_options(func):
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      default="results", show_default=True),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
-        storage_option, device_option, tracking_uri_option,
+        storage_option, compute_options, tracking_uri_option,
         click.option("--experiment-name",
                      help="[default: lgals, or lgals-quick with the quick protocol]"),
     ])
@@ -762,11 +780,11 @@ def datasets_command(as_json) -> None:
               show_default=True, help="Epochs to measure at, increasing; not with --run.")
 @click.option("--batches", type=click.IntRange(min=1), default=8, show_default=True,
               help="Fixed training batches (of the batch size) measured at each checkpoint.")
-@device_option
+@compute_options
 @tracking_options
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def diagnose_command(run_id, seed, config, noise, checkpoints, batches, device, tracking_uri,
+def diagnose_command(run_id, seed, config, noise, checkpoints, batches, compute, tracking_uri,
                      experiment_name, no_tracking, as_json) -> None:
     """Does s_i track the weight-gradient alignment? Per-sample weight gradients at
     checkpoints, their cosines to the batch mean (all layers, each layer), correlations with
@@ -803,7 +821,7 @@ def diagnose_command(run_id, seed, config, noise, checkpoints, batches, device, 
     if run_id:
         found = diagnose.diagnose_model(model, data, epochs, batch_size, settings)
     else:
-        found = diagnose.diagnose_training(data, config, seed, settings, device)
+        found = diagnose.diagnose_training(data, config, seed, settings, compute)
     if not no_tracking:
         logged = diagnose.log_diagnosis(
             experiment_id, found, f"diagnose-{about['mode']}",

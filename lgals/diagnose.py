@@ -32,7 +32,7 @@ from lgals.claim import note
 from lgals.data import NoisyDataset
 from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
-from lgals.model import layer_sizes, make_mlp
+from lgals.model import Compute, layer_sizes, make_mlp
 from lgals.plots import alignment_scatter
 from lgals.schema import STAGE, Stage
 from lgals.statistics import ALPHA
@@ -208,7 +208,8 @@ def fixed_batches(n_samples: int, batch_size: int, settings: DiagnoseSettings) -
 
 
 def diagnose_training(data: NoisyDataset, config: TrainConfig, train_seed: int,
-                      settings: DiagnoseSettings, device: str = "cpu") -> list[Checkpoint]:
+                      settings: DiagnoseSettings, compute: Compute = Compute()
+                      ) -> list[Checkpoint]:
     """Train one model and measure at each checkpoint epoch (1 = after the first epoch)."""
     batches = fixed_batches(len(data.y_train), config.batch_size, settings)
     checkpoints: list[Checkpoint] = []
@@ -218,7 +219,7 @@ def diagnose_training(data: NoisyDataset, config: TrainConfig, train_seed: int,
             model = report.model(0)
             checkpoints.append(analyse(measure(model, data, batches, report.epoch), settings))
 
-    train(data, config, [train_seed], callback=observe, progress=True, device=device)
+    train(data, config, [train_seed], callback=observe, progress=True, compute=compute)
     return checkpoints
 
 

@@ -16,6 +16,7 @@ import yaml
 from lgals.data import NoiseRecipe, load_dataset
 from lgals.errors import BadSetting
 from lgals.losses import MODES
+from lgals.model import Compute
 from lgals.schema import (
     LATEST_FIRST,
     MODE,
@@ -141,14 +142,14 @@ def _number(value) -> float | None:
 def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: list[int],
                   epochs: int, noise: NoiseRecipe, vary_noise: bool,
                   parent_run_id: str | None = None, progress: bool = True,
-                  device: str = "cpu") -> tuple[str, list[MemberResult]]:
+                  compute: Compute = Compute()) -> tuple[str, list[MemberResult]]:
     """Train ``seeds`` with the mode's params under one evaluate run; return its id, results."""
     config = make_config(mode, epochs, source)
     tags = {**mode_tags(mode), STAGE: Stage.EVALUATE, PARAMS_SOURCE: source.source}
     params = {**config.mode_params(), **noise.params(), "seeds": ",".join(map(str, seeds)),
               "vary_noise": vary_noise, "params_source": source.source,
               "tune_run_id": source.tune_run_id, "tune_study": source.tune_study,
-              **source_info()}
+              **compute.params(), **source_info()}
     tags[NOTE] = (f"Final evaluation of {MODES[mode].label}: seeds "
                   f"{', '.join(map(str, seeds))} x {epochs} epochs on the full noisy "
                   f"training set ({noise.setting}, noise seed {noise.noise_seed}), one "
@@ -166,15 +167,16 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
             data = load_dataset(recipe)
             done, _, _ = tracked_train(
                 data, [config] * len(group), group, experiment_id=experiment_id,
-                stage=Stage.EVALUATE, parent_run_id=run_id, progress=progress, device=device)
+                stage=Stage.EVALUATE, parent_run_id=run_id, progress=progress, compute=compute)
             results += done
     return run_id, results
 
 
 def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, seeds: list[int],
-                        epochs: int, noise: NoiseRecipe, repeat: int) -> str | None:
+                        epochs: int, noise: NoiseRecipe, repeat: int,
+                        precision: str = "fp32") -> str | None:
     """A finished evaluate run of exactly this work (params, seeds, dataset and noise draw,
-    repetition), which a resumed protocol reuses instead of training it again."""
+    repetition, precision), which a resumed protocol reuses instead of training it again."""
     expected = {**make_config(mode, epochs, source).mode_params(),
                 "seeds": ",".join(map(str, seeds)), "vary_noise": False}
     expected = {key: str(value) for key, value in expected.items()}
@@ -184,6 +186,7 @@ def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, see
     return next((run.info.run_id for run in runs
                  if SEED not in run.data.tags and repeat_of(run) == repeat
                  and all(run.data.params.get(k) == v for k, v in expected.items())
+                 and run.data.params.get("precision", "fp32") == precision  # before: fp32
                  # read back as a recipe: a run from before datasets had names was mnist1d's
                  and NoiseRecipe.from_params(run.data.params) == noise), None)
 
@@ -204,7 +207,7 @@ def tune_source(summary: dict, batch_size: int) -> ParamsSource:
 
 def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: list[int],
                    epochs: int, noise: NoiseRecipe, vary_noise: bool = False,
-                   parent_run_id: str | None = None, device: str = "cpu"
+                   parent_run_id: str | None = None, compute: Compute = Compute()
                    ) -> dict[str, list[MemberResult]]:
     """Every mode's evaluation, under one umbrella run when several."""
     group = {"seeds": ",".join(map(str, seeds)), "epochs": epochs, **noise.params()}
@@ -213,5 +216,5 @@ def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: 
                    parent_run_id) as parent:
         for mode, source in sources.items():
             _, results[mode] = evaluate_mode(mode, source, experiment_id, seeds, epochs, noise,
-                                             vary_noise, parent_run_id=parent, device=device)
+                                             vary_noise, parent_run_id=parent, compute=compute)
     return results

@@ -9,12 +9,68 @@ training step ~25% cheaper on CPU (tests check it against autograd).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector
 
 HIDDEN = (256, 256)  # the note's hidden layers, whatever the dataset
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # of the matrix products
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX on a
+    CPU): without that, oneDNN emulates them and bf16 is slower than fp32, not faster."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where the engine trains, and the precision of its matrix products.
+
+    ``bf16``: the stack's products take bfloat16 operands (each GEMM accumulates in float32
+    and rounds its result to bfloat16); the master weights, their gradients, the optimizer,
+    softmax, losses, epsilon and every metric stay float32, and held-out sets are scored in
+    float32, so a logged model reloaded in float32 re-scores its logged accuracy exactly.
+    """
+
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r} (allowed: auto, cpu, cuda)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("CUDA is not available here (torch.cuda.is_available() is False)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
+        if self.precision == "bf16" and not bf16_supported(self.device):
+            raise ValueError(f"bf16 needs bfloat16 matrix units ({_BF16_UNITS[self.device]}), "
+                             f"which this {self.device} lacks: bf16 would be slower than fp32 "
+                             "here; use fp32")
+
+    @classmethod
+    def of(cls, device: str = "auto", precision: str = "fp32") -> Compute:
+        """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(device, precision)
+
+    @property
+    def matmul_dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+    def params(self) -> dict[str, str]:
+        """As run params (and tags): ``device`` and ``precision``."""
+        return {"device": self.device, "precision": self.precision}
+
+
+_BF16_UNITS = {"cpu": "AVX512-BF16 or AMX", "cuda": "compute capability 8.0 or newer"}
 
 
 def layer_sizes(n_features: int, n_classes: int) -> tuple[int, ...]:
@@ -46,6 +102,15 @@ def batched_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     return out
 
 
+def _product_into(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """``out = a @ b`` (batched), written in place even when ``out`` is wider than ``a``
+    (a float32 gradient of bfloat16 operands: the product is rounded, then widened)."""
+    if out.dtype == a.dtype:
+        batched_matmul(a, b, out=out)
+    else:
+        out.copy_(batched_matmul(a, b))
+
+
 def make_mlp(seed: int, sizes: tuple[int, ...]) -> nn.Sequential:
     """MLP of layer ``sizes`` (:func:`layer_sizes`) with ReLU and PyTorch's default
     initialisation, seeded."""
@@ -66,7 +131,7 @@ class StackedMLP:
     """
 
     def __init__(self, seeds: list[int], device: str | torch.device, sizes: tuple[int, ...],
-                 flat: Tensor | None = None):
+                 flat: Tensor | None = None, matmul_dtype: torch.dtype = torch.float32):
         self.seeds = list(seeds)
         self.sizes = tuple(sizes)
         if flat is None:
@@ -77,6 +142,11 @@ class StackedMLP:
         self.grad = torch.zeros_like(self.flat)
         self.weights, self.biases = self._views(self.flat)
         self.weight_grads, self.bias_grads = self._views(self.grad)
+        self.matmul_dtype = matmul_dtype
+        # the products' copy of the weights, refreshed from the float32 master each forward
+        self.low = (None if matmul_dtype == flat.dtype
+                    else torch.empty_like(flat, dtype=matmul_dtype))
+        self.matmul_weights = self.weights if self.low is None else self._views(self.low)[0]
 
     def _views(self, buffer: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         weights, biases, offset = [], [], 0
@@ -91,18 +161,21 @@ class StackedMLP:
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits ``[S, B, K]`` for ``x [S, B, F]`` (per-member batches) or ``[B, F]`` (shared).
 
-        Also returns the layer inputs, which :meth:`backward` needs.
+        Also returns the layer inputs (in the products' dtype), which :meth:`backward` needs.
+        Each product's result is float32 before its bias and ReLU.
         """
+        if self.low is not None:
+            self.low.copy_(self.flat)
         inputs = []
-        h = x
+        h = x.to(self.matmul_dtype)
         last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+        for i, (weight, bias) in enumerate(zip(self.matmul_weights, self.biases)):
             inputs.append(h)
             if h.dim() == 2:
                 h = h.expand(len(self.seeds), *h.shape)
-            h = batched_matmul(h, weight.transpose(1, 2)).add_(bias.unsqueeze(1))
+            h = batched_matmul(h, weight.transpose(1, 2)).float().add_(bias.unsqueeze(1))
             if i < last:
-                h = h.clamp_min_(0.0)
+                h = h.clamp_min_(0.0).to(self.matmul_dtype)
         return h, inputs
 
     @torch.no_grad()
@@ -127,22 +200,24 @@ class StackedMLP:
         """Write d(loss)/d(params) into ``grad`` from d(loss)/d(logits) ``[S, B, K]``.
 
         ``loss`` is the sum over members, so each member's gradient is that of its own loss.
+        The products run in the forward's dtype; bias gradients are float32 sums.
         """
         delta = logit_grad
         for i in reversed(range(len(self.weights))):
             h = inputs[i]
             if h.dim() == 2:
                 h = h.expand(delta.shape[0], *h.shape)
-            batched_matmul(delta.transpose(1, 2), h, out=self.weight_grads[i])
-            torch.sum(delta, 1, out=self.bias_grads[i])
+            operand = delta.to(self.matmul_dtype)
+            _product_into(operand.transpose(1, 2), h, self.weight_grads[i])
+            torch.sum(delta, 1, dtype=self.grad.dtype, out=self.bias_grads[i])
             if i > 0:  # inputs[i] is relu(z) of the layer below: pass where inputs[i] > 0
                 delta = torch.ops.aten.threshold_backward(
-                    batched_matmul(delta, self.weights[i]), inputs[i], 0.0)
+                    batched_matmul(operand, self.matmul_weights[i]), inputs[i], 0.0)
 
     def select(self, rows: list[int]) -> StackedMLP:
         """The members at ``rows`` as a new, smaller stack: a copy, with a fresh gradient buffer."""
         return StackedMLP([self.seeds[row] for row in rows], self.flat.device, self.sizes,
-                          flat=self.flat[rows])
+                          flat=self.flat[rows], matmul_dtype=self.matmul_dtype)
 
     def module(self, member: int) -> nn.Sequential:
         """Member ``member`` as a plain ``nn.Sequential`` in eval mode, on the CPU."""

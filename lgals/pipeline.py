@@ -18,10 +18,22 @@ from lgals.data import DEFAULT_DATASET, NoiseRecipe
 from lgals.errors import BadSetting
 from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
 from lgals.losses import SUITES
+from lgals.model import Compute
 from lgals.protocols import CLAIM, Protocol
 from lgals.report.publish import report_from_mlflow
 from lgals.report.sweep import sweep_report
-from lgals.schema import LATEST_FIRST, MODE, NOISE, NOTE, REPEAT, STAGE, Stage, runs_filter
+from lgals.schema import (
+    DEVICE,
+    LATEST_FIRST,
+    MODE,
+    NOISE,
+    NOTE,
+    PRECISION,
+    REPEAT,
+    STAGE,
+    Stage,
+    runs_filter,
+)
 from lgals.tracking.runs import in_run, run_name, scope, source_info
 from lgals.tracking.store import mlflow_client
 from lgals.train import TrainConfig
@@ -54,7 +66,7 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
             sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
             for mode, source in list(sources.items()):
                 done = finished_evaluation(experiment_id, mode, source, seeds, protocol.epochs,
-                                           noise, repeat)
+                                           noise, repeat, protocol.precision)
                 if done:
                     echo(f"[evaluate{of}] {mode}: reusing finished evaluate run {done}")
                     del sources[mode]
@@ -62,7 +74,8 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
                 echo(f"[evaluate{of}] {len(sources)} modes x {protocol.seeds} seeds x "
                      f"{protocol.epochs} epochs")
                 results = evaluate_modes(sources, experiment_id, seeds, protocol.epochs, noise,
-                                         parent_run_id=parent_run_id, device=device)
+                                         parent_run_id=parent_run_id,
+                                         compute=Compute(device, protocol.precision))
                 for mode, mode_results in results.items():
                     echo(describe_results(mode, mode_results))
             timings["evaluation"] += time.perf_counter() - started
@@ -80,6 +93,7 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     """Tune every mode -> evaluate over seeds (per repetition) -> report, the card testing
     ``claim`` (default: the note's); return each stage's seconds."""
     tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
+            DEVICE: device, PRECISION: protocol.precision,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
                   f"each tuning {', '.join(protocol.run_modes())} ({protocol.n_trials} "
                   f"trials) and evaluating each over {protocol.seeds} seeds, on "
@@ -133,7 +147,7 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
     params = {**_run_params(protocol, workers, device),
               "noise_rates": ",".join(f"{r:g}" for r in rates), "noise_types": ",".join(types)}
     timings: dict[str, float] = {}
-    tags = {STAGE: Stage.SWEEP, MODE: "all",
+    tags = {STAGE: Stage.SWEEP, MODE: "all", DEVICE: device, PRECISION: protocol.precision,
             NOTE: f"The {protocol.name} protocol on {protocol.noise.dataset} at "
                   f"{len(settings)} noise settings "
                   f"({', '.join(r.setting for r in settings)}): one `reproduce` run "

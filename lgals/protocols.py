@@ -34,6 +34,7 @@ class Protocol:
     experiment: str = "lgals"
     suite: str = "paper"  # which modes are tuned, evaluated and reported (losses.SUITES) ...
     modes: tuple[str, ...] = ()  # ... unless these name them (a claim's modes)
+    precision: str = "fp32"  # of the engine's matrix products (lgals.model.Compute)
 
     def run_modes(self) -> tuple[str, ...]:
         """The modes it tunes, evaluates and reports: its own, else its suite's."""
@@ -48,10 +49,13 @@ class Protocol:
 
     def study_prefix(self) -> str:
         """The Optuna studies' prefix: the experiment, the dataset unless it is mnist1d (whose
-        studies keep the names they had before datasets), and the noise setting unless it is
+        studies keep the names they had before datasets), the precision unless it is fp32,
+        and the noise setting unless it is
         the note's (so a sweep's note setting resumes a plain ``reproduce``'s studies)."""
         dataset = self.noise.dataset
         prefix = self.experiment if dataset == DEFAULT_DATASET else f"{self.experiment}-{dataset}"
+        if self.precision != "fp32":
+            prefix = f"{prefix}-{self.precision}"
         if self.noise.same_setting(replace(CLAIM.noise, dataset=dataset)):
             return prefix
         return f"{prefix}-{self.noise.setting}"
@@ -59,7 +63,8 @@ class Protocol:
     def tune_settings(self, repeat: int) -> list[TuneSettings]:
         """Repetition ``repeat``'s studies, one per mode it runs."""
         return [TuneSettings(mode=mode, n_trials=self.n_trials, epochs=self.epochs,
-                             noise=self.noise, study_name=f"{self.study_prefix()}-{mode}"
+                             noise=self.noise, precision=self.precision,
+                             study_name=f"{self.study_prefix()}-{mode}"
                              ).repeated(repeat) for mode in self.run_modes()]
 
 

@@ -31,6 +31,7 @@ STAGE = "lgals.stage"
 MODE = "lgals.mode"  # a mode's name, or "all" for a run over several modes
 SEED = "lgals.seed"  # a seed run's seed
 DEVICE = "lgals.device"
+PRECISION = "lgals.precision"  # fp32 or bf16: the matrix products' (lgals.model.Compute)
 REPEAT = "lgals.repeat"  # the repetition of a repeated study (absent: 0)
 NOISE = "lgals.noise"  # a sweep's noise setting, e.g. symmetric-0.2
 STUDY = "lgals.study"  # the Optuna study of a tune or trial run

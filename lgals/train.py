@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from lgals.data import NoisyDataset
 from lgals.losses import EVERY_MODE, MODES, Loss, Step, smoothed_cross_entropy
 from lgals.metrics import detection_scores, epoch_metrics, margins
-from lgals.model import StackedMLP, layer_sizes
+from lgals.model import Compute, StackedMLP, layer_sizes
+from lgals.optim import StackedAdamW
 
 
 @dataclass(frozen=True)
@@ -121,33 +122,6 @@ class EpochReport:
 Callback = Callable[[EpochReport], Iterable[int] | None]
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` must be available."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA is not available here (torch.cuda.is_available() is False)")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r} (allowed: auto, cpu, cuda)")
-    return name
-
-
-def _adamw(stack: StackedMLP, configs: list[TrainConfig]) -> torch.optim.AdamW:
-    """torch's fused AdamW stepping the flat buffer in place.
-
-    Members that share lr and weight decay are one tensor; otherwise each member's row is
-    its own param group, so trials with different hyperparameters can train together.
-    """
-    shared = len({(c.lr, c.weight_decay) for c in configs}) == 1
-    rows = [slice(None)] if shared else [slice(i, i + 1) for i in range(len(configs))]
-    groups = []
-    for row, config in zip(rows, configs):
-        param = stack.flat[row]
-        param.grad = stack.grad[row]  # the backward writes here; the optimizer reads it
-        groups.append({"params": [param], "lr": config.lr, "weight_decay": config.weight_decay})
-    return torch.optim.AdamW(groups, fused=True)
-
-
 class Stack:
     """The members still training, one row each: the stacked MLP, its optimizer, batch orders,
     hyperparameters and per-sample state (ELR's running targets, the margins summed for the
@@ -156,13 +130,14 @@ class Stack:
     Members may differ in mode: each mode's loss is computed on its own rows, vectorised.
     """
 
-    def __init__(self, seeds: Sequence[int], configs: Sequence[TrainConfig], device: str,
+    def __init__(self, seeds: Sequence[int], configs: Sequence[TrainConfig], compute: Compute,
                  n_samples: int, sizes: tuple[int, ...]):
         self.members = list(range(len(seeds)))  # the member of each row
         self.configs = list(configs)
-        self.device = torch.device(device)
-        self.mlp = StackedMLP(list(seeds), self.device, sizes)
-        self.optimizer = _adamw(self.mlp, self.configs)
+        self.device = torch.device(compute.device)
+        self.mlp = StackedMLP(list(seeds), self.device, sizes, matmul_dtype=compute.matmul_dtype)
+        self.optimizer = StackedAdamW(self.mlp.flat, self.mlp.grad,
+                                      [c.lr for c in configs], [c.weight_decay for c in configs])
         # each member's own stream: its batch order, then any random draws of its mode
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         n_classes = sizes[-1]
@@ -225,26 +200,14 @@ class Stack:
         """Remove ``members`` from the stack, carrying the others' weights and Adam state."""
         leaving = set(members)
         keep = [row for row, member in enumerate(self.members) if member not in leaving]
-        old = self.optimizer
         self.mlp = self.mlp.select(keep)
+        self.optimizer = self.optimizer.select(keep, self.mlp.flat, self.mlp.grad)
         self.members = [self.members[row] for row in keep]
         self.configs = [self.configs[row] for row in keep]
         self.generators = [self.generators[row] for row in keep]
         if self.targets is not None:
             self.targets = self.targets[keep]
         self.margin_sum = self.margin_sum[keep]
-        self.optimizer = _adamw(self.mlp, self.configs)
-        states = [old.state[p] for group in old.param_groups for p in group["params"]]
-        if states and states[0]:
-            moments = {key: torch.cat([state[key] for state in states])[keep]
-                       for key in ("exp_avg", "exp_avg_sq")}
-            rows = [slice(None)] if len(self.optimizer.param_groups) == 1 else [
-                slice(i, i + 1) for i in range(len(keep))]
-            for group, row in zip(self.optimizer.param_groups, rows):
-                (param,) = group["params"]
-                self.optimizer.state[param] = {
-                    "step": states[0]["step"].clone(),  # every member took every step
-                    **{key: value[row].clone() for key, value in moments.items()}}
         self._group_by_mode()
 
 
@@ -262,9 +225,10 @@ def train(
     seeds: Sequence[int],
     callback: Callback | None = None,
     progress: bool = False,
-    device: str = "cpu",
+    compute: Compute = Compute(),
 ) -> list[MemberResult]:
-    """Train one member per seed (with one config each, or one config for all) together.
+    """Train one member per seed (with one config each, or one config for all) together,
+    on ``compute``'s device and in its precision.
 
     Members share epochs, batch size and data; mode and the other hyperparameters may differ.
     """
@@ -276,7 +240,7 @@ def train(
         raise ValueError("members trained together must share epochs and batch size")
     ((n_epochs, batch_size),) = schedules
     results = [MemberResult(seed, cfg) for seed, cfg in zip(seeds, configs)]
-    stack = Stack(seeds, configs, device, len(data.y_train),
+    stack = Stack(seeds, configs, compute, len(data.y_train),
                   layer_sizes(data.n_features, data.n_classes))
     tensors = _EpochData.of(data, stack.device)
 

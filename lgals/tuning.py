@@ -24,9 +24,12 @@ from optuna.trial import TrialState
 from lgals.data import DEFAULT_DATASET, NoiseRecipe, NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting, redact_url
 from lgals.losses import MODES
+from lgals.model import Compute
 from lgals.schema import (
+    DEVICE,
     FIGURE,
     NOTE,
+    PRECISION,
     STAGE,
     STUDY,
     TRIAL,
@@ -85,12 +88,14 @@ class TuneSettings:
     train_seed: int = 0
     sampler_seed: int = 0
     pruner: str = "median"
+    precision: str = "fp32"  # the matrix products' (lgals.model.Compute)
     study_name: str = ""
 
     def __post_init__(self):
-        if not self.study_name:  # mnist1d's studies keep the names they had before datasets
+        if not self.study_name:  # mnist1d's fp32 studies keep the names they had before
             dataset = "" if self.noise.dataset == DEFAULT_DATASET else f"{self.noise.dataset}-"
             suffix = "-oracle" if self.val_labels == "clean" else ""
+            suffix += "" if self.precision == "fp32" else f"-{self.precision}"
             object.__setattr__(self, "study_name", f"lgals-{dataset}{self.mode}{suffix}")
 
     def repeated(self, repeat: int) -> TuneSettings:
@@ -155,8 +160,9 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
                                     pruner=pruner, load_if_exists=True)
         attrs = settings.study_attrs()
         recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
-        if recorded:  # a study made before datasets had names tuned on mnist1d
+        if recorded:  # a study made before datasets (precisions) had names: mnist1d (fp32)
             recorded.setdefault("dataset", DEFAULT_DATASET)
+            recorded.setdefault("precision", "fp32")
         if recorded and recorded != attrs:
             diff = ", ".join(f"{k}={recorded[k]!r}" for k in attrs
                              if recorded.get(k) != attrs[k])
@@ -274,7 +280,7 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
                 parent_run_id=[tune_runs[a.settings.mode] for a in asked], member_tags=tags,
                 member_names=[f"{a.settings.mode}-trial{a.trial.number:02d}" for a in asked],
                 log_models=False, callback=prune, on_runs_opened=point_to_runs,
-                progress=progress, device=device)
+                progress=progress, compute=Compute(device, asked[0].settings.precision))
         for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
             state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
                      "diverged": TrialState.FAIL}[result.status]
@@ -376,7 +382,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
         with ending(owned):
             for s in settings:
                 tags = {**mode_tags(s.mode), STAGE: Stage.TUNE, STUDY: s.study_name,
-                        VAL_LABELS: s.val_labels,
+                        VAL_LABELS: s.val_labels, DEVICE: device, PRECISION: s.precision,
                         NOTE: f"Optuna study `{s.study_name}`: {s.n_trials} trials of "
                               f"{MODES[s.mode].label}, {s.epochs} epochs each, scored "
                               f"on a {s.val_labels} validation split "

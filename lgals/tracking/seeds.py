@@ -29,9 +29,11 @@ from lgals.errors import LgalsError
 from lgals.interrupts import raise_if_interrupted
 from lgals.losses import MODES
 from lgals.metrics import histogram_counts
+from lgals.model import Compute
 from lgals.schema import (
     DEVICE,
     NOTE,
+    PRECISION,
     SEED,
     STAGE,
     STATUS,
@@ -251,8 +253,9 @@ def save_recipe(path: Path, data: NoisyDataset) -> None:
                         train_index=data.train_index, val_index=data.val_index)
 
 
-def run_params(config: TrainConfig, data: NoisyDataset) -> dict:
-    return {**config.mode_params(), **data.params(), **source_info()}
+def run_params(config: TrainConfig, data: NoisyDataset, compute: Compute) -> dict:
+    return {**config.mode_params(), **data.params(), "precision": compute.precision,
+            **source_info()}
 
 
 def tracked_train(
@@ -269,7 +272,7 @@ def tracked_train(
     callback: Callback | None = None,
     on_runs_opened: Callable[[list[str]], None] | None = None,
     progress: bool = False,
-    device: str = "cpu",
+    compute: Compute = Compute(),
 ) -> tuple[list[MemberResult], list[str], str | None]:
     """Train ``seeds`` together with one MLflow run per member.
 
@@ -286,9 +289,10 @@ def tracked_train(
     with ending(owned):
         if parent_run_id is None and len(seeds) > 1:
             mode = configs[0].mode
-            shared = {**run_params(configs[0], data), "seeds": ",".join(map(str, seeds))}
+            shared = {**run_params(configs[0], data, compute), "seeds": ",".join(map(str, seeds))}
             parent_run_id = open_run(experiment_id, run_name(f"{stage}-{mode}"),
-                                     {**mode_tags(mode), STAGE: stage,
+                                     {**mode_tags(mode), STAGE: stage, DEVICE: compute.device,
+                                      PRECISION: compute.precision,
                                       NOTE: f"{MODES[mode].label}: seeds {shared['seeds']} "
                                             "trained together, one run each below."},
                                      shared, adopt_project_run=True)
@@ -300,9 +304,9 @@ def tracked_train(
                                                      member_names):
             run_id = open_run(experiment_id, name,
                               {**mode_tags(config.mode), STAGE: stage, SEED: seed,
-                               DEVICE: device,
+                               DEVICE: compute.device, PRECISION: compute.precision,
                                **extra},
-                              {**run_params(config, data), "seed": seed},
+                              {**run_params(config, data, compute), "seed": seed},
                               parent_run_id=parent, adopt_project_run=parent is None)
             owned.append(run_id)
             run_ids.append(run_id)
@@ -317,7 +321,7 @@ def tracked_train(
 
         try:
             results = train(data, list(configs), list(seeds), callback=observe,
-                            progress=progress, device=device)
+                            progress=progress, compute=compute)
         except BaseException:  # interrupted or failed: the epochs trained are stored first
             logger.flush()
             with suppress(RuntimeError, LgalsError):  # a dead writer: the runs end all the same
@@ -339,8 +343,8 @@ class Tracked:
     experiment_id: str
 
     def train(self, data: NoisyDataset, configs: Sequence[TrainConfig], seeds: Sequence[int],
-              *, stage: Stage, progress: bool = False, device: str = "cpu",
+              *, stage: Stage, progress: bool = False, compute: Compute = Compute(),
               ) -> tuple[list[MemberResult], list[str], str | None]:
         """The results, the seed runs' ids and their parent's id (see :func:`tracked_train`)."""
         return tracked_train(data, configs, seeds, experiment_id=self.experiment_id,
-                             stage=stage, progress=progress, device=device)
+                             stage=stage, progress=progress, compute=compute)

@@ -177,3 +177,31 @@ def test_modes_lists_every_mode_with_its_hyperparameters_by_hand(run_main):
     assert f"elr (ELR, peer; suites peers, all; closed form; from lgals {version('lgals')}; " \
            "keeps_state)" in lines
     assert "nls_eps         valid [-1, 0)      search -1...-0.01 (linear), default -0.2" in out
+
+
+PRECISION_COMMANDS = ["train", "tune", "evaluate", "reproduce", "sweep", "diagnose"]
+
+
+@pytest.mark.parametrize("command", PRECISION_COMMANDS)
+def test_an_unknown_precision_is_one_line_and_starts_nothing(run_main, command, tmp_path,
+                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main([command, "--precision", "fp16"])
+    assert_one_line_error(code, out, err, "--precision")
+    assert "'fp16' is not one of 'fp32', 'bf16'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", PRECISION_COMMANDS)
+def test_bf16_without_bf16_units_is_one_line_and_starts_nothing(run_main, command, tmp_path,
+                                                                monkeypatch):
+    """A CPU without AVX512-BF16 or AMX would emulate bf16, slower than fp32: refused."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main([command, "--precision", "bf16", "--device", "cpu"])
+    assert_one_line_error(code, out, err, "--precision")
+    assert "bf16 needs bfloat16 matrix units (AVX512-BF16 or AMX)" in err
+    assert list(tmp_path.iterdir()) == []

@@ -15,10 +15,11 @@ import pytest
 from mlflow import MlflowClient
 from support.mlflow_fixtures import history, isolated_mlflow, run_main, sqlite_runs, sqlite_uri
 
+from lgals.model import bf16_supported
 from lgals.schema import HEARTBEAT
 from lgals.settings import stale_seconds
 from lgals.tracking.runs import HEARTBEATS, end_dead_runs, end_runs, ending, open_run
-from lgals.tracking.seeds import model_name, tracked_train
+from lgals.tracking.seeds import model_name, model_uri, tracked_train
 from lgals.tracking.store import connect
 
 
@@ -78,6 +79,33 @@ def test_bad_input_with_tracking_creates_no_run(tmp_path):
     assert "--lr" in lines[0]
     assert not db.exists() or sqlite_runs(db) == []
     assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no bfloat16 matrix units")
+def test_a_bf16_run_says_so_and_its_float32_model_rescores_exactly(tmp_path, dataset):
+    """Every run of ``train --precision bf16`` carries the precision as a param and a tag;
+    each seed's logged model (float32 master weights) reloads and scores the test accuracy
+    the run logged, to the last digit (held-out sets are scored in float32)."""
+    import mlflow.pytorch
+    import torch
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    result = run_main(["train", "--precision", "bf16", "--epochs", "2", "--seeds", "2",
+                       "--tracking-uri", uri], tmp_path)
+    assert result.code == 0, result.err
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("lgals").experiment_id])
+    assert len(runs) == 3
+    for run in runs:
+        assert run.data.params["precision"] == run.data.tags["lgals.precision"] == "bf16"
+    for child in (r for r in runs if "mlflow.parentRunId" in r.data.tags):
+        with isolated_mlflow():
+            mlflow.set_tracking_uri(uri)
+            model = mlflow.pytorch.load_model(model_uri(child.info.run_id))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        with torch.no_grad():
+            predictions = model(torch.from_numpy(dataset.x_test)).argmax(-1).numpy()
+        assert float((predictions == dataset.y_test).mean()) == child.data.metrics["test_acc"]
 
 
 def test_diverged_training_fails_its_runs_and_exits_without_a_traceback(tmp_path, _cache_dir):

@@ -19,7 +19,8 @@ from lgals.losses import (
     SUITES,
     alignment_to_epsilon,
 )
-from lgals.train import TrainConfig, resolve_device, train
+from lgals.model import Compute, bf16_supported
+from lgals.train import TrainConfig, train
 from unit.test_model import flat
 
 EPOCHS = 3
@@ -457,27 +458,58 @@ def test_every_member_stopping_ends_training(dataset):
 
 
 def test_device_names_resolve():
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert Compute.of("cpu").device == "cpu"
+    assert Compute.of("auto").device == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="allowed: auto, cpu, cuda"):
-        resolve_device("tpu")
+        Compute.of("tpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_without_cuda_is_refused():
     with pytest.raises(ValueError, match="CUDA is not available"):
-        resolve_device("cuda")
+        Compute.of("cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs CUDA; these machines have no GPU (the benchmarks print theirs)")
 def test_cuda_stack_matches_cpu_and_returns_cpu_models(dataset):
-    on_gpu = train(dataset, MIXED, MIXED_SEEDS, device="cuda")
+    on_gpu = train(dataset, MIXED, MIXED_SEEDS, compute=Compute("cuda"))
     on_cpu = train(dataset, MIXED, MIXED_SEEDS)
     for gpu, cpu, config in zip(on_gpu, on_cpu, MIXED):
         assert all(p.device.type == "cpu" for p in gpu.model.parameters())
         assert_histories_close(gpu.history, cpu.history, rtol=1e-3, atol=1e-3)
         assert_params_close(gpu.model, cpu.model, config.lr)
+
+
+# bfloat16 keeps 8 significant bits (a unit in the last place is 2**-8 of a value). A member
+# trained in a stack runs the same bf16 products as alone, so it rounds them the same way up
+# to the order a kernel accumulates in (bit for bit here, with oneDNN); the tolerance leaves
+# room for one unit of difference in a product, which training can carry to about 1e-2 in a
+# loss and to a few of the 1000 test samples in an accuracy.
+BF16_RTOL, BF16_ACC_ATOL = 1e-2, 5e-3
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no bfloat16 matrix units")
+def test_bf16_stacked_members_equal_each_member_alone_through_compaction(dataset):
+    """Mixed modes and hyperparameters in bf16, two members leaving after epoch 1: each
+    trains as it does alone in bf16, and not as in float32 (the products are rounded)."""
+    bf16 = Compute(precision="bf16")
+    recorder = Recorder(stop={1: [0, 2]})
+    results = train(dataset, MIXED, MIXED_SEEDS, callback=recorder, compute=bf16)
+    fp32 = train(dataset, MIXED, MIXED_SEEDS, callback=Recorder(stop={1: [0, 2]}))
+    moved = 0.0
+    for member, (result, config, seed) in enumerate(zip(results, MIXED, MIXED_SEEDS)):
+        alone = train(dataset, config, [seed], compute=bf16)[0]
+        if member in (0, 2):
+            alone.history = {k: v[:1] for k, v in alone.history.items()}
+        for key, values in result.history.items():
+            tolerance = {"atol": BF16_ACC_ATOL} if key.endswith("_acc") else {"rtol": BF16_RTOL}
+            if key != "epoch_seconds":
+                np.testing.assert_allclose(values, alone.history[key], err_msg=key, **tolerance)
+        moved = max(moved, abs(result.history["train_loss"][-1]
+                               - fp32[member].history["train_loss"][-1]))
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert moved > 1e-6  # bf16 really ran: float32 rounds otherwise
 
 
 # --- configuration ------------------------------------------------------------------------
