@@ -124,6 +124,19 @@ def paired_test(differences: np.ndarray) -> float:
     return float(stats.ttest_1samp(x, 0.0).pvalue)
 
 
+def equivalence_test(differences: np.ndarray, margin: float) -> float:
+    """TOST (Schuirmann's two one-sided tests): the p-value that the mean of the paired
+    ``differences [R, S]`` lies outside ``±margin``, over the units of :func:`units`. Below
+    ``ALPHA``, the two are equivalent within the margin: the ``1 - 2 ALPHA`` t interval lies
+    inside it. NaN when there are too few units."""
+    x = units(differences)
+    if len(x) < 2:
+        return math.nan
+    lower = stats.ttest_1samp(x, -margin, alternative="greater").pvalue
+    upper = stats.ttest_1samp(x, margin, alternative="less").pvalue
+    return float(max(lower, upper))
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error rate), in the input's order."""
     p = np.asarray(pvalues, dtype=float)

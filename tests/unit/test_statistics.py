@@ -13,6 +13,7 @@ from support.mlflow_fixtures import PROJECT
 from lgals.statistics import (
     T_COVERAGE,
     Variance,
+    equivalence_test,
     hierarchical_bootstrap,
     holm,
     minimum_detectable_difference,
@@ -150,3 +151,22 @@ def test_the_coverage_the_card_quotes_is_the_benchmarks():
         given, over = zip(*pairs)
         assert T_COVERAGE[size].given_draws == (min(given), max(given))
         assert T_COVERAGE[size].over_draws == (min(over), max(over))
+
+
+def test_equivalence_test_by_hand():
+    """Repetition means 0.1, 0.2, 0.3, 0.0, -0.1: mean 0.1, standard error sqrt(0.025 / 5);
+    against a margin of 0.5 the upper one-sided test is the weaker, t = (0.1 - 0.5) / SE."""
+    differences = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3], [0.0, 0.0], [-0.1, -0.1]])
+    se = math.sqrt(0.025 / 5)
+    expected = stats.t.cdf((0.1 - 0.5) / se, df=4)
+    assert equivalence_test(differences, 0.5) == pytest.approx(expected, rel=1e-9)
+    assert expected < 0.01
+
+
+@pytest.mark.parametrize("margin", [0.2, 0.3, 0.45, 0.6])
+def test_equivalence_is_the_90_percent_interval_inside_the_margin(margin):
+    differences = np.array([[0.1], [0.2], [0.3], [0.0], [-0.1]]).repeat(3, axis=1)
+    _, low, high = t_interval(differences, level=0.90)
+    inside = -margin < low and high < margin
+    assert (equivalence_test(differences, margin) < 0.05) == inside
+    assert math.isnan(equivalence_test(np.array([[0.1]]), margin))  # one unit: no test

@@ -1,0 +1,136 @@
+"""Does bf16 give the study the same answers as fp32? The robust protocol at both precisions.
+
+Runs the real pipeline (``lgals.pipeline.reproduce``, tracked) with the robust protocol (5
+repetitions x 10 seeds, 20 trials per mode, 100 epochs) once with float32 and once with bf16
+matrix products, each in stores of its own under ``--keep`` (a rerun reuses what finished
+there), and compares them over the repetitions, the independent units (each has its own noise
+draw, split and tuning; its seeds share them):
+
+- per mode, the mean final test accuracy, fp32 - bf16: its 95% t interval, and TOST
+  (Schuirmann's two one-sided tests) against a margin of +-0.5 pp; equivalent when p < 0.05,
+  that is when the 90% interval lies inside the margin;
+- the same for each claim's paired difference (LGALS - FixedLS, FixedLS - Baseline,
+  LGALS - Baseline): the difference between the precisions of a difference between modes;
+- the same for the flipped-label AUROC of 1 - s_i in LGALS' runs (mean over epochs), in
+  AUROC points x 100 against the same margin;
+- the claim card's verdicts at each precision, which must agree.
+
+bf16 passes when every TOST is below 0.05 and every verdict agrees. ``--epochs``,
+``--trials``, ``--repeats`` and ``--seeds`` shrink the protocol for a trial run.
+
+    python benchmarks/precision_equivalence.py --keep DIR [--epochs N] [--trials N]
+        [--repeats R] [--seeds S] [--json]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from common import describe_machine, emit_json, machine, parser
+
+from lgals.claim import note
+from lgals.model import Compute
+from lgals.pipeline import reproduce
+from lgals.protocols import ROBUST
+from lgals.report.analysis import build, claim_card
+from lgals.report.collect import collect, collect_diagnosis
+from lgals.statistics import ALPHA, equivalence_test, t_interval
+from lgals.tracking.store import connect
+
+PRECISIONS = ("fp32", "bf16")
+MARGIN_PP = 0.5
+CLAIMS = (("lgals", "fixed_ls"), ("fixed_ls", "baseline"), ("lgals", "baseline"))
+
+
+def run(directory: Path, protocol) -> tuple[str, float]:
+    """The protocol in ``directory``'s stores; its experiment id and wall seconds."""
+    directory.mkdir(parents=True, exist_ok=True)
+    experiment_id = connect(f"sqlite:///{directory / 'mlflow.db'}", "equivalence")
+    started = time.perf_counter()
+    reproduce(experiment_id, directory / "results", protocol,
+              storage=f"sqlite:///{directory / 'optuna.db'}",
+              echo=lambda line: print(line, file=sys.stderr))
+    return experiment_id, time.perf_counter() - started
+
+
+def results(directory: Path, experiment_id: str, protocol) -> tuple[dict, list]:
+    """Per quantity compared, its ``[R, S]`` values (pp); and the claim card's verdicts."""
+    connect(f"sqlite:///{directory / 'mlflow.db'}", "equivalence")
+    runs = collect(experiment_id, protocol.run_modes(), dataclasses.replace(
+        protocol.noise, val_fraction=0.0), protocol.repeats, protocol.seeds)
+    values = {mode: 100 * r.matrix() for mode, r in runs.items()}
+    for a, b in CLAIMS:
+        values[f"{a} - {b}"] = values[a] - values[b]
+    values["AUROC of 1 - s_i (x100)"] = 100 * runs["lgals"].curve_matrix("noise_auroc")
+    report = build(runs, note())
+    report.diagnosis = collect_diagnosis(experiment_id)
+    return values, [(v.claim, v.status) for v in claim_card(report)]
+
+
+def compare(fp32: np.ndarray, bf16: np.ndarray) -> dict:
+    differences = fp32 - bf16
+    mean, low, high = t_interval(differences)
+    _, low90, high90 = t_interval(differences, level=1 - 2 * ALPHA)
+    p = equivalence_test(differences, MARGIN_PP)
+    return {"fp32": float(fp32.mean()), "bf16": float(bf16.mean()), "difference": mean,
+            "ci95": [low, high], "ci90": [low90, high90], "tost_p": p,
+            "equivalent": bool(p < ALPHA)}
+
+
+def main() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    cli = parser(__doc__)
+    cli.add_argument("--keep", type=Path, required=True, help="the stores go (or are) here")
+    cli.add_argument("--epochs", type=int, default=ROBUST.epochs)
+    cli.add_argument("--trials", type=int, default=ROBUST.n_trials)
+    cli.add_argument("--repeats", type=int, default=ROBUST.repeats)
+    cli.add_argument("--seeds", type=int, default=ROBUST.seeds)
+    args = cli.parse_args()
+    protocol = dataclasses.replace(ROBUST, epochs=args.epochs, n_trials=args.trials,
+                                   repeats=args.repeats, seeds=args.seeds)
+    info = machine()
+    walls, values, verdicts = {}, {}, {}
+    for precision in PRECISIONS:
+        Compute(precision=precision)  # refused here, before anything runs, if unsupported
+        directory = args.keep / precision
+        at = dataclasses.replace(protocol, precision=precision)
+        experiment_id, walls[precision] = run(directory, at)
+        values[precision], verdicts[precision] = results(directory, experiment_id, at)
+    rows = {name: compare(values["fp32"][name], values["bf16"][name])
+            for name in values["fp32"]}
+    same_verdicts = verdicts["fp32"] == verdicts["bf16"]
+    document = {"machine": info, "protocol": dataclasses.asdict(protocol) | {
+                    "noise": protocol.noise.params()},
+                "margin_pp": MARGIN_PP, "wall_s": walls, "rows": rows,
+                "verdicts": {p: [list(v) for v in verdicts[p]] for p in PRECISIONS},
+                "same_verdicts": same_verdicts,
+                "bf16_passes": same_verdicts and all(r["equivalent"] for r in rows.values())}
+    if args.json:
+        emit_json(document)
+        return
+    print(f"robust protocol ({protocol.repeats} x {protocol.seeds} seeds, {protocol.n_trials} "
+          f"trials, {protocol.epochs} epochs) in fp32 and bf16; {describe_machine(info)}; "
+          f"wall: fp32 {walls['fp32'] / 60:.1f} min, bf16 {walls['bf16'] / 60:.1f} min "
+          "(a rerun reuses finished work)\n")
+    print(f"| quantity (pp) | fp32 | bf16 | fp32 - bf16 [95% CI] | 90% CI | TOST p (±{MARGIN_PP}) "
+          "| equivalent |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['fp32']:.2f} | {r['bf16']:.2f} | {r['difference']:+.2f} "
+              f"[{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}] | [{r['ci90'][0]:+.2f}, "
+              f"{r['ci90'][1]:+.2f}] | {r['tost_p']:.3f} | {'yes' if r['equivalent'] else 'no'} |")
+    print("\n| claim | fp32 | bf16 |\n|---|---|---|")
+    for (claim, a), (_, b) in zip(verdicts["fp32"], verdicts["bf16"]):
+        print(f"| {claim} | {a} | {b} |")
+    print(f"\n{'PASS' if document['bf16_passes'] else 'FAIL'}: bf16 is equivalent within "
+          f"±{MARGIN_PP} pp on every quantity and the verdicts "
+          f"{'agree' if same_verdicts else 'differ'}")
+
+
+if __name__ == "__main__":
+    main()
