@@ -452,12 +452,15 @@ def _experiment_id(name: str) -> str:
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Seeds 0..N-1 of each [default: the seeds every evaluation has].")
 @noise_options()
+@click.option("--precision", type=click.Choice(list(PRECISIONS)),
+              help="Report the runs trained at this precision [default: the latest run's]; "
+                   "runs of different precisions are never one set.")
 @click.option("--sweep", "of_sweep", is_flag=True,
               help="Instead: the latest sweep's report (sweep.md, .csv, sweep_accuracy.png).")
 @claim_option
 @tracking_options
-def report_command(out, modes, suite, repeats, seeds, noise, of_sweep, claim, tracking_uri,
-                   experiment_name) -> None:
+def report_command(out, modes, suite, repeats, seeds, noise, precision, of_sweep, claim,
+                   tracking_uri, experiment_name) -> None:
     """The claim card, tables, statistics and plots from the latest evaluate runs of the
     suite's modes on one dataset at one noise setting, per repetition (MLflow only); without
     --dataset and the noise options, those of the latest run."""
@@ -469,7 +472,7 @@ def report_command(out, modes, suite, repeats, seeds, noise, of_sweep, claim, tr
     if of_sweep:
         from lgals.pipeline import sweep_report_again
 
-        sweep_report_again(experiment_id, out, dataset, echo=click.echo)
+        sweep_report_again(experiment_id, out, dataset, precision, echo=click.echo)
         return
     setting = noise if _given("noise_rate") or _given("noise_type") else (
         claim.protocol.noise if claim else None)
@@ -477,7 +480,8 @@ def report_command(out, modes, suite, repeats, seeds, noise, of_sweep, claim, tr
         setting = dataclasses.replace(setting, dataset=dataset)
     modes = _chosen_modes(claim, suite, modes) or SUITES[suite]
     report_from_mlflow(experiment_id, out, modes=modes, echo=click.echo, noise=setting,
-                       repeats=repeats, seeds=seeds, claim=claim, dataset=dataset)
+                       repeats=repeats, seeds=seeds, claim=claim, dataset=dataset,
+                       precision=precision)
 
 
 # protocols.PROTOCOLS' names and sizes, written out so that --help imports neither them nor

@@ -106,23 +106,25 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
         started = time.perf_counter()
         report_from_mlflow(experiment_id, out, top, modes=protocol.run_modes(), echo=echo,
                            noise=protocol.noise, repeats=protocol.repeats, seeds=protocol.seeds,
-                           claim=claim)
+                           claim=claim, precision=protocol.precision)
         timings["report"] = time.perf_counter() - started
     return timings
 
 
 def sweep_report_again(experiment_id: str, out: Path, dataset: str | None = None,
+                       precision: str | None = None,
                        echo: Callable[[str], None] = print) -> None:
-    """The latest finished sweep's report (of ``dataset``, if given), rebuilt from MLflow
-    alone: its dataset, settings and size are its run's params (a sweep from before datasets
-    had names was on mnist1d)."""
+    """The latest finished sweep's report (of ``dataset`` and ``precision``, if given),
+    rebuilt from MLflow alone: its dataset, settings, precision and size are its run's params
+    (a sweep from before datasets and precisions had names was on mnist1d, in fp32)."""
     runs = mlflow_client().search_runs(
         [experiment_id], runs_filter(Stage.SWEEP, status="FINISHED"),
         order_by=list(LATEST_FIRST), max_results=500)
     of = [run for run in runs
-          if dataset in (None, run.data.params.get("dataset", DEFAULT_DATASET))]
+          if dataset in (None, run.data.params.get("dataset", DEFAULT_DATASET))
+          and precision in (None, run.data.params.get("precision", "fp32"))]
     if not of:
-        on = f" on {dataset}" if dataset else ""
+        on = (f" on {dataset}" if dataset else "") + (f" at {precision}" if precision else "")
         raise BadSetting(f"--sweep: no finished sweep{on} in this experiment: run `lgals "
                          "sweep`")
     params = of[0].data.params
@@ -131,7 +133,8 @@ def sweep_report_again(experiment_id: str, out: Path, dataset: str | None = None
                           params["noise_types"].split(","))
     modes = params["modes"].split(",") if params.get("modes") else SUITES[params["suite"]]
     sweep_report(experiment_id, out, recipes, modes=modes,
-                 repeats=int(params["repeats"]), seeds=int(params["seeds"]), echo=echo)
+                 repeats=int(params["repeats"]), seeds=int(params["seeds"]),
+                 precision=params.get("precision", "fp32"), echo=echo)
 
 
 def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[NoiseRecipe],
@@ -163,6 +166,6 @@ def sweep(experiment_id: str, out: Path, protocol: Protocol, recipes: Sequence[N
         started = time.perf_counter()
         sweep_report(experiment_id, out, recipes, modes=protocol.run_modes(),
                      repeats=protocol.repeats, seeds=protocol.seeds, parent_run_id=top,
-                     echo=echo)
+                     precision=protocol.precision, echo=echo)
         timings["sweep report"] = time.perf_counter() - started
     return timings

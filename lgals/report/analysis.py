@@ -121,6 +121,11 @@ class Report:
         """What its runs trained on: one dataset (:func:`collect` never mixes them)."""
         return next(iter(self.modes.values())).dataset
 
+    @property
+    def precision(self) -> str:
+        """Of its runs' matrix products: one precision (:func:`collect` never mixes them)."""
+        return next(iter(self.modes.values())).precision
+
     def rows(self) -> list[dict]:
         base_cost = self.cost_per_epoch("baseline")
         rows = []

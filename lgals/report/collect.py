@@ -83,6 +83,7 @@ class ModeRuns:
     eps_edges: np.ndarray | None = None
     selections: list[Selection] = field(default_factory=list)  # one per run of run_ids
     dataset: str = DEFAULT_DATASET  # what the runs trained on
+    precision: str = "fp32"  # of their matrix products (lgals.model.Compute)
 
     def matrix(self, keys: Iterable[Key] | None = None) -> np.ndarray:
         """Final accuracies ``[R, S]`` (fractions) on ``keys`` (default: all of them)."""
@@ -105,14 +106,16 @@ class Diagnosis:
 
 def collect(experiment_id: str, modes: Sequence[str] | None = None,
             noise: NoiseRecipe | None = None, repeats: int | None = None,
-            seeds: int | None = None, dataset: str | None = None) -> dict[str, ModeRuns]:
+            seeds: int | None = None, dataset: str | None = None,
+            precision: str | None = None) -> dict[str, ModeRuns]:
     """For each of ``modes`` (default: the paper suite's) and each repetition, the latest
     finished evaluate run and its seed runs, from MLflow only.
 
     ``noise``: only runs of its dataset and noise setting (:meth:`NoiseRecipe.same_setting`:
     its draw and split aside, any type at rate 0); without it, the dataset and setting of the
     first mode's latest run (of ``dataset``, if given), so that neither datasets nor settings
-    ever mix. ``repeats``: repetitions 0..repeats-1 only. ``seeds``: per (mode, repetition)
+    ever mix; likewise ``precision`` (default: the latest run's): runs of different precisions
+    are never one set. ``repeats``: repetitions 0..repeats-1 only. ``seeds``: per (mode, repetition)
     prefer the latest run that ran seeds 0..seeds-1, and use only those. A run without a
     repetition tag (:data:`lgals.schema.REPEAT`) is repetition 0.
     """
@@ -137,6 +140,10 @@ def collect(experiment_id: str, modes: Sequence[str] | None = None,
                        if r.data.tags[MODE] == mode and of_dataset(r)), None)
         noise = _noise(latest) if latest else None
     parents = [r for r in parents if _same_setting(_noise(r), noise)]
+    if precision is None:
+        precision = next((precision_of(r) for mode in modes for r in parents
+                          if r.data.tags[MODE] == mode), "fp32")
+    parents = [r for r in parents if precision_of(r) == precision]
     wanted = set(range(seeds)) if seeds is not None else None
     found = {}
     for mode in modes:
@@ -151,8 +158,26 @@ def collect(experiment_id: str, modes: Sequence[str] | None = None,
             chosen.append((repeat, parent, members, len(children[parent.info.run_id])))
         if chosen:
             found[mode] = _mode_runs(client, mode, chosen,
-                                     noise.dataset if noise else DEFAULT_DATASET)
+                                     noise.dataset if noise else DEFAULT_DATASET, precision)
     return found
+
+
+def precision_of(run) -> str:
+    """The precision a run trained at (a run from before precisions had names: fp32)."""
+    return run.data.params.get("precision", "fp32")
+
+
+def other_precisions(experiment_id: str, runs: Mapping[str, ModeRuns]) -> dict[str, int]:
+    """Finished evaluate runs of ``runs``' modes, dataset and noise setting that trained at
+    another precision than they did (:func:`collect` left them out), counted by precision."""
+    chosen = next(iter(runs.values()))
+    setting = _noise(mlflow_client().get_run(chosen.run_ids[0]))
+    candidates = _search(mlflow_client(), experiment_id,
+                         runs_filter(Stage.EVALUATE, status="FINISHED"))
+    return dict(Counter(precision_of(r) for r in candidates
+                        if SEED not in r.data.tags and r.data.tags.get(MODE) in runs
+                        and _same_setting(_noise(r), setting)
+                        and precision_of(r) != chosen.precision))
 
 
 def _search(client, experiment_id: str, query: str) -> list:
@@ -211,7 +236,7 @@ def unfinished(experiment_id: str) -> dict[str, int]:
 
 
 def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]],
-               dataset: str) -> ModeRuns:
+               dataset: str, precision: str) -> ModeRuns:
     """One mode's runs on ``dataset`` from ``(repeat, evaluate run, its seed runs used, seeds
     it stacked)`` per repetition."""
     members = sorted(((repeat, int(r.data.tags[SEED]), r)
@@ -227,7 +252,8 @@ def _mode_runs(client, mode: str, chosen: list[tuple[int, object, list, int]],
     runs = ModeRuns(mode, [parent.info.run_id for _, parent, _, _ in chosen],
                     1 if vary_noise else stacked,
                     {(repeat, seed): r.data.metrics["final_test_acc"]
-                     for repeat, seed, r in members}, curves, dataset=dataset)
+                     for repeat, seed, r in members}, curves, dataset=dataset,
+                    precision=precision)
     tunes: dict[str, object] = {}
     runs.selections = [_selection(client, parent, tunes) for _, parent, _, _ in chosen]
     with tempfile.TemporaryDirectory() as tmp:

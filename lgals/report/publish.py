@@ -17,7 +17,14 @@ from lgals.errors import BadSetting
 from lgals.losses import MODES
 from lgals.plots import comparison_figure, detection_figure, epsilon_figure
 from lgals.report.analysis import Report, build
-from lgals.report.collect import CURVES, DETECTORS, collect, collect_diagnosis, unfinished
+from lgals.report.collect import (
+    CURVES,
+    DETECTORS,
+    collect,
+    collect_diagnosis,
+    other_precisions,
+    unfinished,
+)
 from lgals.report.render import csv_text, markdown
 from lgals.schema import MODE, STAGE, Stage
 from lgals.tracking.runs import in_run, source_info
@@ -66,7 +73,7 @@ def write(report: Report, out_dir: Path, experiment_id: str,
                "epsilon_plot.png": epsilon_figure(eps, curves),
                "detection_plot.png": detection_figure(detectors)}
     params = {"evaluate_runs": ",".join(i for r in report.modes.values() for i in r.run_ids),
-              "dataset": report.dataset}
+              "dataset": report.dataset, "precision": report.precision}
     metrics = {f"{mode}.final_test_acc_mean_pct": row["final_test_acc_mean_pct"]
                for mode, row in zip(report.modes, report.rows())}
     run_id = publish(out_dir, {"results.md": markdown(report), "results.csv": csv_text(report)},
@@ -80,11 +87,11 @@ def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None 
                        echo: Callable[[str], None] = print,
                        noise: NoiseRecipe | None = None, repeats: int | None = None,
                        seeds: int | None = None, claim: Claim | None = None,
-                       dataset: str | None = None) -> Report:
-    """Collect ``modes`` (default: the paper suite's; of ``dataset``, if given: see
-    :func:`collect`), build, write and log the report, its card testing ``claim`` (default:
-    the note's); print its tables."""
-    runs = collect(experiment_id, modes, noise, repeats, seeds, dataset)
+                       dataset: str | None = None, precision: str | None = None) -> Report:
+    """Collect ``modes`` (default: the paper suite's; of ``dataset`` and ``precision``, if
+    given: see :func:`collect`), build, write and log the report, its card testing ``claim``
+    (default: the note's); print its tables, and a line for runs of another precision."""
+    runs = collect(experiment_id, modes, noise, repeats, seeds, dataset, precision)
     if not runs:
         on = f" on {dataset}" if dataset and noise is None else ""
         raise BadSetting(f"no finished evaluate runs{on} in this experiment: run `lgals "
@@ -93,6 +100,12 @@ def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None 
     report.diagnosis = collect_diagnosis(experiment_id)
     out_dir, run_id = write(report, out, experiment_id, parent_run_id)
     echo(markdown(report))
+    others = other_precisions(experiment_id, runs)
+    if others:
+        echo(f"left out {sum(others.values())} evaluate runs at another precision ("
+             + ", ".join(f"{n} at {p}" for p, n in sorted(others.items()))
+             + f"): this report is of the {report.precision} runs; `lgals report --precision "
+             f"{min(others)}` reports those")
     skipped = unfinished(experiment_id)
     if skipped:
         echo(f"left out {sum(skipped.values())} evaluate runs that did not finish ("

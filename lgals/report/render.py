@@ -64,7 +64,9 @@ def markdown(report: Report) -> str:
         f"# Claims of {claim.name}"
         + (f" (made on {claim.dataset})" if claim.dataset != report.dataset else "")
         + f" on {report.dataset} with {noise.noise_rate:.0%} "
-        f"{noise.noise_type} label noise: our measurement", "",
+        f"{noise.noise_type} label noise: our measurement"
+        + ("" if report.precision == "fp32" else
+           f" ({report.precision} matrix products, float32 elsewhere)"), "",
         "## The claim card", "", *card, "",
         f"**Intervals.** {interval_method(report)}", "",
         f"**Selection.** {selection_rule(report)}", "",

@@ -101,17 +101,17 @@ def panels(recipes: Sequence[NoiseRecipe]) -> list[NoiseRecipe]:
 def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
                  modes: Sequence[str] | None = None, repeats: int | None = None,
                  seeds: int | None = None,
-                 parent_run_id: str | None = None,
+                 parent_run_id: str | None = None, precision: str = "fp32",
                  echo: Callable[[str], None] = print) -> dict[NoiseRecipe, Report]:
-    """The sweep's table, csv and figure from MLflow: each setting's runs collected and
-    compared as in the report, written to ``out`` and logged as a report run; the
-    per-setting reports, in :func:`panels`' order (those without runs left out), a setting
-    every type shares (rate 0) one report under each type."""
+    """The sweep's table, csv and figure from MLflow: each setting's runs (at ``precision``)
+    collected and compared as in the report, written to ``out`` and logged as a report run;
+    the per-setting reports, in :func:`panels`' order (those without runs left out), a
+    setting every type shares (rate 0) one report under each type."""
     settings = panels(recipes)
     modes = SUITES["paper"] if modes is None else modes
     found: dict[NoiseRecipe, Report] = {}
     for setting in NoiseRecipe.distinct(settings):
-        runs = collect(experiment_id, modes, setting, repeats, seeds)
+        runs = collect(experiment_id, modes, setting, repeats, seeds, precision=precision)
         if runs:
             found[setting] = build(runs)
         else:
@@ -129,7 +129,8 @@ def sweep_report(experiment_id: str, out: Path, recipes: Sequence[NoiseRecipe],
     text = sweep_markdown(rows)
     params = {"dataset": settings[0].dataset,
               "settings": ",".join(setting.setting for setting in settings),
-              "modes": ",".join(modes), "repeats": str(repeats), "seeds": str(seeds)}
+              "modes": ",".join(modes), "repeats": str(repeats), "seeds": str(seeds),
+              "precision": precision}
     metrics = {f"{row['noise_type']}-{row['noise_rate']:g}.{row['mode']}"
                ".final_test_acc_mean_pct": row["final_test_acc_mean_pct"] for row in rows}
     run_id = publish(out, {"sweep.md": text, "sweep.csv": csv_rows(rows)},

@@ -14,10 +14,11 @@ NOISY = NoiseRecipe(0.2)  # the note's setting
 
 
 def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
-             noise: NoiseRecipe = NOISY, seconds: float = 1.0) -> str:
+             noise: NoiseRecipe = NOISY, seconds: float = 1.0, precision: str = "fp32") -> str:
     """A finished evaluate run of ``mode`` with one finished child per seed (final accuracy
     ``accs[seed]``, a flat test_acc and epoch_seconds curve), started after every earlier
-    one; its id. On mnist1d its params name no dataset, as before datasets had names."""
+    one; its id. On mnist1d its params name no dataset, as before datasets had names; in
+    fp32 they name no precision, as before precisions had names."""
     client = store.client
     tags = {"lgals.stage": "evaluate", "lgals.mode": mode}
     if repeat is not None:
@@ -28,6 +29,7 @@ def evaluate(store, mode: str, accs: dict[int, float], repeat: int | None = 0,
                        "noise_seed": str(repeat or 0),
                        "seeds": ",".join(map(str, sorted(accs))),
                        **({} if noise.dataset == "mnist1d" else {"dataset": noise.dataset}),
+                       **({} if precision == "fp32" else {"precision": precision}),
                        }.items():
         client.log_param(parent, key, value)
     for seed, acc in sorted(accs.items()):

@@ -31,6 +31,7 @@ from lgals.report.analysis import (
     compare,
 )
 from lgals.report.collect import Diagnosis, collect
+from lgals.report.publish import report_from_mlflow
 from lgals.report.render import markdown
 from lgals.report.sweep import sweep_markdown, sweep_rows
 from lgals.statistics import (
@@ -105,6 +106,34 @@ def test_a_report_never_mixes_datasets(store):
     assert markdown(report).startswith("# Claims of the note (made on mnist1d) on digits with "
                                        "20% symmetric label noise")
     assert "53.12" not in markdown(report)  # the note's accuracies are mnist1d's
+
+
+def test_a_report_never_mixes_precisions(store, tmp_path):
+    """fp32 runs (from before precisions had names) and later bf16 runs of the same modes
+    at the same setting: one precision per report, the latest's unless one is asked, and one
+    line saying what was left out."""
+    fp32 = {m: evaluate(store, m, {0: 0.5, 1: 0.5}) for m in ("baseline", "lgals")}
+    bf16 = {m: evaluate(store, m, {0: 0.7, 1: 0.7}, precision="bf16")
+            for m in ("baseline", "lgals")}
+
+    def found(**kwargs) -> dict:
+        modes = collect(store.experiment_id, ["baseline", "lgals"], **kwargs)
+        return {m: (r.precision, r.run_ids) for m, r in modes.items()}
+
+    assert found() == found(precision="bf16") == {m: ("bf16", [bf16[m]]) for m in bf16}
+    assert found(precision="fp32") == {m: ("fp32", [fp32[m]]) for m in fp32}
+    lines: list[str] = []
+    report = report_from_mlflow(store.experiment_id, tmp_path / "out",
+                                modes=["baseline", "lgals"], echo=lines.append)
+    assert report.precision == "bf16"
+    assert markdown(report).splitlines()[0].endswith(
+        "our measurement (bf16 matrix products, float32 elsewhere)")
+    assert ("left out 2 evaluate runs at another precision (2 at fp32): this report is of "
+            "the bf16 runs; `lgals report --precision fp32` reports those") in lines
+    report = report_from_mlflow(store.experiment_id, tmp_path / "out",
+                                modes=["baseline", "lgals"], echo=lines.append,
+                                precision="fp32")
+    assert report.precision == "fp32" and "matrix products" not in markdown(report)
 
 
 def test_a_run_logged_as_pair_at_rate_0_is_the_clean_setting(store):
