@@ -1,13 +1,16 @@
 """How the cost of one member grows with the stack: the engine at 1..40 members, and the bound.
 
 Mixed stacks as tuning makes them (baseline, fixed_ls and lgals members in turn, each with its
-own lr), on the tuning data (training split and the noisy validation split). For each stack
-size it times short runs (the first epoch dropped as warm-up), interleaved over repeats, and
-prints the wall seconds of one epoch per member next to the bound the machine's measured
-single-GEMM peak gives: the FLOPs of one member's epoch (forward, both backward products,
-the validation pass) divided by that peak.
+own lr), on the tuning data (training split and the noisy validation split). For each
+precision and stack size it times short runs (the first epoch dropped as warm-up),
+interleaved over repeats, and prints the wall seconds of one epoch per member next to the
+bound the machine's measured single-GEMM peak in that precision gives: the FLOPs of one
+member's epoch (forward, both backward products, the validation pass) divided by that peak.
+(The validation pass runs in float32 at either precision, so the bf16 bound is optimistic by
+its share, about a tenth of the FLOPs.)
 
-    python benchmarks/stack_scaling.py [--sizes 1,2,5,10,20,40] [--repeats 5] [--json]
+    python benchmarks/stack_scaling.py [--sizes 1,2,5,10,20,40] [--precisions fp32,bf16]
+        [--repeats 5] [--json]
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import torch
 from common import describe_machine, emit_json, interleaved, machine, parser
 
 from lgals.losses import MODES
-from lgals.model import layer_sizes
+from lgals.model import PRECISIONS, Compute, layer_sizes
 from lgals.train import TrainConfig, train
 from lgals.tuning import TuneSettings, tuning_data
 
 
-def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of one large float32 matmul on all torch threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_peak_gflops(precision: str, size: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of one large matmul in ``precision`` on all torch threads."""
+    dtype = PRECISIONS[precision]
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -52,8 +56,9 @@ def stack_configs(size: int, epochs: int) -> list[TrainConfig]:
             for i in range(size)]
 
 
-def epoch_seconds(data, size: int, epochs: int) -> float:
-    results = train(data, stack_configs(size, epochs), list(range(size)))
+def epoch_seconds(data, size: int, epochs: int, precision: str) -> float:
+    results = train(data, stack_configs(size, epochs), list(range(size)),
+                    compute=Compute(precision=precision))
     return statistics.median(results[0].history["epoch_seconds"][1:])
 
 
@@ -62,37 +67,46 @@ def main() -> None:
     cli.add_argument("--sizes", default="1,2,5,10,20,40")
     cli.add_argument("--epochs", type=int, default=4, help="per run, the first one dropped")
     cli.add_argument("--repeats", type=int, default=5)
+    cli.add_argument("--precisions", default="fp32,bf16")
     args = cli.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    precisions = args.precisions.split(",")
     data = tuning_data(TuneSettings(mode="baseline"))  # what tuning trains on
     info = machine()
-    peak = gemm_peak_gflops()
+    peaks = {precision: gemm_peak_gflops(precision) for precision in precisions}
     gflop = member_epoch_gflop(len(data.y_train), len(data.y_val))
-    bound_ms = 1e3 * gflop / peak
-
-    for size in sizes:  # warm-up
-        epoch_seconds(data, size, 2)
-    times = interleaved(sizes, args.repeats,
-                        lambda size, _: epoch_seconds(data, size, args.epochs) / size)
-    rows = [{"members": size, "ms_per_member_epoch": 1e3 * statistics.median(times[size]),
-             "gflops_per_s": gflop / statistics.median(times[size]),
-             "vs_bound": statistics.median(times[size]) * 1e3 / bound_ms,
-             "vs_one_member": statistics.median(times[sizes[0]]) / statistics.median(times[size])}
-            for size in sizes]
-    document = {"machine": info, "gemm_peak_gflops": peak, "member_epoch_gflop": gflop,
-                "bound_ms_per_member_epoch": bound_ms, "rows": rows}
+    variants = [(precision, size) for precision in precisions for size in sizes]
+    for precision, size in variants:  # warm-up
+        epoch_seconds(data, size, 2, precision)
+    times = interleaved(variants, args.repeats, lambda variant, _: epoch_seconds(
+        data, variant[1], args.epochs, variant[0]) / variant[1])
+    median = {variant: statistics.median(values) for variant, values in times.items()}
+    rows = [{"precision": precision, "members": size,
+             "ms_per_member_epoch": 1e3 * median[precision, size],
+             "gflops_per_s": gflop / median[precision, size],
+             "bound_ms": 1e3 * gflop / peaks[precision],
+             "vs_bound": median[precision, size] * peaks[precision] / gflop,
+             "vs_one_member": median[precision, sizes[0]] / median[precision, size],
+             "vs_fp32": (median["fp32", size] / median[precision, size]
+                         if "fp32" in precisions else None)}
+            for precision, size in variants]
+    document = {"machine": info, "gemm_peak_gflops": peaks, "member_epoch_gflop": gflop,
+                "rows": rows}
     if args.json:
         emit_json(document)
         return
-    print(f"{describe_machine(info)}; single-GEMM peak {peak:.0f} GFLOP/s; one member's epoch "
-          f"{gflop:.2f} GFLOP -> bound {bound_ms:.1f} ms\n{args.epochs - 1} timed epochs x "
+    print(f"{describe_machine(info)}; single-GEMM peak "
+          + ", ".join(f"{p} {peaks[p]:.0f} GFLOP/s" for p in precisions)
+          + f"; one member's epoch {gflop:.2f} GFLOP\n{args.epochs - 1} timed epochs x "
           f"{args.repeats} interleaved repeats, medians\n")
-    print("| members | ms per member-epoch | GFLOP/s | x bound | cheaper per member than 1 |")
-    print("|---|---|---|---|---|")
+    print("| precision | members | ms per member-epoch | bound ms | x bound | GFLOP/s | "
+          "cheaper per member than 1 | faster than fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['members']} | {row['ms_per_member_epoch']:.1f} | "
-              f"{row['gflops_per_s']:.0f} | {row['vs_bound']:.2f} | "
-              f"{row['vs_one_member']:.2f}x |")
+        versus = f"{row['vs_fp32']:.2f}x" if row["vs_fp32"] is not None else "-"
+        print(f"| {row['precision']} | {row['members']} | {row['ms_per_member_epoch']:.1f} | "
+              f"{row['bound_ms']:.1f} | {row['vs_bound']:.2f} | {row['gflops_per_s']:.0f} | "
+              f"{row['vs_one_member']:.2f}x | {versus} |")
 
 
 if __name__ == "__main__":
