@@ -33,9 +33,11 @@ class Compute:
     """Where the engine trains, and the precision of its matrix products.
 
     ``bf16``: the stack's products take bfloat16 operands (each GEMM accumulates in float32
-    and rounds its result to bfloat16); the master weights, their gradients, the optimizer,
-    softmax, losses, epsilon and every metric stay float32, and held-out sets are scored in
-    float32, so a logged model reloaded in float32 re-scores its logged accuracy exactly.
+    and rounds its result to bfloat16), and the hidden layers add their bias and apply ReLU
+    in bfloat16 (their outputs are the next products' operands); the logits, the master
+    weights, their gradients, the optimizer, softmax, losses, epsilon and every metric stay
+    float32, and held-out sets are scored in float32, so a logged model reloaded in float32
+    re-scores its logged accuracy exactly.
     """
 
     device: str = "cpu"
@@ -146,7 +148,8 @@ class StackedMLP:
         # the products' copy of the weights, refreshed from the float32 master each forward
         self.low = (None if matmul_dtype == flat.dtype
                     else torch.empty_like(flat, dtype=matmul_dtype))
-        self.matmul_weights = self.weights if self.low is None else self._views(self.low)[0]
+        self.matmul_weights, self.matmul_biases = (
+            (self.weights, self.biases) if self.low is None else self._views(self.low))
 
     def _views(self, buffer: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         weights, biases, offset = [], [], 0
@@ -162,20 +165,21 @@ class StackedMLP:
         """Logits ``[S, B, K]`` for ``x [S, B, F]`` (per-member batches) or ``[B, F]`` (shared).
 
         Also returns the layer inputs (in the products' dtype), which :meth:`backward` needs.
-        Each product's result is float32 before its bias and ReLU.
         """
         if self.low is not None:
             self.low.copy_(self.flat)
         inputs = []
         h = x.to(self.matmul_dtype)
         last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.matmul_weights, self.biases)):
+        for i, (weight, bias) in enumerate(zip(self.matmul_weights, self.matmul_biases)):
             inputs.append(h)
             if h.dim() == 2:
                 h = h.expand(len(self.seeds), *h.shape)
-            h = batched_matmul(h, weight.transpose(1, 2)).float().add_(bias.unsqueeze(1))
-            if i < last:
-                h = h.clamp_min_(0.0).to(self.matmul_dtype)
+            product = batched_matmul(h, weight.transpose(1, 2))
+            if i < last:  # in place, in the products' dtype: the next product's operand
+                h = product.add_(bias.unsqueeze(1)).clamp_min_(0.0)
+            else:  # the logits, float32: the master bias added in the widening pass
+                h = torch.add(product, self.biases[i].unsqueeze(1))
         return h, inputs
 
     @torch.no_grad()

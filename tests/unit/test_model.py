@@ -212,15 +212,17 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 def bf16_autograd(stack: StackedMLP, member: int, x: torch.Tensor, logit_grad: torch.Tensor):
     """Autograd through the computation the stack's bf16 forward describes: operands rounded
-    to bfloat16, each product back to float32 before its bias and ReLU."""
+    to bfloat16, hidden layers' bias and ReLU in bfloat16, the logits' bias in float32."""
     params = [t[member].clone().requires_grad_() for pair in zip(stack.weights, stack.biases)
               for t in pair]
     h = x
     for i in range(0, len(params), 2):
         weight, bias = params[i], params[i + 1]
-        h = (h.bfloat16() @ weight.bfloat16().T).float() + bias
+        product = h.bfloat16() @ weight.bfloat16().T
         if i < len(params) - 2:
-            h = torch.relu(h)
+            h = torch.relu(product + bias.bfloat16())
+        else:
+            h = product + bias  # promoted to float32
     (h * logit_grad).sum().backward()
     return h.detach(), torch.cat([p.grad.reshape(-1) for p in params])
 
