@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,7 +34,7 @@ from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
 from lgals.model import Compute, layer_sizes, make_mlp
 from lgals.plots import alignment_scatter
-from lgals.schema import STAGE, Stage
+from lgals.schema import LATEST_FIRST, MODE, STAGE, Stage, runs_filter
 from lgals.statistics import ALPHA
 from lgals.tracking.runs import in_run, source_info
 from lgals.tracking.store import mlflow_client
@@ -52,6 +52,13 @@ class DiagnoseSettings:
     batches: int = 8  # fixed training batches of the run's batch size
     bootstrap: int = 1000  # resamples for each confidence interval
     seed: int = 0  # picks the batches and the bootstrap resamples
+
+    def fitted(self, epochs: int, batch_size: int, n_samples: int) -> DiagnoseSettings:
+        """These settings cut to what a run of ``epochs`` on ``n_samples`` rows can honour
+        (see :func:`check`): the checkpoints before its end and its last epoch, whose model is
+        the one evaluated; as many batches as the rows fill."""
+        return replace(self, checkpoints=(*(c for c in self.checkpoints if c < epochs), epochs),
+                       batches=max(1, min(self.batches, n_samples // batch_size)))
 
 
 @dataclass
@@ -269,13 +276,13 @@ def document(checkpoints: Sequence[Checkpoint], /, **about) -> dict:
 
 
 def log_diagnosis(experiment_id: str, checkpoints: Sequence[Checkpoint], name: str,
-                  params: dict, tags: dict) -> str:
+                  params: dict, tags: dict, parent_run_id: str | None = None) -> str:
     """One MLflow run: every measurement as a metric per checkpoint (step = epoch), a scatter
     figure per checkpoint, and the JSON document; returns the run's id."""
     from mlflow.entities import Metric  # MLflow: see lgals.tracking.store
 
     with in_run(experiment_id, name, {STAGE: Stage.DIAGNOSE, **tags},
-                {**params, **source_info()}) as run_id:
+                {**params, **source_info()}, parent_run_id) as run_id:
         client = mlflow_client()
         metrics, stamp = [], int(time.time() * 1000)
         for c in checkpoints:
@@ -293,3 +300,14 @@ def log_diagnosis(experiment_id: str, checkpoints: Sequence[Checkpoint], name: s
         client.log_text(run_id, json.dumps(document(checkpoints, **params), indent=1),
                         "diagnosis.json")
     return run_id
+
+
+def finished_diagnosis(experiment_id: str, params: dict) -> str | None:
+    """A finished diagnose run of exactly ``params`` (mode, hyperparameters, data, seed,
+    checkpoints, batches), which a resumed protocol reuses instead of training it again."""
+    expected = {key: str(value) for key, value in params.items()}
+    query = runs_filter(Stage.DIAGNOSE, tags={MODE: params["mode"]}, status="FINISHED")
+    runs = mlflow_client().search_runs(
+        [experiment_id], query, order_by=list(LATEST_FIRST), max_results=500)
+    return next((run.info.run_id for run in runs
+                 if all(run.data.params.get(k) == v for k, v in expected.items())), None)

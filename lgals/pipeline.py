@@ -1,7 +1,7 @@
 """The one place that sequences the stages.
 
-The library below never orchestrates: ``tuning`` tunes, ``evaluation`` evaluates, ``report``
-reads MLflow and writes. :func:`reproduce` runs them in order for a
+The library below never orchestrates: ``tuning`` tunes, ``evaluation`` evaluates, ``diagnose``
+diagnoses, ``report`` reads MLflow and writes. :func:`reproduce` runs them in order for a
 :class:`~lgals.protocols.Protocol`, under one top MLflow run that logs the protocol
 verbatim; :func:`sweep` runs a protocol per noise setting under one umbrella run.
 """
@@ -14,9 +14,23 @@ from dataclasses import replace
 from pathlib import Path
 
 from lgals.claim import Claim
-from lgals.data import DEFAULT_DATASET, NoiseRecipe
+from lgals.data import DEFAULT_DATASET, NoiseRecipe, load_dataset
+from lgals.diagnose import (
+    DiagnoseSettings,
+    diagnose_training,
+    finished_diagnosis,
+    log_diagnosis,
+    summary_line,
+)
 from lgals.errors import BadSetting
-from lgals.evaluation import describe_results, evaluate_modes, finished_evaluation, tune_source
+from lgals.evaluation import (
+    ParamsSource,
+    describe_results,
+    evaluate_modes,
+    finished_evaluation,
+    make_config,
+    tune_source,
+)
 from lgals.losses import SUITES
 from lgals.model import Compute
 from lgals.protocols import CLAIM, Protocol
@@ -42,11 +56,13 @@ from lgals.tuning import describe_study, tune_modes
 
 def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, workers: int = 1,
                  storage: str | None = None, device: str = "cpu",
-                 echo: Callable[[str], None] = print) -> dict[str, float]:
-    """Every repetition: tune every mode, evaluate each over the seeds; return the seconds
-    spent tuning and evaluating. Finished work is skipped: studies are topped up, and an
-    evaluation that finished before (same params, seeds, noise draw) is reused."""
+                 echo: Callable[[str], None] = print) -> tuple[dict[str, float], str | None]:
+    """Every repetition: tune every mode, evaluate each over the seeds; then the diagnostic,
+    if the protocol runs it. Return the seconds spent in each stage, and the diagnose run's
+    id. Finished work is skipped: studies are topped up, and an evaluation or a diagnosis
+    that finished before (same params, seeds, noise draw) is reused."""
     timings = {"tuning": 0.0, "evaluation": 0.0}
+    tuned: dict[str, ParamsSource] = {}  # repetition 0's
     seeds = list(range(protocol.seeds))
     for repeat in range(protocol.repeats):
         of = f" (repetition {repeat + 1} of {protocol.repeats})" if protocol.repeats > 1 else ""
@@ -64,6 +80,8 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
             started = time.perf_counter()
             noise = replace(settings[0].noise, val_fraction=0.0)  # the repetition's draw
             sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
+            if repeat == 0:
+                tuned = dict(sources)
             for mode, source in list(sources.items()):
                 done = finished_evaluation(experiment_id, mode, source, seeds, protocol.epochs,
                                            noise, repeat, protocol.precision)
@@ -79,7 +97,40 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
                 for mode, mode_results in results.items():
                     echo(describe_results(mode, mode_results))
             timings["evaluation"] += time.perf_counter() - started
-    return timings
+    if not protocol.diagnose:
+        return timings, None
+    started = time.perf_counter()
+    with scope({REPEAT: 0}, label="r0" if protocol.repeats > 1 else ""):
+        diagnosis = _diagnosis(experiment_id, protocol, tuned, parent_run_id, device, echo)
+    timings["diagnosis"] = time.perf_counter() - started
+    return timings, diagnosis
+
+
+def _diagnosis(experiment_id: str, protocol: Protocol, tuned: dict[str, ParamsSource],
+               parent_run_id: str, device: str, echo: Callable[[str], None]) -> str:
+    """``lgals diagnose`` of LGALS (whose s_i the alignment claim is about; else the first
+    mode run) as repetition 0 tuned it, seed 0, on the draw its evaluation trained on, under
+    ``parent_run_id``; a finished one of the same params is reused. The run's id."""
+    modes = protocol.run_modes()
+    mode = "lgals" if "lgals" in modes else modes[0]
+    config = make_config(mode, protocol.epochs, tuned[mode])
+    data = load_dataset(replace(protocol.noise, val_fraction=0.0))
+    settings = DiagnoseSettings().fitted(protocol.epochs, config.batch_size, len(data.y_train))
+    checkpoints = ",".join(map(str, settings.checkpoints))
+    compute = Compute(device, protocol.precision)
+    params = {**config.mode_params(), **data.params(), "seed": 0, "checkpoints": checkpoints,
+              "batches": settings.batches, "precision": compute.precision}
+    done = finished_diagnosis(experiment_id, params)
+    if done:
+        echo(f"[diagnose] {mode}: reusing finished diagnose run {done}")
+        return done
+    echo(f"[diagnose] {mode}, seed 0 x {protocol.epochs} epochs, checkpoints {checkpoints}")
+    found = diagnose_training(data, config, 0, settings, compute)
+    for checkpoint in found:
+        echo(summary_line(checkpoint))
+    return log_diagnosis(experiment_id, found, run_name(f"diagnose-{mode}"), params,
+                         {MODE: mode, DEVICE: compute.device, PRECISION: compute.precision},
+                         parent_run_id)
 
 
 def _run_params(protocol: Protocol, workers: int, device: str) -> dict:
@@ -90,23 +141,28 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
               storage: str | None = None, device: str = "cpu",
               echo: Callable[[str], None] = print,
               parent_run_id: str | None = None, claim: Claim | None = None) -> dict[str, float]:
-    """Tune every mode -> evaluate over seeds (per repetition) -> report, the card testing
-    ``claim`` (default: the note's); return each stage's seconds."""
+    """Tune every mode -> evaluate over seeds (per repetition) -> diagnose (if the protocol
+    does) -> report, the card testing ``claim`` (default: the note's); return each stage's
+    seconds."""
     tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
             DEVICE: device, PRECISION: protocol.precision,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
                   f"each tuning {', '.join(protocol.run_modes())} ({protocol.n_trials} "
                   f"trials) and evaluating each over {protocol.seeds} seeds, on "
-                  f"{protocol.noise.dataset} at noise {protocol.noise.setting}; then the report "
-                  "(its `report` run)."}
+                  f"{protocol.noise.dataset} at noise {protocol.noise.setting}; "
+                  + ("then `lgals diagnose` of repetition 0's tuned model (its `diagnose` "
+                     "run), whether s_i tracks the weight-gradient alignment; "
+                     if protocol.diagnose else "")
+                  + "then the report (its `report` run)."}
     with in_run(experiment_id, run_name(f"reproduce-{protocol.name}"), tags,
                 _run_params(protocol, workers, device), parent_run_id) as top:
-        timings = run_protocol(experiment_id, protocol, top, workers, storage, device, echo)
+        timings, diagnosis = run_protocol(experiment_id, protocol, top, workers, storage,
+                                          device, echo)
         echo("[report]")
         started = time.perf_counter()
         report_from_mlflow(experiment_id, out, top, modes=protocol.run_modes(), echo=echo,
                            noise=protocol.noise, repeats=protocol.repeats, seeds=protocol.seeds,
-                           claim=claim, precision=protocol.precision)
+                           claim=claim, precision=protocol.precision, diagnosis_run=diagnosis)
         timings["report"] = time.perf_counter() - started
     return timings
 

@@ -1,5 +1,5 @@
 """Collecting the report's runs from MLflow: each mode's latest finished evaluate run per
-repetition with its seed runs (:class:`ModeRuns`), and the latest diagnose run
+repetition with its seed runs (:class:`ModeRuns`), and the diagnose run of their data
 (:class:`Diagnosis`)."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import numpy as np
 from lgals.data import DEFAULT_DATASET, NoiseRecipe
 from lgals.losses import SUITES
 from lgals.schema import (
-    LATEST_FIRST,
     MODE,
     PARENT,
     SEED,
+    SOURCE_RUN,
     VAL_LABELS,
     Stage,
     repeat_of,
@@ -97,7 +97,8 @@ class ModeRuns:
 
 @dataclass
 class Diagnosis:
-    """The latest ``lgals diagnose`` run: per statistic, its value at each checkpoint epoch."""
+    """The ``lgals diagnose`` run the card quotes: per statistic, its value at each checkpoint
+    epoch."""
 
     run_id: str
     mode: str
@@ -212,18 +213,38 @@ def _same_setting(a: NoiseRecipe | None, b: NoiseRecipe | None) -> bool:
     return a.same_setting(b)
 
 
-def collect_diagnosis(experiment_id: str) -> Diagnosis | None:
-    """The latest finished diagnose run's statistics per checkpoint, if there is one."""
+def collect_diagnosis(experiment_id: str, runs: Mapping[str, ModeRuns],
+                      run_id: str | None = None) -> Diagnosis | None:
+    """Diagnose run ``run_id`` (the one a protocol ran or reused), else the latest finished one
+    on the dataset, at the noise setting and at the precision of the report's evaluate
+    ``runs`` (a diagnosis of other data or training says nothing about them); its statistics
+    per checkpoint, if there is one."""
     client = mlflow_client()
-    runs = client.search_runs(
-        [experiment_id], runs_filter(Stage.DIAGNOSE, status="FINISHED"),
-        order_by=list(LATEST_FIRST), max_results=1)
-    if not runs:
-        return None
-    run_id = runs[0].info.run_id
-    values = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    if run_id is None:
+        chosen = next(iter(runs.values()))
+        setting = _noise(client.get_run(chosen.run_ids[0]))
+
+        def of_these(run) -> bool:
+            measured = _measured(client, run)
+            return (_same_setting(_noise(measured), setting)
+                    and precision_of(measured) == chosen.precision)
+
+        found = _search(client, experiment_id, runs_filter(Stage.DIAGNOSE, status="FINISHED"))
+        run = next((r for r in found if of_these(r)), None)
+        if run is None:
+            return None
+    else:
+        run = client.get_run(run_id)
+    values = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
               for key in DIAGNOSIS_KEYS}
-    return Diagnosis(run_id, runs[0].data.params.get("mode", ""), values)
+    return Diagnosis(run.info.run_id, run.data.params.get("mode", ""), values)
+
+
+def _measured(client, run):
+    """The run that names the data and precision diagnose ``run`` measured: itself, or the
+    seed run whose model it reloaded (``lgals diagnose --run`` logs neither)."""
+    source = run.data.tags.get(SOURCE_RUN)
+    return client.get_run(source) if source and _noise(run) is None else run
 
 
 def unfinished(experiment_id: str) -> dict[str, int]:

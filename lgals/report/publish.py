@@ -87,17 +87,19 @@ def report_from_mlflow(experiment_id: str, out: Path, parent_run_id: str | None 
                        echo: Callable[[str], None] = print,
                        noise: NoiseRecipe | None = None, repeats: int | None = None,
                        seeds: int | None = None, claim: Claim | None = None,
-                       dataset: str | None = None, precision: str | None = None) -> Report:
+                       dataset: str | None = None, precision: str | None = None,
+                       diagnosis_run: str | None = None) -> Report:
     """Collect ``modes`` (default: the paper suite's; of ``dataset`` and ``precision``, if
     given: see :func:`collect`), build, write and log the report, its card testing ``claim``
-    (default: the note's); print its tables, and a line for runs of another precision."""
+    (default: the note's) with diagnose run ``diagnosis_run`` (default: the latest of the same
+    data); print its tables, and a line for runs of another precision."""
     runs = collect(experiment_id, modes, noise, repeats, seeds, dataset, precision)
     if not runs:
         on = f" on {dataset}" if dataset and noise is None else ""
         raise BadSetting(f"no finished evaluate runs{on} in this experiment: run `lgals "
                          "evaluate`")
     report = build(runs, claim)
-    report.diagnosis = collect_diagnosis(experiment_id)
+    report.diagnosis = collect_diagnosis(experiment_id, runs, diagnosis_run)
     out_dir, run_id = write(report, out, experiment_id, parent_run_id)
     echo(markdown(report))
     others = other_precisions(experiment_id, runs)

@@ -1,16 +1,19 @@
 """Repeated studies and noise sweeps: the protocols as data, what each repetition varies,
-the tags every run carries, resuming, and the options' bad values.
+the tags every run carries, resuming, the options' bad values, and the diagnostic a protocol
+runs.
 
 The fast in-process tests: ``tests/unit/test_protocols.py``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mlflow import MlflowClient
-from support.mlflow_fixtures import all_runs, isolated_mlflow, run_lgals, sqlite_uri
+from support.mlflow_fixtures import all_runs, isolated_mlflow, run_lgals, run_main, sqlite_uri
 
+from lgals.pipeline import reproduce
 from lgals.protocols import QUICK
 from lgals.tracking.runs import end_runs, open_run, run_name, scope, scope_tags
 from lgals.tracking.store import connect, mlflow_client
@@ -123,3 +126,72 @@ def test_a_sweep_runs_the_protocol_per_setting_under_one_run(tmp_path, _cache_di
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     for name in ("sweep.md", "sweep.csv"):
         assert (tmp_path / "rebuilt" / name).read_text() == (out / name).read_text(), name
+
+
+# --- the diagnostic inside a protocol --------------------------------------------------------
+
+DIAGNOSING = replace(QUICK, diagnose=True)  # 3 epochs: checkpoints 1 and 3
+
+
+def diagnosed_reproduce(uri: str, out: Path) -> tuple[dict[str, float], list[str]]:
+    """``pipeline.reproduce`` of :data:`DIAGNOSING` in this process: its timings and lines."""
+    lines: list[str] = []
+    with isolated_mlflow():
+        experiment_id = connect(uri, DIAGNOSING.experiment)
+        timings = reproduce(experiment_id, out, DIAGNOSING, echo=lines.append)
+    return timings, lines
+
+
+def of_stage(runs: list, stage: str) -> list:
+    return [r for r in runs if r.data.tags.get("lgals.stage") == stage]
+
+
+def claim_3(out: Path) -> str:
+    """The card's line for the note's claim 3 (numbered after each ordering of claim 1)."""
+    (line,) = [line for line in (out / "results.md").read_text().splitlines()
+               if "Logit-gradient alignment tracks weight-gradient alignment" in line]
+    return line
+
+
+def test_a_diagnosing_protocol_measures_claim_3_in_its_own_run_and_reuses_it(tmp_path,
+                                                                             _cache_dir):
+    """The diagnostic runs inside the reproduce run, before the report, on the tuned LGALS
+    that evaluation trained, and the card quotes it; the same command again reuses it, and
+    its card still quotes it, not a newer diagnosis of the same data."""
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    timings, lines = diagnosed_reproduce(uri, tmp_path / "first")
+    assert list(timings) == ["tuning", "evaluation", "diagnosis", "report"]
+    assert "[diagnose] lgals, seed 0 x 3 epochs, checkpoints 1,3" in lines
+    assert lines.index("[report]") > lines.index("[diagnose] lgals, seed 0 x 3 epochs, "
+                                                 "checkpoints 1,3")
+    client = MlflowClient(uri)
+    runs = all_runs(client)
+    (top,) = of_stage(runs, "reproduce")
+    (diagnosis,) = of_stage(runs, "diagnose")
+    assert diagnosis.data.tags["mlflow.parentRunId"] == top.info.run_id
+    assert "`lgals diagnose`" in top.data.tags["mlflow.note.content"]
+    assert top.data.params["diagnose"] == "True"
+    params = diagnosis.data.params
+    assert (params["mode"], params["seed"], params["epochs"], params["checkpoints"]) == (
+        "lgals", "0", "3", "1,3")
+    assert (params["noise_seed"], params["val_fraction"]) == ("0", "0.0")  # evaluation's draw
+    assert params["precision"] == diagnosis.data.tags["lgals.precision"] == "fp32"
+    (evaluated,) = [r for r in of_stage(runs, "evaluate")
+                    if r.data.tags["lgals.mode"] == "lgals" and "lgals.seed" not in r.data.tags]
+    assert {k: params[k] for k in ("lr", "weight_decay", "eps_max", "gamma")} == {
+        k: evaluated.data.params[k] for k in ("lr", "weight_decay", "eps_max", "gamma")}
+    r = [m.value for m in client.get_metric_history(diagnosis.info.run_id, "all.pearson")]
+    assert len(r) == 2
+    first = claim_3(tmp_path / "first")
+    assert "Not measured" not in first
+    assert f"all layers {min(r):.3f}–{max(r):.3f}" in first
+    assert diagnosis.info.run_id in (tmp_path / "first" / "results.md").read_text()
+
+    newer = run_main(["diagnose", "--epochs", "1", "--checkpoints", "1", "--batches", "2",
+                      "--experiment-name", DIAGNOSING.experiment, "--tracking-uri", uri],
+                     tmp_path)
+    assert newer.code == 0, newer
+    timings, lines = diagnosed_reproduce(uri, tmp_path / "again")
+    assert f"[diagnose] lgals: reusing finished diagnose run {diagnosis.info.run_id}" in lines
+    assert len(of_stage(all_runs(client), "diagnose")) == 2  # its own and the newer one
+    assert claim_3(tmp_path / "again") == first

@@ -113,6 +113,19 @@ def test_settings_a_run_cannot_honour_are_refused(settings, epochs, message):
     assert str(raised.value).startswith(message)
 
 
+@pytest.mark.parametrize("epochs, rows, checkpoints, batches", [
+    (100, 4000, (1, 5, 20, 50, 100), 8),  # the defaults, as they are
+    (30, 4000, (1, 5, 20, 30), 8),  # the last epoch always
+    (3, 4000, (1, 3), 8),
+    (1, 4000, (1,), 8),
+    (3, 300, (1, 3), 2),  # as many batches as the rows fill
+])
+def test_settings_fitted_to_a_run_are_ones_it_honours(epochs, rows, checkpoints, batches):
+    fitted = DiagnoseSettings().fitted(epochs, 128, rows)
+    assert (fitted.checkpoints, fitted.batches) == (checkpoints, batches)
+    check(fitted, epochs, 128, rows)
+
+
 @pytest.mark.parametrize("argv, option", [
     (["--checkpoints", "5,3"], "--checkpoints"),
     (["--checkpoints", "1,200"], "--checkpoints"),

@@ -23,7 +23,8 @@ from lgals.tuning import TuneSettings
 def test_the_named_protocols():
     assert (CLAIM.repeats, CLAIM.seeds, CLAIM.n_trials, CLAIM.epochs) == (1, 5, 20, 100)
     assert (ROBUST.repeats, ROBUST.seeds) == (5, 10)
-    assert dataclasses.replace(ROBUST, name="claim", repeats=1, seeds=5) == CLAIM
+    assert dataclasses.replace(ROBUST, name="claim", repeats=1, seeds=5, diagnose=False) == CLAIM
+    assert ROBUST.diagnose and not CLAIM.diagnose and not PROTOCOLS["quick"].diagnose
     assert set(PROTOCOLS) == {"claim", "robust", "quick"}
     choices = {p.name: p for p in cli.cli.commands["reproduce"].params}["protocol"].type.choices
     assert set(choices) == set(PROTOCOLS)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from support.reports import EPOCHS, evaluate
+from support.reports import EPOCHS, NOISY, evaluate
 
 from lgals.claim import note
 from lgals.data import NoiseRecipe
@@ -30,7 +30,7 @@ from lgals.report.analysis import (
     claim_ordering,
     compare,
 )
-from lgals.report.collect import Diagnosis, collect
+from lgals.report.collect import Diagnosis, collect, collect_diagnosis
 from lgals.report.publish import report_from_mlflow
 from lgals.report.render import markdown
 from lgals.report.sweep import sweep_markdown, sweep_rows
@@ -153,6 +153,45 @@ def test_seeds_prefer_the_latest_run_that_covers_them_and_use_only_those(store):
     assert runs.final_acc == {(0, 0): 0.7, (0, 1): 0.71}
     assert runs.curves["test_acc"].shape == (2, EPOCHS)
     assert runs.n_stacked == 3  # the run stacked three seeds, whatever the report uses
+
+
+def diagnosis(store, r: float, noise: NoiseRecipe | None = NOISY,
+              source_run: str | None = None, precision: str | None = None) -> str:
+    """A finished diagnose run, all-layer Pearson ``r`` at epochs 1 and 3, of ``noise``'s
+    data (None: it names no data, as ``lgals diagnose --run SOURCE_RUN`` logs none), at
+    ``precision`` (None: it names none, as before precisions had names: fp32)."""
+    tags = {"lgals.stage": "diagnose", **({"lgals.source_run": source_run} if source_run
+                                          else {})}
+    run_id = store.client.create_run(store.experiment_id, start_time=next(store.clock),
+                                     tags=tags).info.run_id
+    if noise is not None:
+        store.client.log_param(run_id, "noise_type", noise.noise_type)
+        store.client.log_param(run_id, "noise_rate", str(noise.noise_rate))
+    if precision is not None:
+        store.client.log_param(run_id, "precision", precision)
+    for step in (1, 3):
+        store.client.log_metric(run_id, "all.pearson", r, step=step)
+    store.client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def test_the_card_quotes_the_diagnosis_it_is_given_else_the_latest_of_its_data(store):
+    evaluate(store, "lgals", {0: 0.5, 1: 0.5})  # at 20% symmetric noise
+    runs = collect(store.experiment_id)
+    own = diagnosis(store, 0.8)
+    latest = diagnosis(store, 0.6)
+    diagnosis(store, 0.5, precision="bf16")  # of other training
+    diagnosis(store, 0.3, NoiseRecipe(0.4, "pair"))
+    pair_run = evaluate(store, "baseline", {0: 0.4}, noise=NoiseRecipe(0.4, "pair"))
+    diagnosis(store, 0.2, None, source_run=pair_run)  # a reloaded model of other data
+    found = collect_diagnosis(store.experiment_id, runs, own)
+    assert (found.run_id, found.values["all.pearson"]) == (own, {1: 0.8, 3: 0.8})
+    assert collect_diagnosis(store.experiment_id, runs).run_id == latest
+    reloaded = diagnosis(store, 0.7, None, source_run=runs["lgals"].run_ids[0])
+    assert collect_diagnosis(store.experiment_id, runs).run_id == reloaded
+    pair = collect(store.experiment_id, noise=NoiseRecipe(0.4, "pair"))
+    assert collect_diagnosis(store.experiment_id, pair).values["all.pearson"] == {1: 0.2,
+                                                                                 3: 0.2}
 
 
 # --- comparisons over repetitions x seeds ----------------------------------------------------
