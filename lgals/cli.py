@@ -814,7 +814,8 @@ def diagnose_command(run_id, seed, config, noise, checkpoints, batches, compute,
     else:
         epochs, batch_size = config.epochs, config.batch_size
         data = load_dataset(noise)
-        about = {**config.mode_params(), **data.params(), "seed": seed}
+        about = {**config.mode_params(), **data.params(), "seed": seed,
+                 "precision": compute.precision}
     try:
         diagnose.check(settings, epochs, batch_size, len(data.y_train))
     except ValueError as error:
