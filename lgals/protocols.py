@@ -25,9 +25,10 @@ class Protocol:
 
     ``diagnose``: whether it also runs ``lgals diagnose`` (one seed of repetition 0's tuned
     LGALS) before its report, so that its card measures the alignment claim. The robust
-    protocol does: its card is the complete answer, and ~20 s are ~2% of its wall. The note's
-    single run does not, as the note did not; nor does the quick one, a first look whose 20 s
-    it would lengthen by a quarter, and whose runs the UI tests and run snapshots compare.
+    protocol does: its card is the complete answer, and one seed's training is a small part
+    of 5 x 3 x 10 seeds'. The note's single run does not, as the note did not; nor does the
+    quick one, a first look it would lengthen by a quarter, and whose runs the UI tests and
+    run snapshots compare.
     """
 
     name: str
