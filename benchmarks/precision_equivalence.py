@@ -19,7 +19,9 @@ Each precision tunes its own hyperparameters, so those comparisons carry the var
 between two independent tunings as well as bf16's rounding. A second comparison holds the
 hyperparameters fixed: each repetition's fp32-tuned params are evaluated again in bf16 on
 the same noise draw and seeds (in the fp32 stores, where a report keeps the two precisions
-apart), and compared with their fp32 evaluation, per mode, likewise.
+apart), and compared with their fp32 evaluation, per mode, likewise; and repetition 0's
+fp32-tuned LGALS is diagnosed again in bf16 (not logged), its Pearson r per checkpoint beside
+the fp32 diagnosis'.
 
 bf16 passes when every TOST of the protocol comparison is below 0.05 and every verdict
 agrees. ``--epochs``,
@@ -41,7 +43,9 @@ import numpy as np
 from common import describe_machine, emit_json, machine, parser
 
 from lgals.claim import note
-from lgals.evaluation import evaluate_modes, finished_evaluation, latest_tune
+from lgals.data import load_dataset
+from lgals.diagnose import DiagnoseSettings, diagnose_training
+from lgals.evaluation import evaluate_modes, finished_evaluation, latest_tune, make_config
 from lgals.model import Compute
 from lgals.pipeline import reproduce
 from lgals.protocols import ROBUST
@@ -84,6 +88,16 @@ def evaluate_fixed(directory: Path, experiment_id: str, protocol) -> None:
             with scope({REPEAT: repeat}, label=f"r{repeat}"):
                 evaluate_modes(sources, experiment_id, seeds, protocol.epochs, noise,
                                compute=Compute(precision="bf16"))
+
+
+def alignment_in_bf16(experiment_id: str, protocol) -> dict[int, float]:
+    """Pearson's r (all layers) per checkpoint of repetition 0's fp32-tuned LGALS trained and
+    diagnosed in bf16, as the protocol's diagnostic does it in fp32."""
+    config = make_config("lgals", protocol.epochs, latest_tune(experiment_id, "lgals", 0))
+    data = load_dataset(dataclasses.replace(protocol.noise, val_fraction=0.0))
+    settings = DiagnoseSettings().fitted(protocol.epochs, config.batch_size, len(data.y_train))
+    found = diagnose_training(data, config, 0, settings, Compute(precision="bf16"))
+    return {c.epoch: c.correlation["all"]["pearson"] for c in found}
 
 
 def accuracies(experiment_id: str, protocol, precision: str) -> dict:
@@ -155,11 +169,15 @@ def main() -> None:
              for precision in PRECISIONS}
     fixed_rows = {mode: compare(fixed["fp32"][mode], fixed["bf16"][mode])
                   for mode in protocol.run_modes()}
+    measured = collect_diagnosis(experiments["fp32"], collect(
+        experiments["fp32"], protocol.run_modes(), precision="fp32"))
+    fixed_alignment = {"fp32": measured.values["all.pearson"] if measured else {},
+                       "bf16": alignment_in_bf16(experiments["fp32"], protocol)}
     same_verdicts = verdicts["fp32"] == verdicts["bf16"]
     document = {"machine": info, "protocol": dataclasses.asdict(protocol) | {
                     "noise": protocol.noise.params()},
                 "margin_pp": MARGIN_PP, "wall_s": walls, "rows": rows,
-                "fixed_params_rows": fixed_rows,
+                "fixed_params_rows": fixed_rows, "fixed_params_alignment": fixed_alignment,
                 "verdicts": {p: [list(v) for v in verdicts[p]] for p in PRECISIONS},
                 "same_verdicts": same_verdicts,
                 "bf16_passes": same_verdicts and all(r["equivalent"] for r in rows.values())}
@@ -173,6 +191,11 @@ def main() -> None:
     table(rows)
     print("\nthe same hyperparameters (each repetition's fp32-tuned ones) evaluated at both:\n")
     table(fixed_rows)
+    print("\nPearson's r of s_i and the weight-gradient cosine, per checkpoint, repetition 0's "
+          "fp32-tuned LGALS: fp32 "
+          + ", ".join(f"{e}: {r:.3f}" for e, r in sorted(fixed_alignment["fp32"].items()))
+          + "; bf16 "
+          + ", ".join(f"{e}: {r:.3f}" for e, r in sorted(fixed_alignment["bf16"].items())))
     print("\n| claim | fp32 | bf16 |\n|---|---|---|")
     for (claim, a), (_, b) in zip(verdicts["fp32"], verdicts["bf16"]):
         print(f"| {claim} | {a} | {b} |")

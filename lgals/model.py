@@ -113,6 +113,16 @@ def _product_into(a: Tensor, b: Tensor, out: Tensor) -> None:
         out.copy_(batched_matmul(a, b))
 
 
+def _batch_sum_into(delta: Tensor, out: Tensor) -> None:
+    """``out = delta.sum(1)``, in place; a bfloat16 ``delta`` is summed in its own dtype
+    (accumulated in float32, rounded once, as a product is) and then widened, rather than
+    widened whole first."""
+    if out.dtype == delta.dtype:
+        torch.sum(delta, 1, out=out)
+    else:
+        out.copy_(delta.sum(1))
+
+
 def make_mlp(seed: int, sizes: tuple[int, ...]) -> nn.Sequential:
     """MLP of layer ``sizes`` (:func:`layer_sizes`) with ReLU and PyTorch's default
     initialisation, seeded."""
@@ -145,11 +155,14 @@ class StackedMLP:
         self.weights, self.biases = self._views(self.flat)
         self.weight_grads, self.bias_grads = self._views(self.grad)
         self.matmul_dtype = matmul_dtype
-        # the products' copy of the weights, refreshed from the float32 master each forward
-        self.low = (None if matmul_dtype == flat.dtype
-                    else torch.empty_like(flat, dtype=matmul_dtype))
+        # The products' copy of the weights, refreshed from the float32 master each forward:
+        # one contiguous tensor per layer (oneDNN copies a bfloat16 operand whose members lie
+        # a whole parameter row apart before each product; MKL takes float32 views as they are).
+        self.low = matmul_dtype != flat.dtype
         self.matmul_weights, self.matmul_biases = (
-            (self.weights, self.biases) if self.low is None else self._views(self.low))
+            ([torch.empty(w.shape, dtype=matmul_dtype, device=w.device) for w in tensors]
+             for tensors in (self.weights, self.biases))
+            if self.low else (self.weights, self.biases))
 
     def _views(self, buffer: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         weights, biases, offset = [], [], 0
@@ -166,8 +179,10 @@ class StackedMLP:
 
         Also returns the layer inputs (in the products' dtype), which :meth:`backward` needs.
         """
-        if self.low is not None:
-            self.low.copy_(self.flat)
+        if self.low:
+            for low, master in zip(self.matmul_weights + self.matmul_biases,
+                                   self.weights + self.biases):
+                low.copy_(master)
         inputs = []
         h = x.to(self.matmul_dtype)
         last = len(self.weights) - 1
@@ -204,7 +219,8 @@ class StackedMLP:
         """Write d(loss)/d(params) into ``grad`` from d(loss)/d(logits) ``[S, B, K]``.
 
         ``loss`` is the sum over members, so each member's gradient is that of its own loss.
-        The products run in the forward's dtype; bias gradients are float32 sums.
+        The products, and the sums of a bias gradient over the batch, run in the forward's
+        dtype (the last layer's bias gradient sums the float32 logit gradient).
         """
         delta = logit_grad
         for i in reversed(range(len(self.weights))):
@@ -213,7 +229,7 @@ class StackedMLP:
                 h = h.expand(delta.shape[0], *h.shape)
             operand = delta.to(self.matmul_dtype)
             _product_into(operand.transpose(1, 2), h, self.weight_grads[i])
-            torch.sum(delta, 1, dtype=self.grad.dtype, out=self.bias_grads[i])
+            _batch_sum_into(delta, self.bias_grads[i])
             if i > 0:  # inputs[i] is relu(z) of the layer below: pass where inputs[i] > 0
                 delta = torch.ops.aten.threshold_backward(
                     batched_matmul(operand, self.matmul_weights[i]), inputs[i], 0.0)

@@ -290,5 +290,8 @@ def test_bf16_weights_are_refreshed_from_the_float32_master_each_forward():
     before, _ = stack.forward(x)
     stack.flat.mul_(2.0)  # what an optimizer step does to the master, in place
     after, _ = stack.forward(x)
-    assert torch.equal(stack.low, stack.flat.bfloat16())
+    for low, master in zip(stack.matmul_weights + stack.matmul_biases,
+                           stack.weights + stack.biases):
+        assert low.dtype == torch.bfloat16 and low.is_contiguous()
+        assert torch.equal(low, master.bfloat16())
     assert not torch.allclose(before, after, rtol=1e-2)
