@@ -152,6 +152,9 @@ def main() -> None:
     cli.add_argument("--repeats", type=int, default=ROBUST.repeats)
     cli.add_argument("--seeds", type=int, default=ROBUST.seeds)
     args = cli.parse_args()
+    args.keep = args.keep.resolve()
+    args.keep.mkdir(parents=True, exist_ok=True)
+    os.chdir(args.keep)  # where new experiments keep their artifacts, beside their stores
     protocol = dataclasses.replace(ROBUST, epochs=args.epochs, n_trials=args.trials,
                                    repeats=args.repeats, seeds=args.seeds)
     info = machine()

@@ -18,6 +18,7 @@ there (``lgals report`` / ``diagnose`` can then use them).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -50,11 +51,16 @@ def stage_training(experiment_id: str, stage: Stage) -> float:
 
 def reproduce_once(directory: Path, batch: int, protocol: str, out: Path | None,
                    suite: str) -> dict:
-    experiment_id = connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
-    protocol = dataclasses.replace(PROTOCOLS[protocol], batch=batch, suite=suite)
-    timings = reproduce(experiment_id, out or directory / "results", protocol,
-                        storage=f"sqlite:///{directory / 'optuna.db'}",
-                        echo=lambda line: print(line, file=sys.stderr))
+    home = Path.cwd()
+    os.chdir(directory)  # the new experiment keeps its artifacts beside its stores
+    try:
+        experiment_id = connect(f"sqlite:///{directory / 'mlflow.db'}", "bench")
+        protocol = dataclasses.replace(PROTOCOLS[protocol], batch=batch, suite=suite)
+        timings = reproduce(experiment_id, out or directory / "results", protocol,
+                            storage=f"sqlite:///{directory / 'optuna.db'}",
+                            echo=lambda line: print(line, file=sys.stderr))
+    finally:
+        os.chdir(home)
     # the diagnosis logs no epoch times: all of it counts as outside training
     training = {"tuning": stage_training(experiment_id, Stage.TRIAL),
                 "evaluation": stage_training(experiment_id, Stage.EVALUATE), "diagnosis": 0.0,
@@ -80,10 +86,11 @@ def main() -> None:
     rows = []
     for i, batch in enumerate(int(b) for b in args.batches.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            directory = args.keep if args.keep and i == 0 else Path(tmp)
+            directory = (args.keep if args.keep and i == 0 else Path(tmp)).resolve()
             directory.mkdir(parents=True, exist_ok=True)
             rows.append(reproduce_once(directory, batch, args.protocol,
-                                       args.out if i == 0 else None, args.suite))
+                                       args.out.resolve() if args.out and i == 0 else None,
+                                       args.suite))
     document = {"machine": info, "protocol": args.protocol, "suite": args.suite, "rows": rows}
     if args.json:
         emit_json(document)
