@@ -198,7 +198,10 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> None:
     clients: dict[str, MlflowClient] = {}
     error = ""
     while (line := lines.get()) is not None:
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:  # a parent interrupted mid-message left half of one
+            continue
         if message.get("sync"):
             print(f"error: {error}" if error else "ok", flush=True)
             error = ""

@@ -38,7 +38,7 @@ def test_train_json_document():
         "mode": "baseline", "epochs": 2, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-2,
         "noise_rate": 0.2, "noise_type": "symmetric", "noise_seed": 0, "val_fraction": 0.0,
         "dataset": "mnist1d", "dataset_version": "mnist1d 0.0.2.post1",
-        "dataset_digest": "9eb232331e1204e2", "seeds": [0, 1],
+        "dataset_digest": "9eb232331e1204e2", "precision": "fp32", "seeds": [0, 1],
     }
     assert [s["seed"] for s in document["seeds"]] == [0, 1]
     for entry in document["seeds"]:

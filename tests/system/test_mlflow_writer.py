@@ -148,3 +148,19 @@ def test_a_missing_file_is_reported_at_sync(store, writer, tmp_path):
     writer.log_heatmaps(uri, run_id, str(tmp_path / "gone.npz"), "title")
     with pytest.raises(RuntimeError, match="MLflow writer: error: FileNotFoundError"):
         writer.sync()
+
+
+def test_a_message_cut_off_by_the_parent_is_dropped_without_a_traceback(store):
+    """A parent interrupted while writing a long message leaves half a line in the pipe:
+    the writer stores what came whole, drops the rest and exits 0, with nothing on stderr."""
+    import subprocess
+    import sys
+
+    whole = '{"sync": true}\n'
+    uri, _, _ = store
+    cut = '{"uri": "' + uri + '", "run_id": "x", "metrics": [[' + "1, " * 40_000
+    process = subprocess.run([sys.executable, "-m", "lgals.tracking.writer"],
+                             input=whole + cut, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.splitlines() == ["ok"]
+    assert "Traceback" not in process.stderr
