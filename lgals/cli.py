@@ -155,12 +155,13 @@ def compute_options(func):
     a device that multiplies bfloat16 matrices in hardware."""
     @functools.wraps(func)
     def command(*args, device, precision, **kwargs):
-        try:
-            compute = Compute.of(device, precision)
-        except ValueError as error:
-            hint = "'--precision'" if "bf16" in str(error) else "'--device'"
-            raise click.BadParameter(str(error), click.get_current_context(),
-                                     param_hint=hint) from None
+        compute = None
+        for hint, given in (("'--device'", {}), ("'--precision'", {"precision": precision})):
+            try:  # the device alone first, so that an error names the option it is about
+                compute = Compute.of(device, **given)
+            except ValueError as error:
+                raise click.BadParameter(str(error), click.get_current_context(),
+                                         param_hint=hint) from None
         return func(*args, compute=compute, **kwargs)
 
     return _apply(command, [
