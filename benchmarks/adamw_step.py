@@ -16,11 +16,10 @@ the timed steps are checked against the param-group optimizer's (largest relativ
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
-from common import describe_machine, emit_json, interleaved, machine, parser
+from common import describe_machine, emit_json, interleaved_medians, machine, parser
 
 from lgals.model import layer_sizes
 from lgals.optim import BETAS, EPS, StackedAdamW
@@ -111,9 +110,8 @@ def main() -> None:
     args = cli.parse_args()
     rows = []
     for members in (int(s) for s in args.sizes.split(",")):
-        times = interleaved(VARIANTS, args.repeats, lambda variant, _, members=members:
-                            micros_per_member_step(variant, members, args.steps))
-        median = {variant: statistics.median(times[variant]) for variant in VARIANTS}
+        median = interleaved_medians(VARIANTS, args.repeats, lambda variant, _, members=members:
+                                     micros_per_member_step(variant, members, args.steps))
         rows.append({"members": members, **{f"{v}_us": median[v] for v in VARIANTS},
                      **{f"{v}_gap": largest_gap(v, members) for v in VARIANTS[1:]}})
     document = {"machine": machine(), "n_params": N_PARAMS, "rows": rows}

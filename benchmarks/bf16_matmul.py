@@ -14,11 +14,10 @@ uses bfloat16 yet: this measures the lever before it is pulled.
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
-from common import describe_machine, emit_json, interleaved, machine, parser
+from common import describe_machine, emit_json, interleaved_medians, machine, parser
 
 from lgals.model import layer_sizes
 
@@ -82,9 +81,8 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for members in (int(s) for s in args.sizes.split(",")):
-        times = interleaved(VARIANTS, args.repeats, lambda variant, _, members=members:
-                            seconds_per_step(variant, members, args.steps))
-        median = {variant: statistics.median(times[variant]) for variant in VARIANTS}
+        median = interleaved_medians(VARIANTS, args.repeats, lambda variant, _, members=members:
+                                     seconds_per_step(variant, members, args.steps))
         rows.append({
             "members": members, "gflop_per_step": step_gflop(members),
             **{f"{v}_ms": 1e3 * median[v] for v in VARIANTS},

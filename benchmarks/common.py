@@ -46,6 +46,13 @@ def interleaved(variants: Sequence[Hashable], repeats: int,
     return values
 
 
+def interleaved_medians(variants: Sequence[Hashable], repeats: int,
+                        measure: Callable[[Hashable, int], float]) -> dict[Hashable, float]:
+    """The median over repeats of each variant's :func:`interleaved` measurements."""
+    values = interleaved(variants, repeats, measure)
+    return {variant: statistics.median(values[variant]) for variant in variants}
+
+
 def paired_ratio(num: list[float], den: list[float]) -> tuple[float, float, float]:
     """Median and interquartile range of the per-repeat ratios ``num[i] / den[i]``."""
     ratios = [a / b for a, b in zip(num, den)]

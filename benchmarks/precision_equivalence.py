@@ -43,11 +43,10 @@ import numpy as np
 from common import describe_machine, emit_json, machine, parser
 
 from lgals.claim import note
-from lgals.data import load_dataset
-from lgals.diagnose import DiagnoseSettings, diagnose_training
-from lgals.evaluation import evaluate_modes, finished_evaluation, latest_tune, make_config
+from lgals.diagnose import diagnose_training
+from lgals.evaluation import evaluate_modes, finished_evaluation, latest_tune
 from lgals.model import Compute
-from lgals.pipeline import reproduce
+from lgals.pipeline import diagnosis_inputs, reproduce
 from lgals.protocols import ROBUST
 from lgals.report.analysis import build, claim_card
 from lgals.report.collect import collect, collect_diagnosis
@@ -93,27 +92,29 @@ def evaluate_fixed(directory: Path, experiment_id: str, protocol) -> None:
 def alignment_in_bf16(experiment_id: str, protocol) -> dict[int, float]:
     """Pearson's r (all layers) per checkpoint of repetition 0's fp32-tuned LGALS trained and
     diagnosed in bf16, as the protocol's diagnostic does it in fp32."""
-    config = make_config("lgals", protocol.epochs, latest_tune(experiment_id, "lgals", 0))
-    data = load_dataset(dataclasses.replace(protocol.noise, val_fraction=0.0))
-    settings = DiagnoseSettings().fitted(protocol.epochs, config.batch_size, len(data.y_train))
+    config, data, settings = diagnosis_inputs(protocol, "lgals",
+                                              latest_tune(experiment_id, "lgals", 0))
     found = diagnose_training(data, config, 0, settings, Compute(precision="bf16"))
     return {c.epoch: c.correlation["all"]["pearson"] for c in found}
 
 
-def accuracies(experiment_id: str, protocol, precision: str) -> dict:
-    """Per mode, the final test accuracies ``[R, S]`` (pp) of the runs at ``precision``."""
-    runs = collect(experiment_id, protocol.run_modes(), dataclasses.replace(
+def evaluated(experiment_id: str, protocol, precision: str) -> dict:
+    """Per mode, the protocol's evaluate runs at ``precision``, as the report collects them."""
+    return collect(experiment_id, protocol.run_modes(), dataclasses.replace(
         protocol.noise, val_fraction=0.0), protocol.repeats, protocol.seeds,
         precision=precision)
-    return {mode: 100 * r.matrix() for mode, r in runs.items()}
+
+
+def accuracies(experiment_id: str, protocol, precision: str) -> dict:
+    """Per mode, the final test accuracies ``[R, S]`` (pp) of the runs at ``precision``."""
+    return {mode: 100 * r.matrix()
+            for mode, r in evaluated(experiment_id, protocol, precision).items()}
 
 
 def results(directory: Path, experiment_id: str, protocol) -> tuple[dict, list]:
     """Per quantity compared, its ``[R, S]`` values (pp); and the claim card's verdicts."""
     connect(f"sqlite:///{directory / 'mlflow.db'}", "equivalence")
-    runs = collect(experiment_id, protocol.run_modes(), dataclasses.replace(
-        protocol.noise, val_fraction=0.0), protocol.repeats, protocol.seeds,
-        precision=protocol.precision)
+    runs = evaluated(experiment_id, protocol, protocol.precision)
     values = {mode: 100 * r.matrix() for mode, r in runs.items()}
     for a, b in CLAIMS:
         values[f"{a} - {b}"] = values[a] - values[b]

@@ -158,11 +158,15 @@ class StackedMLP:
         # The products' copy of the weights, refreshed from the float32 master each forward:
         # one contiguous tensor per layer (oneDNN copies a bfloat16 operand whose members lie
         # a whole parameter row apart before each product; MKL takes float32 views as they are).
-        self.low = matmul_dtype != flat.dtype
         self.matmul_weights, self.matmul_biases = (
             ([torch.empty(w.shape, dtype=matmul_dtype, device=w.device) for w in tensors]
              for tensors in (self.weights, self.biases))
-            if self.low else (self.weights, self.biases))
+            if self.low_precision else (self.weights, self.biases))
+
+    @property
+    def low_precision(self) -> bool:
+        """Whether the products take a narrower dtype than the float32 master weights."""
+        return self.matmul_dtype != self.flat.dtype
 
     def _views(self, buffer: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         weights, biases, offset = [], [], 0
@@ -179,7 +183,7 @@ class StackedMLP:
 
         Also returns the layer inputs (in the products' dtype), which :meth:`backward` needs.
         """
-        if self.low:
+        if self.low_precision:
             for low, master in zip(self.matmul_weights + self.matmul_biases,
                                    self.weights + self.biases):
                 low.copy_(master)

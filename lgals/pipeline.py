@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lgals.claim import Claim
-from lgals.data import DEFAULT_DATASET, NoiseRecipe, load_dataset
+from lgals.data import DEFAULT_DATASET, NoiseRecipe, NoisyDataset, load_dataset
 from lgals.diagnose import (
     DiagnoseSettings,
     diagnose_training,
@@ -106,16 +106,29 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
     return timings, diagnosis
 
 
-def _diagnosis(experiment_id: str, protocol: Protocol, tuned: dict[str, ParamsSource],
-               parent_run_id: str, device: str, echo: Callable[[str], None]) -> str:
-    """``lgals diagnose`` of LGALS (whose s_i the alignment claim is about; else the first
-    mode run) as repetition 0 tuned it, seed 0, on the draw its evaluation trained on, under
-    ``parent_run_id``; a finished one of the same params is reused. The run's id."""
+def diagnosed_mode(protocol: Protocol) -> str:
+    """LGALS, whose s_i the alignment claim is about; else the protocol's first mode."""
     modes = protocol.run_modes()
-    mode = "lgals" if "lgals" in modes else modes[0]
-    config = make_config(mode, protocol.epochs, tuned[mode])
+    return "lgals" if "lgals" in modes else modes[0]
+
+
+def diagnosis_inputs(protocol: Protocol, mode: str, tuned: ParamsSource,
+                     ) -> tuple[TrainConfig, NoisyDataset, DiagnoseSettings]:
+    """What the protocol's diagnostic trains: ``mode`` as ``tuned`` set it, on the draw its
+    evaluation trained on, with checkpoints fitted to the protocol's epochs."""
+    config = make_config(mode, protocol.epochs, tuned)
     data = load_dataset(replace(protocol.noise, val_fraction=0.0))
     settings = DiagnoseSettings().fitted(protocol.epochs, config.batch_size, len(data.y_train))
+    return config, data, settings
+
+
+def _diagnosis(experiment_id: str, protocol: Protocol, tuned: dict[str, ParamsSource],
+               parent_run_id: str, device: str, echo: Callable[[str], None]) -> str:
+    """``lgals diagnose`` of :func:`diagnosed_mode` as repetition 0 tuned it, seed 0 (see
+    :func:`diagnosis_inputs`), under ``parent_run_id``; a finished one of the same params is
+    reused. The run's id."""
+    mode = diagnosed_mode(protocol)
+    config, data, settings = diagnosis_inputs(protocol, mode, tuned[mode])
     checkpoints = ",".join(map(str, settings.checkpoints))
     compute = Compute(device, protocol.precision)
     params = {**config.mode_params(), **data.params(), "seed": 0, "checkpoints": checkpoints,
