@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from statistics import mean, stdev
 from typing import NoReturn
@@ -40,7 +41,7 @@ from lgals.errors import (
     redact_url,
 )
 from lgals.interrupts import exit_code, install_interrupt_handlers
-from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES
+from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES, Hyperparameter, Mode
 from lgals.model import PRECISIONS, Compute
 from lgals.registry import Registry
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
@@ -72,6 +73,16 @@ def _apply(func, options):
     return func
 
 
+def hyperparameter_help(name: str, hyperparameter: Hyperparameter,
+                        modes: Mapping[str, Mode]) -> str:
+    """A hyperparameter's option help: its declaration's, else (a plugin that gave none) the
+    modes that read it, so that no option is bare."""
+    if hyperparameter.help:
+        return hyperparameter.help
+    readers = [mode_name for mode_name, mode in modes.items() if name in mode.params]
+    return f"A hyperparameter of {', '.join(readers)} (its package describes it)."
+
+
 def hyperparameter_options(func):
     """Options of one training run: its schedule, and every registered mode's
     hyperparameters (a plugin's too), handed to the command as one ``config`` of its
@@ -85,12 +96,13 @@ def hyperparameter_options(func):
 
     return _apply(command, [
         click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs,
-                     show_default=True),
+                     show_default=True, help="Training epochs."),
         click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
                      show_default=True, help="At least 2: LGALS needs a batch mean."),
         *(click.option(f"--{name.replace('_', '-')}",
                        type=FiniteRange(h.low, h.high, h.low_open, h.high_open),
-                       default=h.default, show_default=True, help=h.help or None)
+                       default=h.default, show_default=True,
+                       help=hyperparameter_help(name, h, MODES))
           for name, h in HYPERPARAMETERS.items()),
     ])
 
@@ -142,8 +154,11 @@ def noise_options(split_option=None):
                          default=NOISE.noise_rate, show_default=True,
                          help="Share of training labels flipped."),
             click.option("--noise-type", type=click.Choice(NOISE_TYPES),
-                         default=NOISE.noise_type, show_default=True),
-            click.option("--noise-seed", type=int, default=NOISE.noise_seed, show_default=True),
+                         default=NOISE.noise_type, show_default=True,
+                         help="symmetric: a flipped label goes to any other class; pair: to "
+                              "the next one."),
+            click.option("--noise-seed", type=int, default=NOISE.noise_seed, show_default=True,
+                         help="Seed of which labels flip (and of the validation split)."),
             *([split_option] if split_option else []),
         ])
     return decorate
@@ -273,11 +288,13 @@ def cli() -> None:
     _report_plugin_problems(MODES)  # a broken plugin is named; every other mode still works
 
 
-@cli.command("train")
-@click.option("--mode", type=click.Choice(list(MODES)), default="baseline", show_default=True)
+@cli.command("train", short_help="Train seeds of one mode with given hyperparameters.")
+@click.option("--mode", type=click.Choice(list(MODES)), default="baseline", show_default=True,
+              help="The mode (loss) to train, built-in or from a package (`lgals modes`).")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many seeds to train together.")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Model seed of the first run; the others follow it.")
 @hyperparameter_options
 @noise_options(click.option("--val-fraction", type=FiniteRange(0.0, MAX_VAL_FRACTION),
                             default=NOISE.val_fraction, show_default=True,
@@ -327,14 +344,15 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
                          "(non-finite loss): lower --lr")
 
 
-@cli.command("tune")
+@cli.command("tune", short_help="Tune each mode's hyperparameters with Optuna.")
 @modes_option("--modes", "--mode")
 @suite_option
 @click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Total per study; a rerun tops the study up to this.")
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
+              help="Training epochs of every trial.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
-              show_default=True)
+              show_default=True, help="At least 2: LGALS needs a batch mean.")
 # 0.1: TuneSettings' default split, written out so that --help does not import Optuna
 # (a test keeps the two equal).
 @noise_options(click.option("--val-fraction",
@@ -349,11 +367,14 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
                                    "with several modes, a prefix.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the study.")
-@click.option("--sampler-seed", type=int, default=0, show_default=True)
+@click.option("--sampler-seed", type=int, default=0, show_default=True,
+              help="Seed of the TPE sampler (repetition r: this + r).")
 @click.option("--train-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Model seed of every trial.")
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
-              show_default=True)
+              show_default=True,
+              help="median: stop a trial below the median of the earlier ones at the same "
+                   "epoch (after 5 trials and the first fifth of the epochs); none: never.")
 @repeats_option
 @batch_option
 @compute_options
@@ -385,12 +406,15 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
                 click.echo(describe_study(summary))
 
 
-@cli.command("evaluate")
+@cli.command("evaluate", short_help="Train each mode's tuned params over several seeds.")
 @modes_option("--modes")
 @suite_option
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Evaluation seeds per mode.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Model seed of the first evaluation run; the others follow it.")
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
+              help="Training epochs per seed (early_stop's tuned count overrides it).")
 @click.option("--params-from", default="tune", show_default=True,
               help="`tune` (latest finished tune per mode), a JSON/YAML file "
                    "{mode: {lr: ..}}, or `defaults`.")
@@ -443,7 +467,7 @@ def _experiment_id(name: str) -> str:
     return experiment.experiment_id
 
 
-@cli.command("report")
+@cli.command("report", short_help="The claim card, tables and plots, from MLflow alone.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
               show_default=True, help="Directory for results.md/.csv and the plots.")
 @modes_option("--modes")
@@ -530,8 +554,10 @@ def protocol_options(func):
                      help="Evaluation seeds per repetition [default: the protocol's]."),
         modes_option("--modes"), suite_option, batch_option,
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                     default="results", show_default=True),
-        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
+                     default="results", show_default=True,
+                     help="Directory for the report (results.md, .csv and the plots)."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Local worker processes sharing each study while tuning."),
         storage_option, compute_options, tracking_uri_option,
         click.option("--experiment-name",
                      help="[default: lgals, or lgals-quick with the quick protocol]"),
@@ -548,7 +574,7 @@ def _done(timings: dict[str, float], experiment_id: str) -> None:
                f"{runs_page('http://127.0.0.1:5000', experiment_id, SEED_RUNS)}")
 
 
-@cli.command("reproduce")
+@cli.command("reproduce", short_help="The whole study: tune, evaluate, report; resumable.")
 @claim_option
 @protocol_options
 def reproduce_command(protocol, claim, out, workers, storage, device, tracking_uri,
@@ -613,7 +639,7 @@ def _noise_type(item: str) -> str:
     return item
 
 
-@cli.command("sweep")
+@cli.command("sweep", short_help="The protocol at every noise setting, and its report.")
 @click.option("--noise-rates", callback=_unique_list(_noise_rate), default="0,0.2,0.4",
               show_default=True, help=f"Shares of flipped training labels, in [0, "
                                       f"{MAX_NOISE_RATE}], comma-separated.")
@@ -634,7 +660,7 @@ def sweep_command(noise_rates, noise_types, protocol, out, workers, storage, dev
                 device=device, echo=lambda line: click.echo(line, err=True)), experiment_id)
 
 
-@cli.command("reanalyze")
+@cli.command("reanalyze", short_help="Reload a seed run's model; recheck and extend its metrics.")
 @click.argument("run_id")
 @tracking_uri_option
 def reanalyze_command(run_id, tracking_uri) -> None:
@@ -674,7 +700,7 @@ def _hyperparameter_row(name: str) -> dict:
             "default": hyperparameter.default}
 
 
-@cli.command("modes")
+@cli.command("modes", short_help="List every mode and its hyperparameters.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def modes_command(as_json) -> None:
     """Every mode, built-in or from an installed package: its label, family, suites, where
@@ -716,7 +742,7 @@ def modes_command(as_json) -> None:
             click.echo(line(parameter, row))
 
 
-@cli.command("check-mode")
+@cli.command("check-mode", short_help="Hold a mode to the checks every built-in passes.")
 @click.argument("name", type=click.Choice(list(MODES)), metavar="MODE")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def check_mode_command(name, as_json) -> None:
@@ -735,7 +761,7 @@ def check_mode_command(name, as_json) -> None:
     failed = [check.name for check in checks if not check.passed]
     if failed:
         raise LgalsError(f"mode {name!r} fails: {'; '.join(failed)}")
-@cli.command("datasets")
+@cli.command("datasets", short_help="List every dataset, its sizes and where it comes from.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def datasets_command(as_json) -> None:
     """Every dataset, built-in or from an installed package: its training and test sizes,
@@ -773,10 +799,11 @@ def datasets_command(as_json) -> None:
         click.echo(f"    {row['source']}")
 
 
-@cli.command("diagnose")
+@cli.command("diagnose", short_help="Measure whether s_i tracks weight-gradient alignment.")
 @click.option("--run", "run_id", help="Diagnose this seed run's logged model (its last epoch) "
                                       "on its own data instead of training one.")
-@click.option("--mode", type=click.Choice(list(MODES)), default="lgals", show_default=True)
+@click.option("--mode", type=click.Choice(list(MODES)), default="lgals", show_default=True,
+              help="The mode to train and diagnose.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Model seed of the run trained here.")
 @hyperparameter_options
