@@ -589,21 +589,26 @@ def reproduce_command(protocol, claim, out, workers, storage, device, tracking_u
           experiment_id)
 
 
-# An MLproject parameter must have a value: these values mean "not given", and are dropped.
-# --repeats 0 / --seeds 0: the protocol's own (for `report`, all there are); --claim note: the
-# note's claim file; --dataset mnist1d: the default, or a --claim file's own dataset.
+# An MLproject parameter must have a value: an empty one ("") is an option not given, and so
+# are these values on the entry points of NOT_GIVEN_ON. --repeats 0 / --seeds 0: the
+# protocol's own (for `report`, all there are); --claim note: the note's claim file;
+# --dataset mnist1d: the default, or a --claim file's own dataset.
 NOT_GIVEN = {"--repeats": "0", "--seeds": "0", "--claim": "note", "--dataset": DEFAULT_DATASET}
+NOT_GIVEN_ON = ("report", "reproduce", "sweep")
 
 
-def project_argv(argv: list[str]) -> list[str]:
-    """An MLproject entry point's arguments, those that mean "not given" dropped."""
+def project_argv(command: str, argv: list[str]) -> list[str]:
+    """``lgals COMMAND``'s arguments from its MLproject entry point's, without the options not
+    given: those left empty, and on the commands of NOT_GIVEN_ON those at their NOT_GIVEN
+    value."""
+    not_given = NOT_GIVEN if command in NOT_GIVEN_ON else {}
     kept: list[str] = []
     for arg in argv:
-        if kept and NOT_GIVEN.get(kept[-1]) == arg:
+        if kept and kept[-1].startswith("--") and arg in ("", not_given.get(kept[-1])):
             kept.pop()
         else:
             kept.append(arg)
-    return kept
+    return [command, *kept]
 
 
 def _unique_list(convert):

@@ -74,8 +74,9 @@ def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
                                 run.data.tags.get(STUDY, ""))
     where = f" repetition {repeat}" if repeat else ""
     raise BadSetting(f"no finished tune with best params for mode {mode!r}{where} in "
-                     f"experiment {experiment_id}: run `lgals tune --mode {mode}` first, or "
-                     "pass --params-from FILE or defaults")
+                     f"experiment {experiment_id}: run `lgals tune --mode {mode}` first, "
+                     "name the experiment that holds it with --tune-experiment, or pass "
+                     "--params-from FILE or defaults")
 
 
 def params_from_file(path: str, mode: str) -> ParamsSource:

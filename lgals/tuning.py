@@ -167,7 +167,7 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
             diff = ", ".join(f"{k}={recorded[k]!r}" for k in attrs
                              if recorded.get(k) != attrs[k])
             raise BadSetting(f"study {settings.study_name!r} was created with {diff}; "
-                             "pick another --study-name")
+                             "pick another --study-name, or another --storage")
         for key, value in attrs.items():
             if key not in study.user_attrs:
                 study.set_user_attr(key, value)
