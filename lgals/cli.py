@@ -362,9 +362,12 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
 @storage_option
-@click.option("--study-name", help="[default: lgals-MODE, lgals-DATASET-MODE on a dataset "
-                                   "other than mnist1d; -bf16 after it at --precision bf16]; "
-                                   "with several modes, a prefix.")
+@click.option("--study-name",
+              help="[default: lgals-MODE, lgals-DATASET-MODE on a dataset other than mnist1d; "
+                   "then -oracle at --val-labels clean, -bf16 at --precision bf16, and "
+                   "-KEY=VALUE for each of --epochs, --batch-size, --train-seed and the noise "
+                   "options not at its default, e.g. lgals-MODE-epochs=30]; with several "
+                   "modes, a prefix.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the study.")
 @click.option("--sampler-seed", type=int, default=0, show_default=True,

@@ -33,7 +33,7 @@ def test_the_dashboard_serves_the_study_lgals_made(tmp_path, _cache_dir):
                         str(EPOCHS), "--pruner", "none"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.load_study(study_name="lgals-lgals", storage=storage)
+    study = optuna.load_study(study_name="lgals-lgals-epochs=2", storage=storage)
 
     port = free_port()
     with open(tmp_path / "dashboard.log", "w") as log:
@@ -44,7 +44,7 @@ def test_the_dashboard_serves_the_study_lgals_made(tmp_path, _cache_dir):
         base = f"http://127.0.0.1:{port}"
         studies = wait_for(lambda: get_json(f"{base}/api/studies"), timeout=60,
                            what="optuna-dashboard")["study_summaries"]
-        assert [s["study_name"] for s in studies] == ["lgals-lgals"]
+        assert [s["study_name"] for s in studies] == ["lgals-lgals-epochs=2"]
         assert studies[0]["directions"] == ["maximize"]
         detail = get_json(f"{base}/api/studies/{studies[0]['study_id']}")
     finally:
