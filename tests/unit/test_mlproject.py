@@ -47,10 +47,12 @@ def test_mlproject_defaults_are_the_clis():
         assert train[name] == getattr(TrainConfig, name)
     for name, hyperparameter in HYPERPARAMETERS.items():
         assert train[name] == hyperparameter.default
-    # every built-in mode's hyperparameters reach `mlflow run -e train` (a plugin's are
-    # options of `lgals train`, which MLproject cannot list ahead); every suite the others
+    # every built-in mode's hyperparameters reach `mlflow run -e train` and `-e diagnose` (a
+    # plugin's are options of the commands, which MLproject cannot list ahead); every suite the
+    # others
     builtin = {*EVERY_MODE, *(name for mode in BUILTIN_MODES.values() for name in mode.params)}
     assert builtin <= set(entry_points["train"]["parameters"])
+    assert builtin <= set(entry_points["diagnose"]["parameters"])
     for entry in ("tune", "evaluate", "report", "reproduce", "main"):
         assert entry_points[entry]["parameters"]["suite"]["default"] == "paper", entry
     for name in ("noise_rate", "noise_type", "noise_seed", "val_fraction", "dataset"):
