@@ -128,10 +128,11 @@ def test_tune_run_logs_optuna_figures(lgals_study):
 # --- 5. diverged trials -------------------------------------------------------------------
 
 def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
-    """Not "Objective Value": a trial's value is the noisy validation accuracy."""
+    """Not "Objective Value": a trial's value is the noisy validation accuracy. The
+    importances' legend is the study's metric name (Optuna prefers it to ``target_name``)."""
     import matplotlib.pyplot as plt
 
-    from lgals.tuning import OBJECTIVE, study_figures
+    from lgals.tuning import METRIC, OBJECTIVE, study_figures
 
     figures = study_figures(lgals_study.study)
     assert set(figures) == {"optimization_history", "param_importances", "slice"}
@@ -144,7 +145,9 @@ def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
     for figure in drawn.values():
         plt.close(figure)
     assert OBJECTIVE in labels["optimization_history"][0]
-    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn), labels
+    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn
+               if name != "param_importances"), labels
+    assert METRIC in "".join(labels["param_importances"]), labels
     assert not any("Objective Value" in "".join(text) for text in labels.values()), labels
 
 
