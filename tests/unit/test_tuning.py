@@ -9,12 +9,13 @@ The process-level and seconds-long tests: ``tests/system/test_tuning.py``.
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from optuna.trial import TrialState
-from support.mlflow_fixtures import copy_database, history
+from support.mlflow_fixtures import copy_database, expected_context, history, run_context
 from support.tuning import (
     children,
     error_line,
@@ -75,6 +76,19 @@ def test_tune_run_has_one_child_run_per_trial(lgals_study):
         for name, value in trial.params.items():
             assert run.data.params[name] == str(value)
         assert run.data.params["val_fraction"] == "0.1"
+
+
+def test_every_run_of_a_tune_carries_mlflows_context_and_the_study_names_its_objective(
+        lgals_study):
+    """The tune run and each trial's run: the user, the source and the checkout's commit, as
+    MLflow's fluent API would tag them (``tests/unit/test_conventions.py`` for ``train``);
+    the study names its objective as the trials' runs name the metric."""
+    expected = expected_context(getpass.getuser())
+    assert len(lgals_study.runs) == 4  # the tune run and three trials
+    for run in lgals_study.runs:
+        assert run_context(run) == expected, run.info.run_name
+        assert run.info.user_id == expected["mlflow.user"]
+    assert lgals_study.study.metric_names == ["val_acc"]
 
 
 def test_trial_runs_log_validation_history_and_nothing_of_the_test_set(lgals_study):
