@@ -259,10 +259,27 @@ tracking_uri_option = click.option(
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
 
 
+# What MLflow's own CLI reads the experiment's name from, when no option names one.
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+
+
+def experiment_option(**kwargs):
+    """``--experiment-name``, else ``$MLFLOW_EXPERIMENT_NAME`` (as MLflow's CLI), else the
+    command's default; the one rule for every command that takes an experiment."""
+    return click.option("--experiment-name", envvar=EXPERIMENT_ENV, show_envvar=True, **kwargs)
+
+
+def _experiment_setting() -> str:
+    """Where the command's experiment name came from, as an error about it names it."""
+    source = click.get_current_context().get_parameter_source("experiment_name")
+    return EXPERIMENT_ENV if source == click.core.ParameterSource.ENVIRONMENT else (
+        "--experiment-name")
+
+
 def tracking_options(func):
     """Where runs go: MLflow's default store unless told otherwise."""
-    func = click.option("--experiment-name", default="lgals", show_default=True,
-                        help="MLflow experiment (inside `mlflow run`, the project's).")(func)
+    func = experiment_option(default="lgals", show_default=True,
+                             help="MLflow experiment (inside `mlflow run`, the project's).")(func)
     return tracking_uri_option(func)
 
 
@@ -429,7 +446,7 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
 def _experiment(tracking_uri: str | None, name: str, create: bool = True) -> str:
     """The experiment's id in the store (:func:`connect`), once its runs that lost their
     process are ended."""
-    experiment_id = connect(tracking_uri, name, create)
+    experiment_id = connect(tracking_uri, name, create, setting=_experiment_setting())
     end_dead_runs(experiment_id)
     return experiment_id
 
@@ -533,8 +550,7 @@ def protocol_options(func):
                      default="results", show_default=True),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
         storage_option, compute_options, tracking_uri_option,
-        click.option("--experiment-name",
-                     help="[default: lgals, or lgals-quick with the quick protocol]"),
+        experiment_option(help="[default: lgals, or lgals-quick with the quick protocol]"),
     ])
 
 

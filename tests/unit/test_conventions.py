@@ -15,9 +15,11 @@ import getpass
 import optuna
 import pytest
 from mlflow import MlflowClient
+from support.errors import assert_one_line_error
 from support.mlflow_fixtures import (
     all_runs,
     expected_context,
+    isolated_mlflow,
     run_context,
     run_main,
     sqlite_uri,
@@ -64,6 +66,71 @@ def test_the_tracking_username_is_the_runs_user(tmp_path, fresh_context):
     (run,) = all_runs(MlflowClient(uri))
     assert run_context(run) == expected_context("carol")
     assert run.info.user_id == "carol"
+
+# --- MLFLOW_EXPERIMENT_NAME -------------------------------------------------------------------
+
+# Every command that takes an experiment, as little as it takes to reach the store.
+COMMANDS = {
+    "train": ["train", "--epochs", "1", "--seeds", "1"],
+    "tune": ["tune", "--mode", "baseline", "--n-trials", "1", "--epochs", "1"],
+    "evaluate": ["evaluate", "--modes", "baseline", "--params-from", "defaults", "--seeds", "1",
+                 "--epochs", "1"],
+    "diagnose": ["diagnose", "--epochs", "1", "--checkpoints", "1", "--batches", "1"],
+    "reproduce": ["reproduce", "--quick"],
+    "sweep": ["sweep", "--quick", "--noise-rates", "0", "--noise-types", "symmetric"],
+    "report": ["report"],
+}
+
+
+@pytest.fixture(scope="module")
+def gone(tmp_path_factory) -> str:
+    """A store whose experiment ``gone`` is deleted (MLflow refuses to log to it); its URI."""
+    uri = sqlite_uri(tmp_path_factory.mktemp("deleted") / "mlflow.db")
+    with isolated_mlflow():
+        client = MlflowClient(uri)
+        client.delete_experiment(client.create_experiment("gone"))
+    return uri
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_bad_experiment_from_the_environment_is_one_line_naming_the_variable(command, gone,
+                                                                               tmp_path):
+    """A name MLflow refuses (a deleted experiment; for ``report``, which only reads, one the
+    store lacks) from $MLFLOW_EXPERIMENT_NAME: exit 2, one line naming the variable and the
+    name, not the option; no run."""
+    name = "missing" if command == "report" else "gone"
+    result = run_main([*COMMANDS[command], "--tracking-uri", gone], tmp_path,
+                      MLFLOW_EXPERIMENT_NAME=name)
+    assert_one_line_error(result.code, result.out, result.err, "MLFLOW_EXPERIMENT_NAME")
+    assert f"'{name}'" in result.err and "--experiment-name" not in result.err
+    assert all_runs(MlflowClient(gone)) == []
+
+
+def test_a_bad_experiment_option_is_one_line_naming_the_option(gone, tmp_path):
+    result = run_main([*COMMANDS["train"], "--experiment-name", "gone", "--tracking-uri", gone],
+                      tmp_path)
+    assert_one_line_error(result.code, result.out, result.err, "--experiment-name: Cannot set "
+                                                               "a deleted experiment 'gone'")
+    assert "MLFLOW_EXPERIMENT_NAME" not in result.err
+    assert all_runs(MlflowClient(gone)) == []
+
+
+def test_the_environments_experiment_is_used_and_the_option_beats_it(tmp_path):
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    from_env = run_main([*COMMANDS["train"], "--tracking-uri", uri], tmp_path,
+                        MLFLOW_EXPERIMENT_NAME="from-env")
+    assert from_env.code == 0, from_env.err
+    # the variable names an experiment that cannot be used: the option is all that counts
+    MlflowClient(uri).delete_experiment(MlflowClient(uri).create_experiment("gone"))
+    from_option = run_main([*COMMANDS["train"], "--experiment-name", "from-option",
+                            "--tracking-uri", uri], tmp_path, MLFLOW_EXPERIMENT_NAME="gone")
+    assert from_option.code == 0, from_option.err
+    client = MlflowClient(uri)
+    held = {run.info.run_id: client.get_experiment(run.info.experiment_id).name
+            for run in all_runs(client)}
+    assert sorted(held.values()) == ["from-env", "from-option"]
+    assert {e.name for e in client.search_experiments()} == {"Default", "from-env",
+                                                               "from-option"}  # active ones
 
 # --- Optuna: the objective named -------------------------------------------------------------
 
