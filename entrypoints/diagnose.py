@@ -2,7 +2,7 @@
 
 import sys
 
-from lgals.cli import run
+from lgals.cli import project_flags, run
 
 if __name__ == "__main__":
-    run(["diagnose", *sys.argv[1:]])
+    run(["diagnose", *project_flags(sys.argv[1:])])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from lgals.model import PRECISIONS, Compute
 from lgals.registry import Registry
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
 from lgals.tracking.null import Untracked
-from lgals.tracking.runs import end_dead_runs, scope
+from lgals.tracking.runs import end_dead_runs, logging_system_metrics, scope
 from lgals.tracking.seeds import Tracked
 from lgals.tracking.store import connect, open_store, user_error
 from lgals.tracking.ui import runs_page
@@ -283,6 +284,31 @@ def tracking_options(func):
     return tracking_uri_option(func)
 
 
+def _psutil_installed(ctx, param, enabled: bool) -> bool:
+    """--system-metrics is refused before anything starts where psutil is missing."""
+    if enabled and importlib.util.find_spec("psutil") is None:
+        raise click.BadParameter("needs psutil: pip install 'lgals[system-metrics]'", ctx, param)
+    return enabled
+
+
+def system_metrics_option(func):
+    """``--system-metrics``: MLflow's system metrics on the command's top run
+    (:func:`lgals.tracking.runs.logging_system_metrics`)."""
+    @functools.wraps(func)
+    def command(*args, system_metrics, **kwargs):
+        if system_metrics and kwargs.get("no_tracking"):
+            raise click.BadParameter("they are logged to the command's run: not with "
+                                     "--no-tracking", param_hint="'--system-metrics'")
+        with logging_system_metrics(system_metrics):
+            return func(*args, **kwargs)
+
+    return click.option(
+        "--system-metrics", is_flag=True, default=False, callback=_psutil_installed,
+        help="Log MLflow's system metrics (CPU, memory, disk, network; GPU with pynvml) to "
+             "the command's top run, every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL); "
+             "needs lgals[system-metrics].")(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lgals")
 def cli() -> None:
@@ -301,6 +327,7 @@ def cli() -> None:
                             help="Noisy validation split carved from training."))
 @compute_options
 @tracking_options
+@system_metrics_option
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def train_command(seeds, first_seed, config, noise, compute, tracking_uri, experiment_name,
@@ -375,6 +402,7 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
 @batch_option
 @compute_options
 @tracking_options
+@system_metrics_option
 def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
                  workers, sampler_seed, train_seed, pruner, repeats, batch, compute, tracking_uri,
                  experiment_name) -> None:
@@ -417,6 +445,7 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
 @repeats_option
 @compute_options
 @tracking_options
+@system_metrics_option
 def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_experiment, noise,
                      vary_noise, repeats, compute, tracking_uri, experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds;
@@ -551,6 +580,7 @@ def protocol_options(func):
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
         storage_option, compute_options, tracking_uri_option,
         experiment_option(help="[default: lgals, or lgals-quick with the quick protocol]"),
+        system_metrics_option,
     ])
 
 
@@ -586,14 +616,40 @@ NOT_GIVEN = {"--repeats": "0", "--seeds": "0", "--claim": "note", "--dataset": D
 
 
 def project_argv(argv: list[str]) -> list[str]:
-    """An MLproject entry point's arguments, those that mean "not given" dropped."""
+    """An MLproject entry point's arguments, its flags' values read (:func:`project_flags`)
+    and those that mean "not given" dropped."""
     kept: list[str] = []
-    for arg in argv:
+    for arg in project_flags(argv):
         if kept and NOT_GIVEN.get(kept[-1]) == arg:
             kept.pop()
         else:
             kept.append(arg)
     return kept
+
+
+# An MLproject parameter always has a value: a flag comes as `--FLAG true` or `--FLAG false`.
+PROJECT_FLAGS = ("--system-metrics",)
+
+
+def project_flags(argv: list[str]) -> list[str]:
+    """An MLproject entry point's arguments, each flag given as ``--FLAG VALUE`` turned into
+    the flag (a true value, as click reads booleans), nothing (a false one), or
+    ``--FLAG=VALUE``, which the command refuses in one line naming the flag."""
+    kept: list[str] = []
+    flag = None  # a flag whose value comes next
+    for arg in argv:
+        if flag is None and arg in PROJECT_FLAGS:
+            flag = arg
+            continue
+        if flag is None:
+            kept.append(arg)
+            continue
+        try:
+            kept += [flag] if click.BOOL.convert(arg, None, None) else []
+        except click.BadParameter:
+            kept.append(f"{flag}={arg}")
+        flag = None
+    return kept + ([flag] if flag else [])
 
 
 def _unique_list(convert):
@@ -803,6 +859,7 @@ def datasets_command(as_json) -> None:
               help="Fixed training batches (of the batch size) measured at each checkpoint.")
 @compute_options
 @tracking_options
+@system_metrics_option
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def diagnose_command(run_id, seed, config, noise, checkpoints, batches, compute, tracking_uri,

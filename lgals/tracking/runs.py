@@ -137,6 +137,8 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     A created run carries MLflow's context tags (:func:`context_tags`); an adopted one keeps
     those ``mlflow run`` gave it. Params that ``mlflow run`` already logged are left as they
     are: MLflow refuses to log a param twice with a different string (``1e-3`` vs ``0.001``).
+    A run without a parent is the command's top run: it gets the system metrics
+    (:func:`logging_system_metrics`) when they are asked for.
     """
     from mlflow.entities import Param, RunTag
 
@@ -157,7 +159,36 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     new_params = [Param(k, str(v)) for k, v in params.items() if k not in logged]
     client.log_batch(run_id, params=new_params, tags=new_tags)
     HEARTBEATS.add(run_id)
+    if parent_run_id is None and _SYSTEM_METRICS.get():
+        _monitor(run_id)
     return run_id
+
+
+_SYSTEM_METRICS: ContextVar[bool] = ContextVar("lgals_system_metrics", default=False)
+_MONITORS: dict = {}  # run id -> its SystemMetricsMonitor, until the run ends
+
+
+@contextmanager
+def logging_system_metrics(enabled: bool = True) -> Iterator[None]:
+    """MLflow's system metrics (``system/cpu_utilization_percentage``, memory, disk, network;
+    GPU where pynvml is installed) on every run without a parent opened inside the block,
+    sampled by MLflow's monitor (every 10 s, ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL``)
+    until :func:`end_runs` ends the run. Needs psutil (``lgals[system-metrics]``)."""
+    token = _SYSTEM_METRICS.set(enabled)
+    try:
+        yield
+    finally:
+        _SYSTEM_METRICS.reset(token)
+
+
+def _monitor(run_id: str) -> None:
+    """Start MLflow's system metrics monitor on ``run_id`` (it needs no active fluent run)."""
+    import mlflow
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, tracking_uri=mlflow.get_tracking_uri())
+    monitor.start()
+    _MONITORS[run_id] = monitor
 
 
 @contextmanager
@@ -217,6 +248,9 @@ def end_runs(run_ids: Sequence[str], status: str, reason: str = "") -> None:
     client = mlflow_client()
     for run_id in run_ids:
         HEARTBEATS.discard(run_id)
+        monitor = _MONITORS.pop(run_id, None)
+        if monitor is not None:  # its last samples land while the run is still RUNNING
+            monitor.finish()
     for run_id in run_ids:
         if reason:
             client.set_tag(run_id, STATUS_REASON, reason)

@@ -11,7 +11,11 @@ basic-auth server's user: ``tests/system/test_team_auth.py``.
 from __future__ import annotations
 
 import getpass
+import sys
+import threading
+import time
 
+import mlflow
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -19,14 +23,19 @@ from support.errors import assert_one_line_error
 from support.mlflow_fixtures import (
     all_runs,
     expected_context,
+    history,
     isolated_mlflow,
     run_context,
     run_main,
     sqlite_uri,
+    wait_for,
 )
 from support.tuning import load_study, tune_main
 
-from lgals.tracking.runs import context_tags
+from lgals.cli import project_flags
+from lgals.tracking.runs import context_tags, ending, logging_system_metrics, open_run
+
+CPU = "system/cpu_utilization_percentage"  # what MLflow's CPU monitor logs
 
 
 @pytest.fixture
@@ -36,6 +45,7 @@ def fresh_context():
     context_tags.cache_clear()
     yield
     context_tags.cache_clear()
+
 
 # --- MLflow's context tags --------------------------------------------------------------------
 
@@ -66,6 +76,7 @@ def test_the_tracking_username_is_the_runs_user(tmp_path, fresh_context):
     (run,) = all_runs(MlflowClient(uri))
     assert run_context(run) == expected_context("carol")
     assert run.info.user_id == "carol"
+
 
 # --- MLFLOW_EXPERIMENT_NAME -------------------------------------------------------------------
 
@@ -132,6 +143,7 @@ def test_the_environments_experiment_is_used_and_the_option_beats_it(tmp_path):
     assert {e.name for e in client.search_experiments()} == {"Default", "from-env",
                                                                "from-option"}  # active ones
 
+
 # --- Optuna: the objective named -------------------------------------------------------------
 
 def test_a_study_made_before_its_objective_had_a_name_gets_it_when_resumed(tmp_path):
@@ -150,3 +162,73 @@ def test_a_study_made_before_its_objective_had_a_name_gets_it_when_resumed(tmp_p
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     df = study.trials_dataframe(multi_index=True)  # Optuna's own tables name the value too
     assert ("value", "val_acc") in df.columns
+
+
+# --- --system-metrics -------------------------------------------------------------------------
+
+TRAINING = ("train", "tune", "evaluate", "diagnose", "reproduce", "sweep")
+
+
+@pytest.mark.parametrize("command", TRAINING)
+def test_system_metrics_without_psutil_is_one_line_and_starts_nothing(command, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setitem(sys.modules, "psutil", None)  # what an import sees where it is missing
+    db = tmp_path / "mlflow.db"
+    result = run_main([*COMMANDS[command], "--system-metrics", "--tracking-uri",
+                       sqlite_uri(db)], tmp_path)
+    assert_one_line_error(result.code, result.out, result.err, "'--system-metrics'")
+    assert "pip install 'lgals[system-metrics]'" in result.err
+    assert not db.exists() and not (tmp_path / "optuna.db").exists()
+
+
+@pytest.mark.parametrize("command", ("train", "diagnose"))
+def test_system_metrics_without_tracking_is_refused(command, tmp_path):
+    result = run_main([*COMMANDS[command], "--system-metrics", "--no-tracking"], tmp_path)
+    assert_one_line_error(result.code, result.out, result.err, "'--system-metrics'")
+    assert "--no-tracking" in result.err
+
+
+def test_system_metrics_go_to_the_top_run_and_stop_as_it_ends_on_an_interrupt(tmp_path,
+                                                                             monkeypatch):
+    """Under :func:`logging_system_metrics` a run without a parent gets MLflow's monitor, its
+    child none; an interrupt ends the runs KILLED and stops the monitor with them: no monitor
+    thread is left, and the run's metrics stop growing."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(uri)
+        experiment_id = client.create_experiment("system-metrics")
+        with logging_system_metrics(), pytest.raises(KeyboardInterrupt), \
+                ending([]) as runs:
+            runs.append(top := open_run(experiment_id, "top", {}, {}))
+            runs.append(child := open_run(experiment_id, "child", {}, {}, parent_run_id=top))
+            wait_for(lambda: len(history(client, top, CPU)[0]) >= 3, timeout=60,
+                     what="three CPU samples")
+            raise KeyboardInterrupt
+        monitors = [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]
+        steps, values = history(client, top, CPU)
+        with ending([open_run(experiment_id, "plain", {}, {})]) as (plain,):
+            time.sleep(1)  # ten sampling intervals: for a monitor left running, or a new one
+    assert monitors == []
+    assert [client.get_run(r).info.status for r in (top, child)] == ["KILLED", "KILLED"]
+    assert steps == list(range(len(steps))) and all(0 <= v <= 100 for v in values)
+    assert client.get_run(top).data.metrics["system/system_memory_usage_megabytes"] > 0
+    assert history(client, top, CPU)[0] == steps  # nothing after the run ended
+    assert [k for k in client.get_run(child).data.metrics if k.startswith("system/")] == []
+    assert client.get_run(plain).data.metrics == {}  # opened outside the block
+
+
+@pytest.mark.parametrize("value, argv", [
+    ("true", ["--system-metrics"]), ("True", ["--system-metrics"]), ("1", ["--system-metrics"]),
+    ("yes", ["--system-metrics"]), ("false", []), ("False", []), ("0", []), ("no", []),
+    ("maybe", ["--system-metrics=maybe"])])
+def test_an_mlproject_flag_parameter_becomes_the_flag_or_nothing(value, argv):
+    assert project_flags(["--epochs", "2", "--system-metrics", value, "--seeds", "1"]) == [
+        "--epochs", "2", *argv, "--seeds", "1"]
+
+
+def test_an_mlproject_flag_that_is_no_boolean_is_one_line_naming_it(tmp_path):
+    result = run_main(["train", *project_flags(["--system-metrics", "maybe"]), "--no-tracking"],
+                      tmp_path)
+    assert_one_line_error(result.code, result.out, result.err, "'--system-metrics'")
