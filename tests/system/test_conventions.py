@@ -23,7 +23,7 @@ from support.mlflow_fixtures import (
 )
 
 CPU = "system/cpu_utilization_percentage"
-TRAIN = ["train", "--epochs", "5", "--seeds", "2", "--device", "cpu"]
+TRAIN = ["train", "--epochs", "10", "--seeds", "2", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
