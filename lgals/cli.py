@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -46,7 +47,7 @@ from lgals.model import PRECISIONS, Compute
 from lgals.registry import Registry
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
 from lgals.tracking.null import Untracked
-from lgals.tracking.runs import end_dead_runs, scope
+from lgals.tracking.runs import end_dead_runs, logging_system_metrics, scope
 from lgals.tracking.seeds import Tracked
 from lgals.tracking.store import connect, open_store, user_error
 from lgals.tracking.ui import runs_page
@@ -274,11 +275,53 @@ tracking_uri_option = click.option(
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
 
 
+# What MLflow's own CLI reads the experiment's name from, when no option names one.
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+
+
+def experiment_option(**kwargs):
+    """``--experiment-name``, else ``$MLFLOW_EXPERIMENT_NAME`` (as MLflow's CLI), else the
+    command's default; the one rule for every command that takes an experiment."""
+    return click.option("--experiment-name", envvar=EXPERIMENT_ENV, show_envvar=True, **kwargs)
+
+
+def _experiment_setting() -> str:
+    """Where the command's experiment name came from, as an error about it names it."""
+    source = click.get_current_context().get_parameter_source("experiment_name")
+    return EXPERIMENT_ENV if source == click.core.ParameterSource.ENVIRONMENT else (
+        "--experiment-name")
+
+
 def tracking_options(func):
     """Where runs go: MLflow's default store unless told otherwise."""
-    func = click.option("--experiment-name", default="lgals", show_default=True,
-                        help="MLflow experiment (inside `mlflow run`, the project's).")(func)
+    func = experiment_option(default="lgals", show_default=True,
+                             help="MLflow experiment (inside `mlflow run`, the project's).")(func)
     return tracking_uri_option(func)
+
+
+def _psutil_installed(ctx, param, enabled: bool) -> bool:
+    """--system-metrics is refused before anything starts where psutil is missing."""
+    if enabled and importlib.util.find_spec("psutil") is None:
+        raise click.BadParameter("needs psutil: pip install 'lgals[system-metrics]'", ctx, param)
+    return enabled
+
+
+def system_metrics_option(func):
+    """``--system-metrics``: MLflow's system metrics on the command's top run
+    (:func:`lgals.tracking.runs.logging_system_metrics`)."""
+    @functools.wraps(func)
+    def command(*args, system_metrics, **kwargs):
+        if system_metrics and kwargs.get("no_tracking"):
+            raise click.BadParameter("they are logged to the command's run: not with "
+                                     "--no-tracking", param_hint="'--system-metrics'")
+        with logging_system_metrics(system_metrics):
+            return func(*args, **kwargs)
+
+    return click.option(
+        "--system-metrics", is_flag=True, default=False, callback=_psutil_installed,
+        help="Log MLflow's system metrics (CPU, memory, disk, network; GPU with pynvml) to "
+             "the command's top run, every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL); "
+             "needs lgals[system-metrics].")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -301,6 +344,7 @@ def cli() -> None:
                             help="Noisy validation split carved from training."))
 @compute_options
 @tracking_options
+@system_metrics_option
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def train_command(seeds, first_seed, config, noise, compute, tracking_uri, experiment_name,
@@ -382,6 +426,7 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
 @batch_option
 @compute_options
 @tracking_options
+@system_metrics_option
 def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
                  workers, sampler_seed, train_seed, pruner, repeats, batch, compute, tracking_uri,
                  experiment_name) -> None:
@@ -427,6 +472,7 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
 @repeats_option
 @compute_options
 @tracking_options
+@system_metrics_option
 def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_experiment, noise,
                      vary_noise, repeats, compute, tracking_uri, experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds;
@@ -456,7 +502,7 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
 def _experiment(tracking_uri: str | None, name: str, create: bool = True) -> str:
     """The experiment's id in the store (:func:`connect`), once its runs that lost their
     process are ended."""
-    experiment_id = connect(tracking_uri, name, create)
+    experiment_id = connect(tracking_uri, name, create, setting=_experiment_setting())
     end_dead_runs(experiment_id)
     return experiment_id
 
@@ -562,8 +608,8 @@ def protocol_options(func):
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Local worker processes sharing each study while tuning."),
         storage_option, compute_options, tracking_uri_option,
-        click.option("--experiment-name",
-                     help="[default: lgals, or lgals-quick with the quick protocol]"),
+        experiment_option(help="[default: lgals, or lgals-quick with the quick protocol]"),
+        system_metrics_option,
     ])
 
 
@@ -601,17 +647,42 @@ NOT_GIVEN_ON = ("report", "reproduce", "sweep")
 
 
 def project_argv(command: str, argv: list[str]) -> list[str]:
-    """``lgals COMMAND``'s arguments from its MLproject entry point's, without the options not
-    given: those left empty, and on the commands of NOT_GIVEN_ON those at their NOT_GIVEN
-    value."""
+    """``lgals COMMAND``'s arguments from its MLproject entry point's: its flags' values read
+    (:func:`project_flags`), without the options not given: those left empty, and on the
+    commands of NOT_GIVEN_ON those at their NOT_GIVEN value."""
     not_given = NOT_GIVEN if command in NOT_GIVEN_ON else {}
     kept: list[str] = []
-    for arg in argv:
+    for arg in project_flags(argv):
         if kept and kept[-1].startswith("--") and arg in ("", not_given.get(kept[-1])):
             kept.pop()
         else:
             kept.append(arg)
     return [command, *kept]
+
+
+# An MLproject parameter always has a value: a flag comes as `--FLAG true` or `--FLAG false`.
+PROJECT_FLAGS = ("--system-metrics",)
+
+
+def project_flags(argv: list[str]) -> list[str]:
+    """An MLproject entry point's arguments, each flag given as ``--FLAG VALUE`` turned into
+    the flag (a true value, as click reads booleans), nothing (a false one), or
+    ``--FLAG=VALUE``, which the command refuses in one line naming the flag."""
+    kept: list[str] = []
+    flag = None  # a flag whose value comes next
+    for arg in argv:
+        if flag is None and arg in PROJECT_FLAGS:
+            flag = arg
+            continue
+        if flag is None:
+            kept.append(arg)
+            continue
+        try:
+            kept += [flag] if click.BOOL.convert(arg, None, None) else []
+        except click.BadParameter:
+            kept.append(f"{flag}={arg}")
+        flag = None
+    return kept + ([flag] if flag else [])
 
 
 def _unique_list(convert):
@@ -822,6 +893,7 @@ def datasets_command(as_json) -> None:
               help="Fixed training batches (of the batch size) measured at each checkpoint.")
 @compute_options
 @tracking_options
+@system_metrics_option
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def diagnose_command(run_id, seed, config, noise, checkpoints, batches, compute, tracking_uri,

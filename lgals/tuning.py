@@ -64,8 +64,10 @@ from lgals.workers import run_pool
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
 # worker is started for them and pops them first.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-# What a trial's value is, as Optuna's figures name it on their axes.
-OBJECTIVE = "val_acc (noisy validation accuracy, last epoch)"
+# What a trial's value is: the MLflow metric it is (the study's metric name, which
+# optuna-dashboard and Optuna's importance figure show), and as the other figures name it.
+METRIC = "val_acc"
+OBJECTIVE = f"{METRIC} (noisy validation accuracy, last epoch)"
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
 DEFAULT_BATCH = 10
@@ -171,7 +173,8 @@ def counted_trials(study: optuna.Study) -> int:
 
 
 def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optuna.Study:
-    """Create or load the study; refuse to resume one made with other settings."""
+    """Create or load the study, its objective named (:data:`METRIC`); refuse to resume one
+    made with other settings."""
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5,
                                           n_warmup_steps=max(1, settings.epochs // 5))
               if settings.pruner == "median" else optuna.pruners.NopPruner())
@@ -189,6 +192,9 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
         for key, value in attrs.items():
             if key not in study.user_attrs:
                 study.set_user_attr(key, value)
+        if study.metric_names != [METRIC]:  # a new study, or one made before it was named
+            with experimental():
+                study.set_metric_names([METRIC])
     # The sampler's stream: seeded, one per worker (identical streams propose identical
     # trials) and per resume point (a resumed study would otherwise replay its first random
     # proposals). From scratch it depends on --sampler-seed and the worker only.

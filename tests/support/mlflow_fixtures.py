@@ -133,13 +133,16 @@ class CliResult:
     err: str
 
 
-def run_main(argv: Sequence[str], cwd: Path) -> CliResult:
+def run_main(argv: Sequence[str], cwd: Path, **env: str) -> CliResult:
     """``lgals ARGV`` in this process through ``lgals.cli.main`` (faster than a subprocess:
-    torch and MLflow are imported once), with MLflow's global state restored afterwards."""
+    torch and MLflow are imported once), with MLflow's global state restored afterwards;
+    ``env``: MLflow variables (of ``MLFLOW_ENV``) the command sees, none other."""
     from lgals.cli import main
 
+    assert set(env) <= set(MLFLOW_ENV), sorted(set(env) - set(MLFLOW_ENV))
     out, err = io.StringIO(), io.StringIO()
     with isolated_mlflow():
+        os.environ.update(env)
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -300,6 +303,36 @@ def sqlite_runs(db: Path) -> list[tuple[str, str]]:
 def sqlite_params(db: Path, run_id: str) -> dict[str, str]:
     return dict(_sqlite_query(db, "SELECT key, value FROM params WHERE run_uuid = ?",
                               (run_id,)))
+
+
+def git_of_checkout() -> dict[str, str]:
+    """MLflow's git tags for this checkout (commit; branch and repository URL where there are
+    any), as git's own command line says them."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True,
+                                text=True, timeout=30)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    remotes = git("remote").split()
+    found = {"mlflow.source.git.commit": git("rev-parse", "HEAD"),
+             "mlflow.source.git.branch": git("symbolic-ref", "--short", "-q", "HEAD"),
+             "mlflow.source.git.repoURL": git("remote", "get-url", remotes[0]) if remotes else ""}
+    assert len(found["mlflow.source.git.commit"]) == 40, "the tests run from a git checkout"
+    return {key: value for key, value in found.items() if value}
+
+
+def run_context(run) -> dict[str, str]:
+    """A run's ``mlflow.user`` and ``mlflow.source.*`` tags: where, by whom, from what code."""
+    return {key: value for key, value in run.data.tags.items()
+            if key == "mlflow.user" or key.startswith("mlflow.source.")}
+
+
+def expected_context(user: str) -> dict[str, str]:
+    """The context tags of a run this process creates in-process (``run_main``), as MLflow's
+    fluent API would give it: the script is this process's ``sys.argv[0]``; the git tags are
+    this checkout's."""
+    return {"mlflow.user": user, "mlflow.source.name": sys.argv[0] or "<console>",
+            "mlflow.source.type": "LOCAL", **git_of_checkout()}
 
 
 def all_runs(client) -> list:

@@ -2,7 +2,8 @@
 
 docs/team.md's command, ``optuna-dashboard STORAGE --host 127.0.0.1 --port PORT``, started on a
 free port and stopped by its PID; what the dashboard serves must be the study as Optuna
-stores it: every trial, its state, params, value and per-epoch ``val_acc``.
+stores it: every trial, its state, params, value and per-epoch ``val_acc``, and the objective's
+name.
 """
 
 from __future__ import annotations
@@ -63,3 +64,4 @@ def test_the_dashboard_serves_the_study_lgals_made(tmp_path, _cache_dir):
             sorted(trial.intermediate_values.items())
         assert len(shown["intermediate_values"]) == EPOCHS  # val_acc after every epoch
     assert [t["number"] for t in detail["best_trials"]] == [study.best_trial.number]
+    assert detail["objective_names"] == ["val_acc"]  # the dashboard names the objective

@@ -6,6 +6,7 @@ The fast in-process tests: ``tests/unit/test_mlproject.py``.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +14,19 @@ from types import SimpleNamespace
 
 import pytest
 from mlflow import MlflowClient
-from support.mlflow_fixtures import MLFLOW, PROJECT, all_runs, cli_env, sqlite_uri, stop
+from support.mlflow_fixtures import (
+    MLFLOW,
+    PROJECT,
+    all_runs,
+    cli_env,
+    git_of_checkout,
+    history,
+    run_context,
+    sqlite_uri,
+    stop,
+)
+
+EXPERIMENT = "from-mlflow-run"  # the good run's $MLFLOW_EXPERIMENT_NAME
 
 
 def project_copy(tmp: Path) -> Path:
@@ -29,24 +42,28 @@ def project_copy(tmp: Path) -> Path:
     return target
 
 
-def mlflow_run(project: Path, cwd: Path, db: Path, *params: str,
-               entry: str = "train") -> subprocess.Popen:
+def mlflow_run(project: Path, cwd: Path, db: Path, *params: str, entry: str = "train",
+               **env: str) -> subprocess.Popen:
     args = [MLFLOW, "run", str(project), "-e", entry, "--env-manager", "local"]
     for param in params:
         args += ["-P", param]
-    return subprocess.Popen(args, cwd=cwd, env=cli_env(MLFLOW_TRACKING_URI=sqlite_uri(db)),
+    return subprocess.Popen(args, cwd=cwd, env=cli_env(MLFLOW_TRACKING_URI=sqlite_uri(db), **env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
 def project_runs(tmp_path_factory, _cache_dir):
-    """Both ``mlflow run`` invocations, started together (each in its own store and cwd)."""
+    """Both ``mlflow run`` invocations, started together (each in its own store and cwd); the
+    good one in the experiment $MLFLOW_EXPERIMENT_NAME names, with system metrics sampled
+    every 0.5 s."""
     tmp = tmp_path_factory.mktemp("mlproject")
     project = project_copy(tmp)
     (tmp / "good").mkdir()
     (tmp / "bad").mkdir()
     good_db, bad_db = tmp / "good" / "mlflow.db", tmp / "bad" / "mlflow.db"
-    good = mlflow_run(project, tmp / "good", good_db, "epochs=2", "seeds=2", "lr=1e-3")
+    good = mlflow_run(project, tmp / "good", good_db, "epochs=2", "seeds=2", "lr=1e-3",
+                      "system_metrics=true", MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+                      MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.5")
     bad = mlflow_run(project, tmp / "bad", bad_db, "epochs=2", "seeds=2", "lr=0")
     try:
         bad_out, bad_err = bad.communicate(timeout=300)
@@ -55,6 +72,7 @@ def project_runs(tmp_path_factory, _cache_dir):
         stop(good)
         stop(bad)
     return SimpleNamespace(
+        project=project,
         good=SimpleNamespace(code=good.returncode, out=good_out, err=good_err, db=good_db),
         bad=SimpleNamespace(code=bad.returncode, out=bad_out, err=bad_err, db=bad_db),
     )
@@ -84,6 +102,33 @@ def test_mlflow_run_train_nests_the_seeds_under_the_project_run(project_runs):
         assert child.info.experiment_id == project_run.info.experiment_id
         assert "final_test_acc" in child.data.metrics
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_the_project_run_keeps_what_mlflow_run_set_and_gets_the_system_metrics(project_runs):
+    """``mlflow run`` made the project run, in the experiment of $MLFLOW_EXPERIMENT_NAME, with
+    its user and source (the project, type PROJECT; no commit: the copy is no checkout):
+    lgals adopts it and adds none of its own, and logs the system metrics to it, the top run.
+    The seed runs lgals creates carry its context: the entry point's script, the commit of
+    the checkout lgals runs from."""
+    good = project_runs.good
+    assert good.code == 0, good.err[-3000:]
+    client = MlflowClient(sqlite_uri(good.db))
+    runs = all_runs(client)
+    assert {client.get_experiment(r.info.experiment_id).name for r in runs} == {EXPERIMENT}
+    (project_run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    user = getpass.getuser()
+    assert run_context(project_run) == {"mlflow.user": user,
+                                        "mlflow.source.name": str(project_runs.project),
+                                        "mlflow.source.type": "PROJECT"}
+    steps, _ = history(client, project_run.info.run_id, "system/cpu_utilization_percentage")
+    assert len(steps) >= 1 and steps == list(range(len(steps)))
+    script = str(project_runs.project / "entrypoints" / "train.py")
+    seeds = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(seeds) == 2
+    for run in seeds:
+        assert run_context(run) == {"mlflow.user": user, "mlflow.source.name": script,
+                                    "mlflow.source.type": "LOCAL", **git_of_checkout()}
+        assert [key for key in run.data.metrics if key.startswith("system/")] == []
 
 
 def test_mlflow_run_with_a_bad_parameter_fails_the_project_run(project_runs):

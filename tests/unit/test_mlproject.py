@@ -19,6 +19,7 @@ def test_mlproject_defaults_are_the_clis():
     """Every MLproject parameter that is a CLI option has the CLI's default (which for the
     hyperparameters is TrainConfig's, for the noise NoiseRecipe's, and for tune's --batch and
     --val-fraction the tuning's)."""
+    import click
     import yaml
 
     from lgals import cli as cli_module
@@ -36,6 +37,11 @@ def test_mlproject_defaults_are_the_clis():
         for name, parameter in spec["parameters"].items():
             if name == "claim":  # no CLI default (the note's file): a value meaning "not given"
                 assert cli_module.NOT_GIVEN["--claim"] == parameter["default"]
+            elif name in options and options[name].is_flag:  # "true" / "false": the flag or not
+                assert click.BOOL.convert(parameter["default"], None, None) is (
+                    options[name].default), (entry, name)
+                assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], (entry, name)
+                checked += 1
             elif parameter["default"] == "":  # left out: the option has no default of its own
                 assert options[name].default in (None, click.core.UNSET), (entry, name)
             elif name in options and options[name].default not in (None, click.core.UNSET):
@@ -61,6 +67,15 @@ def test_mlproject_defaults_are_the_clis():
     for entry, spec in entry_points.items():
         assert spec["parameters"]["dataset"]["default"] == NoiseRecipe.dataset, entry
         assert "--dataset {dataset}" in spec["command"], entry
+    # every command that takes --system-metrics takes it from its entry points, whose
+    # scripts read the value as the flag (lgals.cli.project_flags)
+    for entry, spec in entry_points.items():
+        command = cli.commands["reproduce" if entry == "main" else entry]
+        if "system_metrics" in {p.name for p in command.params}:
+            assert spec["parameters"]["system_metrics"] == {"type": "string",
+                                                            "default": "false"}, entry
+            script = (PROJECT / "entrypoints" / f"{command.name}.py").read_text()
+            assert "project_argv(" in script, entry
     tune = {p.name: p.default for p in cli.commands["tune"].params}
     assert tune["val_fraction"] == TuneSettings(mode="baseline").noise.val_fraction
     for command in ("tune", "reproduce"):

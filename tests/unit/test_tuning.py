@@ -10,12 +10,13 @@ The process-level and seconds-long tests: ``tests/system/test_tuning.py``.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from optuna.trial import TrialState
-from support.mlflow_fixtures import copy_database, history
+from support.mlflow_fixtures import copy_database, expected_context, history, run_context
 from support.tuning import (
     children,
     error_line,
@@ -79,6 +80,19 @@ def test_tune_run_has_one_child_run_per_trial(lgals_study):
         assert run.data.params["val_fraction"] == "0.1"
 
 
+def test_every_run_of_a_tune_carries_mlflows_context_and_the_study_names_its_objective(
+        lgals_study):
+    """The tune run and each trial's run: the user, the source and the checkout's commit, as
+    MLflow's fluent API would tag them (``tests/unit/test_conventions.py`` for ``train``);
+    the study names its objective as the trials' runs name the metric."""
+    expected = expected_context(getpass.getuser())
+    assert len(lgals_study.runs) == 4  # the tune run and three trials
+    for run in lgals_study.runs:
+        assert run_context(run) == expected, run.info.run_name
+        assert run.info.user_id == expected["mlflow.user"]
+    assert lgals_study.study.metric_names == ["val_acc"]
+
+
 def test_trial_runs_log_validation_history_and_nothing_of_the_test_set(lgals_study):
     (tune,) = tune_runs(lgals_study.runs)
     trials = {t.number: t for t in lgals_study.study.trials}
@@ -130,10 +144,11 @@ def test_tune_run_logs_optuna_figures(lgals_study):
 # --- 5. diverged trials -------------------------------------------------------------------
 
 def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
-    """Not "Objective Value": a trial's value is the noisy validation accuracy."""
+    """Not "Objective Value": a trial's value is the noisy validation accuracy. The
+    importances' legend is the study's metric name (Optuna prefers it to ``target_name``)."""
     import matplotlib.pyplot as plt
 
-    from lgals.tuning import OBJECTIVE, study_figures
+    from lgals.tuning import METRIC, OBJECTIVE, study_figures
 
     figures = study_figures(lgals_study.study)
     assert set(figures) == {"optimization_history", "param_importances", "slice"}
@@ -146,7 +161,9 @@ def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
     for figure in drawn.values():
         plt.close(figure)
     assert OBJECTIVE in labels["optimization_history"][0]
-    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn), labels
+    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn
+               if name != "param_importances"), labels
+    assert METRIC in "".join(labels["param_importances"]), labels
     assert not any("Objective Value" in "".join(text) for text in labels.values()), labels
 
 
