@@ -153,11 +153,11 @@ def test_a_study_made_before_its_objective_had_a_name_gets_it_when_resumed(tmp_p
     directory = tmp_path / "tune"
     directory.mkdir()
     storage = sqlite_uri(directory / "optuna.db")
-    optuna.create_study(study_name="lgals-baseline", storage=storage, direction="maximize")
-    assert load_study(directory, "lgals-baseline").metric_names is None
+    optuna.create_study(study_name="lgals-baseline-epochs=1", storage=storage, direction="maximize")
+    assert load_study(directory, "lgals-baseline-epochs=1").metric_names is None
     result = tune_main(directory, "--mode", "baseline", "--n-trials", "1", "--epochs", "1")
     assert result.code == 0, result.err
-    study = load_study(directory, "lgals-baseline")
+    study = load_study(directory, "lgals-baseline-epochs=1")
     assert study.metric_names == ["val_acc"]
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     df = study.trials_dataframe(multi_index=True)  # Optuna's own tables name the value too
