@@ -55,3 +55,25 @@ def test_mlproject_defaults_are_the_clis():
     for command in ("tune", "reproduce"):
         assert {p.name: p.default for p in cli.commands[command].params}["batch"] == (
             DEFAULT_BATCH)
+
+
+def test_register_is_nothing_by_default_and_a_name_when_given(tmp_path):
+    """``mlflow run -e evaluate|reproduce|main -P register=NAME``: the command MLflow builds
+    gives the CLI that name; the default, ``""``, registers nothing (sweep takes none)."""
+    import shlex
+
+    from mlflow.projects import _project_spec
+
+    from lgals.cli import cli, project_argv
+
+    project = _project_spec.load_project(str(PROJECT))
+    assert "register" not in project.get_entry_point("sweep").parameters
+    for entry in ("evaluate", "reproduce", "main"):
+        for given, expected in (({}, ""), ({"register": "my study"}, "my study")):
+            command = project.get_entry_point(entry).compute_command(given, str(tmp_path))
+            argv = shlex.split(command)[3:]  # python -m entrypoints.NAME ...
+            name = "reproduce" if entry == "main" else entry
+            if name == "reproduce":  # as entrypoints/reproduce.py hands them on
+                argv = project_argv(argv)
+            context = cli.commands[name].make_context(name, argv)
+            assert context.params["register"] == expected, (entry, given)
