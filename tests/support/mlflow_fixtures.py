@@ -375,3 +375,12 @@ def assert_pt2_with_installable_requirements(model: Path) -> None:
         "pip": requirements}
     assert yaml.safe_load((model / "python_env.yaml").read_text())["dependencies"] == [
         "-r requirements.txt"]
+
+
+def registry_state(client) -> dict[str, tuple[list[tuple[str, str, str]], str]]:
+    """Each registered model of the store: its versions (version, seed run, source) and the
+    version its alias ``best`` names (versions as strings: some stores give ints)."""
+    return {model.name: (sorted((str(v.version), v.run_id, v.source) for v in
+                                client.search_model_versions(f"name = '{model.name}'")),
+                         str(client.get_model_version_by_alias(model.name, "best").version))
+            for model in client.search_registered_models()}

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from support.mlflow_fixtures import (
     isolated_mlflow,
     model_accuracy,
+    registry_state,
     run_lgals,
     sqlite_uri,
 )
@@ -96,9 +97,8 @@ def test_registering_an_evaluation_again_adds_no_version(on_sqlite):
     """The same evaluations registered again (as a rerun of ``reproduce`` does with those it
     reuses): every model keeps its one version, ``best`` its version."""
     client = on_sqlite.client
-    before = {mode: (sorted((v.version, v.source) for v in client.search_model_versions(
-                  f"name = 'study-{mode}'")), client.get_model_version_by_alias(
-                  f"study-{mode}", "best").version) for mode in MODES}
+    before = registry_state(client)
+    assert set(before) == {"study-baseline", "study-lgals"}
     with isolated_mlflow():
         import mlflow
 
@@ -106,11 +106,8 @@ def test_registering_an_evaluation_again_adds_no_version(on_sqlite):
         again = register_evaluations("study", {mode: [e.run.info.run_id] for mode, e in
                                                on_sqlite.evaluations.items()})
     assert [(r.name, r.added, r.best) for r in again] == [
-        (f"study-{mode}", 0, before[mode][1]) for mode in MODES]
-    after = {mode: (sorted((v.version, v.source) for v in client.search_model_versions(
-                 f"name = 'study-{mode}'")), client.get_model_version_by_alias(
-                 f"study-{mode}", "best").version) for mode in MODES}
-    assert after == before
+        (f"study-{mode}", 0, before[f"study-{mode}"][1]) for mode in MODES]
+    assert registry_state(client) == before
 
 
 def test_a_team_server_on_postgresql_holds_the_registry(tmp_path, _cache_dir):

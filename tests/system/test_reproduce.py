@@ -22,6 +22,7 @@ from support.mlflow_fixtures import (
     MLFLOW_LOG,
     all_runs,
     copy_database,
+    registry_state,
     run_lgals,
     run_main,
     sqlite_uri,
@@ -300,14 +301,6 @@ def test_report_rebuilt_from_mlflow_alone_is_identical(quick, tmp_path):
     assert "mlflow.parentRunId" not in newest.data.tags
     logged = {a.path for a in quick.client.list_artifacts(newest.info.run_id)}
     assert set(OUTPUTS) <= logged
-
-
-def registry_state(client) -> dict[str, tuple[list[tuple[str, str, str]], str]]:
-    """Each registered model: its versions (version, seed run, source) and its best's."""
-    return {model.name: (sorted((str(v.version), v.run_id, v.source) for v in
-                                client.search_model_versions(f"name = '{model.name}'")),
-                         str(client.get_model_version_by_alias(model.name, "best").version))
-            for model in client.search_registered_models()}
 
 
 def test_reproduce_registers_the_evaluations_it_reuses_once(quick, tmp_path):
