@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lgals.schema import PARENT, SEED, Stage, repeat_of, runs_filter
-from lgals.tracking.seeds import model_id
+from lgals.tracking.seeds import logged_model_id
 from lgals.tracking.store import mlflow_client, storing
 
 BEST = "best"
@@ -90,7 +90,7 @@ def _register(name: str, evaluate_run_ids: Sequence[str]) -> Registration | None
                                          tags={PARENT: evaluate_run_id}, has=(SEED,)),
             max_results=1000)
         for run in sorted(runs, key=lambda r: (repeat_of(r), int(r.data.tags[SEED]))):
-            found = model_id(run.info.run_id, experiment_id)
+            found = logged_model_id(run.info.run_id, experiment_id)
             if found:
                 seeds.append((run, found))
     if not seeds:

@@ -196,7 +196,7 @@ def _log_model(run_id: str, name: str, model_id: str, result: MemberResult,
 
     try:
         with storing(f"logging the model of run {run_id}"):
-            # pt2 (torch.export) on every tracking URI: MLflow's default is pickle on some
+            # pt2 (torch.export) on every tracking URI: MLflow's default is pickle on Databricks
             mlflow.pytorch.log_model(result.model, name=name, run_id=run_id, model_id=model_id,
                                      input_example=data.x_train[:2], serialization_format="pt2",
                                      pip_requirements=list(model_requirements()))
@@ -219,11 +219,11 @@ def model_uri(run_id: str) -> str | None:
     Models are named after their run, and MLflow resolves ``runs:/<id>/<name>`` by that name;
     the model's id needs no name (and finds the ``model`` of stores made before the rename).
     """
-    found = model_id(run_id)
+    found = logged_model_id(run_id)
     return f"models:/{found}" if found else None
 
 
-def model_id(run_id: str, experiment_id: str | None = None) -> str | None:
+def logged_model_id(run_id: str, experiment_id: str | None = None) -> str | None:
     """The id of the finished model run ``run_id`` logged (in ``experiment_id``, if known),
     or ``None``."""
     from mlflow.entities import LoggedModelStatus

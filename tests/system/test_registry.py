@@ -22,7 +22,7 @@ from support.pg_fixtures import mlflow_server_on, postgres_server
 
 from lgals.data import load_dataset
 from lgals.tracking.register import register_evaluations
-from lgals.tracking.seeds import model_id
+from lgals.tracking.seeds import logged_model_id
 
 MODES = ("baseline", "lgals")
 SEEDS = 3
@@ -59,7 +59,7 @@ def assert_registered(evaluated: SimpleNamespace, name: str) -> None:
         assert len(evaluation.seeds) == SEEDS
         with isolated_mlflow():
             mlflow.set_tracking_uri(evaluated.uri)
-            models = {run.info.run_id: model_id(run.info.run_id) for run in evaluation.seeds}
+            models = {run.info.run_id: logged_model_id(run.info.run_id) for run in evaluation.seeds}
         assert {(v.run_id, v.source) for v in versions} == {
             (run_id, f"models:/{found}") for run_id, found in models.items()}
         assert sorted(int(v.version) for v in versions) == list(range(1, SEEDS + 1))

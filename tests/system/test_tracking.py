@@ -51,7 +51,7 @@ from lgals.data import NoiseRecipe, load_dataset
 from lgals.schema import HEARTBEAT
 from lgals.settings import DEFAULT_STALE_SECONDS
 from lgals.tracking.runs import end_runs, open_run
-from lgals.tracking.seeds import model_id
+from lgals.tracking.seeds import logged_model_id
 from lgals.tracking.ui import EXPERIMENT_DESCRIPTION
 
 EPOCHS = 3
@@ -324,7 +324,7 @@ def test_the_logged_model_is_pickle_free_pt2_and_requires_this_torch_build(train
     for child in trained.children:
         with isolated_mlflow():
             mlflow.set_tracking_uri(trained.uri)
-            found = model_id(child.info.run_id)
+            found = logged_model_id(child.info.run_id)
         files = download_model(trained.uri, found, tmp_path / found)
         assert_pt2_with_installable_requirements(files)
 
@@ -344,7 +344,7 @@ def test_mlflow_models_serve_answers_as_the_model_in_process(trained, tmp_path):
     assert data.x_test.dtype == np.float32
     with isolated_mlflow():
         mlflow.set_tracking_uri(trained.uri)
-        uri = f"models:/{model_id(child.info.run_id)}"
+        uri = f"models:/{logged_model_id(child.info.run_id)}"
         pyfunc = mlflow.pyfunc.load_model(uri)
         inputs = pyfunc.metadata.get_input_schema().inputs
         expected = np.asarray(pyfunc.predict(data.x_test))
