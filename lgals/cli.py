@@ -249,6 +249,26 @@ claim_option = click.option(
          "none; --protocol, --quick, --repeats, --seeds override it). --suite adds modes.")
 
 
+def _register(ctx, param, name: str) -> str:
+    """--register NAME, checked before anything starts; empty (the MLproject's default):
+    nothing is registered."""
+    if not name:
+        return ""
+    from lgals.tracking.register import name_problem
+
+    problem = name_problem(name)
+    if problem:
+        raise click.BadParameter(f"{name!r}: {problem}", ctx, param)
+    return name
+
+
+register_option = click.option(
+    "--register", metavar="NAME", default="", callback=_register,
+    help="Register each mode's evaluated seed models in MLflow's Model Registry as versions "
+         "of NAME-<mode>, the alias `best` on the one whose run ended with the highest "
+         "train_true_acc [default: none].")
+
+
 def _given(name: str) -> bool:
     """Whether the command line set option ``name`` (not its default)."""
     return click.get_current_context().get_parameter_source(name) not in (
@@ -470,14 +490,17 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
 @noise_options()
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
 @repeats_option
+@register_option
 @compute_options
 @tracking_options
 @system_metrics_option
 def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_experiment, noise,
-                     vary_noise, repeats, compute, tracking_uri, experiment_name) -> None:
+                     vary_noise, repeats, register, compute, tracking_uri,
+                     experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds;
     repetition r on its own noise draw, with the params of its own tune."""
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
+    from lgals.tracking.register import register_evaluations
 
     mode_list = list(SUITES[suite] if modes is None else modes)
     # Every mode's params are found and checked before anything is trained or logged; those
@@ -490,13 +513,18 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
                {m: resolve_params(params_from, tune_id, m, repeat) for m in mode_list}
                for repeat in range(repeats)]
     seed_list = list(range(first_seed, first_seed + seeds))
+    evaluations: dict[str, list[str]] = {mode: [] for mode in mode_list}
     for repeat, repeat_sources in enumerate(sources):
         with scope({REPEAT: repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             results = evaluate_modes(repeat_sources, experiment_id, seed_list, epochs,
                                      noise.repeated(repeat), vary_noise, compute=compute)
-        for mode, mode_results in results.items():
+        for mode, (run_id, mode_results) in results.items():
+            evaluations[mode].append(run_id)
             click.echo(("" if repeats == 1 else f"repetition {repeat}: ")
                        + describe_results(mode, mode_results))
+    if register:
+        for registration in register_evaluations(register, evaluations):
+            click.echo(registration.summary())
 
 
 def _experiment(tracking_uri: str | None, name: str, create: bool = True) -> str:
@@ -626,15 +654,17 @@ def _done(timings: dict[str, float], experiment_id: str) -> None:
 @cli.command("reproduce", short_help="The whole study: tune, evaluate, report; resumable.")
 @claim_option
 @protocol_options
+@register_option
 def reproduce_command(protocol, claim, out, workers, storage, device, tracking_uri,
-                      experiment_name) -> None:
+                      experiment_name, register) -> None:
     """The whole study: per repetition, tune every mode -> evaluate over seeds; then the
     report, whose card tests the note's claim or --claim's. A rerun skips what finished."""
     from lgals.pipeline import reproduce
 
     experiment_id = _experiment(tracking_uri, experiment_name or protocol.experiment)
     _done(reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
-                    device=device, echo=lambda line: click.echo(line, err=True), claim=claim),
+                    device=device, echo=lambda line: click.echo(line, err=True), claim=claim,
+                    register=register),
           experiment_id)
 
 

@@ -355,3 +355,65 @@ def model_accuracy(model, data) -> float:
         predictions = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
     return float((predictions == data.y_test).mean())
 
+
+
+CPU_TORCH_INDEX_LINE = "--extra-index-url https://download.pytorch.org/whl/cpu"
+
+
+def download_model(uri: str, model_id: str, directory: Path) -> Path:
+    """Every file of the logged model ``model_id`` of the store ``uri``, into ``directory``."""
+    import mlflow.artifacts
+
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(uri)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}",
+                                                        dst_path=str(directory)))
+
+
+def assert_pt2_with_installable_requirements(model: Path) -> None:
+    """A logged lgals model's files: torch.export's pickle-free pt2, and requirements that
+    install this torch build again (a CPU build from PyTorch's CPU index, not PyPI's CUDA one).
+
+    MLflow's MLmodel names no format: the pytorch flavour's data folder holding ``model.pt2``
+    alone (no ``model.pth``, no ``pickle_module_info.txt``) makes its loader take the pt2 path,
+    which with pickle refused checks the archive for pickled records before loading it."""
+    from importlib.metadata import version
+
+    import mlflow.pytorch
+    import torch
+    import yaml
+
+    mlmodel = yaml.safe_load((model / "MLmodel").read_text())
+    assert mlmodel["flavors"]["pytorch"]["model_data"] == "data"
+    assert mlmodel["flavors"]["pytorch"]["pytorch_version"] == torch.__version__
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == "mlflow.pytorch"
+    assert sorted(p.name for p in (model / "data").iterdir()) == ["model.pt2"]
+    saved = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    try:
+        assert isinstance(mlflow.pytorch.load_model(str(model)), torch.nn.Module)
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+        else:
+            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = saved
+
+    cpu_build = torch.version.cuda is None and torch.version.hip is None
+    requirements = (model / "requirements.txt").read_text().splitlines()
+    assert requirements == [f"mlflow=={version('mlflow')}",
+                            *([CPU_TORCH_INDEX_LINE] if cpu_build else []),
+                            f"torch=={torch.__version__.split('+')[0]}",
+                            f"numpy=={version('numpy')}", f"pandas=={version('pandas')}"]
+    assert yaml.safe_load((model / "conda.yaml").read_text())["dependencies"][-1] == {
+        "pip": requirements}
+    assert yaml.safe_load((model / "python_env.yaml").read_text())["dependencies"] == [
+        "-r requirements.txt"]
+
+
+def registry_state(client) -> dict[str, tuple[list[tuple[str, str, str]], str]]:
+    """Each registered model of the store: its versions (version, seed run, source) and the
+    version its alias ``best`` names (versions as strings: some stores give ints)."""
+    return {model.name: (sorted((str(v.version), v.run_id, v.source) for v in
+                                client.search_model_versions(f"name = '{model.name}'")),
+                         str(client.get_model_version_by_alias(model.name, "best").version))
+            for model in client.search_registered_models()}

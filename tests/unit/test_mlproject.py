@@ -43,7 +43,7 @@ def test_mlproject_defaults_are_the_clis():
                 assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], (entry, name)
                 checked += 1
             elif parameter["default"] == "":  # left out: the option has no default of its own
-                assert options[name].default in (None, click.core.UNSET), (entry, name)
+                assert options[name].default in (None, "", click.core.UNSET), (entry, name)
             elif name in options and options[name].default not in (None, click.core.UNSET):
                 assert parameter["default"] == options[name].default, (entry, name)
                 checked += 1
@@ -211,3 +211,13 @@ def test_every_option_lgals_advises_is_a_parameter_of_each_entry_point_that_take
                                f"{', '.join(sorted(where))})")
     assert missing == []
     assert excused == set(NOT_PARAMETERS)  # each excuse is still needed
+
+
+def test_register_is_nothing_by_default_and_a_name_when_given():
+    """``mlflow run -e evaluate|reproduce|main -P register=NAME``: the command MLflow builds
+    gives the CLI that name; the default, ``""``, registers nothing (sweep takes none)."""
+    entries = project_entry_points()
+    assert "register" not in entries["sweep"].parameters
+    for entry in ("evaluate", "reproduce", "main"):
+        for given, expected in (({}, ""), ({"register": "my study"}, "my study")):
+            assert parsed(entries[entry], given).params["register"] == expected, (entry, given)
