@@ -9,19 +9,17 @@ import ast
 import datetime
 import importlib
 import inspect
-from pathlib import Path
 
 import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
 from packaging.requirements import Requirement
+from support.mlflow_fixtures import PROJECT
 
 from lgals.private_apis import PRIVATE_APIS, PrivateApi
 from lgals.storage import _SERVER_CALLS, open_storage
 from lgals.tuning import _CompletedTrials, _should_prune
-
-PROJECT = Path(__file__).resolve().parents[2]
 
 # lgals asks trials itself and writes their heartbeats (lgals.storage.TrialRecorder)
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
@@ -163,7 +161,7 @@ def _defined_in_lgals() -> tuple[set[str], list[tuple[str, str]]]:
     for path in sorted((PROJECT / "lgals").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 defined.add(node.name)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 defined.add(node.id)
