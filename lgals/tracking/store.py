@@ -14,7 +14,6 @@ MLflow overlaps this process's.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
+from filelock import FileLock
 
 from lgals.errors import (
     BadSetting,
@@ -257,12 +257,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(f"{path}.lock"):  # an OS lock on every platform, released if we die
+        yield
 
 
 def _check_server(uri: str) -> None:

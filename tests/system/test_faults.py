@@ -23,6 +23,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -235,6 +236,34 @@ def test_four_trainings_started_at_once_on_an_empty_directory(tmp_path, _cache_d
     (experiment,) = [e for e in client.search_experiments() if e.name == "lgals"]
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_the_store_lock_holds_off_another_process_until_released(tmp_path):
+    """The lock beside a SQLite store (:func:`lgals.tracking.store._store_lock`, a
+    ``filelock`` lock) is held across processes: a second process taking it gets it only
+    once the first lets go."""
+    from lgals.tracking.store import _store_lock
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    child = ("import sys, time\n"
+             "from lgals.tracking.store import _store_lock\n"
+             "print('waiting', flush=True)\n"
+             "with _store_lock(sys.argv[1]):\n"
+             "    print(time.time(), flush=True)\n")
+    process = None
+    try:
+        with _store_lock(uri):
+            process = subprocess.Popen([sys.executable, "-c", child, uri], env=cli_env(),
+                                       text=True, stdout=subprocess.PIPE)
+            assert process.stdout.readline() == "waiting\n"
+            time.sleep(1.0)  # the child is blocked on the lock meanwhile
+            released = time.time()
+        acquired = float(process.stdout.readline())
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process is not None:
+            stop(process)
+    assert acquired >= released
 
 
 def test_a_model_that_does_not_fit_is_failed_and_leaves_no_files(tmp_path, _cache_dir):
