@@ -174,7 +174,7 @@ def _defined_in_lgals() -> tuple[set[str], list[tuple[str, str]]]:
                   and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)):
                 used.append((f"{path.relative_to(PROJECT)}:{node.lineno}", node.args[1].value))
             elif isinstance(node, ast.ImportFrom) and node.module:
-                for part in node.module.split("."):
+                for part in [*node.module.split("."), *(alias.name for alias in node.names)]:
                     used.append((f"{path.relative_to(PROJECT)}:{node.lineno}", part))
     return defined, used
 
