@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 from support.mlflow_fixtures import sqlite_uri
 
-from lgals.tracking.writer import MAX_METRICS_PER_BATCH, MlflowWriter
+from lgals.tracking.writer import MlflowWriter
 
 
 @pytest.fixture
@@ -159,7 +160,7 @@ def test_a_message_cut_off_by_the_parent_is_dropped_without_a_traceback(store):
     whole = '{"sync": true}\n'
     uri, _, _ = store
     cut = '{"uri": "' + uri + '", "run_id": "x", "metrics": [[' + "1, " * 40_000
-    process = subprocess.run([sys.executable, "-m", "lgals.tracking.writer"],
+    process = subprocess.run([sys.executable, "-m", "lgals.tracking.writer", "idle"],
                              input=whole + cut, capture_output=True, text=True, timeout=120)
     assert process.returncode == 0, process.stderr
     assert process.stdout.splitlines() == ["ok"]
