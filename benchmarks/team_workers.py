@@ -40,6 +40,7 @@ from support.pg_fixtures import (  # noqa: E402  (a real PostgreSQL, as the test
 
 from lgals.losses import SUITES  # noqa: E402
 from lgals.schema import Stage, runs_filter  # noqa: E402
+from lgals.tuning import TuneSettings  # noqa: E402
 
 LGALS = str(Path(sys.executable).parent / "lgals")
 # A host stands for a machine of its own: one torch thread each, so that two hosts on these
@@ -102,7 +103,8 @@ def local(workers: int, n_trials: int, epochs: int) -> dict:
                             "--batch", "1", "--device", "cpu")
         work = directory / "host0"
         row = study_check(f"sqlite:///{work / 'optuna.db'}",
-                          [f"lgals-{mode}" for mode in SUITES["paper"]], n_trials,
+                          [TuneSettings(mode=mode, epochs=epochs).study_name
+                           for mode in SUITES["paper"]], n_trials,
                           MlflowClient(f"sqlite:///{work / 'mlflow.db'}"), "lgals")
         lines = [ln for text in errors for ln in text.splitlines() if ERRORS.search(ln)]
         return {"storage": "sqlite (default)", "workers": workers, "wall_s": wall,

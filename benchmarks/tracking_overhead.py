@@ -67,7 +67,7 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
     from lgals.data import load_dataset
     from lgals.plots import distribution_heatmaps
     from lgals.tracking.runs import open_run
-    from lgals.tracking.seeds import EDGES, EpochLogger, pip_requirements
+    from lgals.tracking.seeds import EDGES, EpochLogger, model_requirements
     from lgals.tracking.writer import WRITER
     from lgals.train import TrainConfig, train
 
@@ -130,7 +130,8 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
             model = make_mlp(0, layer_sizes(data.n_features, data.n_classes))
             mlflow.pytorch.log_model(model, name="model", run_id=last_run["run_id"],
                                      input_example=data.x_train[:2],
-                                     pip_requirements=pip_requirements())
+                                     serialization_format="pt2",
+                                     pip_requirements=list(model_requirements()))
 
         def log_figure():
             figure = distribution_heatmaps(last_run["logger"].histogram_arrays(0), EDGES,

@@ -50,7 +50,7 @@ def tune_once(directory: Path, n_trials: int, epochs: int, batch: int, precision
     trial_runs = client.search_runs([experiment.experiment_id], runs_filter(Stage.TRIAL))
     states = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     for mode in SUITES["paper"]:  # what `--mode all` tunes
-        name = TuneSettings(mode=mode, precision=precision).study_name
+        name = TuneSettings(mode=mode, epochs=epochs, precision=precision).study_name
         for trial in optuna.load_study(study_name=name, storage=storage).trials:
             states[trial.state.name] += 1
     training = training_seconds(client, [r.info.run_id for r in trial_runs])

@@ -5,4 +5,4 @@ import sys
 from lgals.cli import project_argv, run
 
 if __name__ == "__main__":
-    run(["report", *project_argv(sys.argv[1:])])
+    run(project_argv("report", sys.argv[1:]))

@@ -5,4 +5,4 @@ import sys
 from lgals.cli import project_argv, run
 
 if __name__ == "__main__":
-    run(["sweep", *project_argv(sys.argv[1:])])
+    run(project_argv("sweep", sys.argv[1:]))

@@ -2,7 +2,7 @@
 
 import sys
 
-from lgals.cli import run
+from lgals.cli import project_argv, run
 
 if __name__ == "__main__":
-    run(["train", *sys.argv[1:]])
+    run(project_argv("train", sys.argv[1:]))

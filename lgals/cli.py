@@ -9,11 +9,13 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
+import importlib.util
 import json
 import math
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from statistics import mean, stdev
 from typing import NoReturn
@@ -40,12 +42,12 @@ from lgals.errors import (
     redact_url,
 )
 from lgals.interrupts import exit_code, install_interrupt_handlers
-from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES
+from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES, Hyperparameter, Mode
 from lgals.model import PRECISIONS, Compute
 from lgals.registry import Registry
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
 from lgals.tracking.null import Untracked
-from lgals.tracking.runs import end_dead_runs, scope
+from lgals.tracking.runs import end_dead_runs, logging_system_metrics, scope
 from lgals.tracking.seeds import Tracked
 from lgals.tracking.store import connect, open_store, user_error
 from lgals.tracking.ui import runs_page
@@ -72,6 +74,16 @@ def _apply(func, options):
     return func
 
 
+def hyperparameter_help(name: str, hyperparameter: Hyperparameter,
+                        modes: Mapping[str, Mode]) -> str:
+    """A hyperparameter's option help: its declaration's, else (a plugin that gave none) the
+    modes that read it, so that no option is bare."""
+    if hyperparameter.help:
+        return hyperparameter.help
+    readers = [mode_name for mode_name, mode in modes.items() if name in mode.params]
+    return f"A hyperparameter of {', '.join(readers)} (its package describes it)."
+
+
 def hyperparameter_options(func):
     """Options of one training run: its schedule, and every registered mode's
     hyperparameters (a plugin's too), handed to the command as one ``config`` of its
@@ -85,12 +97,13 @@ def hyperparameter_options(func):
 
     return _apply(command, [
         click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs,
-                     show_default=True),
+                     show_default=True, help="Training epochs."),
         click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
                      show_default=True, help="At least 2: LGALS needs a batch mean."),
         *(click.option(f"--{name.replace('_', '-')}",
                        type=FiniteRange(h.low, h.high, h.low_open, h.high_open),
-                       default=h.default, show_default=True, help=h.help or None)
+                       default=h.default, show_default=True,
+                       help=hyperparameter_help(name, h, MODES))
           for name, h in HYPERPARAMETERS.items()),
     ])
 
@@ -142,8 +155,11 @@ def noise_options(split_option=None):
                          default=NOISE.noise_rate, show_default=True,
                          help="Share of training labels flipped."),
             click.option("--noise-type", type=click.Choice(NOISE_TYPES),
-                         default=NOISE.noise_type, show_default=True),
-            click.option("--noise-seed", type=int, default=NOISE.noise_seed, show_default=True),
+                         default=NOISE.noise_type, show_default=True,
+                         help="symmetric: a flipped label goes to any other class; pair: to "
+                              "the next one."),
+            click.option("--noise-seed", type=int, default=NOISE.noise_seed, show_default=True,
+                         help="Seed of which labels flip (and of the validation split)."),
             *([split_option] if split_option else []),
         ])
     return decorate
@@ -233,6 +249,26 @@ claim_option = click.option(
          "none; --protocol, --quick, --repeats, --seeds override it). --suite adds modes.")
 
 
+def _register(ctx, param, name: str) -> str:
+    """--register NAME, checked before anything starts; empty (the MLproject's default):
+    nothing is registered."""
+    if not name:
+        return ""
+    from lgals.tracking.register import name_problem
+
+    problem = name_problem(name)
+    if problem:
+        raise click.BadParameter(f"{name!r}: {problem}", ctx, param)
+    return name
+
+
+register_option = click.option(
+    "--register", metavar="NAME", default="", callback=_register,
+    help="Register each mode's evaluated seed models in MLflow's Model Registry as versions "
+         "of NAME-<mode>, the alias `best` on the one whose run ended with the highest "
+         "train_true_acc [default: none].")
+
+
 def _given(name: str) -> bool:
     """Whether the command line set option ``name`` (not its default)."""
     return click.get_current_context().get_parameter_source(name) not in (
@@ -259,11 +295,53 @@ tracking_uri_option = click.option(
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
 
 
+# What MLflow's own CLI reads the experiment's name from, when no option names one.
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+
+
+def experiment_option(**kwargs):
+    """``--experiment-name``, else ``$MLFLOW_EXPERIMENT_NAME`` (as MLflow's CLI), else the
+    command's default; the one rule for every command that takes an experiment."""
+    return click.option("--experiment-name", envvar=EXPERIMENT_ENV, show_envvar=True, **kwargs)
+
+
+def _experiment_setting() -> str:
+    """Where the command's experiment name came from, as an error about it names it."""
+    source = click.get_current_context().get_parameter_source("experiment_name")
+    return EXPERIMENT_ENV if source == click.core.ParameterSource.ENVIRONMENT else (
+        "--experiment-name")
+
+
 def tracking_options(func):
     """Where runs go: MLflow's default store unless told otherwise."""
-    func = click.option("--experiment-name", default="lgals", show_default=True,
-                        help="MLflow experiment (inside `mlflow run`, the project's).")(func)
+    func = experiment_option(default="lgals", show_default=True,
+                             help="MLflow experiment (inside `mlflow run`, the project's).")(func)
     return tracking_uri_option(func)
+
+
+def _psutil_installed(ctx, param, enabled: bool) -> bool:
+    """--system-metrics is refused before anything starts where psutil is missing."""
+    if enabled and importlib.util.find_spec("psutil") is None:
+        raise click.BadParameter("needs psutil: pip install 'lgals[system-metrics]'", ctx, param)
+    return enabled
+
+
+def system_metrics_option(func):
+    """``--system-metrics``: MLflow's system metrics on the command's top run
+    (:func:`lgals.tracking.runs.logging_system_metrics`)."""
+    @functools.wraps(func)
+    def command(*args, system_metrics, **kwargs):
+        if system_metrics and kwargs.get("no_tracking"):
+            raise click.BadParameter("they are logged to the command's run: not with "
+                                     "--no-tracking", param_hint="'--system-metrics'")
+        with logging_system_metrics(system_metrics):
+            return func(*args, **kwargs)
+
+    return click.option(
+        "--system-metrics", is_flag=True, default=False, callback=_psutil_installed,
+        help="Log MLflow's system metrics (CPU, memory, disk, network; GPU with pynvml) to "
+             "the command's top run, every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL); "
+             "needs lgals[system-metrics].")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -273,17 +351,20 @@ def cli() -> None:
     _report_plugin_problems(MODES)  # a broken plugin is named; every other mode still works
 
 
-@cli.command("train")
-@click.option("--mode", type=click.Choice(list(MODES)), default="baseline", show_default=True)
+@cli.command("train", short_help="Train seeds of one mode with given hyperparameters.")
+@click.option("--mode", type=click.Choice(list(MODES)), default="baseline", show_default=True,
+              help="The mode (loss) to train, built-in or from a package (`lgals modes`).")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many seeds to train together.")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Model seed of the first run; the others follow it.")
 @hyperparameter_options
 @noise_options(click.option("--val-fraction", type=FiniteRange(0.0, MAX_VAL_FRACTION),
                             default=NOISE.val_fraction, show_default=True,
                             help="Noisy validation split carved from training."))
 @compute_options
 @tracking_options
+@system_metrics_option
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def train_command(seeds, first_seed, config, noise, compute, tracking_uri, experiment_name,
@@ -327,14 +408,15 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
                          "(non-finite loss): lower --lr")
 
 
-@cli.command("tune")
+@cli.command("tune", short_help="Tune each mode's hyperparameters with Optuna.")
 @modes_option("--modes", "--mode")
 @suite_option
 @click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Total per study; a rerun tops the study up to this.")
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
+              help="Training epochs of every trial.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
-              show_default=True)
+              show_default=True, help="At least 2: LGALS needs a batch mean.")
 # 0.1: TuneSettings' default split, written out so that --help does not import Optuna
 # (a test keeps the two equal).
 @noise_options(click.option("--val-fraction",
@@ -344,20 +426,27 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
 @storage_option
-@click.option("--study-name", help="[default: lgals-MODE, lgals-DATASET-MODE on a dataset "
-                                   "other than mnist1d; -bf16 after it at --precision bf16]; "
-                                   "with several modes, a prefix.")
+@click.option("--study-name",
+              help="[default: lgals-MODE, lgals-DATASET-MODE on a dataset other than mnist1d; "
+                   "then -oracle at --val-labels clean, -bf16 at --precision bf16, and "
+                   "-KEY=VALUE for each of --epochs, --batch-size, --train-seed and the noise "
+                   "options not at its default, e.g. lgals-MODE-epochs=30]; with several "
+                   "modes, a prefix.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the study.")
-@click.option("--sampler-seed", type=int, default=0, show_default=True)
+@click.option("--sampler-seed", type=int, default=0, show_default=True,
+              help="Seed of the TPE sampler (repetition r: this + r).")
 @click.option("--train-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Model seed of every trial.")
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
-              show_default=True)
+              show_default=True,
+              help="median: stop a trial below the median of the earlier ones at the same "
+                   "epoch (after 5 trials and the first fifth of the epochs); none: never.")
 @repeats_option
 @batch_option
 @compute_options
 @tracking_options
+@system_metrics_option
 def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, storage, study_name,
                  workers, sampler_seed, train_seed, pruner, repeats, batch, compute, tracking_uri,
                  experiment_name) -> None:
@@ -385,12 +474,15 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
                 click.echo(describe_study(summary))
 
 
-@cli.command("evaluate")
+@cli.command("evaluate", short_help="Train each mode's tuned params over several seeds.")
 @modes_option("--modes")
 @suite_option
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Evaluation seeds per mode.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Model seed of the first evaluation run; the others follow it.")
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
+              help="Training epochs per seed (early_stop's tuned count overrides it).")
 @click.option("--params-from", default="tune", show_default=True,
               help="`tune` (latest finished tune per mode), a JSON/YAML file "
                    "{mode: {lr: ..}}, or `defaults`.")
@@ -398,13 +490,17 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
 @noise_options()
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
 @repeats_option
+@register_option
 @compute_options
 @tracking_options
+@system_metrics_option
 def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_experiment, noise,
-                     vary_noise, repeats, compute, tracking_uri, experiment_name) -> None:
+                     vary_noise, repeats, register, compute, tracking_uri,
+                     experiment_name) -> None:
     """Train each mode's tuned params on the full noisy training set over several seeds;
     repetition r on its own noise draw, with the params of its own tune."""
     from lgals.evaluation import describe_results, evaluate_modes, resolve_params
+    from lgals.tracking.register import register_evaluations
 
     mode_list = list(SUITES[suite] if modes is None else modes)
     # Every mode's params are found and checked before anything is trained or logged; those
@@ -417,19 +513,24 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
                {m: resolve_params(params_from, tune_id, m, repeat) for m in mode_list}
                for repeat in range(repeats)]
     seed_list = list(range(first_seed, first_seed + seeds))
+    evaluations: dict[str, list[str]] = {mode: [] for mode in mode_list}
     for repeat, repeat_sources in enumerate(sources):
         with scope({REPEAT: repeat}, label=f"r{repeat}" if repeats > 1 else ""):
             results = evaluate_modes(repeat_sources, experiment_id, seed_list, epochs,
                                      noise.repeated(repeat), vary_noise, compute=compute)
-        for mode, mode_results in results.items():
+        for mode, (run_id, mode_results) in results.items():
+            evaluations[mode].append(run_id)
             click.echo(("" if repeats == 1 else f"repetition {repeat}: ")
                        + describe_results(mode, mode_results))
+    if register:
+        for registration in register_evaluations(register, evaluations):
+            click.echo(registration.summary())
 
 
 def _experiment(tracking_uri: str | None, name: str, create: bool = True) -> str:
     """The experiment's id in the store (:func:`connect`), once its runs that lost their
     process are ended."""
-    experiment_id = connect(tracking_uri, name, create)
+    experiment_id = connect(tracking_uri, name, create, setting=_experiment_setting())
     end_dead_runs(experiment_id)
     return experiment_id
 
@@ -443,7 +544,7 @@ def _experiment_id(name: str) -> str:
     return experiment.experiment_id
 
 
-@cli.command("report")
+@cli.command("report", short_help="The claim card, tables and plots, from MLflow alone.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
               show_default=True, help="Directory for results.md/.csv and the plots.")
 @modes_option("--modes")
@@ -530,11 +631,13 @@ def protocol_options(func):
                      help="Evaluation seeds per repetition [default: the protocol's]."),
         modes_option("--modes"), suite_option, batch_option,
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                     default="results", show_default=True),
-        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True),
+                     default="results", show_default=True,
+                     help="Directory for the report (results.md, .csv and the plots)."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Local worker processes sharing each study while tuning."),
         storage_option, compute_options, tracking_uri_option,
-        click.option("--experiment-name",
-                     help="[default: lgals, or lgals-quick with the quick protocol]"),
+        experiment_option(help="[default: lgals, or lgals-quick with the quick protocol]"),
+        system_metrics_option,
     ])
 
 
@@ -548,36 +651,68 @@ def _done(timings: dict[str, float], experiment_id: str) -> None:
                f"{runs_page('http://127.0.0.1:5000', experiment_id, SEED_RUNS)}")
 
 
-@cli.command("reproduce")
+@cli.command("reproduce", short_help="The whole study: tune, evaluate, report; resumable.")
 @claim_option
 @protocol_options
+@register_option
 def reproduce_command(protocol, claim, out, workers, storage, device, tracking_uri,
-                      experiment_name) -> None:
+                      experiment_name, register) -> None:
     """The whole study: per repetition, tune every mode -> evaluate over seeds; then the
     report, whose card tests the note's claim or --claim's. A rerun skips what finished."""
     from lgals.pipeline import reproduce
 
     experiment_id = _experiment(tracking_uri, experiment_name or protocol.experiment)
     _done(reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
-                    device=device, echo=lambda line: click.echo(line, err=True), claim=claim),
+                    device=device, echo=lambda line: click.echo(line, err=True), claim=claim,
+                    register=register),
           experiment_id)
 
 
-# An MLproject parameter must have a value: these values mean "not given", and are dropped.
-# --repeats 0 / --seeds 0: the protocol's own (for `report`, all there are); --claim note: the
-# note's claim file; --dataset mnist1d: the default, or a --claim file's own dataset.
+# An MLproject parameter must have a value: an empty one ("") is an option not given, and so
+# are these values on the entry points of NOT_GIVEN_ON. --repeats 0 / --seeds 0: the
+# protocol's own (for `report`, all there are); --claim note: the note's claim file;
+# --dataset mnist1d: the default, or a --claim file's own dataset.
 NOT_GIVEN = {"--repeats": "0", "--seeds": "0", "--claim": "note", "--dataset": DEFAULT_DATASET}
+NOT_GIVEN_ON = ("report", "reproduce", "sweep")
 
 
-def project_argv(argv: list[str]) -> list[str]:
-    """An MLproject entry point's arguments, those that mean "not given" dropped."""
+def project_argv(command: str, argv: list[str]) -> list[str]:
+    """``lgals COMMAND``'s arguments from its MLproject entry point's: its flags' values read
+    (:func:`project_flags`), without the options not given: those left empty, and on the
+    commands of NOT_GIVEN_ON those at their NOT_GIVEN value."""
+    not_given = NOT_GIVEN if command in NOT_GIVEN_ON else {}
     kept: list[str] = []
-    for arg in argv:
-        if kept and NOT_GIVEN.get(kept[-1]) == arg:
+    for arg in project_flags(argv):
+        if kept and kept[-1].startswith("--") and arg in ("", not_given.get(kept[-1])):
             kept.pop()
         else:
             kept.append(arg)
-    return kept
+    return [command, *kept]
+
+
+# An MLproject parameter always has a value: a flag comes as `--FLAG true` or `--FLAG false`.
+PROJECT_FLAGS = ("--system-metrics",)
+
+
+def project_flags(argv: list[str]) -> list[str]:
+    """An MLproject entry point's arguments, each flag given as ``--FLAG VALUE`` turned into
+    the flag (a true value, as click reads booleans), nothing (a false one), or
+    ``--FLAG=VALUE``, which the command refuses in one line naming the flag."""
+    kept: list[str] = []
+    flag = None  # a flag whose value comes next
+    for arg in argv:
+        if flag is None and arg in PROJECT_FLAGS:
+            flag = arg
+            continue
+        if flag is None:
+            kept.append(arg)
+            continue
+        try:
+            kept += [flag] if click.BOOL.convert(arg, None, None) else []
+        except click.BadParameter:
+            kept.append(f"{flag}={arg}")
+        flag = None
+    return kept + ([flag] if flag else [])
 
 
 def _unique_list(convert):
@@ -613,7 +748,7 @@ def _noise_type(item: str) -> str:
     return item
 
 
-@cli.command("sweep")
+@cli.command("sweep", short_help="The protocol at every noise setting, and its report.")
 @click.option("--noise-rates", callback=_unique_list(_noise_rate), default="0,0.2,0.4",
               show_default=True, help=f"Shares of flipped training labels, in [0, "
                                       f"{MAX_NOISE_RATE}], comma-separated.")
@@ -634,7 +769,7 @@ def sweep_command(noise_rates, noise_types, protocol, out, workers, storage, dev
                 device=device, echo=lambda line: click.echo(line, err=True)), experiment_id)
 
 
-@cli.command("reanalyze")
+@cli.command("reanalyze", short_help="Reload a seed run's model; recheck and extend its metrics.")
 @click.argument("run_id")
 @tracking_uri_option
 def reanalyze_command(run_id, tracking_uri) -> None:
@@ -674,7 +809,7 @@ def _hyperparameter_row(name: str) -> dict:
             "default": hyperparameter.default}
 
 
-@cli.command("modes")
+@cli.command("modes", short_help="List every mode and its hyperparameters.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def modes_command(as_json) -> None:
     """Every mode, built-in or from an installed package: its label, family, suites, where
@@ -716,7 +851,7 @@ def modes_command(as_json) -> None:
             click.echo(line(parameter, row))
 
 
-@cli.command("check-mode")
+@cli.command("check-mode", short_help="Hold a mode to the checks every built-in passes.")
 @click.argument("name", type=click.Choice(list(MODES)), metavar="MODE")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def check_mode_command(name, as_json) -> None:
@@ -735,7 +870,7 @@ def check_mode_command(name, as_json) -> None:
     failed = [check.name for check in checks if not check.passed]
     if failed:
         raise LgalsError(f"mode {name!r} fails: {'; '.join(failed)}")
-@cli.command("datasets")
+@cli.command("datasets", short_help="List every dataset, its sizes and where it comes from.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def datasets_command(as_json) -> None:
     """Every dataset, built-in or from an installed package: its training and test sizes,
@@ -773,10 +908,11 @@ def datasets_command(as_json) -> None:
         click.echo(f"    {row['source']}")
 
 
-@cli.command("diagnose")
+@cli.command("diagnose", short_help="Measure whether s_i tracks weight-gradient alignment.")
 @click.option("--run", "run_id", help="Diagnose this seed run's logged model (its last epoch) "
                                       "on its own data instead of training one.")
-@click.option("--mode", type=click.Choice(list(MODES)), default="lgals", show_default=True)
+@click.option("--mode", type=click.Choice(list(MODES)), default="lgals", show_default=True,
+              help="The mode to train and diagnose.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Model seed of the run trained here.")
 @hyperparameter_options
@@ -787,6 +923,7 @@ def datasets_command(as_json) -> None:
               help="Fixed training batches (of the batch size) measured at each checkpoint.")
 @compute_options
 @tracking_options
+@system_metrics_option
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def diagnose_command(run_id, seed, config, noise, checkpoints, batches, compute, tracking_uri,

@@ -74,8 +74,9 @@ def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
                                 run.data.tags.get(STUDY, ""))
     where = f" repetition {repeat}" if repeat else ""
     raise BadSetting(f"no finished tune with best params for mode {mode!r}{where} in "
-                     f"experiment {experiment_id}: run `lgals tune --mode {mode}` first, or "
-                     "pass --params-from FILE or defaults")
+                     f"experiment {experiment_id}: run `lgals tune --mode {mode}` first, "
+                     "name the experiment that holds it with --tune-experiment, or pass "
+                     "--params-from FILE or defaults")
 
 
 def params_from_file(path: str, mode: str) -> ParamsSource:
@@ -208,13 +209,14 @@ def tune_source(summary: dict, batch_size: int) -> ParamsSource:
 def evaluate_modes(sources: dict[str, ParamsSource], experiment_id: str, seeds: list[int],
                    epochs: int, noise: NoiseRecipe, vary_noise: bool = False,
                    parent_run_id: str | None = None, compute: Compute = Compute()
-                   ) -> dict[str, list[MemberResult]]:
-    """Every mode's evaluation, under one umbrella run when several."""
+                   ) -> dict[str, tuple[str, list[MemberResult]]]:
+    """Every mode's evaluation (its evaluate run's id, its results), under one umbrella run
+    when several."""
     group = {"seeds": ",".join(map(str, seeds)), "epochs": epochs, **noise.params()}
     results = {}
     with group_run(experiment_id, Stage.EVALUATE, list(sources), group,
                    parent_run_id) as parent:
         for mode, source in sources.items():
-            _, results[mode] = evaluate_mode(mode, source, experiment_id, seeds, epochs, noise,
-                                             vary_noise, parent_run_id=parent, compute=compute)
+            results[mode] = evaluate_mode(mode, source, experiment_id, seeds, epochs, noise,
+                                          vary_noise, parent_run_id=parent, compute=compute)
     return results

@@ -426,8 +426,10 @@ def _elr(step, hp):
 
 # The optimizer's hyperparameters, which every mode reads and tuning always searches.
 EVERY_MODE: dict[str, Hyperparameter] = {
-    "lr": Hyperparameter(1e-3, 0.0, low_open=True, search=(1e-4, 3e-2), log=True),
-    "weight_decay": Hyperparameter(1e-2, 0.0, search=(1e-6, 1e-1), log=True),
+    "lr": Hyperparameter(1e-3, 0.0, low_open=True, search=(1e-4, 3e-2), log=True,
+                         help="AdamW learning rate (every mode)."),
+    "weight_decay": Hyperparameter(1e-2, 0.0, search=(1e-6, 1e-1), log=True,
+                                   help="AdamW weight decay (every mode)."),
 }
 EPS_MAX = Hyperparameter(0.3, 0.0, 1.0, search=(0.0, 1.0),
                          help="Largest smoothing of lgals and its ablations.")

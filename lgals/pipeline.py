@@ -48,6 +48,7 @@ from lgals.schema import (
     Stage,
     runs_filter,
 )
+from lgals.tracking.register import register_evaluations
 from lgals.tracking.runs import in_run, run_name, scope, source_info
 from lgals.tracking.store import mlflow_client
 from lgals.train import TrainConfig
@@ -56,13 +57,16 @@ from lgals.tuning import describe_study, tune_modes
 
 def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, workers: int = 1,
                  storage: str | None = None, device: str = "cpu",
-                 echo: Callable[[str], None] = print) -> tuple[dict[str, float], str | None]:
-    """Every repetition: tune every mode, evaluate each over the seeds; then the diagnostic,
-    if the protocol runs it. Return the seconds spent in each stage, and the diagnose run's
-    id. Finished work is skipped: studies are topped up, and an evaluation or a diagnosis
-    that finished before (same params, seeds, noise draw) is reused."""
+                 echo: Callable[[str], None] = print,
+                 register: str = "") -> tuple[dict[str, float], str | None]:
+    """Every repetition: tune every mode, evaluate each over the seeds; then, with a
+    ``register`` name, every evaluated seed model into the Model Registry; then the
+    diagnostic, if the protocol runs it. Return the seconds spent in each stage, and the
+    diagnose run's id. Finished work is skipped: studies are topped up, and an evaluation or a
+    diagnosis that finished before (same params, seeds, noise draw) is reused."""
     timings = {"tuning": 0.0, "evaluation": 0.0}
     tuned: dict[str, ParamsSource] = {}  # repetition 0's
+    evaluations: dict[str, list[str]] = {}  # each mode's evaluate runs, new or reused
     seeds = list(range(protocol.seeds))
     for repeat in range(protocol.repeats):
         of = f" (repetition {repeat + 1} of {protocol.repeats})" if protocol.repeats > 1 else ""
@@ -87,6 +91,7 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
                                            noise, repeat, protocol.precision)
                 if done:
                     echo(f"[evaluate{of}] {mode}: reusing finished evaluate run {done}")
+                    evaluations.setdefault(mode, []).append(done)
                     del sources[mode]
             if sources:
                 echo(f"[evaluate{of}] {len(sources)} modes x {protocol.seeds} seeds x "
@@ -94,9 +99,16 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
                 results = evaluate_modes(sources, experiment_id, seeds, protocol.epochs, noise,
                                          parent_run_id=parent_run_id,
                                          compute=Compute(device, protocol.precision))
-                for mode, mode_results in results.items():
+                for mode, (run_id, mode_results) in results.items():
+                    evaluations.setdefault(mode, []).append(run_id)
                     echo(describe_results(mode, mode_results))
             timings["evaluation"] += time.perf_counter() - started
+    if register:
+        echo(f"[register] {len(evaluations)} modes as {register}-<mode>")
+        started = time.perf_counter()
+        for registration in register_evaluations(register, evaluations):
+            echo(registration.summary())
+        timings["registry"] = time.perf_counter() - started
     if not protocol.diagnose:
         return timings, None
     started = time.perf_counter()
@@ -153,10 +165,11 @@ def _run_params(protocol: Protocol, workers: int, device: str) -> dict:
 def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers: int = 1,
               storage: str | None = None, device: str = "cpu",
               echo: Callable[[str], None] = print,
-              parent_run_id: str | None = None, claim: Claim | None = None) -> dict[str, float]:
-    """Tune every mode -> evaluate over seeds (per repetition) -> diagnose (if the protocol
-    does) -> report, the card testing ``claim`` (default: the note's); return each stage's
-    seconds."""
+              parent_run_id: str | None = None, claim: Claim | None = None,
+              register: str = "") -> dict[str, float]:
+    """Tune every mode -> evaluate over seeds (per repetition) -> register the seed models
+    (with a ``register`` name) -> diagnose (if the protocol does) -> report, the card testing
+    ``claim`` (default: the note's); return each stage's seconds."""
     tags = {STAGE: Stage.REPRODUCE, MODE: "all", NOISE: protocol.noise.setting,
             DEVICE: device, PRECISION: protocol.precision,
             NOTE: f"The {protocol.name} protocol: {protocol.repeats} repetition(s), "
@@ -170,7 +183,7 @@ def reproduce(experiment_id: str, out: Path, protocol: Protocol = CLAIM, workers
     with in_run(experiment_id, run_name(f"reproduce-{protocol.name}"), tags,
                 _run_params(protocol, workers, device), parent_run_id) as top:
         timings, diagnosis = run_protocol(experiment_id, protocol, top, workers, storage,
-                                          device, echo)
+                                          device, echo, register)
         echo("[report]")
         started = time.perf_counter()
         report_from_mlflow(experiment_id, out, top, modes=protocol.run_modes(), echo=echo,

@@ -51,7 +51,8 @@ STATUS_REASON = "lgals.status_reason"  # why a run ended FAILED or KILLED
 HEARTBEAT = "lgals.heartbeat"  # unix seconds of a run's last heartbeat
 FIGURE = "lgals.figure"  # prefix: lgals.figure.<name> says why a figure was skipped
 
-# MLflow's own tag keys that lgals sets
+# MLflow's own tag keys that lgals sets (and the run context's, mlflow.user and
+# mlflow.source.*, as MLflow resolves them: lgals.tracking.runs.context_tags)
 NOTE = "mlflow.note.content"  # a run's (or experiment's) description in MLflow's UI
 PARENT = "mlflow.parentRunId"
 

@@ -64,8 +64,10 @@ from lgals.workers import run_pool
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
 # worker is started for them and pops them first.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-# What a trial's value is, as Optuna's figures name it on their axes.
-OBJECTIVE = "val_acc (noisy validation accuracy, last epoch)"
+# What a trial's value is: the MLflow metric it is (the study's metric name, which
+# optuna-dashboard and Optuna's importance figure show), and as the other figures name it.
+METRIC = "val_acc"
+OBJECTIVE = f"{METRIC} (noisy validation accuracy, last epoch)"
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
 DEFAULT_BATCH = 10
@@ -73,6 +75,10 @@ DEFAULT_BATCH = 10
 # trials of a dead process were retried meanwhile (a retry is still to run; the dead one's
 # trials do not count), bounded so that a process dying round after round cannot loop.
 TOPUP_ROUNDS = 3
+# The settings a default study name says in its stem (the dataset, the oracle and the precision
+# where they are not the defaults): each other setting a study keeps is a suffix when it is not
+# the default (TuneSettings.__post_init__).
+IN_STEM = ("mode", "dataset", "val_labels", "precision")
 
 
 @dataclass(frozen=True)
@@ -90,32 +96,49 @@ class TuneSettings:
     pruner: str = "median"
     precision: str = "fp32"  # the matrix products' (lgals.model.Compute)
     study_name: str = ""
+    # A default name as it was before it carried the settings after its stem: a study made
+    # under it with these settings is resumed there (resumable()).
+    former_name: str = ""
 
     def __post_init__(self):
-        if not self.study_name:  # mnist1d's fp32 studies keep the names they had before
-            dataset = "" if self.noise.dataset == DEFAULT_DATASET else f"{self.noise.dataset}-"
-            suffix = "-oracle" if self.val_labels == "clean" else ""
-            suffix += "" if self.precision == "fp32" else f"-{self.precision}"
-            object.__setattr__(self, "study_name", f"lgals-{dataset}{self.mode}{suffix}")
+        """The default name: ``lgals-[DATASET-]MODE[-oracle][-PRECISION]``, then
+        ``-KEY=VALUE`` for every other setting a study keeps that is not the default, so that
+        a study is never asked to resume with other settings under its default name.
+        mnist1d's fp32 studies at the defaults keep the names they had before."""
+        if self.study_name:
+            return
+        dataset = "" if self.noise.dataset == DEFAULT_DATASET else f"{self.noise.dataset}-"
+        suffix = "-oracle" if self.val_labels == "clean" else ""
+        suffix += "" if self.precision == "fp32" else f"-{self.precision}"
+        stem = f"lgals-{dataset}{self.mode}{suffix}"
+        settings = "".join(f"-{key}={value}" for key, value in self.study_attrs().items()
+                           if key not in IN_STEM and value != DEFAULT_ATTRS[key])
+        object.__setattr__(self, "study_name", stem + settings)
+        object.__setattr__(self, "former_name", stem if settings else "")
 
     def repeated(self, repeat: int) -> TuneSettings:
         """Repetition ``repeat`` of this study: its own noise draw, validation split, sampler
         seed and study (``<name>-r<repeat>``); repetition 0 is this study itself."""
         if repeat == 0:
             return self
-        return dataclasses.replace(self, noise=self.noise.repeated(repeat),
-                                   sampler_seed=self.sampler_seed + repeat,
-                                   study_name=f"{self.study_name}-r{repeat}")
+        return dataclasses.replace(
+            self, noise=self.noise.repeated(repeat), sampler_seed=self.sampler_seed + repeat,
+            study_name=f"{self.study_name}-r{repeat}",
+            former_name=f"{self.former_name}-r{repeat}" if self.former_name else "")
 
     def params(self) -> dict:
         """Every setting, the noise recipe as its own run params."""
-        return {**{k: v for k, v in asdict(self).items() if k != "noise"},
+        return {**{k: v for k, v in asdict(self).items() if k not in ("noise", "former_name")},
                 **self.noise.params()}
 
     def study_attrs(self) -> dict:
         """What must match when a study is resumed (not n_trials: topping up is the point)."""
         return {k: v for k, v in self.params().items()
                 if k not in ("n_trials", "sampler_seed", "pruner", "study_name")}
+
+
+# What a study keeps when every setting is the default (the mode aside).
+DEFAULT_ATTRS = TuneSettings(mode="", study_name="default").study_attrs()
 
 
 def suggest(trial: optuna.Trial, mode: str) -> dict[str, float]:
@@ -150,7 +173,8 @@ def counted_trials(study: optuna.Study) -> int:
 
 
 def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optuna.Study:
-    """Create or load the study; refuse to resume one made with other settings."""
+    """Create or load the study, its objective named (:data:`METRIC`); refuse to resume one
+    made with other settings."""
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5,
                                           n_warmup_steps=max(1, settings.epochs // 5))
               if settings.pruner == "median" else optuna.pruners.NopPruner())
@@ -159,18 +183,18 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
                                     storage=open_storage(storage), direction="maximize",
                                     pruner=pruner, load_if_exists=True)
         attrs = settings.study_attrs()
-        recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
-        if recorded:  # a study made before datasets (precisions) had names: mnist1d (fp32)
-            recorded.setdefault("dataset", DEFAULT_DATASET)
-            recorded.setdefault("precision", "fp32")
+        recorded = _recorded(study, attrs)
         if recorded and recorded != attrs:
             diff = ", ".join(f"{k}={recorded[k]!r}" for k in attrs
                              if recorded.get(k) != attrs[k])
             raise BadSetting(f"study {settings.study_name!r} was created with {diff}; "
-                             "pick another --study-name")
+                             "pick another --study-name, or another --storage")
         for key, value in attrs.items():
             if key not in study.user_attrs:
                 study.set_user_attr(key, value)
+        if study.metric_names != [METRIC]:  # a new study, or one made before it was named
+            with experimental():
+                study.set_metric_names([METRIC])
     # The sampler's stream: seeded, one per worker (identical streams propose identical
     # trials) and per resume point (a resumed study would otherwise replay its first random
     # proposals). From scratch it depends on --sampler-seed and the worker only.
@@ -181,6 +205,33 @@ def create_study(settings: TuneSettings, storage: str, worker: int = 0) -> optun
     study.sampler = optuna.samplers.TPESampler(seed=int(seed.generate_state(1)[0]),
                                                constant_liar=True)
     return study
+
+
+def _recorded(study: optuna.Study, attrs: dict) -> dict:
+    """The settings ``study`` was created with, of those in ``attrs`` (none: a new study)."""
+    recorded = {k: study.user_attrs[k] for k in attrs if k in study.user_attrs}
+    if recorded:  # a study made before datasets (precisions) had names: mnist1d (fp32)
+        recorded.setdefault("dataset", DEFAULT_DATASET)
+        recorded.setdefault("precision", "fp32")
+    return recorded
+
+
+def resumable(settings: TuneSettings, storage: str) -> TuneSettings:
+    """``settings``, renamed to its former name when a study of that name was created with
+    these very settings and none has the new name yet: a default-named study made before
+    default names carried its settings resumes where it is."""
+    if not settings.former_name:
+        return settings
+    with setting_up(storage):
+        opened = open_storage(storage)
+        names = set(optuna.get_all_study_names(opened))
+        if settings.study_name in names or settings.former_name not in names:
+            return settings
+        former = optuna.load_study(study_name=settings.former_name, storage=opened)
+        attrs = settings.study_attrs()
+        if _recorded(former, attrs) != attrs:
+            return settings
+    return dataclasses.replace(settings, study_name=settings.former_name, former_name="")
 
 
 @dataclass
@@ -372,6 +423,7 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
         raise ValueError("studies tuned together must share data, schedule and train seed")
     storage = storage or default_storage()
     tracking_uri = mlflow.get_tracking_uri()
+    settings = [resumable(s, storage) for s in settings]
     studies = [create_study(s, storage) for s in settings]  # once, before any worker
     for study in studies:
         fail_stale_trials(study)

@@ -138,5 +138,5 @@ def lgals_study(tmp_path_factory, _cache_dir):
     result = tune_main(directory, "--mode", "lgals", "--n-trials", "3", "--epochs", "2")
     runs = runs_of(directory)
     return SimpleNamespace(dir=directory, result=result, runs=runs,
-                           study=load_study(directory, "lgals-lgals"),
+                           study=load_study(directory, "lgals-lgals-epochs=2"),
                            client=client_of(directory))

@@ -34,8 +34,8 @@ What is normalised, and why (looked up in the store of an actual run, MLflow 3.1
   ``<WORKDIR>``.
 - Dropped tags: ``lgals.heartbeat`` (a Unix time), ``mlflow.user``, ``mlflow.source.*`` (the
   script's path, git commit, branch), ``mlflow.git*``, ``mlflow.databricks.*``,
-  ``mlflow.log-model.history`` (ids and times). lgals sets none but the heartbeat today;
-  the others appear under ``mlflow run`` and are dropped should they ever come.
+  ``mlflow.log-model.history`` (ids and times). lgals sets the user and source tags on every
+  run (MLflow's context: the machine's user, the script, the commit), ``mlflow run`` its own.
 - Dropped params: ``git_commit`` (differs between the two commits by definition);
   ``lgals_version`` stays.
 - Date-times (``2026-01-02 03:04:05``, MLflow's and Optuna's log lines, a dead run's

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -57,19 +56,46 @@ def mode_tags(mode: str) -> dict[str, str]:
 
 
 @functools.cache
+def _checkout_tags() -> dict[str, str]:
+    """MLflow's git tags (commit, branch, repository URL) of the checkout lgals runs from,
+    where it runs from one: the code that ran is lgals', wherever the command was launched."""
+    from mlflow.utils.git_utils import get_git_branch, get_git_commit, get_git_repo_url
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL
+
+    package = str(Path(__file__).parents[1])
+    found = {MLFLOW_GIT_COMMIT: get_git_commit(package),
+             MLFLOW_GIT_BRANCH: get_git_branch(package),
+             MLFLOW_GIT_REPO_URL: get_git_repo_url(package)}
+    return {key: value for key, value in found.items() if value}
+
+
+@functools.cache
+def context_tags() -> dict[str, str]:
+    """The tags MLflow's fluent API gives a run from its context, for the runs lgals creates
+    with ``MlflowClient``: ``mlflow.user`` (the tracking username, else the OS user; the run's
+    ``user_id`` follows it), ``mlflow.source.name`` (the command's script) and ``.type``, any
+    installed context provider's, and the git tags of lgals' checkout (not of the script's
+    directory, as MLflow's git provider would take).
+
+    Cached: they cannot change within a process, and every seed and trial run asks for them.
+    """
+    from mlflow.tracking.context.git_context import GitRunContext
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return {**resolve_tags(ignore=[GitRunContext]), **_checkout_tags()}
+
+
+@functools.cache
 def source_info() -> dict[str, str]:
     """Package version and, from a git checkout, the commit: logged with every run.
 
     Cached: it cannot change within a process, and every seed and trial run asks for it.
     """
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
     info = {"lgals_version": version("lgals")}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5, check=True).stdout.strip()
-        info["git_commit"] = commit
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
+    commit = _checkout_tags().get(MLFLOW_GIT_COMMIT)
+    return {**info, "git_commit": commit} if commit else info
 
 
 _SCOPE: ContextVar[Mapping[str, str]] = ContextVar("lgals_scope",
@@ -108,8 +134,11 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
              parent_run_id: str | None = None, adopt_project_run: bool = False) -> str:
     """Create a run, or adopt the one ``mlflow run`` made (``MLFLOW_RUN_ID``); return its id.
 
-    Params that ``mlflow run`` already logged are left as they are: MLflow refuses to log a
-    param twice with a different string (``1e-3`` vs ``0.001``).
+    A created run carries MLflow's context tags (:func:`context_tags`); an adopted one keeps
+    those ``mlflow run`` gave it. Params that ``mlflow run`` already logged are left as they
+    are: MLflow refuses to log a param twice with a different string (``1e-3`` vs ``0.001``).
+    A run without a parent is the command's top run: it gets the system metrics
+    (:func:`logging_system_metrics`) when they are asked for.
     """
     from mlflow.entities import Param, RunTag
 
@@ -121,7 +150,8 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     tags[HEARTBEAT] = str(int(time.time()))
     run_id = os.environ.pop("MLFLOW_RUN_ID", None) if adopt_project_run else None
     if run_id is None:
-        run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+        run_id = client.create_run(experiment_id, tags={**context_tags(), **tags},
+                                   run_name=name).info.run_id
         logged, new_tags = {}, []
     else:
         logged = client.get_run(run_id).data.params
@@ -129,7 +159,36 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     new_params = [Param(k, str(v)) for k, v in params.items() if k not in logged]
     client.log_batch(run_id, params=new_params, tags=new_tags)
     HEARTBEATS.add(run_id)
+    if parent_run_id is None and _SYSTEM_METRICS.get():
+        _monitor(run_id)
     return run_id
+
+
+_SYSTEM_METRICS: ContextVar[bool] = ContextVar("lgals_system_metrics", default=False)
+_MONITORS: dict = {}  # run id -> its SystemMetricsMonitor, until the run ends
+
+
+@contextmanager
+def logging_system_metrics(enabled: bool = True) -> Iterator[None]:
+    """MLflow's system metrics (``system/cpu_utilization_percentage``, memory, disk, network;
+    GPU where pynvml is installed) on every run without a parent opened inside the block,
+    sampled by MLflow's monitor (every 10 s, ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL``)
+    until :func:`end_runs` ends the run. Needs psutil (``lgals[system-metrics]``)."""
+    token = _SYSTEM_METRICS.set(enabled)
+    try:
+        yield
+    finally:
+        _SYSTEM_METRICS.reset(token)
+
+
+def _monitor(run_id: str) -> None:
+    """Start MLflow's system metrics monitor on ``run_id`` (it needs no active fluent run)."""
+    import mlflow
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, tracking_uri=mlflow.get_tracking_uri())
+    monitor.start()
+    _MONITORS[run_id] = monitor
 
 
 @contextmanager
@@ -189,6 +248,9 @@ def end_runs(run_ids: Sequence[str], status: str, reason: str = "") -> None:
     client = mlflow_client()
     for run_id in run_ids:
         HEARTBEATS.discard(run_id)
+        monitor = _MONITORS.pop(run_id, None)
+        if monitor is not None:  # its last samples land while the run is still RUNNING
+            monitor.finish()
     for run_id in run_ids:
         if reason:
             client.set_tag(run_id, STATUS_REASON, reason)

@@ -13,6 +13,7 @@ MLflow is imported inside the functions that use it (see :mod:`lgals.tracking.st
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
@@ -105,9 +106,29 @@ class EpochLogger:
                 for name, per_epoch in self.histograms[member].items()}
 
 
-def pip_requirements() -> list[str]:
-    """Explicit requirements for logged models (inferring them costs seconds per model)."""
-    return [f"torch=={version('torch').split('+')[0]}", f"numpy=={version('numpy')}"]
+# PyTorch's index of CPU-only wheels: on Linux, PyPI's torch is the CUDA build (GBs).
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def torch_requirements(torch_version: str, cpu_build: bool) -> list[str]:
+    """torch pinned to ``torch_version`` without its local label (``+cpu``, which no index
+    names in a pin); a CPU build's from PyTorch's CPU index too, so that a fresh environment
+    serving the model installs the CPU build again, not PyPI's CUDA one."""
+    pin = f"torch=={torch_version.split('+')[0]}"
+    return [f"--extra-index-url {CPU_TORCH_INDEX}", pin] if cpu_build else [pin]
+
+
+@functools.cache
+def model_requirements() -> tuple[str, ...]:
+    """The pip requirements of every model this process logs (MLflow adds its own pin),
+    worked out once. MLflow's inference loads the model in a child process for each model
+    (seconds apiece) and finds torch, numpy and pandas (and tqdm, which only MLflow's own
+    optional modules import): these, pinned to the installed versions."""
+    import torch
+
+    cpu_build = torch.version.cuda is None and torch.version.hip is None
+    return (*torch_requirements(torch.__version__, cpu_build),
+            *(f"{name}=={version(name)}" for name in ("numpy", "pandas")))
 
 
 def log_members(experiment_id: str, run_ids: Sequence[str], run_names: Sequence[str],
@@ -175,9 +196,10 @@ def _log_model(run_id: str, name: str, model_id: str, result: MemberResult,
 
     try:
         with storing(f"logging the model of run {run_id}"):
+            # pt2 (torch.export) on every tracking URI: MLflow's default is pickle on Databricks
             mlflow.pytorch.log_model(result.model, name=name, run_id=run_id, model_id=model_id,
-                                     input_example=data.x_train[:2],
-                                     pip_requirements=pip_requirements())
+                                     input_example=data.x_train[:2], serialization_format="pt2",
+                                     pip_requirements=list(model_requirements()))
     except BaseException:
         with suppress(Exception):  # a full store cannot be written: the next command will
             fail_unfinished_models(mlflow_client().get_run(run_id).info.experiment_id,
@@ -197,14 +219,21 @@ def model_uri(run_id: str) -> str | None:
     Models are named after their run, and MLflow resolves ``runs:/<id>/<name>`` by that name;
     the model's id needs no name (and finds the ``model`` of stores made before the rename).
     """
+    found = logged_model_id(run_id)
+    return f"models:/{found}" if found else None
+
+
+def logged_model_id(run_id: str, experiment_id: str | None = None) -> str | None:
+    """The id of the finished model run ``run_id`` logged (in ``experiment_id``, if known),
+    or ``None``."""
     from mlflow.entities import LoggedModelStatus
 
     client = mlflow_client()
-    experiment_id = client.get_run(run_id).info.experiment_id
+    experiment_id = experiment_id or client.get_run(run_id).info.experiment_id
     models = client.search_logged_models([experiment_id],
                                          filter_string=models_of_run(run_id))
     ready = [m for m in models if m.status == LoggedModelStatus.READY]
-    return f"models:/{ready[0].model_id}" if ready else None
+    return ready[0].model_id if ready else None
 
 
 def log_dataset(run_ids: Sequence[str], data: NoisyDataset) -> None:

@@ -110,17 +110,22 @@ def credentials_out_of(uri: str | None) -> str | None:
     return clean
 
 
-def connect(tracking_uri: str | None, experiment_name: str, create: bool = True) -> str:
+def connect(tracking_uri: str | None, experiment_name: str, create: bool = True,
+            setting: str = "--experiment-name") -> str:
     """The store (:func:`open_store`) and the experiment's id (described for MLflow's UI when
     new). Inside ``mlflow run`` the project's run decides the experiment. A command that only
-    reads (``create=False``) creates neither store nor experiment. Ending the runs that lost
-    their process is the caller's: :func:`lgals.tracking.runs.end_dead_runs`."""
+    reads (``create=False``) creates neither store nor experiment. A name MLflow refuses (a
+    deleted experiment, too long) or, to read, one it does not hold is one line naming
+    ``setting``, where the name came from. Ending the runs that lost their process is the
+    caller's: :func:`lgals.tracking.runs.end_dead_runs`."""
     stale_seconds()  # a bad $LGALS_STALE_SECONDS is one line before anything is created
     tracking_uri = _prepared(tracking_uri)  # before the writer starts: it inherits them
     WRITER.start(figures=True)  # its imports overlap this process's
     import mlflow
 
     logging.getLogger("mlflow.store.db.utils").addFilter(_full_disk_reported_by_lgals)
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
     from sqlalchemy.exc import DatabaseError
 
     uri = _open_prepared(tracking_uri, create)
@@ -134,13 +139,17 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True)
             else:
                 experiment = mlflow.get_experiment_by_name(experiment_name)
                 if experiment is None:
-                    raise BadSetting(f"--experiment-name: no experiment {experiment_name!r} "
+                    raise BadSetting(f"{setting}: no experiment {experiment_name!r} "
                                      f"in {redact_url(uri)}")
                 experiment_id = experiment.experiment_id
     except DatabaseError as error:
         raise TrackingUnavailable(f"cannot use the MLflow store {redact_url(uri)}: "
                                   f"{error.orig or error} (damaged? move the file aside and "
                                   "run again to start a new store)") from None
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(INVALID_PARAMETER_VALUE):
+            raise
+        raise BadSetting(f"{setting}: {error.message}") from None
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
     if create or project_run:
         describe_experiment(experiment_id)

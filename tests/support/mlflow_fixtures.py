@@ -133,13 +133,16 @@ class CliResult:
     err: str
 
 
-def run_main(argv: Sequence[str], cwd: Path) -> CliResult:
+def run_main(argv: Sequence[str], cwd: Path, **env: str) -> CliResult:
     """``lgals ARGV`` in this process through ``lgals.cli.main`` (faster than a subprocess:
-    torch and MLflow are imported once), with MLflow's global state restored afterwards."""
+    torch and MLflow are imported once), with MLflow's global state restored afterwards;
+    ``env``: MLflow variables (of ``MLFLOW_ENV``) the command sees, none other."""
     from lgals.cli import main
 
+    assert set(env) <= set(MLFLOW_ENV), sorted(set(env) - set(MLFLOW_ENV))
     out, err = io.StringIO(), io.StringIO()
     with isolated_mlflow():
+        os.environ.update(env)
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -302,6 +305,36 @@ def sqlite_params(db: Path, run_id: str) -> dict[str, str]:
                               (run_id,)))
 
 
+def git_of_checkout() -> dict[str, str]:
+    """MLflow's git tags for this checkout (commit; branch and repository URL where there are
+    any), as git's own command line says them."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True,
+                                text=True, timeout=30)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    remotes = git("remote").split()
+    found = {"mlflow.source.git.commit": git("rev-parse", "HEAD"),
+             "mlflow.source.git.branch": git("symbolic-ref", "--short", "-q", "HEAD"),
+             "mlflow.source.git.repoURL": git("remote", "get-url", remotes[0]) if remotes else ""}
+    assert len(found["mlflow.source.git.commit"]) == 40, "the tests run from a git checkout"
+    return {key: value for key, value in found.items() if value}
+
+
+def run_context(run) -> dict[str, str]:
+    """A run's ``mlflow.user`` and ``mlflow.source.*`` tags: where, by whom, from what code."""
+    return {key: value for key, value in run.data.tags.items()
+            if key == "mlflow.user" or key.startswith("mlflow.source.")}
+
+
+def expected_context(user: str) -> dict[str, str]:
+    """The context tags of a run this process creates in-process (``run_main``), as MLflow's
+    fluent API would give it: the script is this process's ``sys.argv[0]``; the git tags are
+    this checkout's."""
+    return {"mlflow.user": user, "mlflow.source.name": sys.argv[0] or "<console>",
+            "mlflow.source.type": "LOCAL", **git_of_checkout()}
+
+
 def all_runs(client) -> list:
     """Every run in every experiment of the store ``client`` points at."""
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
@@ -322,3 +355,65 @@ def model_accuracy(model, data) -> float:
         predictions = model(torch.from_numpy(data.x_test)).argmax(-1).numpy()
     return float((predictions == data.y_test).mean())
 
+
+
+CPU_TORCH_INDEX_LINE = "--extra-index-url https://download.pytorch.org/whl/cpu"
+
+
+def download_model(uri: str, model_id: str, directory: Path) -> Path:
+    """Every file of the logged model ``model_id`` of the store ``uri``, into ``directory``."""
+    import mlflow.artifacts
+
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(uri)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}",
+                                                        dst_path=str(directory)))
+
+
+def assert_pt2_with_installable_requirements(model: Path) -> None:
+    """A logged lgals model's files: torch.export's pickle-free pt2, and requirements that
+    install this torch build again (a CPU build from PyTorch's CPU index, not PyPI's CUDA one).
+
+    MLflow's MLmodel names no format: the pytorch flavour's data folder holding ``model.pt2``
+    alone (no ``model.pth``, no ``pickle_module_info.txt``) makes its loader take the pt2 path,
+    which with pickle refused checks the archive for pickled records before loading it."""
+    from importlib.metadata import version
+
+    import mlflow.pytorch
+    import torch
+    import yaml
+
+    mlmodel = yaml.safe_load((model / "MLmodel").read_text())
+    assert mlmodel["flavors"]["pytorch"]["model_data"] == "data"
+    assert mlmodel["flavors"]["pytorch"]["pytorch_version"] == torch.__version__
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == "mlflow.pytorch"
+    assert sorted(p.name for p in (model / "data").iterdir()) == ["model.pt2"]
+    saved = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    try:
+        assert isinstance(mlflow.pytorch.load_model(str(model)), torch.nn.Module)
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+        else:
+            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = saved
+
+    cpu_build = torch.version.cuda is None and torch.version.hip is None
+    requirements = (model / "requirements.txt").read_text().splitlines()
+    assert requirements == [f"mlflow=={version('mlflow')}",
+                            *([CPU_TORCH_INDEX_LINE] if cpu_build else []),
+                            f"torch=={torch.__version__.split('+')[0]}",
+                            f"numpy=={version('numpy')}", f"pandas=={version('pandas')}"]
+    assert yaml.safe_load((model / "conda.yaml").read_text())["dependencies"][-1] == {
+        "pip": requirements}
+    assert yaml.safe_load((model / "python_env.yaml").read_text())["dependencies"] == [
+        "-r requirements.txt"]
+
+
+def registry_state(client) -> dict[str, tuple[list[tuple[str, str, str]], str]]:
+    """Each registered model of the store: its versions (version, seed run, source) and the
+    version its alias ``best`` names (versions as strings: some stores give ints)."""
+    return {model.name: (sorted((str(v.version), v.run_id, v.source) for v in
+                                client.search_model_versions(f"name = '{model.name}'")),
+                         str(client.get_model_version_by_alias(model.name, "best").version))
+            for model in client.search_registered_models()}

@@ -204,7 +204,7 @@ def test_a_round_prunes_its_trials_each_on_its_own(tmp_path, _cache_dir):
 def test_resume_with_another_batch_tops_up_exactly(tmp_path, _cache_dir):
     tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "3", "--batch", "2", "--epochs", "1")
     tune_ok(tmp_path, "--mode", "fixed_ls", "--n-trials", "7", "--batch", "3", "--epochs", "1")
-    assert_one_run_per_trial(tmp_path, "lgals-fixed_ls", 7)
+    assert_one_run_per_trial(tmp_path, "lgals-fixed_ls-epochs=1", 7)
     first, second = tune_runs(runs_of(tmp_path))
     assert [len(children(runs_of(tmp_path), t.info.run_id)) for t in (first, second)] == [3, 4]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from support.errors import assert_one_line_error
 from support.mlflow_fixtures import LGALS
@@ -75,3 +76,19 @@ def test_text_output_summarises_seeds(run_main):
     assert lines[0].startswith("seed 0: final test accuracy ")
     assert lines[1].startswith("seed 1: final test accuracy ")
     assert lines[2].startswith("Baseline: ") and lines[2].endswith("over 2 seed(s)")
+
+
+def test_bash_completion_script_completes_commands_and_choices():
+    """Click's completion, as README documents it: the script `_LGALS_COMPLETE=bash_source
+    lgals` prints, sourced in bash, completes a command and an option's choices."""
+    script = """
+        eval "$(_LGALS_COMPLETE=bash_source lgals)"
+        COMP_WORDS=(lgals tu); COMP_CWORD=1; _lgals_completion lgals; echo "${COMPREPLY[*]}"
+        COMP_WORDS=(lgals tune --noise-type ''); COMP_CWORD=3; COMPREPLY=()
+        _lgals_completion lgals; echo "${COMPREPLY[*]}"
+    """
+    env = {**os.environ, "PATH": f"{Path(LGALS).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["tune", "symmetric pair"], proc.stderr

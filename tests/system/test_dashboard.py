@@ -2,7 +2,8 @@
 
 docs/team.md's command, ``optuna-dashboard STORAGE --host 127.0.0.1 --port PORT``, started on a
 free port and stopped by its PID; what the dashboard serves must be the study as Optuna
-stores it: every trial, its state, params, value and per-epoch ``val_acc``.
+stores it: every trial, its state, params, value and per-epoch ``val_acc``, and the objective's
+name.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def test_the_dashboard_serves_the_study_lgals_made(tmp_path, _cache_dir):
                         str(EPOCHS), "--pruner", "none"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.load_study(study_name="lgals-lgals", storage=storage)
+    study = optuna.load_study(study_name="lgals-lgals-epochs=2", storage=storage)
 
     port = free_port()
     with open(tmp_path / "dashboard.log", "w") as log:
@@ -44,7 +45,7 @@ def test_the_dashboard_serves_the_study_lgals_made(tmp_path, _cache_dir):
         base = f"http://127.0.0.1:{port}"
         studies = wait_for(lambda: get_json(f"{base}/api/studies"), timeout=60,
                            what="optuna-dashboard")["study_summaries"]
-        assert [s["study_name"] for s in studies] == ["lgals-lgals"]
+        assert [s["study_name"] for s in studies] == ["lgals-lgals-epochs=2"]
         assert studies[0]["directions"] == ["maximize"]
         detail = get_json(f"{base}/api/studies/{studies[0]['study_id']}")
     finally:
@@ -63,3 +64,4 @@ def test_the_dashboard_serves_the_study_lgals_made(tmp_path, _cache_dir):
             sorted(trial.intermediate_values.items())
         assert len(shown["intermediate_values"]) == EPOCHS  # val_acc after every epoch
     assert [t["number"] for t in detail["best_trials"]] == [study.best_trial.number]
+    assert detail["objective_names"] == ["val_acc"]  # the dashboard names the objective

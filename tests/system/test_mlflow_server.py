@@ -10,6 +10,8 @@ from mlflow import MlflowClient
 from support.mlflow_fixtures import (
     HISTORY_KEYS,
     MlflowServer,
+    assert_pt2_with_installable_requirements,
+    download_model,
     free_port,
     history,
     isolated_mlflow,
@@ -20,7 +22,7 @@ from support.mlflow_fixtures import (
 )
 
 from lgals.data import load_dataset
-from lgals.tracking.seeds import model_uri
+from lgals.tracking.seeds import logged_model_id, model_uri
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,4 +102,8 @@ def test_training_logs_to_the_server_and_the_model_reloads_from_it(server_uri, t
         for child in children:
             model = mlflow.pytorch.load_model(model_uri(child.info.run_id))
             assert model_accuracy(model, data) == child.data.metrics["final_test_acc"]
+        found = logged_model_id(children[0].info.run_id)
     assert np.isfinite(children[0].data.metrics["final_test_acc"])
+    # its files, through the server: pt2 (MLflow's default differs by tracking URI), and
+    # requirements that install the torch build that trained it
+    assert_pt2_with_installable_requirements(download_model(server_uri, found, tmp_path / found))

@@ -22,6 +22,7 @@ from support.mlflow_fixtures import (
     MLFLOW_LOG,
     all_runs,
     copy_database,
+    registry_state,
     run_lgals,
     run_main,
     sqlite_uri,
@@ -300,6 +301,43 @@ def test_report_rebuilt_from_mlflow_alone_is_identical(quick, tmp_path):
     assert "mlflow.parentRunId" not in newest.data.tags
     logged = {a.path for a in quick.client.list_artifacts(newest.info.run_id)}
     assert set(OUTPUTS) <= logged
+
+
+def test_reproduce_registers_the_evaluations_it_reuses_once(quick, tmp_path):
+    """The quick protocol ran without --register: nothing is registered. Rerun with it, it
+    reuses every evaluation and registers their seed models; rerun again, it adds no version
+    and moves no alias."""
+    for name in ("mlflow.db", "optuna.db"):
+        copy_database(quick.root / name, tmp_path / name)
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    assert client.search_registered_models() == []
+    seed_runs = {mode: {r.info.run_id for r in by_stage(quick.runs, "evaluate")
+                        if r.data.tags["lgals.mode"] == mode and "lgals.seed" in r.data.tags}
+                 for mode in PAPER}
+    argv = ["reproduce", "--quick", "--out", str(tmp_path / "results"), "--register", "quick",
+            "--tracking-uri", uri]
+
+    first = run_main(argv, tmp_path)
+    assert first.code == 0, first.err[-3000:]
+    registered = registry_state(client)
+    assert set(registered) == {f"quick-{mode}" for mode in PAPER}
+    for mode in PAPER:
+        assert f"[evaluate] {mode}: reusing finished evaluate run" in first.err
+        versions, best = registered[f"quick-{mode}"]
+        assert {run_id for _, run_id, _ in versions} == seed_runs[mode]
+        assert sorted(version for version, _, _ in versions) == ["1", "2"]
+        assert (f"registered quick-{mode}: {QUICK_SEEDS} version(s), {QUICK_SEEDS} new; "
+                f"@best = version {best} ") in first.err
+
+    second = run_main(argv, tmp_path)
+    assert second.code == 0, second.err[-3000:]
+    assert registry_state(client) == registered
+    for mode in PAPER:
+        assert f"registered quick-{mode}: {QUICK_SEEDS} version(s), 0 new" in second.err
+    assert {mode: {r.info.run_id for r in by_stage(all_runs(client), "evaluate")
+                   if r.data.tags["lgals.mode"] == mode and "lgals.seed" in r.data.tags}
+            for mode in PAPER} == seed_runs  # nothing trained again
 
 
 # --- evaluate --params-from FILE -----------------------------------------------------------

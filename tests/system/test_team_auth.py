@@ -387,6 +387,8 @@ def test_train_logs_its_runs_with_credentials(auth, tmp_path):
         experiment = client.get_experiment_by_name("alice")
         runs = client.search_runs([experiment.experiment_id])
         assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+        # the run's user is the account that logged it, not the OS user nor "unknown"
+        assert [(r.data.tags["mlflow.user"], r.info.user_id) for r in runs] == [(USER, USER)] * 3
         for run in (r for r in runs if "lgals.seed" in r.data.tags):
             assert history(client, run.info.run_id, "test_acc")[0] == [1, 2, 3]
             assert "final_test_acc" in run.data.metrics

@@ -10,11 +10,13 @@ The fast in-process tests: ``tests/unit/test_tracking.py``.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -26,8 +28,13 @@ from mlflow import MlflowClient
 from support.mlflow_fixtures import (
     HISTORY_KEYS,
     MEMBER_PARAMS,
+    MLFLOW,
     MLFLOW_LOG,
+    MlflowServer,
+    assert_pt2_with_installable_requirements,
     cli_env,
+    download_model,
+    free_port,
     history,
     isolated_mlflow,
     popen_lgals,
@@ -44,6 +51,7 @@ from lgals.data import NoiseRecipe, load_dataset
 from lgals.schema import HEARTBEAT
 from lgals.settings import DEFAULT_STALE_SECONDS
 from lgals.tracking.runs import end_runs, open_run
+from lgals.tracking.seeds import logged_model_id
 from lgals.tracking.ui import EXPERIMENT_DESCRIPTION
 
 EPOCHS = 3
@@ -305,6 +313,74 @@ def test_model_reloads_in_a_fresh_process_and_reproduces_final_test_acc(trained,
         assert reloaded["pyfunc_same_argmax"]
         assert reloaded["input_shapes"] == [[-1, 40]]
         assert reloaded["input_types"] == ["float32"]
+
+
+def test_the_logged_model_is_pickle_free_pt2_and_requires_this_torch_build(trained, tmp_path):
+    """Each seed's logged model, as its files are stored: torch.export's pt2, nothing pickled,
+    requirements that install the torch build that trained it (see
+    :func:`assert_pt2_with_installable_requirements`)."""
+    import mlflow
+
+    for child in trained.children:
+        with isolated_mlflow():
+            mlflow.set_tracking_uri(trained.uri)
+            found = logged_model_id(child.info.run_id)
+        files = download_model(trained.uri, found, tmp_path / found)
+        assert_pt2_with_installable_requirements(files)
+
+
+def test_mlflow_models_serve_answers_as_the_model_in_process(trained, tmp_path):
+    """``mlflow models serve -m models:/<id> --env-manager local`` of a seed's logged model:
+    POST /invocations of the test set in the format its signature asks (a float32 tensor
+    [-1, 40]: ``{"inputs": rows}``) answers exactly the in-process pyfunc predictions, and
+    their argmax scores the run's final_test_acc. The server is stopped by its process group
+    (``mlflow`` and its uvicorn worker)."""
+    import mlflow.pyfunc
+    import mlflow.pytorch
+    import torch
+
+    child = trained.children[0]
+    data = load_dataset()
+    assert data.x_test.dtype == np.float32
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(trained.uri)
+        uri = f"models:/{logged_model_id(child.info.run_id)}"
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        inputs = pyfunc.metadata.get_input_schema().inputs
+        expected = np.asarray(pyfunc.predict(data.x_test))
+        with torch.no_grad():
+            module = mlflow.pytorch.load_model(uri)(torch.from_numpy(data.x_test)).numpy()
+    assert [(str(spec.type), list(spec.shape)) for spec in inputs] == [("float32", [-1, 40])]
+    np.testing.assert_array_equal(module, expected)
+
+    port = free_port()
+    server = MlflowServer([MLFLOW, "models", "serve", "-m", uri, "--env-manager", "local",
+                           "--host", "127.0.0.1", "--port", str(port)],
+                          cli_env(MLFLOW_TRACKING_URI=trained.uri), tmp_path,
+                          f"http://127.0.0.1:{port}", tmp_path / "serve.log")
+    server.log.write_text("")
+    server.start()
+    try:
+        server.wait_healthy()
+        request = urllib.request.Request(
+            f"{server.uri}/invocations", data=json.dumps({"inputs": data.x_test.tolist()}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.asarray(json.load(response)["predictions"], dtype=np.float32)
+    finally:
+        server.stop()
+
+    def group_alive() -> bool:
+        try:
+            os.killpg(server.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    wait_for(lambda: not group_alive(), timeout=30, what="the model server's process group")
+    assert served.shape == (1000, 10)
+    np.testing.assert_array_equal(served, expected)
+    assert float((served.argmax(-1) == data.y_test).mean()) == child.data.metrics["final_test_acc"]
 
 
 def test_reanalyze_a_run_whose_data_cannot_be_rebuilt_is_one_line(trained, tmp_path):

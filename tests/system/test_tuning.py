@@ -78,7 +78,7 @@ def resumed(tmp_path_factory, _cache_dir):
     args = ("--mode", "baseline", "--epochs", "2")
     results = [tune_main(directory, *args, "--n-trials", n) for n in ("2", "4", "4")]
     return SimpleNamespace(dir=directory, results=results, runs=runs_of(directory),
-                           study=load_study(directory, "lgals-baseline"))
+                           study=load_study(directory, "lgals-baseline-epochs=2"))
 
 
 def test_rerun_tops_the_study_up_to_n_trials(resumed):
@@ -123,7 +123,7 @@ def test_workers_share_one_study_without_duplicates(tmp_path, _cache_dir):
                                  "--n-trials", "4", "--epochs", "2"), tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    study = load_study(tmp_path, "lgals-baseline")
+    study = load_study(tmp_path, "lgals-baseline-epochs=2")
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # too few to prune
     runs = runs_of(tmp_path)
@@ -156,7 +156,7 @@ def test_enqueued_out_of_range_lr_is_a_failed_trial_and_the_study_goes_on(tmp_pa
     with pytest.warns(UserWarning, match="out of range"):
         result = tune_main(tmp_path, "--mode", "baseline", "--n-trials", "3", "--epochs", "2")
     assert result.code == 0, result
-    study = load_study(tmp_path, "lgals-baseline")
+    study = load_study(tmp_path, "lgals-baseline-epochs=2")
     assert len(study.trials) == 3
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -192,7 +192,7 @@ def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache
 
     monkeypatch.setattr(lgals.data, "load_clean", nan_inputs)
     result = tune_main(tmp_path, "--mode", "baseline", "--n-trials", "2", "--epochs", "2")
-    study = load_study(tmp_path, "lgals-baseline")
+    study = load_study(tmp_path, "lgals-baseline-epochs=2")
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert all("non-finite" in t.user_attrs["fail_reason"] for t in study.trials)
     runs = runs_of(tmp_path)
@@ -203,7 +203,7 @@ def test_every_trial_diverging_is_a_one_line_error(tmp_path, monkeypatch, _cache
     assert sorted(r.info.status for r in children(runs, tune.info.run_id)) == ["FAILED"] * 2
     assert result.code == 1, result
     line = error_line(result)
-    assert "lgals-baseline" in line and "every trial failed" in line and "2 failed" in line
+    assert "lgals-baseline-epochs=2" in line and "every trial failed" in line and "2 failed" in line
     assert result.out == ""  # no summary line: there is no best trial
 
 
@@ -239,7 +239,7 @@ def test_trial_of_a_dead_process_is_retried_on_rerun(tmp_path, _cache_dir, died)
     dead_after = client.get_run(dead_run)
     assert dead_after.info.status == "FAILED"
     assert dead_after.data.tags["lgals.trial_state"] == "FAIL"
-    study = load_study(tmp_path, "lgals-baseline")
+    study = load_study(tmp_path, "lgals-baseline-epochs=2")
     states = {t.number: t.state.name for t in study.trials}
     assert states[0] == "FAIL"
     assert result.code == 0 and states.get(1) == "COMPLETE", (
@@ -267,7 +267,7 @@ def test_poisoned_test_labels_do_not_change_any_trial(lgals_study, tmp_path, mon
     clean_test = real()["y_test"]
     assert (lgals.data.load_dataset().y_test != clean_test).mean() > 0.5  # the poison bites
     tune_ok(tmp_path, "--mode", "lgals", "--n-trials", "3", "--epochs", "2")
-    again = load_study(tmp_path, "lgals-lgals")
+    again = load_study(tmp_path, "lgals-lgals-epochs=2")
     assert trial_signature(again) == trial_signature(lgals_study.study)
 
 
@@ -277,7 +277,7 @@ def test_same_sampler_seed_gives_the_same_study_in_another_process(lgals_study, 
     result = run_lgals(tune_argv(tmp_path, "--mode", "lgals", "--n-trials", "3",
                                  "--epochs", "2", "--sampler-seed", "0"), tmp_path)
     assert result.returncode == 0, result.stderr
-    again = load_study(tmp_path, "lgals-lgals")
+    again = load_study(tmp_path, "lgals-lgals-epochs=2")
     assert trial_signature(again) == trial_signature(lgals_study.study)
     assert [t.state for t in again.trials] == [TrialState.COMPLETE] * 3
     assert all(t.value is not None for t in again.trials)
@@ -294,10 +294,10 @@ def test_clean_validation_labels_are_an_oracle_study_evaluate_ignores(tmp_path, 
 
     tune_ok(tmp_path, "--mode", "baseline", "--val-labels", "clean", "--n-trials", "2",
             "--epochs", "2")
-    assert study_names(tmp_path) == ["lgals-baseline-oracle"]
+    assert study_names(tmp_path) == ["lgals-baseline-oracle-epochs=2"]
     runs = runs_of(tmp_path)
     (tune,) = tune_runs(runs)
-    assert tune.data.tags["lgals.study"] == "lgals-baseline-oracle"
+    assert tune.data.tags["lgals.study"] == "lgals-baseline-oracle-epochs=2"
     assert tune.data.params["val_labels"] == "clean"
     assert "best.lr" in tune.data.params
     assert len(runs) == 3
@@ -326,7 +326,7 @@ def test_evaluate_takes_the_noisy_tune_even_when_an_oracle_tune_is_newer(tmp_pat
     (evaluate,) = [r for r in runs_of(tmp_path) if r.data.tags.get("lgals.stage") == "evaluate"
                    and "lgals.seed" not in r.data.tags]
     assert evaluate.data.params["tune_run_id"] == noisy.info.run_id
-    assert evaluate.data.params["tune_study"] == "lgals-baseline"
+    assert evaluate.data.params["tune_study"] == "lgals-baseline-epochs=1"
     assert evaluate.data.params["lr"] == noisy.data.params["best.lr"]
 
 
@@ -338,7 +338,7 @@ def test_early_stop_picks_the_best_epoch_and_evaluation_trains_to_it(tmp_path, _
     whatever --epochs says."""
     tune_ok(tmp_path, "--mode", "early_stop", "--n-trials", "2", "--epochs", "6",
             "--pruner", "none")
-    study = load_study(tmp_path, "lgals-early_stop")
+    study = load_study(tmp_path, "lgals-early_stop-epochs=6")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # --pruner none
     for trial in study.trials:
         curve = [trial.intermediate_values[e] for e in range(1, 7)]

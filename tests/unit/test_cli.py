@@ -10,6 +10,7 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
+import click
 import pytest
 from support.errors import assert_one_line_error
 
@@ -90,6 +91,59 @@ def test_train_help_lists_every_option(run_main):
                    "--weight-decay", "--eps", "--eps-max", "--gamma", "--noise-rate",
                    "--noise-type", "--noise-seed", "--val-fraction", "--no-tracking", "--json"):
         assert option in out
+
+
+def every_command(group: click.Group, path: str = "lgals"):
+    """(path, command) for ``group`` and every command under it, groups recursively."""
+    yield path, group
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from every_command(command, f"{path} {name}")
+        else:
+            yield f"{path} {name}", command
+
+
+def test_every_option_of_every_command_has_help():
+    from lgals.cli import cli
+
+    bare = [f"{path} {'/'.join(param.opts)}" for path, command in every_command(cli)
+            for param in command.params
+            if isinstance(param, click.Option) and not (param.help or "").strip()]
+    assert bare == []
+
+
+def test_a_plugin_hyperparameter_without_help_is_described_by_the_modes_that_read_it(plugins):
+    from lgals.cli import hyperparameter_help
+    from lgals.losses import MODES, Mode, _validate
+    from lgals.registry import load
+
+    plugins.install("lgals-terse", "lgals.modes", {"modes": ":MODES"}, """
+        from lgals.plugin import Hyperparameter, Mode
+        TERSE_Q = Hyperparameter(0.5, 0.0, 1.0)
+        MODES = {"terse": Mode(lambda z, y, terse_q: z.sum(-1), {"terse_q": TERSE_Q}),
+                 "terser": Mode(lambda z, y, terse_q: z.sum(-1), {"terse_q": TERSE_Q})}
+    """)
+    modes = load("lgals.modes", Mode, _validate).entries
+    said = hyperparameter_help("terse_q", modes["terse"].hyperparameters["terse_q"], modes)
+    assert said == "A hyperparameter of terse, terser (its package describes it)."
+    gce_q = MODES["gce"].hyperparameters["gce_q"]
+    assert hyperparameter_help("gce_q", gce_q, MODES) == gce_q.help == "gce exponent q."
+
+
+def test_lgals_help_summarises_every_command_whole_on_one_line(run_main, monkeypatch):
+    """Click cuts a docstring's first sentence to fit (``Train seeds FIRST_SEED ..``): each
+    command's short help is a few words of its own, ending whole, one line at 80 columns."""
+    from lgals.cli import cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_main(["--help"])
+    assert code == 0
+    rows = out.split("Commands:\n")[1].splitlines()
+    assert [row.split()[0] for row in rows] == sorted(cli.commands)  # none wraps
+    for row in rows:
+        summary = row.split(None, 1)[1]
+        assert not summary.endswith(".."), row
+        assert len(summary.split()) >= 4, row
 
 
 def test_diverged_seed_does_not_crash_the_cli(run_main):

@@ -68,14 +68,25 @@ def test_sweep_settings_run_rate_zero_once():
 
 
 def test_project_argv_drops_only_what_means_not_given():
-    assert cli.project_argv(["--claim", "note", "--dataset", "mnist1d", "--out", "note"]) == [
+    def kept(command, *argv):
+        command_, *args = cli.project_argv(command, list(argv))
+        assert command_ == command
+        return args
+
+    assert kept("reproduce", "--claim", "note", "--dataset", "mnist1d", "--out", "note") == [
         "--out", "note"]
-    assert cli.project_argv(["--claim", "x.yaml", "--dataset", "digits"]) == [
+    assert kept("report", "--claim", "x.yaml", "--dataset", "digits") == [
         "--claim", "x.yaml", "--dataset", "digits"]
-    assert cli.project_argv(["--out", "0", "--repeats", "0", "--seeds", "0", "--batch", "0"]) == [
+    assert kept("sweep", "--out", "0", "--repeats", "0", "--seeds", "0", "--batch", "0") == [
         "--out", "0", "--batch", "0"]
-    assert cli.project_argv(["--repeats", "3", "--seeds", "10"]) == [
+    assert kept("reproduce", "--repeats", "3", "--seeds", "10") == [
         "--repeats", "3", "--seeds", "10"]
+    # an empty parameter is an option left out, on every entry point; train's --seeds 0 is
+    # its own (refused) value
+    assert kept("tune", "--study-name", "", "--epochs", "3", "--storage", "") == [
+        "--epochs", "3"]
+    assert kept("train", "--seeds", "0", "--precision", "") == ["--seeds", "0"]
+    assert kept("report", "--precision", "", "--repeats", "0") == []
 
 
 # --- bad values: one line, exit 2, nothing started -------------------------------------------

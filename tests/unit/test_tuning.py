@@ -9,18 +9,21 @@ The process-level and seconds-long tests: ``tests/system/test_tuning.py``.
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from optuna.trial import TrialState
-from support.mlflow_fixtures import copy_database, history
+from support.mlflow_fixtures import copy_database, expected_context, history, run_context
 from support.tuning import (
     children,
     error_line,
     load_study,
     runs_of,
     stores,
+    study_names,
     trial_signature,
     tune_main,
     tune_ok,
@@ -43,17 +46,17 @@ def test_tune_run_has_one_child_run_per_trial(lgals_study):
     runs = lgals_study.runs
     (tune,) = tune_runs(runs)
     assert tune.data.tags["lgals.mode"] == "lgals"
-    assert tune.data.tags["lgals.study"] == "lgals-lgals"
+    assert tune.data.tags["lgals.study"] == "lgals-lgals-epochs=2"
     assert tune.data.tags["lgals.val_labels"] == "noisy"
     assert "mlflow.parentRunId" not in tune.data.tags
     assert tune.info.status == "FINISHED"
     assert {k: tune.data.params[k] for k in ("mode", "n_trials", "epochs", "workers",
                                              "study_name", "storage")} == {
         "mode": "lgals", "n_trials": "3", "epochs": "2", "workers": "1",
-        "study_name": "lgals-lgals", "storage": stores(lgals_study.dir)[1]}
+        "study_name": "lgals-lgals-epochs=2", "storage": stores(lgals_study.dir)[1]}
 
     assert tune.info.run_name == "tune-lgals"
-    assert "Optuna study `lgals-lgals`: 3 trials of LGALS" in tune.data.tags[
+    assert "Optuna study `lgals-lgals-epochs=2`: 3 trials of LGALS" in tune.data.tags[
         "mlflow.note.content"]
     trials = children(runs, tune.info.run_id)
     assert len(trials) == 3 == len(runs) - 1  # nothing else in the store
@@ -66,7 +69,7 @@ def test_tune_run_has_one_child_run_per_trial(lgals_study):
         trial = optuna_trials[int(run.data.tags["lgals.trial"])]
         assert run.data.tags["lgals.stage"] == "trial"
         assert run.data.tags["lgals.mode"] == "lgals"
-        assert run.data.tags["lgals.study"] == "lgals-lgals"
+        assert run.data.tags["lgals.study"] == "lgals-lgals-epochs=2"
         assert trial.state == TrialState.COMPLETE
         assert run.data.tags["lgals.trial_state"] == "COMPLETE"
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
@@ -75,6 +78,19 @@ def test_tune_run_has_one_child_run_per_trial(lgals_study):
         for name, value in trial.params.items():
             assert run.data.params[name] == str(value)
         assert run.data.params["val_fraction"] == "0.1"
+
+
+def test_every_run_of_a_tune_carries_mlflows_context_and_the_study_names_its_objective(
+        lgals_study):
+    """The tune run and each trial's run: the user, the source and the checkout's commit, as
+    MLflow's fluent API would tag them (``tests/unit/test_conventions.py`` for ``train``);
+    the study names its objective as the trials' runs name the metric."""
+    expected = expected_context(getpass.getuser())
+    assert len(lgals_study.runs) == 4  # the tune run and three trials
+    for run in lgals_study.runs:
+        assert run_context(run) == expected, run.info.run_name
+        assert run.info.user_id == expected["mlflow.user"]
+    assert lgals_study.study.metric_names == ["val_acc"]
 
 
 def test_trial_runs_log_validation_history_and_nothing_of_the_test_set(lgals_study):
@@ -128,10 +144,11 @@ def test_tune_run_logs_optuna_figures(lgals_study):
 # --- 5. diverged trials -------------------------------------------------------------------
 
 def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
-    """Not "Objective Value": a trial's value is the noisy validation accuracy."""
+    """Not "Objective Value": a trial's value is the noisy validation accuracy. The
+    importances' legend is the study's metric name (Optuna prefers it to ``target_name``)."""
     import matplotlib.pyplot as plt
 
-    from lgals.tuning import OBJECTIVE, study_figures
+    from lgals.tuning import METRIC, OBJECTIVE, study_figures
 
     figures = study_figures(lgals_study.study)
     assert set(figures) == {"optimization_history", "param_importances", "slice"}
@@ -144,7 +161,9 @@ def test_optuna_figures_name_the_objective_on_every_axis(lgals_study):
     for figure in drawn.values():
         plt.close(figure)
     assert OBJECTIVE in labels["optimization_history"][0]
-    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn), labels
+    assert all(OBJECTIVE in "".join(labels[name]) for name in drawn
+               if name != "param_importances"), labels
+    assert METRIC in "".join(labels["param_importances"]), labels
     assert not any("Objective Value" in "".join(text) for text in labels.values()), labels
 
 
@@ -211,20 +230,87 @@ def test_tuning_data_has_no_test_set(_cache_dir):
 ])
 def test_resume_with_other_settings_is_refused(lgals_study, tmp_path, option, value, recorded):
     copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
-    args = {"--mode": "lgals", "--n-trials": "4", "--epochs": "2", option: value}
+    args = {"--mode": "lgals", "--n-trials": "4", "--epochs": "2",
+            "--study-name": "lgals-lgals-epochs=2", option: value}
     result = tune_main(tmp_path, *[item for pair in args.items() for item in pair])
     assert result.code == 2, result
     line = error_line(result)
-    assert "'lgals-lgals'" in line and recorded in line and "--study-name" in line
-    assert len(load_study(tmp_path, "lgals-lgals").trials) == 3  # nothing run
+    assert "'lgals-lgals-epochs=2'" in line and recorded in line
+    assert "pick another --study-name, or another --storage" in line
+    assert len(load_study(tmp_path, "lgals-lgals-epochs=2").trials) == 3  # nothing run
     assert runs_of(tmp_path) == []  # nor logged
+
+
+def test_other_settings_under_the_default_name_are_a_study_of_their_own(lgals_study, tmp_path):
+    """`lgals reproduce`, then `lgals tune --epochs 1` in the same folder: no refusal, a new
+    study named by what differs; the old one is left as it was."""
+    copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
+    tune_ok(tmp_path, "--mode", "lgals", "--n-trials", "1", "--epochs", "1", "--pruner", "none")
+    assert study_names(tmp_path) == ["lgals-lgals-epochs=1", "lgals-lgals-epochs=2"]
+    assert len(load_study(tmp_path, "lgals-lgals-epochs=1").trials) == 1
+    assert load_study(tmp_path, "lgals-lgals-epochs=1").user_attrs["epochs"] == 1
+    assert trial_signature(load_study(tmp_path, "lgals-lgals-epochs=2")) == trial_signature(
+        lgals_study.study)
+    (tune,) = tune_runs(runs_of(tmp_path))
+    assert tune.data.tags["lgals.study"] == "lgals-lgals-epochs=1"
+
+
+def test_a_study_named_before_names_carried_its_settings_resumes_there(tmp_path, _cache_dir):
+    """Before, `tune --epochs 1` made `lgals-baseline` (epochs 1): it now asks for
+    `lgals-baseline-epochs=1`, and resumes the old study instead while no study has that
+    name; one made with other settings is not taken."""
+    from lgals.tuning import create_study, resumable
+
+    storage = stores(tmp_path)[1]
+    old = TuneSettings(mode="baseline", epochs=1)
+    assert (old.study_name, old.former_name) == ("lgals-baseline-epochs=1", "lgals-baseline")
+    create_study(dataclasses.replace(old, study_name="lgals-baseline", former_name=""), storage)
+    tune_ok(tmp_path, "--mode", "baseline", "--n-trials", "1", "--epochs", "1",
+            "--pruner", "none")
+    assert study_names(tmp_path) == ["lgals-baseline"]
+    assert len(load_study(tmp_path, "lgals-baseline").trials) == 1
+    (tune,) = tune_runs(runs_of(tmp_path))
+    assert tune.data.tags["lgals.study"] == tune.data.params["study_name"] == "lgals-baseline"
+    # another setting: the old study is not the one, a new one is named
+    other = TuneSettings(mode="baseline", epochs=1, train_seed=1)
+    assert resumable(other, storage).study_name == "lgals-baseline-epochs=1-train_seed=1"
+    # once the new name exists, it is the one (repetitions carry both names along)
+    create_study(old, storage)
+    assert resumable(old, storage) == old
+    assert old.repeated(2).former_name == "lgals-baseline-r2"
+    assert resumable(old.repeated(2), storage).study_name == "lgals-baseline-epochs=1-r2"
+
+
+def test_a_default_name_tells_apart_every_setting_a_study_keeps():
+    """Two default-named studies with different settings never share a name, and at the
+    defaults the names are what they were."""
+    from lgals.data import NoiseRecipe
+
+    assert TuneSettings(mode="lgals").study_name == "lgals-lgals"
+    assert TuneSettings(mode="lgals").former_name == ""
+    variants = [TuneSettings(mode="lgals", **change) for change in (
+        {}, {"epochs": 3}, {"batch_size": 64}, {"train_seed": 1}, {"val_labels": "clean"},
+        {"precision": "bf16"}, {"epochs": 3, "batch_size": 64},
+        {"noise": NoiseRecipe(0.4, val_fraction=0.1)},
+        {"noise": NoiseRecipe(0.2, "pair", val_fraction=0.1)},
+        {"noise": NoiseRecipe(0.2, noise_seed=2, val_fraction=0.1)},
+        {"noise": NoiseRecipe(0.2, val_fraction=0.2)},
+        {"noise": NoiseRecipe(0.2, val_fraction=0.1, dataset="digits")})]
+    assert len({tuple(sorted(s.study_attrs().items())) for s in variants}) == len(variants)
+    assert len({s.study_name for s in variants}) == len(variants)
+    assert [s.study_name for s in variants[6:9]] == [
+        "lgals-lgals-epochs=3-batch_size=64", "lgals-lgals-noise_rate=0.4",
+        "lgals-lgals-noise_type=pair"]
+    assert TuneSettings(mode="lgals", precision="bf16", epochs=30).study_name == (
+        "lgals-lgals-bf16-epochs=30")
+    assert "former_name" not in TuneSettings(mode="lgals", epochs=3).params()
 
 
 def test_resume_with_another_sampler_seed_is_allowed(lgals_study, tmp_path):
     copy_database(lgals_study.dir / "optuna.db", tmp_path / "optuna.db")
     tune_ok(tmp_path, "--mode", "lgals", "--n-trials", "3", "--epochs", "2",
             "--sampler-seed", "7", "--pruner", "none")
-    assert trial_signature(load_study(tmp_path, "lgals-lgals")) == trial_signature(
+    assert trial_signature(load_study(tmp_path, "lgals-lgals-epochs=2")) == trial_signature(
         lgals_study.study)  # already full: nothing added
     (tune,) = tune_runs(runs_of(tmp_path))
     assert children(runs_of(tmp_path), tune.info.run_id) == []
