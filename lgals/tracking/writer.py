@@ -2,19 +2,20 @@
 
 MLflow's SQLAlchemy store spends hundreds of microseconds of pure Python per metric row. In a
 thread of the training process (MLflow's own async logging) that work holds the GIL while the
-training loop waits to dispatch its next torch op; in a child process at idle priority it only
-takes what the cores have left (``benchmarks/tracking_overhead.py`` compares the two). After
-training the child draws and logs the heat-map figures and logs the artifact files while the
-training process exports the models: the two halves of a run's last seconds overlap.
+training loop waits to dispatch its next torch op; in a child process it runs beside training.
+The child runs at the default priority: at Linux's idle priority it took only what training
+left of the cores, and on a busy machine the curves in the UI fell up to a minute behind
+training (``benchmarks/live_curves.py`` measures the lag of each choice). After training the
+child draws and logs the heat-map figures and logs the artifact files while the training
+process exports the models: the two halves of a run's last seconds overlap.
 
 The parent sends JSON lines on the child's stdin, each naming the store ``uri`` and, but for
 ``{"uri"}`` alone (open the store now), the ``run_id`` and one of ``"metrics": [[key, value,
 timestamp, step], ...]``, ``"artifacts": [path, ...]`` or ``"figure": {"histograms": npz path,
 "title": ...}``; and ``{"sync": true}``, which the child answers on its stdout with ``ok`` once
 everything before it is stored, or ``error: <what failed>``. The child imports MLflow (and,
-for figures, matplotlib) as soon as it starts, while the parent still gets ready, then runs at
-idle priority; it ignores Ctrl-C (the parent ends the runs) and exits when its stdin closes,
-after writing what it has.
+for figures, matplotlib) as soon as it starts, while the parent still gets ready; it ignores
+Ctrl-C (the parent ends the runs) and exits when its stdin closes, after writing what it has.
 This module imports neither torch nor mlflow at the top: the child starts light.
 """
 
@@ -30,7 +31,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-PRIORITY = "idle"
+PRIORITY = "0"  # the default nice value: see the module's docstring
 
 
 class MlflowWriter:
