@@ -2,19 +2,20 @@
 
 MLflow's SQLAlchemy store spends hundreds of microseconds of pure Python per metric row. In a
 thread of the training process (MLflow's own async logging) that work holds the GIL while the
-training loop waits to dispatch its next torch op; in a child process at idle priority it only
-takes what the cores have left (``benchmarks/tracking_overhead.py`` compares the two). After
-training the child draws and logs the heat-map figures and logs the artifact files while the
-training process exports the models: the two halves of a run's last seconds overlap.
+training loop waits to dispatch its next torch op; in a child process it runs beside training.
+The child runs at the default priority: at Linux's idle priority it took only what training
+left of the cores, and on a busy machine the curves in the UI fell up to a minute behind
+training (``benchmarks/live_curves.py`` measures the lag of each choice). After training the
+child draws and logs the heat-map figures and logs the artifact files while the training
+process exports the models: the two halves of a run's last seconds overlap.
 
 The parent sends JSON lines on the child's stdin, each naming the store ``uri`` and, but for
 ``{"uri"}`` alone (open the store now), the ``run_id`` and one of ``"metrics": [[key, value,
 timestamp, step], ...]``, ``"artifacts": [path, ...]`` or ``"figure": {"histograms": npz path,
 "title": ...}``; and ``{"sync": true}``, which the child answers on its stdout with ``ok`` once
 everything before it is stored, or ``error: <what failed>``. The child imports MLflow (and,
-for figures, matplotlib) as soon as it starts, while the parent still gets ready, then runs at
-idle priority; it ignores Ctrl-C (the parent ends the runs) and exits when its stdin closes,
-after writing what it has.
+for figures, matplotlib) as soon as it starts, while the parent still gets ready; it ignores
+Ctrl-C (the parent ends the runs) and exits when its stdin closes, after writing what it has.
 This module imports neither torch nor mlflow at the top: the child starts light.
 """
 
@@ -30,22 +31,27 @@ import sys
 import threading
 from collections.abc import Sequence
 
-MAX_METRICS_PER_BATCH = 1000  # MLflow's own limit for one log_batch call
+PRIORITY = "0"  # the default nice value: see the module's docstring
 
 
 class MlflowWriter:
-    """The parent's handle on one writer process, started on first use, one per process."""
+    """The parent's handle on one writer process, started on first use, one per process.
 
-    def __init__(self) -> None:
+    ``priority``: the child's CPU priority, ``"idle"`` (Linux's ``SCHED_IDLE``: only cores
+    training leaves idle) or a nice value ``"0"``-``"19"``; read when the child starts."""
+
+    def __init__(self, priority: str = PRIORITY) -> None:
         self._process: subprocess.Popen | None = None
         self._owner = os.getpid()
+        self.priority = priority
 
     def _started(self, figures: bool = False) -> subprocess.Popen:
         # A forked child inherits this object: it gets a writer of its own, not the pipes.
         if self._process is None or self._owner != os.getpid():
             self._owner = os.getpid()
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "lgals.tracking.writer", *(["--figures"] * figures)],
+                [sys.executable, "-m", "lgals.tracking.writer", self.priority,
+                 *(["--figures"] * figures)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         return self._process
 
@@ -117,14 +123,13 @@ WRITER = MlflowWriter()
 atexit.register(WRITER.close)
 
 
-def _yield_to_training() -> None:
-    """Run only on cores training leaves idle, and catch up while a run waits at its final
-    sync: a niced writer still takes its share of a busy core from training's threads
-    (``benchmarks/tracking_overhead.py`` compares the two)."""
-    if hasattr(os, "SCHED_IDLE"):  # Linux
+def _set_priority(priority: str) -> None:
+    """``"idle"``: run only on cores training leaves idle (a niced writer still takes its
+    share of a busy core from training's threads); else that nice value."""
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):  # Linux
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     else:
-        os.nice(19)
+        os.nice(19 if priority == "idle" else int(priority))
 
 
 def _heatmaps(client, run_id: str, histograms: str, title: str) -> None:
@@ -175,7 +180,8 @@ def _remove_partial_files(client, run_id: str | None, message: dict) -> None:
 
 
 def main(argv: Sequence[str] = sys.argv[1:]) -> None:
-    """The child: read messages as they come (a full pipe would stall the parent), write them
+    """The child (``argv``: its priority, then ``--figures`` to import matplotlib now): read
+    messages as they come (a full pipe would stall the parent), write them
     in order once mlflow is imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -194,7 +200,7 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> None:
 
         matplotlib.use("Agg")
         import lgals.plots  # noqa: F401
-    _yield_to_training()
+    _set_priority(argv[0])
     clients: dict[str, MlflowClient] = {}
     error = ""
     while (line := lines.get()) is not None:
@@ -212,9 +218,8 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> None:
                 clients[uri] = MlflowClient(uri)
                 clients[uri].search_experiments(max_results=1)  # opens the store
             client = clients[uri]
-            metrics = [Metric(*row) for row in message.get("metrics", ())]
-            for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-                client.log_batch(run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+            if "metrics" in message:  # MLflow splits it into batches of its limit
+                client.log_batch(run_id, metrics=[Metric(*row) for row in message["metrics"]])
             for path in message.get("artifacts", ()):
                 client.log_artifact(run_id, path)
             if "figure" in message:

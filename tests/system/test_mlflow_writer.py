@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from support.mlflow_fixtures import sqlite_uri
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+from support.mlflow_fixtures import sqlite_uri, wait_for
 
-from lgals.tracking.writer import MAX_METRICS_PER_BATCH, MlflowWriter
+from lgals.tracking.writer import MlflowWriter
 
 
 @pytest.fixture
@@ -27,6 +31,29 @@ def writer():
     writer = MlflowWriter()
     yield writer
     writer.close()
+
+
+def test_metrics_are_stored_while_every_core_is_busy(store, writer):
+    """Live curves on a busy machine: with a CPU-bound process on every core, what the parent
+    sends is readable within seconds, not only once the cores fall idle (the writer at
+    Linux's idle priority got no time until the spinners stopped)."""
+    uri, client, experiment_id = store
+    run_id = client.create_run(experiment_id).info.run_id
+    writer.open(uri)
+    writer.sync()  # the child is up, MLflow imported, the store open
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(1)  # the spinners have the cores
+        for step in range(3):
+            writer.send(uri, run_id, [("train_loss", 1.0 / (step + 1), 0, step)])
+            wait_for(lambda step=step: len(client.get_metric_history(run_id, "train_loss"))
+                     > step, timeout=15, what=f"step {step} stored while the cores are busy")
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert writer._process.poll() is None  # stored by the child at work, not at its exit
 
 
 def _metrics(n_steps: int, keys=("a", "b", "c")) -> list[tuple]:
@@ -159,7 +186,7 @@ def test_a_message_cut_off_by_the_parent_is_dropped_without_a_traceback(store):
     whole = '{"sync": true}\n'
     uri, _, _ = store
     cut = '{"uri": "' + uri + '", "run_id": "x", "metrics": [[' + "1, " * 40_000
-    process = subprocess.run([sys.executable, "-m", "lgals.tracking.writer"],
+    process = subprocess.run([sys.executable, "-m", "lgals.tracking.writer", "idle"],
                              input=whole + cut, capture_output=True, text=True, timeout=120)
     assert process.returncode == 0, process.stderr
     assert process.stdout.splitlines() == ["ok"]
