@@ -128,7 +128,7 @@ def _set_priority(priority: str) -> None:
     share of a busy core from training's threads); else that nice value."""
     if priority == "idle" and hasattr(os, "SCHED_IDLE"):  # Linux
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    else:
+    elif priority != "0":
         os.nice(19 if priority == "idle" else int(priority))
 
 
