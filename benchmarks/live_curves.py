@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +148,10 @@ def main() -> None:
                   else nullcontext()) as server:
                 uri = server.uri if server else backend
                 for scenario, members in SCENARIOS.items():
-                    found = interleaved(
-                        variants, args.repeats, lambda variant, _, uri=uri, members=members:
-                        measure(variant, uri, members, args.epochs, args.flush_seconds))
+                    with redirect_stdout(sys.stderr):  # MLflow prints each run's link
+                        found = interleaved(
+                            variants, args.repeats, lambda variant, _, uri=uri, members=members:
+                            measure(variant, uri, members, args.epochs, args.flush_seconds))
                     for variant in variants:
                         lags = [lag for run in found[variant] for lag in run["lags_s"]]
                         rows.append({"store": store, "scenario": scenario, "members": members,

@@ -1,12 +1,12 @@
 """What tuning hosts ask of a team's MLflow server, and how many hosts one server takes.
 
-``round``: a 30-trial round (``lgals tune --modes lgals --n-trials 30 --batch 30``) against an
-``mlflow server`` on a real PostgreSQL (tests/support/pg_fixtures.py), from 1 host, then from
-3 hosts at once (one torch thread each, the same study). The server's access log gives the
-requests per second over the command, by kind: heartbeats (``runs/set-tag``), metric batches
-(``runs/log-batch``) and the rest. Meanwhile an observer reads the RUNNING trial runs'
-heartbeat tags every second: the oldest age it sees says whether beats fell behind (they are
-due every ``LGALS_STALE_SECONDS`` / 6).
+``round``: a 30-trial round (``lgals tune --modes lgals --batch 30``) against an ``mlflow
+server`` on a real PostgreSQL (tests/support/pg_fixtures.py), from 1 host, then from 3 hosts
+at once, each with a round of its own in the same study (one torch thread each). The
+server's access log gives the requests per second over the command, by kind: heartbeats
+(``runs/set-tag``), metric batches (``runs/log-batch``) and the rest. Meanwhile an observer
+reads the RUNNING runs' heartbeat tags every second: the oldest age it sees says whether
+beats fell behind (they are due every ``LGALS_STALE_SECONDS`` / 6).
 
 ``capacity``: the same server, with ``--clients`` processes each sending heartbeats (one
 ``set_tag`` after another) as fast as it answers for ``--seconds``: the heartbeats per second
@@ -89,11 +89,12 @@ def kinds(paths: Counter) -> dict[str, int]:
 
 def tuning_round(directory: Path, storage: str, uri: str, log: Path, hosts: int,
                  epochs: int) -> dict:
-    """``hosts`` processes tuning one 30-trial study together; their requests per second."""
+    """``hosts`` processes tuning one study together, each a 30-trial round of its own; their
+    requests per second."""
     offset = log.stat().st_size
     observer = subprocess.Popen([sys.executable, "-c", OBSERVER, uri], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
-    argv = [LGALS, "tune", "--modes", "lgals", "--n-trials", "30", "--batch", "30",
+    argv = [LGALS, "tune", "--modes", "lgals", "--n-trials", str(30 * hosts), "--batch", "30",
             "--epochs", str(epochs), "--storage", storage, "--tracking-uri", uri,
             "--study-name", f"round{hosts}", "--device", "cpu"]
     started = time.perf_counter()
@@ -121,7 +122,8 @@ def capacity(uri: str, clients: int, seconds: float) -> float:
     """Heartbeats per second the server takes with ``clients`` senders at once."""
     processes = [subprocess.Popen([sys.executable, "-c", CLIENT, uri, str(seconds)],
                                   stdout=subprocess.PIPE, text=True) for _ in range(clients)]
-    return sum(int(process.communicate()[0]) for process in processes) / seconds
+    # the last line: MLflow prints the run's link as it ends
+    return sum(int(process.communicate()[0].split()[-1]) for process in processes) / seconds
 
 
 def main() -> None:
@@ -138,9 +140,11 @@ def main() -> None:
         storage = database.create_database("optuna_load")
         database.create_database("mlflow_load")
         with mlflow_server_on(database, directory, "mlflow_load") as server:
-            rounds = [tuning_round(directory, storage, server.uri, server.log, hosts,
-                                   args.epochs)
-                      for hosts in map(int, args.hosts.split(","))]
+            rounds = []
+            for hosts in map(int, args.hosts.split(",")):
+                rounds.append(tuning_round(directory, storage, server.uri, server.log, hosts,
+                                           args.epochs))
+                print(json.dumps(rounds[-1]), file=sys.stderr)  # a partial result
             most = capacity(server.uri, args.clients, args.seconds)
     one_host = rounds[0]["total_per_s"]
     document = {"machine": machine(), "epochs": args.epochs,
