@@ -1,12 +1,12 @@
 """Seed runs: the engine trained with one MLflow run per member, and what each run keeps.
 
 The engine knows nothing of MLflow; :class:`EpochLogger` is its callback. Metrics are
-buffered and handed every few seconds to the writer process (:mod:`lgals.tracking.writer`):
-one synchronous call per epoch would cost more than the epoch itself on a server, and
-MLflow's own async logging runs its SQLAlchemy work in a thread that holds this process's
-GIL. After training the writer logs the artifact files and draws the figures while this
-process logs the models. :class:`Tracked` and :class:`lgals.tracking.null.Untracked` give a
-command one way to train, tracked or not.
+buffered and handed every :data:`FLUSH_SECONDS` to the writer process
+(:mod:`lgals.tracking.writer`): one synchronous call per epoch would cost more than the epoch
+itself on a server, and MLflow's own async logging runs its SQLAlchemy work in a thread that
+holds this process's GIL. After training the writer logs the artifact files and draws the
+figures while this process logs the models. :class:`Tracked` and
+:class:`lgals.tracking.null.Untracked` give a command one way to train, tracked or not.
 
 MLflow is imported inside the functions that use it (see :mod:`lgals.tracking.store`).
 """

@@ -118,12 +118,24 @@ def test_a_writer_whose_process_died_raises(store, writer):
         writer.sync()
 
 
-def test_the_writer_yields_the_cores_to_training(store, writer):
+@pytest.mark.parametrize("priority, policy, niced", [
+    ("0", os.SCHED_OTHER, 0),  # lgals' own: beside training, as live curves need
+    ("10", os.SCHED_OTHER, 10),
+    ("idle", os.SCHED_IDLE, 0),  # only what training leaves (benchmarks/live_curves.py)
+])
+def test_the_writer_runs_at_the_priority_it_is_given(store, priority, policy, niced):
     uri, client, experiment_id = store
-    writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
-    writer.sync()  # the child has set its scheduling policy before it answers
-    assert os.sched_getscheduler(writer._process.pid) == os.SCHED_IDLE
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # training keeps its own
+    writer = MlflowWriter(priority)
+    try:
+        writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
+        writer.sync()  # the child has set its scheduling policy before it answers
+        pid = writer._process.pid
+        assert os.sched_getscheduler(pid) == policy
+        assert os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(os.PRIO_PROCESS, 0) == niced
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # training keeps its own
+    finally:
+        writer.close()
+    assert MlflowWriter().priority == "0"
 
 
 def test_a_relative_sqlite_uri_means_the_senders_working_directory(tmp_path, writer,
