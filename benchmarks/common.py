@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from collections.abc import Callable, Hashable, Sequence
 
 import torch
@@ -85,6 +86,35 @@ def parser(doc: str) -> argparse.ArgumentParser:
 def emit_json(document: dict) -> None:
     json.dump(document, sys.stdout, indent=1)
     sys.stdout.write("\n")
+
+
+def mlflow_async_logger() -> type:
+    """lgals' per-epoch logger with MLflow's own async logging (``log_batch(synchronous=False)``,
+    a thread of this process) in place of the writer process; ``wait()`` for what it sent."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    from lgals.tracking.seeds import EpochLogger
+
+    class AsyncLogger(EpochLogger):
+        def __init__(self, run_ids, flush_seconds):
+            super().__init__(run_ids, flush_seconds)
+            self.operations = []
+
+        def flush(self):
+            client = mlflow.MlflowClient()
+            for run_id, metrics in zip(self.run_ids, self.pending):
+                if metrics:
+                    self.operations.append(client.log_batch(
+                        run_id, metrics=[Metric(*row) for row in metrics], synchronous=False))
+                metrics.clear()
+            self.last_flush = time.monotonic()
+
+        def wait(self):
+            for operation in self.operations:
+                operation.wait()
+
+    return AsyncLogger
 
 
 def training_seconds(client, run_ids: list[str]) -> float:

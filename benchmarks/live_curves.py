@@ -34,7 +34,14 @@ from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 import numpy as np
-from common import describe_machine, emit_json, interleaved, machine, parser
+from common import (
+    describe_machine,
+    emit_json,
+    interleaved,
+    machine,
+    mlflow_async_logger,
+    parser,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.mlflow_fixtures import mlflow_server  # noqa: E402  (a real server, as tests use)
@@ -66,7 +73,6 @@ print(json.dumps(list(seen.values())))
 def measure(variant: str, uri: str, members: int, epochs: int, flush_seconds: float) -> dict:
     """Train ``members`` tracked, with ``variant`` writing; its lags and wall time."""
     import mlflow
-    from mlflow.entities import Metric
 
     from lgals.data import load_dataset
     from lgals.tracking.runs import end_runs, open_run
@@ -74,25 +80,6 @@ def measure(variant: str, uri: str, members: int, epochs: int, flush_seconds: fl
     from lgals.tracking.writer import WRITER
     from lgals.train import TrainConfig, train
 
-    class AsyncLogger(EpochLogger):
-        """MLflow's own async logging, a thread of this process."""
-
-        def __init__(self, run_ids, flush_seconds):
-            super().__init__(run_ids, flush_seconds)
-            self.operations = []
-
-        def flush(self):
-            client = mlflow.MlflowClient()
-            for run_id, metrics in zip(self.run_ids, self.pending):
-                if metrics:
-                    self.operations.append(client.log_batch(
-                        run_id, metrics=[Metric(*row) for row in metrics], synchronous=False))
-                metrics.clear()
-            self.last_flush = time.monotonic()
-
-        def wait(self):
-            for operation in self.operations:
-                operation.wait()
 
     mlflow.set_tracking_uri(uri)
     experiment_id = mlflow.set_experiment("live").experiment_id
@@ -109,7 +96,8 @@ def measure(variant: str, uri: str, members: int, epochs: int, flush_seconds: fl
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert observer.stdout.readline().strip() == "ready"
     data = load_dataset()
-    logger = (AsyncLogger if variant == "async" else EpochLogger)(run_ids, flush_seconds)
+    logger = (mlflow_async_logger() if variant == "async" else EpochLogger)(run_ids,
+                                                                            flush_seconds)
     start = time.perf_counter()
     train(data, TrainConfig.of("lgals", epochs=epochs), seeds, callback=logger)
     logger.flush()

@@ -39,6 +39,7 @@ from common import (
     emit_json,
     interleaved,
     machine,
+    mlflow_async_logger,
     paired_ratio,
     parser,
 )
@@ -62,7 +63,6 @@ def fresh_interpreter_seconds(code: str) -> float:
 def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
     import matplotlib.pyplot as plt
     import mlflow
-    from mlflow.entities import Metric
 
     from lgals.data import load_dataset
     from lgals.plots import distribution_heatmaps
@@ -71,29 +71,10 @@ def per_epoch(epochs: int, repeats: int, flush_seconds: float) -> dict:
     from lgals.tracking.writer import WRITER
     from lgals.train import TrainConfig, train
 
-    class InProcessAsyncLogger(EpochLogger):
-        """MLflow's own async logging, a thread of this process."""
-
-        def __init__(self, run_ids, flush_seconds):
-            super().__init__(run_ids, flush_seconds)
-            self.operations = []
-
-        def flush(self):
-            client = mlflow.MlflowClient()
-            for run_id, metrics in zip(self.run_ids, self.pending):
-                if metrics:
-                    self.operations.append(client.log_batch(
-                        run_id, metrics=[Metric(*row) for row in metrics], synchronous=False))
-                metrics.clear()
-            self.last_flush = time.monotonic()
-
-        def wait(self):
-            for operation in self.operations:
-                operation.wait()
 
     import_mlflow = fresh_interpreter_seconds(
         "import time; t = time.perf_counter(); import mlflow; print(time.perf_counter() - t)")
-    loggers = {"untracked": None, "writer": EpochLogger, "async": InProcessAsyncLogger}
+    loggers = {"untracked": None, "writer": EpochLogger, "async": mlflow_async_logger()}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         mlflow.set_tracking_uri(uri)
