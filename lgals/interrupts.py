@@ -10,9 +10,12 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 INTERRUPTED = threading.Event()
 _signals: list[int] = []  # those that arrived, in order
+_shielded = 0  # depth of the shielded() blocks the main thread is in
 
 
 def interrupt(signum=None, frame=None) -> None:
@@ -24,7 +27,27 @@ def interrupt(signum=None, frame=None) -> None:
     if signum is not None:
         _signals.append(signum)
     INTERRUPTED.set()
-    raise KeyboardInterrupt
+    if not _shielded:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def shielded(on_interrupt: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """A block a KeyboardInterrupt must not cut in two: a write to the tracking store, which,
+    interrupted inside SQLAlchemy, can leave its SQLite database locked, so that ending the
+    runs KILLED then fails. A signal that arrives inside is raised as the block ends, after
+    ``on_interrupt()`` (still shielded) undoes what the caller will not learn of."""
+    global _shielded
+    arrived = len(_signals)
+    _shielded += 1
+    try:
+        yield
+        if len(_signals) > arrived:
+            on_interrupt()
+    finally:
+        _shielded -= 1
+    if not _shielded and len(_signals) > arrived:
+        raise KeyboardInterrupt
 
 
 def interrupt_once(signum=None, frame=None) -> None:

@@ -24,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import MappingProxyType
 
+from lgals.interrupts import shielded
 from lgals.losses import MODES
 from lgals.schema import (
     HEARTBEAT,
@@ -149,16 +150,19 @@ def open_run(experiment_id: str, name: str, tags: dict, params: dict,
     # beating from birth: a process killed right after creating the run leaves it stale
     tags[HEARTBEAT] = str(int(time.time()))
     run_id = os.environ.pop("MLFLOW_RUN_ID", None) if adopt_project_run else None
-    if run_id is None:
-        run_id = client.create_run(experiment_id, tags={**context_tags(), **tags},
-                                   run_name=name).info.run_id
-        logged, new_tags = {}, []
-    else:
-        logged = client.get_run(run_id).data.params
-        new_tags = [RunTag(k, v) for k, v in tags.items()]
-    new_params = [Param(k, str(v)) for k, v in params.items() if k not in logged]
-    client.log_batch(run_id, params=new_params, tags=new_tags)
-    HEARTBEATS.add(run_id)
+    opened: list[str] = []  # ended KILLED if an interrupt came: the caller never gets its id
+    with shielded(on_interrupt=lambda: end_runs(opened, "KILLED")):
+        if run_id is None:
+            run_id = client.create_run(experiment_id, tags={**context_tags(), **tags},
+                                       run_name=name).info.run_id
+            logged, new_tags = {}, []
+        else:
+            logged = client.get_run(run_id).data.params
+            new_tags = [RunTag(k, v) for k, v in tags.items()]
+        opened.append(run_id)
+        new_params = [Param(k, str(v)) for k, v in params.items() if k not in logged]
+        client.log_batch(run_id, params=new_params, tags=new_tags)
+        HEARTBEATS.add(run_id)
     if parent_run_id is None and _SYSTEM_METRICS.get():
         _monitor(run_id)
     return run_id
@@ -239,7 +243,8 @@ def group_run(experiment_id: str, stage: Stage, modes: Sequence[str], params: di
 def set_tags(run_id: str, tags: dict) -> None:
     from mlflow.entities import RunTag
 
-    mlflow_client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    with shielded():
+        mlflow_client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def end_runs(run_ids: Sequence[str], status: str, reason: str = "") -> None:
@@ -252,9 +257,10 @@ def end_runs(run_ids: Sequence[str], status: str, reason: str = "") -> None:
         if monitor is not None:  # its last samples land while the run is still RUNNING
             monitor.finish()
     for run_id in run_ids:
-        if reason:
-            client.set_tag(run_id, STATUS_REASON, reason)
-        client.set_terminated(run_id, status)
+        with shielded():
+            if reason:
+                client.set_tag(run_id, STATUS_REASON, reason)
+            client.set_terminated(run_id, status)
 
 
 class Heartbeats:
