@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from statistics import mean, stdev
 from typing import NoReturn
@@ -507,6 +507,7 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
     # from a file or the defaults before the store is even opened.
     if params_from != "tune":
         fixed = {m: resolve_params(params_from, "", m) for m in mode_list}
+    _may_register(tracking_uri, register, mode_list)
     experiment_id = _experiment(tracking_uri, experiment_name)
     tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
     sources = [fixed if params_from != "tune" else
@@ -533,6 +534,16 @@ def _experiment(tracking_uri: str | None, name: str, create: bool = True) -> str
     experiment_id = connect(tracking_uri, name, create, setting=_experiment_setting())
     end_dead_runs(experiment_id)
     return experiment_id
+
+
+def _may_register(tracking_uri: str | None, name: str, modes: Sequence[str]) -> None:
+    """With ``--register NAME``: the registry's permission, asked before the experiment is
+    made (:func:`lgals.tracking.register.may_register`)."""
+    if name:
+        from lgals.tracking.register import may_register
+
+        open_store(tracking_uri)
+        may_register(name, modes)
 
 
 def _experiment_id(name: str) -> str:
@@ -661,6 +672,7 @@ def reproduce_command(protocol, claim, out, workers, storage, device, tracking_u
     report, whose card tests the note's claim or --claim's. A rerun skips what finished."""
     from lgals.pipeline import reproduce
 
+    _may_register(tracking_uri, register, protocol.run_modes())
     experiment_id = _experiment(tracking_uri, experiment_name or protocol.experiment)
     _done(reproduce(experiment_id, out, protocol, workers=workers, storage=storage,
                     device=device, echo=lambda line: click.echo(line, err=True), claim=claim,
@@ -943,7 +955,7 @@ def diagnose_command(run_id, seed, config, noise, checkpoints, batches, compute,
         from lgals.reanalysis import load_run
 
         open_store(tracking_uri, create=False)
-        source, data, model = load_run(run_id)
+        source, data, model = load_run(run_id, logs=not no_tracking)
         params = source.data.params
         epochs, batch_size = int(params["epochs"]), int(params["batch_size"])
         settings = dataclasses.replace(settings, checkpoints=(epochs,))

@@ -19,7 +19,7 @@ from lgals.plots import confusion_figure
 from lgals.schema import MODE, SOURCE_RUN, STAGE, Stage
 from lgals.tracking.runs import in_run, source_info
 from lgals.tracking.seeds import model_uri
-from lgals.tracking.store import mlflow_client
+from lgals.tracking.store import may_write, mlflow_client, read_run
 
 
 @dataclass
@@ -60,18 +60,18 @@ def rebuild_data(client, run_id: str):
     return data
 
 
-def load_run(run_id: str):
+def load_run(run_id: str, logs: bool = True):
     """A training run's MLflow run, its rebuilt data and its reloaded model; one line naming
-    what is missing (exit 2) for an unknown run, one without a data recipe or a model."""
-    import mlflow
+    what is missing (exit 2) for an unknown run, one without a data recipe or a model
+    (a server's refusal to show the run is exit 1: :func:`read_run`). With ``logs`` (the
+    caller logs a run to the source run's experiment), the server's permission for that is
+    asked before anything is loaded (:func:`may_write`)."""
     import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
 
     client = mlflow_client()
-    try:
-        source = client.get_run(run_id)
-    except MlflowException:
-        raise BadSetting(f"no run {run_id!r} in the store {mlflow.get_tracking_uri()}") from None
+    source = read_run(run_id)
+    if logs:
+        may_write(source.info.experiment_id)
     if "data_recipe.npz" not in {a.path for a in client.list_artifacts(run_id)}:
         raise BadSetting(f"run {run_id} has no data_recipe.npz: only training runs (one per "
                          "seed or trial) have one")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from lgals.schema import PARENT, SEED, Stage, repeat_of, runs_filter
 from lgals.tracking.seeds import logged_model_id
-from lgals.tracking.store import mlflow_client, storing
+from lgals.tracking.store import PROBE_TAG, mlflow_client, on_server, storing, user_error
 
 BEST = "best"
 SELECTED_BY = "train_true_acc"  # the seed run's final value picks the version aliased BEST
@@ -47,6 +47,31 @@ def name_problem(name: str) -> str | None:
     except MlflowException as error:
         return error.message
     return None if read_back == probe else f"MLflow would not read {uri} as that model's URI"
+
+
+def may_register(name: str, modes: Sequence[str]) -> None:
+    """On a tracking server, whether this account may add versions to each ``NAME-<mode>``
+    registered already, asked before anything is created or trained: it deletes a tag the
+    model does not hold (:data:`PROBE_TAG`: nothing is written), which the server allows
+    those who may add versions and move ``best``. A model not registered yet is made by
+    whoever registers it first. A refusal is :func:`user_error`'s line, naming the model."""
+    if not on_server():
+        return
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client()
+    for mode in modes:
+        model = registered_name(name, mode)
+        try:
+            client.get_registered_model(model)
+            client.delete_registered_model_tag(model, PROBE_TAG)
+        except MlflowException as error:
+            said = user_error(error, asked=f"add versions to registered model {model!r}",
+                              advice="ask the server's admin for EDIT permission on it")
+            if said is not None:
+                raise said from None
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":  # else: not registered yet
+                raise
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ directory, a damaged SQLite file, a server that is down are each one line); cred
 server's URL move to MLflow's environment variables; MLflow's HTTP retries are set so that a
 server that restarts mid-command is waited for (:func:`lgals.settings.server_wait_seconds`),
 and one that stays away, refuses the credentials or fills its disk is one line, not a
-traceback.
+traceback. A server's permission to write is asked before a command creates anything
+(:func:`may_write`), and a run a command is given by id is read through :func:`read_run`,
+which tells a refusal from a missing run (:func:`user_error` says what each error means).
 
 MLflow is imported inside the functions that use it, not at the top: its import takes over a
 second, and :func:`connect` starts the writer process first so that the child's import of
@@ -24,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
@@ -43,6 +46,9 @@ from lgals.errors import (
 from lgals.settings import server_wait_seconds, stale_seconds
 from lgals.tracking.ui import EXPERIMENT_TAGS
 from lgals.tracking.writer import WRITER
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 # What --tracking-uri may name: MLflow's SQL stores, a tracking server, its file store.
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file")
@@ -150,10 +156,69 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True,
         if error.error_code != ErrorCode.Name(INVALID_PARAMETER_VALUE):
             raise
         raise BadSetting(f"{setting}: {error.message}") from None
+    may_write(experiment_id)  # before the caller creates anything (a study, a run, a file)
     WRITER.open(uri)  # only now: it must not create a new store's tables alongside
     if create or project_run:
         describe_experiment(experiment_id)
     return experiment_id
+
+
+def on_server() -> bool:
+    """Whether the store is a tracking server (the only kind that refuses an account)."""
+    import mlflow
+
+    return mlflow.get_tracking_uri().startswith(("http://", "https://"))
+
+
+# A tag lgals never sets: deleting it is a write the server must allow, and writes nothing.
+PROBE_TAG = "lgals.no_such_tag"
+
+
+def may_write(experiment_id: str) -> None:
+    """On a tracking server, whether this account may log to the experiment, asked before
+    the command creates anything, so that a refusal leaves nothing behind: the server lets
+    those who may update an experiment create runs in it and delete its tags, so lgals
+    deletes a tag the experiment does not hold (the store answers that there is none). A
+    refusal is :func:`user_error`'s line, naming the experiment."""
+    if not on_server():
+        return
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client()
+    try:
+        client.delete_experiment_tag(experiment_id, PROBE_TAG)
+    except MlflowException as error:
+        status = _http_status(error)
+        if status is None:  # no such tag: allowed (any other error: the writes will say it)
+            return
+        name = experiment_id
+        if status == 403:
+            with suppress(MlflowException):  # one it is denied to may not read the name
+                name = repr(client.get_experiment(experiment_id).name)
+        raise user_error(error, asked=f"log to experiment {name}") from None
+
+
+# MLflow's error codes for a run id the store does not hold (or cannot: a malformed one).
+NO_SUCH_RUN = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def read_run(run_id: str) -> Run:
+    """Run ``run_id``, as a command given its id reads it: a refusal (HTTP 401, 403) or a
+    server gone is :func:`user_error`'s line (exit 1), a run the store does not hold is
+    one line naming it (exit 2); only the store's own answer says a run is missing."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client().get_run(run_id)
+    except MlflowException as error:
+        said = user_error(error, asked=f"read run {run_id!r}", advice=(
+            "a server with basic auth answers so for a run it does not hold, too: check the "
+            "id, or ask its admin for READ permission on the run's experiment"))
+        if said is not None:
+            raise said from None
+        if error.error_code not in NO_SUCH_RUN:
+            raise
+        raise BadSetting(f"no run {run_id!r} in the store {_server()}") from None
 
 
 def describe_experiment(experiment_id: str) -> None:
@@ -389,11 +454,15 @@ def _server_lost(reason: str) -> str:
             f"not back within {server_wait_seconds():g} s (LGALS_SERVER_WAIT_SECONDS)")
 
 
-def user_error(error: BaseException) -> LgalsError | None:
+def user_error(error: BaseException, asked: str = "do what lgals asked",
+               advice: str = "ask the server's admin for EDIT permission on the experiment"
+               ) -> LgalsError | None:
     """The one line to say for an error of the tracking server (None for any other error):
-    it refused the credentials or the request (:class:`NotAuthorised`), or it stopped
-    answering for longer than lgals waits (:class:`TrackingUnavailable`; the MLflow writer
-    then gets a few seconds to store what it holds, and is stopped)."""
+    it refused the credentials or the request (:class:`NotAuthorised`; ``asked``: what the
+    request was, ``advice``: what to do about a refused one), or it stopped answering for
+    longer than lgals waits (:class:`TrackingUnavailable`; the MLflow writer then gets a few
+    seconds to store what it holds, and is stopped). The one owner of what an error of
+    MLflow's means to the user."""
     status = _http_status(error)
     if status == 401:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
@@ -405,8 +474,7 @@ def user_error(error: BaseException) -> LgalsError | None:
     if status == 403:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
         return NotAuthorised(f"not authorised by the MLflow tracking server at {_server()}: "
-                             f"user {user!r} may not do what lgals asked (HTTP 403); ask the "
-                             "server's admin for EDIT permission on the experiment, or set "
+                             f"user {user!r} may not {asked} (HTTP 403); {advice}, or set "
                              "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
                              "another account")
     reason = unreachable(error)

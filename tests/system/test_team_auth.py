@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from support.errors import assert_one_line
 from support.mlflow_fixtures import (
     HISTORY_KEYS,
     MLFLOW_LOG,
@@ -32,6 +33,7 @@ from support.mlflow_fixtures import (
     history,
     isolated_mlflow,
     mlflow_server,
+    run_main,
     wait_for,
 )
 from support.pg_fixtures import Host, ok, postgres_server
@@ -469,6 +471,118 @@ def test_a_user_who_may_only_read_is_refused_before_any_run(auth, tmp_path):
     assert all(leak not in result.stderr for leak in LEAKS)
     with as_admin(auth) as client:
         assert {r.info.run_id for r in client.search_runs([experiment_id])} == before
+
+    # tune: refused before its Optuna study is made (it was made, empty, before the first
+    # run was refused): the host's directory holds no optuna.db, and nothing else
+    tuner = host(tmp_path / "bob-tunes", MLFLOW_TRACKING_USERNAME=READER,
+                 MLFLOW_TRACKING_PASSWORD=READER_PASSWORD)
+    result = tuner.run("tune", "--mode", "baseline", "--n-trials", "1", "--epochs", "1",
+                       "--experiment-name", "alice-only", "--tracking-uri", auth.uri,
+                       "--device", "cpu", timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert lgals_lines(result.stderr) == [
+        f"lgals: error: not authorised by the MLflow tracking server at {auth.uri}: user "
+        "'bob' may not log to experiment 'alice-only' (HTTP 403); ask the server's admin for "
+        "EDIT permission on the experiment, or set MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD to another account"], result.stderr[-3000:]
+    assert list(tuner.work.iterdir()) == []
+    with as_admin(auth) as client:
+        assert {r.info.run_id for r in client.search_runs([experiment_id])} == before
+
+
+def _grant(server: MlflowServer, user: str, experiment_id: str, permission: str) -> None:
+    """The admin gives ``user`` ``permission`` (READ, EDIT, MANAGE, DENY) on an experiment."""
+    _post(server.uri, "/api/3.0/mlflow/users/permissions/grant",
+          {"username": user, "resource_type": "experiment", "resource_id": experiment_id,
+           "permission": permission}, ADMIN, ADMIN_PASSWORD)
+
+
+def test_reading_a_run_tells_a_refusal_from_a_missing_run(auth, tmp_path):
+    """``reanalyze RUN_ID``: a wrong password or none is the 401 line, a user denied the
+    run's experiment the 403 line, a user who may only read it is refused before anything
+    is loaded (exit 1); only the store's own answer makes a run missing (exit 2). To a user,
+    MLflow's basic auth answers 403 for a run it does not hold (so as not to tell which ids
+    exist), and the line says so. No run is created."""
+    from mlflow import MlflowClient
+
+    with isolated_mlflow():
+        os.environ.update(MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=USER_PASSWORD)
+        client = MlflowClient(auth.uri)
+        denied, readable = (client.create_experiment(name)
+                            for name in ("alice-denied", "alice-readable"))
+        runs = {e: client.create_run(e).info.run_id for e in (denied, readable)}
+    _grant(auth, READER, denied, "DENY")
+    alice, bob = ({"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+                  for user, password in ((USER, USER_PASSWORD), (READER, READER_PASSWORD)))
+    admin = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    missing = "0" * 32
+    refused = f"lgals: error: not authorised by the MLflow tracking server at {auth.uri}: "
+    cases = {
+        "wrong password": ({**alice, "MLFLOW_TRACKING_PASSWORD": "not-" + USER_PASSWORD},
+                           runs[denied], 1,
+                           refused + "it refused the password of user 'alice' (HTTP 401)"),
+        "no credentials": ({}, runs[denied], 1,
+                           refused + "it refused a request without credentials (HTTP 401)"),
+        "denied": (bob, runs[denied], 1,
+                   refused + f"user 'bob' may not read run '{runs[denied]}' (HTTP 403); a "
+                             "server with basic auth answers so for a run it does not hold"),
+        "may only read": (bob, runs[readable], 1,
+                          refused + "user 'bob' may not log to experiment 'alice-readable' "
+                                    "(HTTP 403); ask the server's admin for EDIT permission"),
+        "missing, to a user": (alice, missing, 1,
+                               refused + f"user 'alice' may not read run '{missing}' (HTTP "
+                                         "403); a server with basic auth answers so for a run "
+                                         "it does not hold, too: check the id"),
+        "missing, to the admin": (admin, missing, 2,
+                                  f"lgals: error: no run '{missing}' in the store {auth.uri}"),
+    }
+    for case, (env, run_id, code, start) in cases.items():
+        result = run_main(["reanalyze", run_id, "--tracking-uri", auth.uri], tmp_path, **env)
+        assert result.code == code, (case, result)
+        assert_one_line(result.err, start)
+        assert result.out == "" and all(leak not in result.err for leak in LEAKS), case
+    with as_admin(auth) as client:
+        for experiment_id, run_id in runs.items():
+            assert [r.info.run_id for r in client.search_runs([experiment_id])] == [run_id]
+
+
+def test_refused_commands_create_nothing(auth, tmp_path):
+    """A ``tune`` refused its credentials (401) creates no experiment and no study; an
+    ``evaluate --register`` whose account may not add versions to a registered model of
+    another user's is refused before its own experiment is made or a seed trained."""
+    from mlflow import MlflowClient
+
+    with isolated_mlflow():
+        os.environ.update(MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=USER_PASSWORD)
+        MlflowClient(auth.uri).create_registered_model("alice-models-baseline")
+    with as_admin(auth) as client:
+        before = everything(client)
+    storage = tmp_path / "optuna.db"
+    result = run_main(["tune", "--mode", "baseline", "--n-trials", "1", "--epochs", "1",
+                       "--storage", f"sqlite:///{storage}", "--experiment-name", "refused-tune",
+                       "--tracking-uri", auth.uri, "--device", "cpu"], tmp_path,
+                      MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD="not-it")
+    assert result.code == 1, result
+    assert_one_line(result.err, "lgals: error: not authorised by the MLflow tracking server "
+                                f"at {auth.uri}: it refused the password of user 'alice'")
+    assert not storage.exists()
+    result = run_main(["evaluate", "--modes", "baseline", "--params-from", "defaults",
+                       "--seeds", "1", "--epochs", "1", "--register", "alice-models",
+                       "--experiment-name", "bob-evaluates", "--tracking-uri", auth.uri,
+                       "--device", "cpu"], tmp_path, MLFLOW_TRACKING_USERNAME=READER,
+                      MLFLOW_TRACKING_PASSWORD=READER_PASSWORD)
+    assert result.code == 1, result
+    assert_one_line(result.err, "lgals: error: not authorised by the MLflow tracking server "
+                                f"at {auth.uri}: user 'bob' may not add versions to registered "
+                                "model 'alice-models-baseline' (HTTP 403); ask the server's "
+                                "admin for EDIT permission on it")
+    assert list(tmp_path.iterdir()) == []
+    with as_admin(auth) as client:
+        after = everything(client)
+        assert [v.version for v in client.search_model_versions(
+            "name = 'alice-models-baseline'")] == []
+    assert [e.name for e in after[0]] == [e.name for e in before[0]]
+    assert [r.info.run_id for r in after[1]] == [r.info.run_id for r in before[1]]
 
 
 # --- no password anywhere ---------------------------------------------------------------------
