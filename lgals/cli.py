@@ -49,7 +49,7 @@ from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
 from lgals.tracking.null import Untracked
 from lgals.tracking.runs import end_dead_runs, logging_system_metrics, scope
 from lgals.tracking.seeds import Tracked
-from lgals.tracking.store import connect, open_store, user_error
+from lgals.tracking.store import connect, open_store, url_scheme, user_error
 from lgals.tracking.ui import runs_page
 from lgals.train import TrainConfig
 
@@ -198,6 +198,15 @@ batch_option = click.option(
     help="Trials per study trained together in each round (1: one at a time).")
 
 
+# The variable each option that takes a URL reads it from instead, and who reads a password
+# given apart from its URL, by the URL's scheme.
+URL_VARIABLES = {"--tracking-uri": "MLFLOW_TRACKING_URI", "--storage": "LGALS_STORAGE"}
+PASSWORD_VARIABLES = {
+    "http": "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (MLflow reads them)",
+    "https": "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (MLflow reads them)",
+    "postgresql": "PGPASSWORD or ~/.pgpass (PostgreSQL's client reads them)"}
+
+
 def _storage(ctx, param, url: str | None) -> str | None:
     """The storage URL, its password kept out of everything lgals prints or records."""
     if url:
@@ -206,8 +215,9 @@ def _storage(ctx, param, url: str | None) -> str | None:
 
 
 storage_option = click.option(
-    "--storage", callback=_storage,
-    help="Optuna storage URL [default: optuna.db beside mlflow.db].")
+    "--storage", envvar=URL_VARIABLES["--storage"], show_envvar=True, callback=_storage,
+    help="Optuna storage URL [default: optuna.db beside mlflow.db]; a URL with a password "
+         "belongs in the variable, not on the command line.")
 
 def _mode_name(item: str) -> str:
     if item not in MODES:
@@ -993,11 +1003,42 @@ def diagnose_command(run_id, seed, config, noise, checkpoints, batches, compute,
                    "alignments)")
 
 
+def password_warning(argv: Sequence[str]) -> str | None:
+    """The one line to warn of URLs in ``argv`` that carry a password (:func:`redact_url`
+    masks it), which every user of the machine can read in the process list while the
+    command runs: for each option, where the password goes instead; None if there is none.
+    Inside ``mlflow run`` the option is an entry point's parameter, which ``mlflow run`` has
+    logged as a param of its run too."""
+    project = bool(os.environ.get("MLFLOW_RUN_ID"))
+    found: dict[str, str] = {}  # option -> the scheme of the URL it took
+    for before, arg in zip(["", *argv], argv):
+        option, _, value = arg.partition("=") if arg.startswith("--") else (before, "", arg)
+        if redact_url(value) != value:
+            found[option] = url_scheme(value)
+    if not found:
+        return None
+    advice = []
+    for option, scheme in found.items():
+        ways = ([f"leave it out of the URL and set {PASSWORD_VARIABLES[scheme]}"]
+                if scheme in PASSWORD_VARIABLES else [])
+        ways += [f"give the whole URL in {URL_VARIABLES[option]}"] if (
+            option in URL_VARIABLES) else []
+        name = f"-P {option[2:].replace('-', '_')}" if project else option
+        advice.append(f"{name}: {', or '.join(ways) or 'keep it off the command line'}")
+    return ("lgals: warning: every user of this machine can read a password on the command "
+            "line in the process list while the command runs"
+            f"{' (and mlflow run logged it as a param of its run)' if project else ''}: "
+            + "; ".join(advice))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors become one line and exit code 2."""
     install_interrupt_handlers()  # open runs end KILLED, never RUNNING
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; never needs a display
+    warning = password_warning(sys.argv[1:] if argv is None else argv)
+    if warning:
+        click.echo(warning, err=True)
     try:
         code = cli.main(args=argv, prog_name="lgals", standalone_mode=False)
     except LgalsError as error:

@@ -587,6 +587,14 @@ def test_refused_commands_create_nothing(auth, tmp_path):
 
 # --- no password anywhere ---------------------------------------------------------------------
 
+PASSWORD_WARNING = ("lgals: warning: every user of this machine can read a password on the "
+                    "command line in the process list while the command runs: ")
+STORAGE_ADVICE = ("--storage: leave it out of the URL and set PGPASSWORD or ~/.pgpass "
+                  "(PostgreSQL's client reads them), or give the whole URL in LGALS_STORAGE")
+TRACKING_ADVICE = ("--tracking-uri: leave it out of the URL and set MLFLOW_TRACKING_USERNAME "
+                   "and MLFLOW_TRACKING_PASSWORD (MLflow reads them), or give the whole URL in "
+                   "MLFLOW_TRACKING_URI")
+
 
 def _contents(path: Path) -> list[bytes]:
     """A file's bytes, and for a zip (an .npz, a torch model) each member's, decompressed."""
@@ -609,7 +617,9 @@ def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
     fails naming the store, all on the basic-auth server: neither password appears in any
     param, tag, metric key, run name or description, dataset, logged model, artifact
     (downloaded through the server, zips opened), file the hosts hold, Optuna attribute, or
-    line the commands printed."""
+    line the commands printed. Each command with a password on its command line warns once,
+    saying where it goes instead; a host given the storage URL in ``LGALS_STORAGE`` and its
+    password in ``PGPASSWORD`` (libpq reads it) joins the study, and warns of nothing."""
     import optuna
 
     timings = {}
@@ -623,6 +633,10 @@ def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
         in_uri = auth.uri.replace("http://", f"http://{USER}:{quote(USER_PASSWORD)}@")
         hosts = {name: host(tmp_path / name, **(env_credentials if name != "evaluator" else {}))
                  for name in ("tuner", "evaluator", "reporter", "typo")}
+        # the advised way: the storage URL in LGALS_STORAGE, its password in PGPASSWORD
+        hosts["joiner"] = host(tmp_path / "joiner", **env_credentials, PGPASSWORD=PG_PASSWORD,
+                               LGALS_STORAGE=storage.replace(f":{quote(PG_PASSWORD, safe='')}@",
+                                                             "@"))
         results = {}
         started = time.monotonic()
         results["tune"] = ok(hosts["tuner"].run(
@@ -630,6 +644,10 @@ def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
             "--storage", storage, "--study-name", "secretive", "--experiment-name", "team",
             "--tracking-uri", auth.uri, "--device", "cpu"))
         timings["tune"] = time.monotonic() - started
+        results["join"] = ok(hosts["joiner"].run(
+            "tune", "--mode", "lgals", "--n-trials", "4", "--batch", "3", "--epochs", "3",
+            "--study-name", "secretive", "--experiment-name", "team",
+            "--tracking-uri", auth.uri, "--device", "cpu"))
         started = time.monotonic()
         results["evaluate"] = ok(hosts["evaluator"].run(
             "evaluate", "--modes", "lgals", "--seeds", "2", "--epochs", "3",
@@ -643,8 +661,14 @@ def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
         results["typo"] = hosts["typo"].run("report", "--experiment-name", "no-such",
                                             "--tracking-uri", in_uri)
         assert results["typo"].returncode == 2
-        (typo,) = lgals_lines(results["typo"].stderr)
+        _, typo = lgals_lines(results["typo"].stderr)
         assert "no experiment 'no-such'" in typo, typo  # a line that names the server
+        # a password on the command line: one warning line, no password in it
+        warnings = {name: [line for line in lgals_lines(result.stderr) if "warning" in line]
+                    for name, result in results.items()}
+        assert warnings == {"tune": [PASSWORD_WARNING + STORAGE_ADVICE], "join": [],
+                            "evaluate": [PASSWORD_WARNING + TRACKING_ADVICE], "report": [],
+                            "typo": [PASSWORD_WARNING + TRACKING_ADVICE]}, warnings
 
         found: list[str] = []
         for name, result in results.items():
@@ -656,6 +680,7 @@ def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
                     found += _leaks(f"{name}:{path.relative_to(each.root)}", data)
 
         study = optuna.load_study(study_name="secretive", storage=storage)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4  # the joiner's too
         found += _leaks("optuna study", repr((
             study.user_attrs, study._storage.get_study_system_attrs(study._study_id))))
         for trial in study.trials:
@@ -671,7 +696,8 @@ def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
         runs = [r for r in runs if r.info.experiment_id == experiment.experiment_id]
         stages = {r.data.tags.get("lgals.stage") for r in runs}
         assert {"tune", "trial", "evaluate", "report"} <= stages, stages
-        tune = next(r for r in runs if r.data.tags.get("lgals.stage") == "tune")
+        tunes = sorted(r.data.params["storage"] for r in runs
+                       if r.data.tags.get("lgals.stage") == "tune")
         found += _leaks("experiment", repr((experiment.name, experiment.tags)))
         for run in runs:
             where = f"run {run.info.run_name}"
@@ -700,5 +726,6 @@ def test_no_password_anywhere_lgals_prints_or_records(auth, tmp_path):
     print("no-password timings (s):", {k: round(v, 1) for k, v in timings.items()},
           f"{len(runs)} runs, {len(files)} artifact files searched")
     assert found == [], found
-    assert tune.data.params["storage"] == redact_url(storage)  # recorded, but redacted
-    assert f"{PG_USER}:***@127.0.0.1" in tune.data.params["storage"]
+    # recorded, but redacted (the tuner's); the joiner's URL has no password
+    assert tunes == sorted([redact_url(storage), hosts["joiner"].extra_env["LGALS_STORAGE"]])
+    assert any(f"{PG_USER}:***@127.0.0.1" in recorded for recorded in tunes)

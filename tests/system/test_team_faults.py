@@ -430,7 +430,9 @@ def test_postgres_down_past_the_wait_then_the_same_command_again(tmp_path):
         gave_up = time.monotonic() - stopped
         assert result.returncode == 1, result.stderr[-3000:]
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
-        (line,) = [line for line in stderr_lines(result.stderr) if not OPTUNA_LOG.match(line)]
+        warning, line = [line for line in stderr_lines(result.stderr)
+                         if not OPTUNA_LOG.match(line)]  # the password on the command line
+        assert warning.startswith("lgals: warning:") and "PGPASSWORD" in warning, warning
         assert line.startswith("lgals: error: the Optuna storage postgresql://"), line
         assert f"@127.0.0.1:{postgres.port}/optuna did not answer for 4 s" in line, line
         assert "secret" not in result.stderr

@@ -13,8 +13,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from support.mlflow_fixtures import isolated_mlflow
+from mlflow import MlflowClient
+from support.errors import stderr_lines
+from support.mlflow_fixtures import isolated_mlflow, run_main, sqlite_uri
 
+from lgals.cli import password_warning
 from lgals.errors import BadSetting, NotAuthorised, TrackingUnavailable, redact, redact_url
 from lgals.settings import server_wait_seconds
 from lgals.tracking.store import (
@@ -149,3 +152,59 @@ def test_credentials_in_a_tracking_uri_move_to_mlflows_variables():
         assert redact("p@ss:word") == "***"
         assert credentials_out_of("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
         assert credentials_out_of("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+
+
+# --- passwords on the command line, runs that cannot be read ---------------------------------
+
+PASSWORD = "Kq7-never-printed"
+
+
+def test_a_password_on_the_command_line_is_warned_of_once(tmp_path):
+    """Both URLs carry a password (one as ``--option=value``): one line, before anything else
+    (here a bad option), naming where each goes instead and neither password."""
+    storage = f"postgresql://lgals:{PASSWORD}@db.example/optuna"
+    result = run_main(["tune", "--storage", storage, "--n-trials", "0",
+                       f"--tracking-uri=http://alice:{PASSWORD}@127.0.0.1:5999"], tmp_path)
+    assert result.code == 2, result
+    warning, error = result.err.strip().splitlines()
+    assert warning == (
+        "lgals: warning: every user of this machine can read a password on the command line "
+        "in the process list while the command runs: --storage: leave it out of the URL and "
+        "set PGPASSWORD or ~/.pgpass (PostgreSQL's client reads them), or give the whole URL "
+        "in LGALS_STORAGE; --tracking-uri: leave it out of the URL and set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (MLflow reads them), or give "
+        "the whole URL in MLFLOW_TRACKING_URI")
+    assert "--n-trials" in error and PASSWORD not in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("argv", "project", "advice"), [
+    (["--storage", "postgresql://lgals@db/optuna?password=x"], False,
+     "--storage: leave it out of the URL and set PGPASSWORD"),
+    (["--storage", "mysql://lgals:x@db/optuna"], False,
+     "--storage: give the whole URL in LGALS_STORAGE"),
+    (["--storage", "postgresql://lgals:x@db/optuna"], True,  # an MLproject entry point
+     "(and mlflow run logged it as a param of its run): -P storage: leave it out"),
+])
+def test_the_warning_names_where_each_password_goes(monkeypatch, argv, project, advice):
+    if project:
+        monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)
+    else:
+        monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    assert advice in password_warning(["tune", *argv])
+    assert password_warning(["tune", "--storage", "postgresql://lgals@db/optuna",
+                             "--tracking-uri", "http://127.0.0.1:5000"]) is None
+
+
+def test_a_malformed_run_id_is_no_run_of_the_store(tmp_path):
+    """Only the store's own answer (no such run, or an id it cannot hold) makes a run
+    missing: exit 2, one line; no run is created."""
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    with isolated_mlflow():
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment("one")
+        client.create_run(experiment_id)
+    result = run_main(["reanalyze", "no'run", "--tracking-uri", uri], tmp_path)
+    assert result.code == 2, result
+    assert stderr_lines(result.err) == [f"lgals: error: no run \"no'run\" in the store {uri}"]
+    assert len(client.search_runs([experiment_id])) == 1
