@@ -44,7 +44,7 @@ from common import describe_machine, emit_json, machine, parser
 
 from lgals.claim import note
 from lgals.diagnose import diagnose_training
-from lgals.evaluation import evaluate_modes, finished_evaluation, latest_tune
+from lgals.evaluation import evaluate_modes, evaluation_work, latest_tune
 from lgals.model import Compute
 from lgals.pipeline import diagnosis_inputs, reproduce
 from lgals.protocols import ROBUST
@@ -81,8 +81,8 @@ def evaluate_fixed(directory: Path, experiment_id: str, protocol) -> None:
         sources = {mode: latest_tune(experiment_id, mode, repeat)
                    for mode in protocol.run_modes()}
         sources = {mode: source for mode, source in sources.items()
-                   if not finished_evaluation(experiment_id, mode, source, seeds,
-                                              protocol.epochs, noise, repeat, "bf16")}
+                   if not evaluation_work(experiment_id, mode, source, seeds, protocol.epochs,
+                                          noise, repeat, "bf16").finished()}
         if sources:
             with scope({REPEAT: repeat}, label=f"r{repeat}"):
                 evaluate_modes(sources, experiment_id, seeds, protocol.epochs, noise,

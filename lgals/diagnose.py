@@ -34,8 +34,9 @@ from lgals.losses import logit_gradient_alignment, logit_gradients
 from lgals.metrics import auroc
 from lgals.model import Compute, layer_sizes, make_mlp
 from lgals.plots import alignment_scatter
-from lgals.schema import LATEST_FIRST, MODE, STAGE, Stage, runs_filter
+from lgals.schema import STAGE, Stage
 from lgals.statistics import ALPHA
+from lgals.tracking.claims import Work
 from lgals.tracking.runs import in_run, source_info
 from lgals.tracking.store import mlflow_client
 from lgals.train import EpochReport, TrainConfig, train
@@ -302,12 +303,9 @@ def log_diagnosis(experiment_id: str, checkpoints: Sequence[Checkpoint], name: s
     return run_id
 
 
-def finished_diagnosis(experiment_id: str, params: dict) -> str | None:
-    """A finished diagnose run of exactly ``params`` (mode, hyperparameters, data, seed,
-    checkpoints, batches), which a resumed protocol reuses instead of training it again."""
-    expected = {key: str(value) for key, value in params.items()}
-    query = runs_filter(Stage.DIAGNOSE, tags={MODE: params["mode"]}, status="FINISHED")
-    runs = mlflow_client().search_runs(
-        [experiment_id], query, order_by=list(LATEST_FIRST), max_results=500)
-    return next((run.info.run_id for run in runs
-                 if all(run.data.params.get(k) == v for k, v in expected.items())), None)
+def diagnosis_work(experiment_id: str, params: dict) -> Work:
+    """The diagnosis of exactly ``params`` (mode, hyperparameters, data, seed, checkpoints,
+    batches): a finished one is reused instead of trained again, one under way in another
+    process waited for (:mod:`lgals.tracking.claims`)."""
+    return Work(experiment_id, Stage.DIAGNOSE, params["mode"],
+                {key: str(value) for key, value in params.items()})

@@ -22,7 +22,6 @@ from lgals.schema import (
     MODE,
     NOTE,
     PARAMS_SOURCE,
-    SEED,
     STAGE,
     STUDY,
     VAL_LABELS,
@@ -30,6 +29,7 @@ from lgals.schema import (
     repeat_of,
     runs_filter,
 )
+from lgals.tracking.claims import Work
 from lgals.tracking.runs import group_run, in_run, mode_tags, run_name, source_info
 from lgals.tracking.seeds import tracked_train
 from lgals.tracking.store import mlflow_client
@@ -173,23 +173,25 @@ def evaluate_mode(mode: str, source: ParamsSource, experiment_id: str, seeds: li
     return run_id, results
 
 
-def finished_evaluation(experiment_id: str, mode: str, source: ParamsSource, seeds: list[int],
-                        epochs: int, noise: NoiseRecipe, repeat: int,
-                        precision: str = "fp32") -> str | None:
-    """A finished evaluate run of exactly this work (params, seeds, dataset and noise draw,
-    repetition, precision), which a resumed protocol reuses instead of training it again."""
+def evaluation_work(experiment_id: str, mode: str, source: ParamsSource, seeds: list[int],
+                    epochs: int, noise: NoiseRecipe, repeat: int, precision: str = "fp32"
+                    ) -> Work:
+    """The evaluation of exactly this work (params, seeds, dataset and noise draw,
+    repetition, precision): a finished one is reused instead of trained again, one under way
+    in another process waited for (:mod:`lgals.tracking.claims`)."""
     expected = {**make_config(mode, epochs, source).mode_params(),
                 "seeds": ",".join(map(str, seeds)), "vary_noise": False}
-    expected = {key: str(value) for key, value in expected.items()}
-    query = runs_filter(Stage.EVALUATE, tags={MODE: mode}, status="FINISHED")
-    runs = mlflow_client().search_runs(
-        [experiment_id], query, order_by=list(LATEST_FIRST), max_results=500)
-    return next((run.info.run_id for run in runs
-                 if SEED not in run.data.tags and repeat_of(run) == repeat
-                 and all(run.data.params.get(k) == v for k, v in expected.items())
-                 and run.data.params.get("precision", "fp32") == precision  # before: fp32
-                 # read back as a recipe: a run from before datasets had names was mnist1d's
-                 and NoiseRecipe.from_params(run.data.params) == noise), None)
+
+    def accepts(run) -> bool:
+        return (repeat_of(run) == repeat
+                and run.data.params.get("precision", "fp32") == precision  # before: fp32
+                # read back as a recipe: a run from before datasets had names was mnist1d's
+                and NoiseRecipe.from_params(run.data.params) == noise)
+
+    return Work(experiment_id, Stage.EVALUATE, mode,
+                {key: str(value) for key, value in expected.items()}, accepts,
+                {"repeat": str(repeat), "precision": precision,
+                 **{key: str(value) for key, value in noise.params().items()}})
 
 
 def describe_results(mode: str, results: list[MemberResult]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from lgals.claim import Claim
@@ -18,7 +19,7 @@ from lgals.data import DEFAULT_DATASET, NoiseRecipe, NoisyDataset, load_dataset
 from lgals.diagnose import (
     DiagnoseSettings,
     diagnose_training,
-    finished_diagnosis,
+    diagnosis_work,
     log_diagnosis,
     summary_line,
 )
@@ -27,7 +28,7 @@ from lgals.evaluation import (
     ParamsSource,
     describe_results,
     evaluate_modes,
-    finished_evaluation,
+    evaluation_work,
     make_config,
     tune_source,
 )
@@ -48,6 +49,7 @@ from lgals.schema import (
     Stage,
     runs_filter,
 )
+from lgals.tracking.claims import done_once
 from lgals.tracking.register import register_evaluations
 from lgals.tracking.runs import in_run, run_name, scope, source_info
 from lgals.tracking.store import mlflow_client
@@ -76,7 +78,7 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
                  f"{protocol.epochs} epochs, in rounds of up to {protocol.batch} per mode")
             started = time.perf_counter()
             summaries = tune_modes(settings, experiment_id, storage, workers, parent_run_id,
-                                   batch=protocol.batch, device=device)
+                                   batch=protocol.batch, device=device, echo=echo)
             timings["tuning"] += time.perf_counter() - started
             for summary in summaries:
                 echo(describe_study(summary))
@@ -86,22 +88,15 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
             sources = {s["mode"]: tune_source(s, TrainConfig.batch_size) for s in summaries}
             if repeat == 0:
                 tuned = dict(sources)
-            for mode, source in list(sources.items()):
-                done = finished_evaluation(experiment_id, mode, source, seeds, protocol.epochs,
+            works = {mode: evaluation_work(experiment_id, mode, source, seeds, protocol.epochs,
                                            noise, repeat, protocol.precision)
-                if done:
-                    echo(f"[evaluate{of}] {mode}: reusing finished evaluate run {done}")
-                    evaluations.setdefault(mode, []).append(done)
-                    del sources[mode]
-            if sources:
-                echo(f"[evaluate{of}] {len(sources)} modes x {protocol.seeds} seeds x "
-                     f"{protocol.epochs} epochs")
-                results = evaluate_modes(sources, experiment_id, seeds, protocol.epochs, noise,
-                                         parent_run_id=parent_run_id,
-                                         compute=Compute(device, protocol.precision))
-                for mode, (run_id, mode_results) in results.items():
-                    evaluations.setdefault(mode, []).append(run_id)
-                    echo(describe_results(mode, mode_results))
+                     for mode, source in sources.items()}
+            evaluate = partial(_evaluate, sources, experiment_id, protocol, noise, parent_run_id,
+                               device, echo, of)
+            done = done_once(works, parent_run_id, evaluate,
+                             lambda mode, line, of=of: echo(f"[evaluate{of}] {mode}: {line}"))
+            for mode in sources:
+                evaluations.setdefault(mode, []).append(done[mode])
             timings["evaluation"] += time.perf_counter() - started
     if register:
         echo(f"[register] {len(evaluations)} modes as {register}-<mode>")
@@ -116,6 +111,22 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
         diagnosis = _diagnosis(experiment_id, protocol, tuned, parent_run_id, device, echo)
     timings["diagnosis"] = time.perf_counter() - started
     return timings, diagnosis
+
+
+def _evaluate(sources: dict[str, ParamsSource], experiment_id: str, protocol: Protocol,
+              noise: NoiseRecipe, parent_run_id: str, device: str,
+              echo: Callable[[str], None], of: str, modes: list[str]) -> dict[str, str]:
+    """Evaluate ``modes`` (claimed by this process) over the protocol's seeds, saying how
+    each did; their evaluate runs."""
+    echo(f"[evaluate{of}] {len(modes)} modes x {protocol.seeds} seeds x {protocol.epochs} "
+         "epochs")
+    results = evaluate_modes({mode: sources[mode] for mode in modes}, experiment_id,
+                             list(range(protocol.seeds)), protocol.epochs, noise,
+                             parent_run_id=parent_run_id,
+                             compute=Compute(device, protocol.precision))
+    for mode, (_, mode_results) in results.items():
+        echo(describe_results(mode, mode_results))
+    return {mode: run_id for mode, (run_id, _) in results.items()}
 
 
 def diagnosed_mode(protocol: Protocol) -> str:
@@ -145,17 +156,19 @@ def _diagnosis(experiment_id: str, protocol: Protocol, tuned: dict[str, ParamsSo
     compute = Compute(device, protocol.precision)
     params = {**config.mode_params(), **data.params(), "seed": 0, "checkpoints": checkpoints,
               "batches": settings.batches, "precision": compute.precision}
-    done = finished_diagnosis(experiment_id, params)
-    if done:
-        echo(f"[diagnose] {mode}: reusing finished diagnose run {done}")
-        return done
-    echo(f"[diagnose] {mode}, seed 0 x {protocol.epochs} epochs, checkpoints {checkpoints}")
-    found = diagnose_training(data, config, 0, settings, compute)
-    for checkpoint in found:
-        echo(summary_line(checkpoint))
-    return log_diagnosis(experiment_id, found, run_name(f"diagnose-{mode}"), params,
-                         {MODE: mode, DEVICE: compute.device, PRECISION: compute.precision},
-                         parent_run_id)
+
+    def diagnose(_: list[str]) -> dict[str, str]:
+        echo(f"[diagnose] {mode}, seed 0 x {protocol.epochs} epochs, checkpoints {checkpoints}")
+        found = diagnose_training(data, config, 0, settings, compute)
+        for checkpoint in found:
+            echo(summary_line(checkpoint))
+        return {mode: log_diagnosis(experiment_id, found, run_name(f"diagnose-{mode}"), params,
+                                    {MODE: mode, DEVICE: compute.device,
+                                     PRECISION: compute.precision}, parent_run_id)}
+
+    done = done_once({mode: diagnosis_work(experiment_id, params)}, parent_run_id, diagnose,
+                     lambda _, line: echo(f"[diagnose] {mode}: {line}"))
+    return done[mode]
 
 
 def _run_params(protocol: Protocol, workers: int, device: str) -> dict:

@@ -50,6 +50,7 @@ STATUS = "lgals.status"  # a seed run's outcome: completed, stopped, diverged
 STATUS_REASON = "lgals.status_reason"  # why a run ended FAILED or KILLED
 HEARTBEAT = "lgals.heartbeat"  # unix seconds of a run's last heartbeat
 FIGURE = "lgals.figure"  # prefix: lgals.figure.<name> says why a figure was skipped
+CLAIM = "lgals.claim"  # prefix: lgals.claim.<digest> on a top run doing that work (claims)
 
 # MLflow's own tag keys that lgals sets (and the run context's, mlflow.user and
 # mlflow.source.*, as MLflow resolves them: lgals.tracking.runs.context_tags)

@@ -5,7 +5,8 @@ PostgreSQL database when a team tunes one study from several hosts. This module 
 heartbeats, so a dead process's trials are failed and retried; on PostgreSQL, connections
 pinged before use and calls retried while the server restarts (up to
 ``$LGALS_STORAGE_WAIT_SECONDS``), and the advisory locks that make hosts take turns where
-Optuna does not, so they share one study through server restarts. A round's trials are
+Optuna does not, so they share one study through server restarts (processes sharing a SQLite
+file take the same turns under a file lock). A round's trials are
 written (their heartbeats, their per-epoch values) from a thread of their own
 (:class:`TrialRecorder`).
 """
@@ -16,6 +17,7 @@ import contextlib
 import datetime
 import functools
 import math
+import os
 import threading
 import time
 import warnings
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+from filelock import FileLock
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages._rdb import models  # private: its trial table (see _HeartbeatStorage)
 from optuna.trial import TrialState
@@ -57,6 +60,13 @@ def experimental() -> Iterator[None]:
         yield
 
 
+def trial_grace_seconds() -> int:
+    """How long a trial may go without a heartbeat before it counts as its process's, dead:
+    half of :func:`lgals.settings.stale_seconds`, so its retry is under way by the time the
+    dead process's runs are ended."""
+    return round(stale_seconds() / 2)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so trials of a killed process are failed and retried.
 
@@ -66,9 +76,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     never corrupt the file). A PostgreSQL storage rides out a restart of its server
     (:class:`_ServerStorage`), opening it too.
     """
-    kwargs = {  # a trial goes stale in half the time a run does: its retry is under way by then
+    kwargs = {
         "heartbeat_interval": max(1, round(heartbeat_seconds())),
-        "grace_period": round(stale_seconds() / 2),
+        "grace_period": trial_grace_seconds(),
         "heartbeat_stale_trial_callback": _fail_and_retry,
     }
     if url_scheme(url) == "postgresql":
@@ -301,13 +311,27 @@ def _locked(engine, key: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _sqlite_locked(path: Path | None) -> Iterator[None]:
+    """The block under the OS lock of a file beside the SQLite storage ``path``
+    (``optuna.db.lock``): processes on one host take turns as hosts on PostgreSQL do under
+    an advisory lock. Where no such file can be made (no such directory, a read-only one),
+    Optuna's own error says why once the block opens the storage."""
+    if path is None or not os.access(path.parent, os.W_OK | os.X_OK):
+        yield
+        return
+    with FileLock(f"{path}.lock"):  # released by the OS if the process dies
+        yield
+
+
+@contextlib.contextmanager
 def setting_up(url: str) -> Iterator[None]:
     """One host at a time creates or loads a study of the storage ``url``: Optuna creates its
     tables and a study's settings are recorded with no guard against another host doing the
     same (PostgreSQL refuses the second ``CREATE TYPE``; a host would read the settings half
-    recorded)."""
+    recorded). Processes sharing a SQLite file take turns under a file lock."""
     if url_scheme(url) != "postgresql":
-        yield
+        with _sqlite_locked(sqlite_path(url)):
+            yield
         return
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
@@ -321,11 +345,14 @@ def setting_up(url: str) -> Iterator[None]:
 def asking(study: optuna.Study) -> Iterator[None]:
     """One host at a time counts a study's trials and asks new ones: hosts that counted at
     the same time would each ask what is missing, and the study would get more than
-    ``n_trials``."""
+    ``n_trials``. Processes sharing a SQLite file (two commands on one store) take turns
+    under a file lock."""
     storage = study._storage
     engine = getattr(storage, "_backend", storage).engine  # Optuna caches an RDB storage
     if engine.dialect.name != "postgresql":
-        yield
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        with _sqlite_locked(Path(database) if database else None):
+            yield
         return
     with _locked(engine, study._study_id):
         yield

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,6 +47,7 @@ from lgals.storage import (
     experimental,
     open_storage,
     setting_up,
+    trial_grace_seconds,
 )
 from lgals.tracking.runs import (
     end_runs,
@@ -411,11 +414,38 @@ def run_trials(job: TrialJob) -> None:
             train_round(asked, data, job.experiment_id, job.tune_runs, job.device, job.progress)
 
 
+def notice(line: str) -> None:
+    """A line about the command's progress, on stderr (the summaries go to stdout)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def await_running(study: optuna.Study, echo: Callable[[str], None] = notice) -> None:
+    """Wait until no trial of ``study`` is running, saying so once: this process's trials are
+    told by now, so those are other processes'. Stale trials are failed every second (and
+    retried): the trials of a process that died are not waited for past their heartbeats'
+    grace."""
+    said = False
+    while running := len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+        if not said:
+            echo(f"waiting for {running} trial{'s' * (running > 1)} of study "
+                 f"{study.study_name!r} running in other processes (failed and retried if "
+                 f"silent for {trial_grace_seconds()} s)")
+            said = True
+        time.sleep(1)
+        fail_stale_trials(study)
+
+
 def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | None = None,
                workers: int = 1, parent_run_id: str | None = None, batch: int = DEFAULT_BATCH,
-               device: str = "cpu") -> list[dict]:
+               device: str = "cpu", echo: Callable[[str], None] = notice) -> list[dict]:
     """Top every mode's study up to ``n_trials``: one tune run per study (under one umbrella
-    run when several), trials in rounds of up to ``batch`` per study; return the summaries."""
+    run when several), trials in rounds of up to ``batch`` per study; return the summaries.
+
+    Each round tops up what is missing, then waits for every trial still running, those of
+    other processes too (:func:`await_running`): a study is summarised only once it is full
+    of finished trials, or after :data:`TOPUP_ROUNDS` rounds. A process that finds the study
+    full of others' running trials (a second command on the same store, a host joining a
+    shared study at its end) waits for them, and goes on with the finished study."""
     import mlflow
 
     if len({tuple(sorted((k, v) for k, v in s.study_attrs().items() if k != "mode"))
@@ -449,15 +479,14 @@ def tune_modes(settings: list[TuneSettings], experiment_id: str, storage: str | 
             for _ in range(TOPUP_ROUNDS):
                 missing = {s.mode: s.n_trials - counted_trials(study)
                            for s, study in zip(settings, studies)}
-                if max(missing.values()) <= 0:
-                    break
-                _run_workers(settings, storage, tracking_uri, experiment_id, tune_runs,
-                             missing, batch, device, workers)
+                if max(missing.values()) > 0:
+                    _run_workers(settings, storage, tracking_uri, experiment_id, tune_runs,
+                                 missing, batch, device, workers)
                 for study in studies:
-                    while any(t.state == TrialState.RUNNING
-                              for t in study.get_trials(deepcopy=False)):
-                        time.sleep(1)  # another machine's trials: wait so the summary is final
-                        fail_stale_trials(study)
+                    await_running(study, echo)
+                if all(counted_trials(study) >= s.n_trials
+                       for s, study in zip(settings, studies)):
+                    break
             summaries = []
             for s, study, run_id in zip(settings, studies, owned):
                 summary = summarize(study)

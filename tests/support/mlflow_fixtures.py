@@ -283,7 +283,8 @@ def mlflow_server(directory: Path, backend_store_uri: str, artifacts: Path | Non
         server.stop()
 
 
-def _sqlite_query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+def sqlite_query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of a read-only query on a sqlite file another process writes; [] if not ready."""
     if not db.exists():
         return []
     try:
@@ -297,12 +298,12 @@ def _sqlite_query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
 def sqlite_runs(db: Path) -> list[tuple[str, str]]:
     """``(run_uuid, status)`` of every run in an MLflow sqlite store, read without MLflow
     (read-only, so polling never races the writer's schema creation); [] if not ready."""
-    return _sqlite_query(db, "SELECT run_uuid, status FROM runs")
+    return sqlite_query(db, "SELECT run_uuid, status FROM runs")
 
 
 def sqlite_params(db: Path, run_id: str) -> dict[str, str]:
-    return dict(_sqlite_query(db, "SELECT key, value FROM params WHERE run_uuid = ?",
-                              (run_id,)))
+    return dict(sqlite_query(db, "SELECT key, value FROM params WHERE run_uuid = ?",
+                             (run_id,)))
 
 
 def git_of_checkout() -> dict[str, str]:

@@ -1,19 +1,33 @@
 """Helpers for the tuning tests: ``lgals tune`` in this process on a test directory's two
 sqlite stores (MLflow's and Optuna's), and what it left in them.
 
-Imported by ``tests/unit/test_tuning.py``, ``tests/system/test_tuning.py`` and
-``tests/system/test_batched_tuning.py``; the study they share, ``lgals_study``, is a fixture
-in ``tests/conftest.py``.
+Imported by ``tests/unit/test_tuning.py``, ``tests/system/test_tuning.py``,
+``tests/system/test_batched_tuning.py`` and ``tests/system/test_concurrency.py``; the study
+they share, ``lgals_study``, is a fixture in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 from mlflow import MlflowClient
 
-from support.mlflow_fixtures import MLFLOW_LOG, CliResult, all_runs, run_main, sqlite_uri
+from support.mlflow_fixtures import (
+    LGALS,
+    MLFLOW_LOG,
+    CliResult,
+    all_runs,
+    cli_env,
+    run_main,
+    sqlite_uri,
+    stop,
+)
 
 
 def stores(directory: Path) -> tuple[str, str]:
@@ -84,3 +98,17 @@ def error_line(result: CliResult) -> str:
     assert others == [], result.err
     return errors[0]
 
+
+@contextlib.contextmanager
+def tune_group(directory: Path, *args: str, **env: str) -> Iterator[subprocess.Popen]:
+    """``lgals tune ARGS`` in a session of its own (its workers and writers in its process
+    group); the whole group is killed, by the command's PID, when the block ends."""
+    process = subprocess.Popen([LGALS, *tune_argv(directory, *args)], cwd=directory,
+                               env=cli_env(**env), text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        yield process
+    finally:
+        stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

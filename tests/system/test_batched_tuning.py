@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,8 +21,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from support.mlflow_fixtures import (
-    LGALS,
-    cli_env,
     popen_lgals,
     run_lgals,
     sqlite_runs,
@@ -38,6 +34,7 @@ from support.tuning import (
     runs_of,
     stores,
     tune_argv,
+    tune_group,
     tune_main,
     tune_ok,
     tune_runs,
@@ -278,21 +275,6 @@ def test_interrupted_batched_tune_kills_its_runs_and_fails_its_trials(tmp_path, 
     for mode in PAPER:
         study = load_study(tmp_path, f"i-{mode}")
         assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
-
-
-@contextlib.contextmanager
-def tune_group(directory: Path, *args: str, **env: str) -> Iterator[subprocess.Popen]:
-    """``lgals tune ARGS`` in a session of its own (its workers and writers in its process
-    group); the whole group is killed, by the command's PID, when the block ends."""
-    process = subprocess.Popen([LGALS, *tune_argv(directory, *args)], cwd=directory,
-                               env=cli_env(**env), text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        yield process
-    finally:
-        stop(process)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("to_group", [True, False], ids=["Ctrl-C to the group",

@@ -363,7 +363,7 @@ def test_tuning_on_digits_never_sees_its_test_set():
 
 def test_an_evaluation_already_done_is_one_of_its_dataset(store):
     """Reuse matches the dataset too; a run from before datasets had names is mnist1d's."""
-    from lgals.evaluation import ParamsSource, finished_evaluation, make_config
+    from lgals.evaluation import ParamsSource, evaluation_work, make_config
 
     source = ParamsSource({}, "defaults")
     config = make_config("baseline", 2, source)
@@ -381,7 +381,8 @@ def test_an_evaluation_already_done_is_one_of_its_dataset(store):
         return run
 
     def found(noise: NoiseRecipe) -> str | None:
-        return finished_evaluation(store.experiment_id, "baseline", source, [0, 1], 2, noise, 0)
+        return evaluation_work(store.experiment_id, "baseline", source, [0, 1], 2, noise,
+                               0).finished()
 
     digits = NoiseRecipe(dataset="digits")
     assert found(NoiseRecipe()) is None
