@@ -65,7 +65,8 @@ def run_protocol(experiment_id: str, protocol: Protocol, parent_run_id: str, wor
     ``register`` name, every evaluated seed model into the Model Registry; then the
     diagnostic, if the protocol runs it. Return the seconds spent in each stage, and the
     diagnose run's id. Finished work is skipped: studies are topped up, and an evaluation or a
-    diagnosis that finished before (same params, seeds, noise draw) is reused."""
+    diagnosis that finished before (same params, seeds, noise draw) is reused; one that
+    another process is running is waited for, then reused (:mod:`lgals.tracking.claims`)."""
     timings = {"tuning": 0.0, "evaluation": 0.0}
     tuned: dict[str, ParamsSource] = {}  # repetition 0's
     evaluations: dict[str, list[str]] = {}  # each mode's evaluate runs, new or reused

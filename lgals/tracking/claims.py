@@ -123,7 +123,7 @@ def done_once(works: Mapping[Key, Work], holder: str,
             for key in free:
                 del pending[key]
         for key, runs in elsewhere.items():
-            echo(key, f"another process is on it (run {runs[0].info.run_id}): waiting to "
+            echo(key, f"another process is on it (run {runs[0].info.run_id}); waiting to "
                       f"reuse its {pending[key].stage} run")
             while not pending[key].finished() and pending[key].under_way(besides=(holder,)):
                 time.sleep(POLL_SECONDS)

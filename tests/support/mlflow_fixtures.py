@@ -98,6 +98,20 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
             process.wait(timeout=timeout)
 
 
+def all_succeed(processes: Sequence[subprocess.Popen], timeout: float) -> list[tuple[str, str]]:
+    """Wait for processes started together: each must exit 0 without a traceback. Their
+    ``(stdout, stderr)``; every one is stopped, by its PID, whatever happens."""
+    try:
+        outputs = [process.communicate(timeout=timeout) for process in processes]
+    finally:
+        for process in processes:
+            stop(process)
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+    return outputs
+
+
 @contextlib.contextmanager
 def isolated_mlflow() -> Iterator[None]:
     """Restore MLflow's global tracking URI, the MLflow environment variables, the SIGTERM

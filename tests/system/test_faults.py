@@ -36,6 +36,7 @@ from mlflow import MlflowClient
 from support.errors import assert_one_line
 from support.mlflow_fixtures import (
     LGALS,
+    all_succeed,
     cli_env,
     run_lgals,
     sqlite_runs,
@@ -224,14 +225,7 @@ def test_four_trainings_started_at_once_on_an_empty_directory(tmp_path, _cache_d
                                   cwd=tmp_path, env=cli_env(), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(4)]
-    try:
-        results = [process.communicate(timeout=240) for process in processes]
-    finally:
-        for process in processes:
-            stop(process)
-    for process, (_, err) in zip(processes, results):
-        assert process.returncode == 0, err
-        assert "Traceback" not in err, err
+    all_succeed(processes, timeout=240)
     client = assert_settled(tmp_path)
     (experiment,) = [e for e in client.search_experiments() if e.name == "lgals"]
     runs = client.search_runs([experiment.experiment_id])

@@ -94,7 +94,7 @@ def test_work_a_live_process_claimed_is_waited_for_then_reused(work, store):
     thread.join()
     assert time.monotonic() - started >= 2
     assert found == {"baseline": finished[0]}
-    assert lines == [f"another process is on it (run {other_top}): waiting to reuse its "
+    assert lines == [f"another process is on it (run {other_top}); waiting to reuse its "
                      "evaluate run", f"reusing finished evaluate run {finished[0]}"]
     end_runs([holder, other_top], "FINISHED")
 
@@ -119,7 +119,7 @@ def test_a_dead_process_is_not_waited_for_past_its_heartbeat(work, store):
 
     found = done_once({"baseline": work}, holder, evaluate, lambda key, line: lines.append(line))
     assert claimed == [["baseline"]]
-    assert lines == [f"another process is on it (run {dead}): waiting to reuse its evaluate run"]
+    assert lines == [f"another process is on it (run {dead}); waiting to reuse its evaluate run"]
     dead_run = store.client.get_run(dead)
     assert dead_run.info.status == "FAILED"
     assert dead_run.data.tags[STATUS_REASON].startswith("its process stopped: no heartbeat")
