@@ -44,6 +44,7 @@ BACKOFF_SECONDS = (0.5, 3.0)  # the random pause after stepping back from a clai
 
 
 def _every_run(run) -> bool:
+    """No more than its params make a run the work."""
     return True
 
 
@@ -51,8 +52,8 @@ def _every_run(run) -> bool:
 class Work:
     """One piece of work, found as the runs that do it: runs of ``stage`` and ``mode`` in the
     experiment (not a seed's run) whose params include ``params`` and that ``accepts`` takes
-    (what a run from before a param existed says otherwise). ``identity``: what else makes
-    it this work (its repetition, noise draw, precision), for the claim's digest."""
+    (the rest of what makes them this work, read as leniently as older runs need: a param
+    they lack, a tag). ``identity``: that rest as values, for the claim's digest."""
 
     experiment_id: str
     stage: Stage
