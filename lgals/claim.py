@@ -18,9 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
-
 from lgals.data import DATASETS, MAX_NOISE_RATE, NOISE_TYPES, NoiseRecipe
+from lgals.documents import read_document
 from lgals.errors import BadSetting
 from lgals.losses import MODES
 from lgals.protocols import PROTOCOLS, ROBUST, Protocol
@@ -107,17 +106,7 @@ def load(path: str | Path) -> Claim:
     """The claim in the YAML file ``path``, every field checked: a missing, unknown or
     malformed one raises :class:`BadSetting` with one line naming it."""
     where = f"claim file {path}"
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise BadSetting(f"{where}: cannot read it ({error.strerror})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise BadSetting(f"{where}: not valid YAML ({problem}{at})") from None
+    document = read_document(path, where)
     return _Reader(where).claim(document, Path(path))
 
 

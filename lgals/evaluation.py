@@ -7,13 +7,10 @@ epoch for the learning curves; ``final_test_acc`` is the last epoch's, never the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
-
-import yaml
 
 from lgals.data import NoiseRecipe, load_dataset
+from lgals.documents import read_document
 from lgals.errors import BadSetting
 from lgals.losses import MODES
 from lgals.model import Compute
@@ -81,15 +78,9 @@ def latest_tune(experiment_id: str, mode: str, repeat: int = 0) -> ParamsSource:
 
 def params_from_file(path: str, mode: str) -> ParamsSource:
     """``{mode: {lr: ..., ...}}`` from a JSON or YAML file."""
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise BadSetting(f"--params-from {path}: cannot read it ({error.strerror}); give "
-                         "`tune`, `defaults` or a JSON/YAML file") from None
-    try:
-        table = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise BadSetting(f"--params-from {path}: not valid JSON/YAML ({error})") from None
+    kind = "YAML" if path.endswith((".yaml", ".yml")) else "JSON"
+    table = read_document(path, f"--params-from {path}", kind,
+                          hint="; give `tune`, `defaults` or a JSON/YAML file")
     if not isinstance(table, dict) or not isinstance(table.get(mode), dict):
         raise BadSetting(f"--params-from {path}: no entry for mode {mode!r} "
                          "(expected {mode: {param: value}})")
