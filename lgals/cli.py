@@ -309,10 +309,34 @@ tracking_uri_option = click.option(
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 
 
+# The longest experiment name every MLflow store takes: its experiments.name column is
+# String(256), which PostgreSQL and MySQL stores enforce (MLflow's own check allows 500,
+# SQLite any). Written out so that a bad name answers without importing MLflow (a test in
+# tests/unit/test_cli.py keeps it equal to the column).
+MAX_EXPERIMENT_NAME = 256
+
+
+def _experiment_name(ctx, param, name: str | None) -> str | None:
+    """An experiment name MLflow takes, checked before anything starts: not empty, at most
+    :data:`MAX_EXPERIMENT_NAME` characters; the error names where it came from."""
+    if name is None:
+        return None
+    problem = ("it is empty" if not name else
+               f"{len(name)} characters, MLflow stores at most {MAX_EXPERIMENT_NAME}"
+               if len(name) > MAX_EXPERIMENT_NAME else "")
+    if problem:
+        from_env = ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT
+        raise click.BadParameter(f"{name[:40]!r}{'...' if len(name) > 40 else ''}: {problem}",
+                                 ctx, param,
+                                 param_hint=EXPERIMENT_ENV if from_env else repr(param.opts[0]))
+    return name
+
+
 def experiment_option(**kwargs):
     """``--experiment-name``, else ``$MLFLOW_EXPERIMENT_NAME`` (as MLflow's CLI), else the
     command's default; the one rule for every command that takes an experiment."""
-    return click.option("--experiment-name", envvar=EXPERIMENT_ENV, show_envvar=True, **kwargs)
+    return click.option("--experiment-name", envvar=EXPERIMENT_ENV, show_envvar=True,
+                        callback=_experiment_name, **kwargs)
 
 
 def _experiment_setting() -> str:
@@ -496,7 +520,8 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
 @click.option("--params-from", default="tune", show_default=True,
               help="`tune` (latest finished tune per mode), a JSON/YAML file "
                    "{mode: {lr: ..}}, or `defaults`.")
-@click.option("--tune-experiment", help="Experiment holding the tunes [default: this one].")
+@click.option("--tune-experiment", callback=_experiment_name,
+              help="Experiment holding the tunes [default: this one].")
 @noise_options()
 @click.option("--vary-noise", is_flag=True, help="Redraw the label noise per seed too.")
 @repeats_option
@@ -518,8 +543,11 @@ def evaluate_command(modes, suite, seeds, first_seed, epochs, params_from, tune_
     if params_from != "tune":
         fixed = {m: resolve_params(params_from, "", m) for m in mode_list}
     _may_register(tracking_uri, register, mode_list)
+    if tune_experiment:  # found before this command's experiment is created
+        open_store(tracking_uri, create=False)
+        tune_id = _experiment_id(tune_experiment)
     experiment_id = _experiment(tracking_uri, experiment_name)
-    tune_id = _experiment_id(tune_experiment) if tune_experiment else experiment_id
+    tune_id = tune_id if tune_experiment else experiment_id
     sources = [fixed if params_from != "tune" else
                {m: resolve_params(params_from, tune_id, m, repeat) for m in mode_list}
                for repeat in range(repeats)]
