@@ -208,9 +208,13 @@ PASSWORD_VARIABLES = {
 
 
 def _storage(ctx, param, url: str | None) -> str | None:
-    """The storage URL, its password kept out of everything lgals prints or records."""
+    """The storage URL, its password kept out of everything lgals prints or records, checked
+    before anything starts (:func:`lgals.storage.check_storage`)."""
     if url:
         keep_secret(url)
+        from lgals.storage import check_storage
+
+        check_storage(url)
     return url
 
 

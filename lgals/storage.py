@@ -32,15 +32,57 @@ from optuna.storages._rdb import models  # private: its trial table (see _Heartb
 from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from lgals.errors import LgalsError, causes, redact_url
+from lgals.errors import BadSetting, LgalsError, TrackingUnavailable, causes, redact_url
 from lgals.schema import PARENT, TRIAL_STATE
 from lgals.settings import heartbeat_seconds, stale_seconds, storage_wait_seconds
 from lgals.tracking.runs import end_runs
-from lgals.tracking.store import mlflow_client, sqlite_path, url_scheme
+from lgals.tracking.store import check_sqlite, mlflow_client, sqlite_path, url_scheme
 
 
 class StorageUnavailable(LgalsError):
-    """The Optuna storage's database server did not answer within the wait."""
+    """The Optuna storage cannot be used: its database server did not answer within the wait,
+    or its SQLite file cannot be created."""
+
+
+# What --storage may name: SQLite (one host) or PostgreSQL (hosts sharing a study take turns
+# under its advisory locks, which lgals takes on no other database).
+STORAGE_SCHEMES = ("sqlite", "postgresql")
+
+
+def check_storage(url: str) -> None:
+    """Refuse in one line, before anything is created, a ``--storage`` that cannot hold
+    studies: not a database URL, a database other than :data:`STORAGE_SCHEMES`, an asyncio
+    driver (Optuna's are plain), an in-memory SQLite (its studies would end with the command)
+    (exit 2); a driver that is not installed, a SQLite file that cannot be created or is no
+    database (exit 1). Its password is never printed."""
+    shown = f"--storage {redact_url(url)!r}"
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise BadSetting(f"{shown}: not a database URL (sqlite:///PATH, or "
+                         "postgresql://USER@HOST/DATABASE)") from None
+    backend = parsed.get_backend_name()
+    if backend not in STORAGE_SCHEMES:
+        raise BadSetting(f"{shown}: lgals keeps studies in SQLite (sqlite:///PATH) or PostgreSQL "
+                         f"(postgresql://USER@HOST/DATABASE), not {backend}")
+    try:
+        dialect = parsed.get_dialect()
+        dialect.import_dbapi()
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError) as error:
+        raise LgalsError(f"{shown}: its driver {parsed.get_driver_name()!r} cannot be loaded "
+                         f"here ({error}): install it, or name the default driver "
+                         f"({backend}://...)") from None
+    if dialect.is_async:
+        raise BadSetting(f"{shown}: {parsed.get_driver_name()} is an asyncio driver; Optuna "
+                         f"needs a plain one ({backend}://... takes the default)")
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise BadSetting(f"{shown}: an in-memory database: the studies would be lost when "
+                             "the command ends; give a file, sqlite:///PATH")
+        try:
+            check_sqlite(Path(parsed.database), "the Optuna storage", "--storage")
+        except TrackingUnavailable as error:
+            raise StorageUnavailable(f"{shown}: {error}") from None
 
 
 def default_storage() -> str:

@@ -284,7 +284,7 @@ def _open_prepared(tracking_uri: str | None, create: bool) -> str:
         if not create and not path.is_file():
             raise BadSetting(f"no MLflow store at {path}, so nothing to read: point "
                              "--tracking-uri at the store that holds the runs")
-        _check_sqlite(path)
+        check_sqlite(path)
     return uri
 
 
@@ -294,23 +294,24 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
 
 
-def _check_sqlite(path: Path) -> None:
-    """Say in one line, before MLflow retries for minutes, why a SQLite store cannot be used:
-    its directory is missing or not writable, or the file is not an SQLite database."""
+def check_sqlite(path: Path, what: str = "the MLflow store",
+                 setting: str = "--tracking-uri") -> None:
+    """Say in one line, before MLflow (or Optuna) retries for minutes, why the SQLite file of
+    ``what`` cannot be used: its directory is missing or not writable, or the file is not an
+    SQLite database; ``setting`` is where to give another place."""
     directory = path.parent
     if not directory.is_dir():
-        raise TrackingUnavailable(f"cannot create the MLflow store {path}: there is no "
-                                  f"directory {directory}")
+        raise TrackingUnavailable(f"cannot create {what} {path}: there is no directory "
+                                  f"{directory}")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise TrackingUnavailable(f"cannot write the MLflow store {path}: its directory "
-                                  f"{directory} is not writable (give --tracking-uri a "
-                                  "writable place)")
+        raise TrackingUnavailable(f"cannot write {what} {path}: its directory {directory} is "
+                                  f"not writable (give {setting} a writable place)")
     if path.is_file() and path.stat().st_size:
         with open(path, "rb") as database:
             if database.read(16) != b"SQLite format 3\x00":
                 raise TrackingUnavailable(f"{path} is not an SQLite database (damaged?): move "
                                           f"it aside (mv {path} {path}.damaged) and run again "
-                                          "to start a new store")
+                                          "to start a new one")
 
 
 @contextmanager
