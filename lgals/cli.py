@@ -304,8 +304,17 @@ repeats_option = click.option(
     help="Independent repetitions: repetition r has its own noise draw (--noise-seed + r), "
          "validation split and sampler seed.")
 
+def _tracking_uri(ctx, param, uri: str | None) -> str | None:
+    """--tracking-uri as given; a value of ``$MLFLOW_TRACKING_URI`` is left for the store to
+    read (:func:`lgals.tracking.store.open_store`), so that an error about it names the
+    variable, not the option."""
+    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT:
+        return None
+    return uri
+
+
 tracking_uri_option = click.option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True, callback=_tracking_uri,
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
 
 

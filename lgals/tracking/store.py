@@ -125,7 +125,7 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True,
     ``setting``, where the name came from. Ending the runs that lost their process is the
     caller's: :func:`lgals.tracking.runs.end_dead_runs`."""
     stale_seconds()  # a bad $LGALS_STALE_SECONDS is one line before anything is created
-    tracking_uri = _prepared(tracking_uri)  # before the writer starts: it inherits them
+    tracking_uri, given_as = _prepared(tracking_uri)  # before the writer starts: it inherits
     WRITER.start(figures=True)  # its imports overlap this process's
     import mlflow
 
@@ -134,7 +134,7 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True,
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
     from sqlalchemy.exc import DatabaseError
 
-    uri = _open_prepared(tracking_uri, create)
+    uri = _open_prepared(tracking_uri, create, given_as)
     project_run = os.environ.get("MLFLOW_RUN_ID")
     try:
         with _store_lock(uri):
@@ -252,20 +252,24 @@ def open_store(tracking_uri: str | None, create: bool = True) -> str:
     """Point MLflow at the store (default: MLflow's own, ``sqlite:///mlflow.db``) once it is
     known to be usable; return its URI. A bad URI or an unusable place is one line before
     anything is created; with ``create=False`` so is a store that does not exist yet."""
-    return _open_prepared(_prepared(tracking_uri), create)
+    uri, given_as = _prepared(tracking_uri)
+    return _open_prepared(uri, create, given_as)
 
 
-def _prepared(tracking_uri: str | None) -> str | None:
+def _prepared(tracking_uri: str | None) -> tuple[str | None, str]:
     """The tracking URI to use (``$MLFLOW_TRACKING_URI`` when none is given), its credentials
     moved out (:func:`credentials_out_of`), and MLflow's HTTP retries set for this process
-    and those it starts (:func:`http_retries`)."""
+    and those it starts (:func:`http_retries`); and where it came from, as an error about it
+    names it (``--tracking-uri`` for MLflow's default: that is where to give another)."""
+    from_env = not tracking_uri and bool(os.environ.get("MLFLOW_TRACKING_URI"))
     tracking_uri = credentials_out_of(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     http_retries()
-    return tracking_uri
+    return tracking_uri, "MLFLOW_TRACKING_URI" if from_env else "--tracking-uri"
 
 
-def _open_prepared(tracking_uri: str | None, create: bool) -> str:
-    """:func:`open_store` of a URI :func:`_prepared` returned."""
+def _open_prepared(tracking_uri: str | None, create: bool,
+                   given_as: str = "--tracking-uri") -> str:
+    """:func:`open_store` of a URI :func:`_prepared` returned, from ``given_as``."""
     import mlflow
 
     if tracking_uri:
@@ -274,17 +278,17 @@ def _open_prepared(tracking_uri: str | None, create: bool) -> str:
     uri = mlflow.get_tracking_uri()
     scheme = url_scheme(uri)
     if scheme not in STORE_SCHEMES:
-        raise BadSetting(f"--tracking-uri {redact_url(uri)!r}: not a tracking store URI "
+        raise BadSetting(f"{given_as} {redact_url(uri)!r}: not a tracking store URI "
                          "(sqlite:///PATH, http(s)://HOST:PORT, or postgresql://, mysql://, "
                          "mssql://, file:)")
     if scheme in ("http", "https"):
-        _check_server(uri)
+        _check_server(uri, given_as)
     path = sqlite_path(uri)
     if path:
         if not create and not path.is_file():
             raise BadSetting(f"no MLflow store at {path}, so nothing to read: point "
-                             "--tracking-uri at the store that holds the runs")
-        check_sqlite(path)
+                             f"{given_as} at the store that holds the runs")
+        check_sqlite(path, setting=given_as)
     return uri
 
 
@@ -302,7 +306,7 @@ def check_sqlite(path: Path, what: str = "the MLflow store",
     directory = path.parent
     if not directory.is_dir():
         raise TrackingUnavailable(f"cannot create {what} {path}: there is no directory "
-                                  f"{directory}")
+                                  f"{directory} (give {setting} a place that exists)")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise TrackingUnavailable(f"cannot write {what} {path}: its directory {directory} is "
                                   f"not writable (give {setting} a writable place)")
@@ -327,7 +331,7 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
-def _check_server(uri: str) -> None:
+def _check_server(uri: str, given_as: str = "--tracking-uri") -> None:
     """Fail in seconds, not after minutes of MLflow's retries, when a server is down as the
     command starts (once it has started, lgals waits :func:`server_wait_seconds` for it)."""
     error = _health(uri)
@@ -335,7 +339,7 @@ def _check_server(uri: str) -> None:
         reason = getattr(error, "reason", error)
         raise TrackingUnavailable(
             f"cannot reach the MLflow tracking server at {redact_url(uri)} ({reason}); "
-            "start it, set --tracking-uri, or pass --no-tracking"
+            f"start it, set {given_as}, or pass --no-tracking"
         ) from None
 
 
