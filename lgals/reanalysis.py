@@ -6,17 +6,22 @@ that is the check that a logged model really is the model the metric came from.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from lgals.data import NoiseRecipe, load_dataset
-from lgals.errors import BadSetting
+from lgals.errors import BadSetting, LgalsError, redact_url
 from lgals.plots import confusion_figure
-from lgals.schema import MODE, SOURCE_RUN, STAGE, Stage
+from lgals.schema import MODE, SOURCE_RUN, STAGE, STATUS, Stage
 from lgals.tracking.runs import in_run, source_info
 from lgals.tracking.seeds import model_uri
 from lgals.tracking.store import may_write, mlflow_client, read_run
@@ -49,15 +54,55 @@ def rebuild_data(client, run_id: str):
                          f"{data.recipe.dataset!r} gives arrays of digest {data.digest} here "
                          f"({data.version}), the run trained on {logged} "
                          f"({params.get('dataset_version', 'version not logged')})")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _artifact(run_id, "data_recipe.npz"):
         path = client.download_artifacts(run_id, "data_recipe.npz", tmp)
         with np.load(path, allow_pickle=False) as recipe:
-            if not (np.array_equal(recipe["y_train"], data.y_train)
-                    and np.array_equal(recipe["noise_mask"], data.noise_mask)):
-                raise BadSetting(f"run {run_id}: its data cannot be rebuilt: the noisy labels "
-                                 "made from its params differ from its logged data_recipe.npz "
-                                 f"(another {data.recipe.dataset} version?)")
+            same = (np.array_equal(recipe["y_train"], data.y_train)
+                    and np.array_equal(recipe["noise_mask"], data.noise_mask))
+    if not same:
+        raise BadSetting(f"run {run_id}: its data cannot be rebuilt: the noisy labels made "
+                         "from its params differ from its logged data_recipe.npz (another "
+                         f"{data.recipe.dataset} version?)")
     return data
+
+
+class ArtifactLost(LgalsError):
+    """A file a run logged is gone from its artifact store, or damaged there: the store, not
+    the command, is at fault (exit 1)."""
+
+
+@contextmanager
+def _artifact(run_id: str, what: str, where: str = "") -> Iterator[None]:
+    """Reading ``what`` of run ``run_id`` (from ``where``, else the run's artifacts): a file
+    gone from the artifact store, or one that cannot be read as what it was logged as, is
+    one line (:class:`ArtifactLost`); torch's own log of a damaged model says nothing more."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    where = where or mlflow_client().get_run(run_id).info.artifact_uri
+    torch_log = logging.getLogger("torch.export")
+    torch_log.disabled = True
+    try:
+        yield
+    except (FileNotFoundError, MlflowException) as error:
+        if isinstance(error, MlflowException) and error.error_code != ErrorCode.Name(
+                RESOURCE_DOES_NOT_EXIST):
+            raise
+        raise ArtifactLost(f"run {run_id}: its {what} is gone from the artifact store "
+                           f"({redact_url(where)}): {_first_line(error)}; restore the files "
+                           "logged there, or pick another run") from None
+    except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile,
+            yaml.YAMLError) as error:
+        raise ArtifactLost(f"run {run_id}: its {what} in the artifact store "
+                           f"({redact_url(where)}) cannot be read (damaged?): "
+                           f"{_first_line(error)}; restore the files logged there, or pick "
+                           "another run") from None
+    finally:
+        torch_log.disabled = False
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def load_run(run_id: str, logs: bool = True):
@@ -73,6 +118,12 @@ def load_run(run_id: str, logs: bool = True):
     if logs:
         may_write(source.info.experiment_id)
     if "data_recipe.npz" not in {a.path for a in client.list_artifacts(run_id)}:
+        if STATUS in source.data.tags:  # its results were logged, and its files with them
+            raise ArtifactLost(f"run {run_id} ({source.info.status}): its data_recipe.npz is "
+                               "not in the artifact store "
+                               f"({redact_url(source.info.artifact_uri)}), though the run "
+                               "logged one: restore the files logged there, or pick another "
+                               "run")
         raise BadSetting(f"run {run_id} has no data_recipe.npz: only training runs (one per "
                          "seed or trial) have one")
     data = rebuild_data(client, run_id)
@@ -80,7 +131,11 @@ def load_run(run_id: str, logs: bool = True):
     if uri is None:
         raise BadSetting(f"run {run_id} has no logged model (tuning trials log none): pick "
                          "a seed run of `lgals train` or `lgals evaluate`")
-    return source, data, mlflow.pytorch.load_model(uri)
+    model_id = uri.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    with _artifact(run_id, f"logged model {model_id}", location):
+        model = mlflow.pytorch.load_model(uri)
+    return source, data, model
 
 
 def reanalyze(run_id: str) -> Reanalysis:
