@@ -51,8 +51,8 @@ from lgals.tracking.runs import (
     run_name,
     source_info,
 )
-from lgals.tracking.store import mlflow_client, storing, sync_writer
-from lgals.tracking.writer import WRITER
+from lgals.tracking.store import impatient, mlflow_client, storing, sync_writer
+from lgals.tracking.writer import WRITER, WriterDied
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 
 EDGES = {"eps": np.linspace(0.0, 1.0, 51), "alignment": np.linspace(-1.0, 1.0, 51)}
@@ -348,20 +348,48 @@ def tracked_train(
             logger(report)
             return callback(report) if callback else None
 
+        epochs = max(config.epochs for config in configs)
         try:
             results = train(data, list(configs), list(seeds), callback=observe,
                             progress=progress, compute=compute)
+        except WriterDied as died:
+            raise _writer_lost(died, owned, run_ids, epochs, trained=False) from None
         except BaseException:  # interrupted or failed: the epochs trained are stored first
-            logger.flush()
             with suppress(RuntimeError, LgalsError):  # a dead writer: the runs end all the same
+                logger.flush()
                 sync_writer()
             raise
-        log_members(experiment_id, run_ids, member_names, results, logger, data, log_models)
+        try:
+            log_members(experiment_id, run_ids, member_names, results, logger, data,
+                        log_models)
+        except WriterDied as died:
+            raise _writer_lost(died, owned, run_ids, epochs, trained=True) from None
         for run_id, result in zip(run_ids, results):
             if result.status == "diverged":
                 end_runs([run_id], "FAILED")
                 owned.remove(run_id)
     return results, run_ids, parent_run_id if isinstance(parent_run_id, str) else None
+
+
+def _writer_lost(died: WriterDied, owned: list[str], run_ids: Sequence[str], epochs: int,
+                 trained: bool) -> WriterDied:
+    """``died``, saying what the runs being trained hold (their metrics read back from the
+    store) and that they end FAILED; ends the runs ``owned`` so, with that reason."""
+    stored = None
+    with suppress(Exception), impatient():  # a store that cannot be read: say so
+        client = mlflow_client()
+        stored = max(step for run_id in run_ids for step in
+                     [0, *(m.step for m in client.get_metric_history(run_id, "train_loss"))])
+    held = ("an unknown share of their metrics" if stored is None else
+            f"their metrics up to epoch {stored} of {epochs}")
+    files = ("some of their files and models" if trained else
+             "none of their files and models (training stopped)")
+    error = WriterDied(died.death, f"the {len(run_ids)} run(s) being trained hold {held}, and "
+                                   f"{files}; they end FAILED: run the command again")
+    with suppress(Exception), impatient():
+        end_runs(owned, "FAILED", str(error))
+        owned.clear()  # ended, with the reason: ending() has none left
+    return error
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,34 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from lgals.errors import LgalsError
+
 PRIORITY = "0"  # the default nice value: see the module's docstring
+
+
+class WriterDied(LgalsError):
+    """The writer process is gone (killed, out of memory, crashed): what it held is lost.
+    ``death`` says how it went."""
+
+    def __init__(self, death: str, lost: str = "what it had not stored is lost: run the "
+                                                "command again"):
+        super().__init__(f"{death}: {lost}")
+        self.death = death
+
+
+def _death(process: subprocess.Popen) -> str:
+    """How the child went: its signal or exit code (it closed its pipes as it died)."""
+    try:
+        code = process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return f"the MLflow writer process (pid {process.pid}) stopped reading"
+    if code < 0:
+        try:
+            name = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            name = ""
+        return f"the MLflow writer process (pid {process.pid}) was killed by signal {-code}{name}"
+    return f"the MLflow writer process (pid {process.pid}) exited with code {code}"
 
 
 class MlflowWriter:
@@ -83,9 +110,12 @@ class MlflowWriter:
     def sync(self) -> None:
         """Return once the child has stored everything sent; raise if any write failed."""
         self._write({"sync": True})
-        answer = self._started().stdout.readline().strip()
+        process = self._started()
+        answer = process.stdout.readline().strip()
+        if not answer:
+            raise WriterDied(_death(process))
         if answer != "ok":
-            raise RuntimeError(f"MLflow writer: {answer or 'exited unexpectedly'}")
+            raise RuntimeError(f"MLflow writer: {answer}")
 
     def close(self, timeout: float = 60) -> None:
         """Let the child finish what it has and exit."""
@@ -107,7 +137,7 @@ class MlflowWriter:
         try:
             process.stdin.write(json.dumps(message) + "\n")
         except BrokenPipeError:
-            raise RuntimeError("MLflow writer: exited unexpectedly") from None
+            raise WriterDied(_death(process)) from None
 
 
 def _absolute(uri: str) -> str:
