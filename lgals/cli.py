@@ -51,12 +51,28 @@ from lgals.tracking.runs import end_dead_runs, logging_system_metrics, scope
 from lgals.tracking.seeds import Tracked
 from lgals.tracking.store import connect, open_store, url_scheme, user_error
 from lgals.tracking.ui import runs_page
-from lgals.train import TrainConfig
+from lgals.train import MAX_EPOCHS, TrainConfig
 
 # The stages' modules (Optuna, scipy, MLflow's model flavours) are imported in the command
 # bodies that use them, not here: `lgals --help` and a bad option answer without them.
 
 NOISE = NoiseRecipe()
+
+# The most each size option takes (its help says why): past them an extra 0 typed by mistake
+# would run for days or fill the memory, and no study needs more.
+MAX_SEEDS = 100  # one stack, whose memory grows with it; past 100 no interval narrows much
+MAX_TRIALS = 1000  # TPE's cost per trial grows with the trials before it
+MAX_REPEATS = 100  # each repetition is a whole tune and evaluation
+MAX_WORKERS = 64  # processes on one host, each with torch loaded
+MAX_ROUND = 100  # trials of a study trained as one stack per round
+# Every seed option: numpy's legacy range, which Optuna's samplers seed with (torch takes
+# 64 bits); the offsets lgals adds (repetitions, seeds) stay far below 2**63.
+SEED_RANGE = click.IntRange(0, 2**32 - 1)
+EPOCHS_HELP = (f"Training epochs (at most {MAX_EPOCHS}: a run keeps a row per metric per "
+               "epoch).")
+WORKERS_HELP = (f"Local worker processes sharing each study while tuning (at most "
+                f"{MAX_WORKERS}, each with torch loaded; hosts share a study through "
+                "--storage).")
 
 class FiniteRange(click.FloatRange):
     """A float range that also refuses nan and inf (they pass any pair of comparisons)."""
@@ -96,8 +112,8 @@ def hyperparameter_options(func):
         return func(*args, config=config, **kwargs)
 
     return _apply(command, [
-        click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs,
-                     show_default=True, help="Training epochs."),
+        click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=TrainConfig.epochs,
+                     show_default=True, help=EPOCHS_HELP),
         click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
                      show_default=True, help="At least 2: LGALS needs a batch mean."),
         *(click.option(f"--{name.replace('_', '-')}",
@@ -158,7 +174,8 @@ def noise_options(split_option=None):
                          default=NOISE.noise_type, show_default=True,
                          help="symmetric: a flipped label goes to any other class; pair: to "
                               "the next one."),
-            click.option("--noise-seed", type=int, default=NOISE.noise_seed, show_default=True,
+            click.option("--noise-seed", type=SEED_RANGE, default=NOISE.noise_seed,
+                         show_default=True,
                          help="Seed of which labels flip (and of the validation split)."),
             *([split_option] if split_option else []),
         ])
@@ -194,8 +211,9 @@ def compute_options(func):
 # tuning.DEFAULT_BATCH, written out so the CLI starts without importing Optuna (a test in
 # tests/unit/test_mlproject.py keeps the two, and MLproject's, equal)
 batch_option = click.option(
-    "--batch", type=click.IntRange(min=1), default=10, show_default=True,
-    help="Trials per study trained together in each round (1: one at a time).")
+    "--batch", type=click.IntRange(1, MAX_ROUND), default=10, show_default=True,
+    help=f"Trials per study trained together in each round (1: one at a time; at most "
+         f"{MAX_ROUND}, the stack's memory grows with it).")
 
 
 # The variable each option that takes a URL reads it from instead, and who reads a password
@@ -300,9 +318,9 @@ def _chosen_modes(claim, suite: str, modes: tuple[str, ...] | None) -> tuple[str
 
 
 repeats_option = click.option(
-    "--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+    "--repeats", type=click.IntRange(1, MAX_REPEATS), default=1, show_default=True,
     help="Independent repetitions: repetition r has its own noise draw (--noise-seed + r), "
-         "validation split and sampler seed.")
+         f"validation split and sampler seed (at most {MAX_REPEATS}: each is a whole study).")
 
 def _tracking_uri(ctx, param, uri: str | None) -> str | None:
     """--tracking-uri as given; a value of ``$MLFLOW_TRACKING_URI`` is left for the store to
@@ -401,9 +419,9 @@ def cli() -> None:
 @cli.command("train", short_help="Train seeds of one mode with given hyperparameters.")
 @click.option("--mode", type=click.Choice(list(MODES)), default="baseline", show_default=True,
               help="The mode (loss) to train, built-in or from a package (`lgals modes`).")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="How many seeds to train together.")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), default=5, show_default=True,
+              help=f"How many seeds to train together (at most {MAX_SEEDS}: one stack).")
+@click.option("--first-seed", type=SEED_RANGE, default=0, show_default=True,
               help="Model seed of the first run; the others follow it.")
 @hyperparameter_options
 @noise_options(click.option("--val-fraction", type=FiniteRange(0.0, MAX_VAL_FRACTION),
@@ -458,10 +476,11 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
 @cli.command("tune", short_help="Tune each mode's hyperparameters with Optuna.")
 @modes_option("--modes", "--mode")
 @suite_option
-@click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Total per study; a rerun tops the study up to this.")
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
-              help="Training epochs of every trial.")
+@click.option("--n-trials", type=click.IntRange(1, MAX_TRIALS), default=20, show_default=True,
+              help=f"Total per study; a rerun tops the study up to this (at most {MAX_TRIALS}: "
+                   "TPE's time per trial grows with the trials before it).")
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=TrainConfig.epochs,
+              show_default=True, help=EPOCHS_HELP)
 @click.option("--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size,
               show_default=True, help="At least 2: LGALS needs a batch mean.")
 # 0.1: TuneSettings' default split, written out so that --help does not import Optuna
@@ -479,11 +498,11 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
                    "-KEY=VALUE for each of --epochs, --batch-size, --train-seed and the noise "
                    "options not at its default, e.g. lgals-MODE-epochs=30]; with several "
                    "modes, a prefix.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Local worker processes sharing the study.")
-@click.option("--sampler-seed", type=int, default=0, show_default=True,
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
+              help=WORKERS_HELP)
+@click.option("--sampler-seed", type=SEED_RANGE, default=0, show_default=True,
               help="Seed of the TPE sampler (repetition r: this + r).")
-@click.option("--train-seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--train-seed", type=SEED_RANGE, default=0, show_default=True,
               help="Model seed of every trial.")
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
               show_default=True,
@@ -524,12 +543,13 @@ def tune_command(modes, suite, n_trials, epochs, batch_size, noise, val_labels, 
 @cli.command("evaluate", short_help="Train each mode's tuned params over several seeds.")
 @modes_option("--modes")
 @suite_option
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Evaluation seeds per mode.")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), default=5, show_default=True,
+              help=f"Evaluation seeds per mode (at most {MAX_SEEDS}: one stack).")
+@click.option("--first-seed", type=SEED_RANGE, default=0, show_default=True,
               help="Model seed of the first evaluation run; the others follow it.")
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
-              help="Training epochs per seed (early_stop's tuned count overrides it).")
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=TrainConfig.epochs,
+              show_default=True,
+              help=f"{EPOCHS_HELP[:-1]}; early_stop's tuned count overrides it.")
 @click.option("--params-from", default="tune", show_default=True,
               help="`tune` (latest finished tune per mode), a JSON/YAML file "
                    "{mode: {lr: ..}}, or `defaults`.")
@@ -611,9 +631,9 @@ def _experiment_id(name: str) -> str:
               show_default=True, help="Directory for results.md/.csv and the plots.")
 @modes_option("--modes")
 @suite_option
-@click.option("--repeats", type=click.IntRange(min=1), default=None,
+@click.option("--repeats", type=click.IntRange(1, MAX_REPEATS), default=None,
               help="Repetitions 0..N-1 only [default: every repetition found].")
-@click.option("--seeds", type=click.IntRange(min=1), default=None,
+@click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), default=None,
               help="Seeds 0..N-1 of each [default: the seeds every evaluation has].")
 @noise_options()
 @click.option("--precision", type=click.Choice(list(PRECISIONS)),
@@ -686,17 +706,18 @@ def protocol_options(func):
                      default="claim", show_default=True, help=PROTOCOL_HELP),
         click.option("--quick", is_flag=True, help="The same as --protocol quick."),
         dataset_option,
-        click.option("--repeats", type=click.IntRange(min=1), default=None,
+        click.option("--repeats", type=click.IntRange(1, MAX_REPEATS), default=None,
                      help="Repetitions [default: the protocol's]; each has its own noise "
-                          "draw, split, sampler seed and tuning."),
-        click.option("--seeds", type=click.IntRange(min=1), default=None,
-                     help="Evaluation seeds per repetition [default: the protocol's]."),
+                          f"draw, split, sampler seed and tuning (at most {MAX_REPEATS})."),
+        click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), default=None,
+                     help="Evaluation seeds per repetition [default: the protocol's; at most "
+                          f"{MAX_SEEDS}, one stack]."),
         modes_option("--modes"), suite_option, batch_option,
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      default="results", show_default=True,
                      help="Directory for the report (results.md, .csv and the plots)."),
-        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Local worker processes sharing each study while tuning."),
+        click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1,
+                     show_default=True, help=WORKERS_HELP),
         storage_option, compute_options, tracking_uri_option,
         experiment_option(help="[default: lgals, or lgals-quick with the quick protocol]"),
         system_metrics_option,
@@ -976,7 +997,7 @@ def datasets_command(as_json) -> None:
                                       "on its own data instead of training one.")
 @click.option("--mode", type=click.Choice(list(MODES)), default="lgals", show_default=True,
               help="The mode to train and diagnose.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=SEED_RANGE, default=0, show_default=True,
               help="Model seed of the run trained here.")
 @hyperparameter_options
 @noise_options()

@@ -28,6 +28,10 @@ from lgals.metrics import detection_scores, epoch_metrics, margins
 from lgals.model import Compute, StackedMLP, layer_sizes
 from lgals.optim import StackedAdamW
 
+# 100 times the note's 100: a run keeps ~20 metric rows per epoch in MLflow, and an extra 0
+# typed by mistake would train for days.
+MAX_EPOCHS = 10_000
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -46,8 +50,8 @@ class TrainConfig:
         """The same rules as the command line's, for values from files and from MLflow."""
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ValueError(f"epochs must be from 1 to {MAX_EPOCHS}, got {self.epochs}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (LGALS needs a batch mean), got "
                              f"{self.batch_size}")

@@ -132,8 +132,6 @@ def test_every_parameter_reaches_its_entry_points_command():
 OPTION = re.compile(r"--[a-z][a-z0-9-]*")
 # Options lgals advises that no entry point takes as a parameter, and why none needs to.
 NOT_PARAMETERS = {
-    "tracking_uri": "`mlflow run` hands its entry point MLFLOW_TRACKING_URI, which "
-                    "--tracking-uri reads",
     "no_tracking": "a project run is tracked: `mlflow run` made its run before lgals starts",
     "run_id": "diagnose --run is advised only to be left out",
 }
