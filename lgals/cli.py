@@ -626,9 +626,23 @@ def _experiment_id(name: str) -> str:
     return experiment.experiment_id
 
 
+def _out_dir(ctx, param, path: Path) -> Path:
+    """--out, checked before anything starts (not after hours of work): a directory, or one
+    that can be made in the nearest directory above it that exists (made only when the report
+    is written)."""
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise click.BadParameter(f"{str(path)!r}: {existing} is a file, not a directory",
+                                 ctx, param)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{str(path)!r}: cannot write in {existing}", ctx, param)
+    return path
+
+
 @cli.command("report", short_help="The claim card, tables and plots, from MLflow alone.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="results",
-              show_default=True, help="Directory for results.md/.csv and the plots.")
+              show_default=True, callback=_out_dir,
+              help="Directory for results.md/.csv and the plots.")
 @modes_option("--modes")
 @suite_option
 @click.option("--repeats", type=click.IntRange(1, MAX_REPEATS), default=None,
@@ -714,7 +728,7 @@ def protocol_options(func):
                           f"{MAX_SEEDS}, one stack]."),
         modes_option("--modes"), suite_option, batch_option,
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                     default="results", show_default=True,
+                     default="results", show_default=True, callback=_out_dir,
                      help="Directory for the report (results.md, .csv and the plots)."),
         click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1,
                      show_default=True, help=WORKERS_HELP),

@@ -180,8 +180,12 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write`` a temporary file beside ``path``, then rename it: readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{os.getpid()}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def cache_path(name: str) -> Path:
@@ -217,7 +221,12 @@ def load_clean(name: str = DEFAULT_DATASET) -> dict[str, np.ndarray]:
     problem = arrays_problem(arrays, dataset.n_classes)
     if problem is not None:
         raise LgalsError(f"dataset {name!r} (from {origin}) loads invalid arrays: {problem}")
-    _write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
+    try:
+        _write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
+    except OSError as error:  # derived data: the command goes on without it
+        print(f"lgals: warning: cannot cache dataset {name!r} in {path.parent} "
+              f"(LGALS_CACHE_DIR): {error.strerror or error}; it is made again each time",
+              file=sys.stderr)
     return arrays
 
 

@@ -43,7 +43,7 @@ from lgals.errors import (
     out_of_space,
     redact_url,
 )
-from lgals.settings import server_wait_seconds, stale_seconds
+from lgals.settings import server_wait_seconds, stale_seconds, storage_wait_seconds
 from lgals.tracking.ui import EXPERIMENT_TAGS
 from lgals.tracking.writer import WRITER
 
@@ -125,6 +125,7 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True,
     ``setting``, where the name came from. Ending the runs that lost their process is the
     caller's: :func:`lgals.tracking.runs.end_dead_runs`."""
     stale_seconds()  # a bad $LGALS_STALE_SECONDS is one line before anything is created
+    storage_wait_seconds()  # and so is a bad $LGALS_STORAGE_WAIT_SECONDS (tune's storage)
     tracking_uri, given_as = _prepared(tracking_uri)  # before the writer starts: it inherits
     WRITER.start(figures=True)  # its imports overlap this process's
     import mlflow
@@ -134,12 +135,12 @@ def connect(tracking_uri: str | None, experiment_name: str, create: bool = True,
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
     from sqlalchemy.exc import DatabaseError
 
-    uri = _open_prepared(tracking_uri, create, given_as)
     project_run = os.environ.get("MLFLOW_RUN_ID")
+    uri = _open_prepared(tracking_uri, create and not project_run, given_as)
     try:
         with _store_lock(uri):
             if project_run:
-                experiment_id = mlflow.MlflowClient().get_run(project_run).info.experiment_id
+                experiment_id = _project_experiment(project_run)
             elif create:
                 experiment_id = mlflow.set_experiment(experiment_name).experiment_id
             else:
@@ -219,6 +220,16 @@ def read_run(run_id: str) -> Run:
         if error.error_code not in NO_SUCH_RUN:
             raise
         raise BadSetting(f"no run {run_id!r} in the store {_server()}") from None
+
+
+def _project_experiment(run_id: str) -> str:
+    """The experiment of ``mlflow run``'s run (``$MLFLOW_RUN_ID``); one line naming the
+    variable if the store holds no such run (the variable left over from elsewhere)."""
+    try:
+        return read_run(run_id).info.experiment_id
+    except BadSetting as error:
+        raise BadSetting(f"MLFLOW_RUN_ID={run_id!r}: {error} (`mlflow run` sets it for its "
+                         "entry point: unset it to run lgals on its own)") from None
 
 
 def describe_experiment(experiment_id: str) -> None:
