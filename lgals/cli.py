@@ -347,6 +347,11 @@ EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 MAX_EXPERIMENT_NAME = 256
 
 
+def _shown(value: str) -> str:
+    """A value as an error quotes it: its first 40 characters."""
+    return f"{value[:40]!r}{'...' if len(value) > 40 else ''}"
+
+
 def _experiment_name(ctx, param, name: str | None) -> str | None:
     """An experiment name MLflow takes, checked before anything starts: not empty, at most
     :data:`MAX_EXPERIMENT_NAME` characters; the error names where it came from."""
@@ -357,8 +362,7 @@ def _experiment_name(ctx, param, name: str | None) -> str | None:
                if len(name) > MAX_EXPERIMENT_NAME else "")
     if problem:
         from_env = ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT
-        raise click.BadParameter(f"{name[:40]!r}{'...' if len(name) > 40 else ''}: {problem}",
-                                 ctx, param,
+        raise click.BadParameter(f"{_shown(name)}: {problem}", ctx, param,
                                  param_hint=EXPERIMENT_ENV if from_env else repr(param.opts[0]))
     return name
 
@@ -473,6 +477,22 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
                          "(non-finite loss): lower --lr")
 
 
+# The longest --study-name: Optuna's studies.study_name column is String(512) (PostgreSQL
+# enforces it), and lgals appends -MODE (several modes) and -rN (repetitions).
+MAX_STUDY_NAME = 400
+
+
+def _at_most(length: int):
+    """A string option of at most ``length`` characters, refused in one line before anything
+    starts."""
+    def callback(ctx, param, value: str | None) -> str | None:
+        if value is not None and len(value) > length:
+            raise click.BadParameter(f"{_shown(value)}: {len(value)} characters, at most "
+                                     f"{length}", ctx, param)
+        return value
+    return callback
+
+
 @cli.command("tune", short_help="Tune each mode's hyperparameters with Optuna.")
 @modes_option("--modes", "--mode")
 @suite_option
@@ -492,12 +512,13 @@ def train_command(seeds, first_seed, config, noise, compute, tracking_uri, exper
 @click.option("--val-labels", type=click.Choice(["noisy", "clean"]), default="noisy",
               show_default=True, help="`clean` is an oracle variant, tagged as such.")
 @storage_option
-@click.option("--study-name",
+@click.option("--study-name", type=click.STRING, callback=_at_most(MAX_STUDY_NAME),
               help="[default: lgals-MODE, lgals-DATASET-MODE on a dataset other than mnist1d; "
                    "then -oracle at --val-labels clean, -bf16 at --precision bf16, and "
                    "-KEY=VALUE for each of --epochs, --batch-size, --train-seed and the noise "
                    "options not at its default, e.g. lgals-MODE-epochs=30]; with several "
-                   "modes, a prefix.")
+                   f"modes, a prefix. At most {MAX_STUDY_NAME} characters: Optuna keeps 512, "
+                   "and lgals may add -MODE and -rN.")
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
               help=WORKERS_HELP)
 @click.option("--sampler-seed", type=SEED_RANGE, default=0, show_default=True,
