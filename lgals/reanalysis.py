@@ -122,7 +122,7 @@ def load_run(run_id: str, logs: bool = True):
             raise ArtifactLost(f"run {run_id} ({source.info.status}): its data_recipe.npz is "
                                "not in the artifact store "
                                f"({redact_url(source.info.artifact_uri)}), though the run "
-                               "logged one: restore the files logged there, or pick another "
+                               "logged one; restore the files logged there, or pick another "
                                "run")
         raise BadSetting(f"run {run_id} has no data_recipe.npz: only training runs (one per "
                          "seed or trial) have one")

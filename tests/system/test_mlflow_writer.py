@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 from support.mlflow_fixtures import sqlite_uri, wait_for
 
-from lgals.tracking.writer import MlflowWriter
+from lgals.tracking.writer import MlflowWriter, WriterDied
 
 
 @pytest.fixture
@@ -111,9 +111,12 @@ def test_close_writes_what_was_sent_and_ends_the_process(store, writer):
 def test_a_writer_whose_process_died_raises(store, writer):
     uri, client, experiment_id = store
     writer.start()
+    pid = writer._process.pid
     writer._process.kill()
     writer._process.wait()
-    with pytest.raises(RuntimeError, match="MLflow writer: .*exited unexpectedly"):
+    with pytest.raises(WriterDied, match=rf"^the MLflow writer process \(pid {pid}\) was "
+                                         r"killed by signal 9 \(SIGKILL\): what it had not "
+                                         "stored is lost: run the command again$"):
         writer.send(uri, client.create_run(experiment_id).info.run_id, _metrics(1))
         writer.sync()
 
