@@ -46,6 +46,7 @@ from lgals.losses import EVERY_MODE, HYPERPARAMETERS, MODES, SUITES, Hyperparame
 from lgals.model import PRECISIONS, Compute
 from lgals.registry import Registry
 from lgals.schema import MODE, REPEAT, SEED_RUNS, SOURCE_RUN, Stage
+from lgals.settings import seconds_setting
 from lgals.tracking.null import Untracked
 from lgals.tracking.runs import end_dead_runs, logging_system_metrics, scope
 from lgals.tracking.seeds import Tracked
@@ -389,9 +390,12 @@ def tracking_options(func):
 
 
 def _psutil_installed(ctx, param, enabled: bool) -> bool:
-    """--system-metrics is refused before anything starts where psutil is missing."""
+    """--system-metrics is refused before anything starts where psutil is missing, or where
+    the sampling interval it reads from MLflow's variable is no number of seconds."""
     if enabled and importlib.util.find_spec("psutil") is None:
         raise click.BadParameter("needs psutil: pip install 'lgals[system-metrics]'", ctx, param)
+    if enabled:
+        seconds_setting("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", 10, 0.1)
     return enabled
 
 

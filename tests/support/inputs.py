@@ -132,4 +132,8 @@ ROWS = [
      "file, not a directory"),
     ("storage-wait", ["train"], {"LGALS_STORAGE_WAIT_SECONDS": "soon"}, 2,
      "lgals: error: LGALS_STORAGE_WAIT_SECONDS='soon': must be a number of seconds >= 1"),
+    ("system-metrics-interval", ["train", "--system-metrics"],
+     {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "often"}, 2,
+     "lgals: error: MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL='often': must be a number of "
+     "seconds >= 0.1"),
 ]

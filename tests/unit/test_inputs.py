@@ -1,11 +1,12 @@
 """Every input a user controls, refused in one line before anything starts.
 
-Each row of the table (``tests/support/inputs.py``): a command line (and the environment it runs in), the exit code (2 for a bad value,
-1 for the environment, such as a driver not installed or a directory that is not there) and
-the exact line on stderr. In this process, through ``lgals.cli.main``; nothing may be created
-in the working directory (no store, experiment, study or report). The same through the
-console script, and what needs a process of its own (a killed writer, an unreadable file,
-artifacts gone from the store): ``tests/system/test_inputs.py``.
+Each row of the table (``tests/support/inputs.py``): a command line (and the environment it
+runs in), the exit code (2 for a bad value, 1 for the environment, such as a driver not
+installed or a directory that is not there) and the exact line on stderr. In this process,
+through ``lgals.cli.main``; nothing may be created in the working directory (no store,
+experiment, study or report). The same through the console script, and what needs a process
+of its own (a killed writer, an unreadable file, artifacts gone from the store):
+``tests/system/test_inputs.py``.
 """
 
 from __future__ import annotations
