@@ -233,7 +233,8 @@ def _storage(ctx, param, url: str | None) -> str | None:
         keep_secret(url)
         from lgals.storage import check_storage
 
-        check_storage(url)
+        from_env = ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT
+        check_storage(url, URL_VARIABLES["--storage"] if from_env else "--storage")
     return url
 
 
@@ -333,7 +334,8 @@ def _tracking_uri(ctx, param, uri: str | None) -> str | None:
 
 
 tracking_uri_option = click.option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True, callback=_tracking_uri,
+    "--tracking-uri", envvar=URL_VARIABLES["--tracking-uri"], show_envvar=True,
+    callback=_tracking_uri,
     help="MLflow tracking URI [default: MLflow's, sqlite:///mlflow.db].")
 
 

@@ -49,13 +49,14 @@ class StorageUnavailable(LgalsError):
 STORAGE_SCHEMES = ("sqlite", "postgresql")
 
 
-def check_storage(url: str) -> None:
+def check_storage(url: str, given_as: str = "--storage") -> None:
     """Refuse in one line, before anything is created, a ``--storage`` that cannot hold
     studies: not a database URL, a database other than :data:`STORAGE_SCHEMES`, an asyncio
     driver (Optuna's are plain), an in-memory SQLite (its studies would end with the command)
     (exit 2); a driver that is not installed, a SQLite file that cannot be created or is no
-    database (exit 1). Its password is never printed."""
-    shown = f"--storage {redact_url(url)!r}"
+    database (exit 1). The line names ``given_as`` (the option, or the variable it came
+    from); the URL's password is never printed."""
+    shown = f"{given_as} {redact_url(url)!r}"
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
@@ -80,7 +81,7 @@ def check_storage(url: str) -> None:
             raise BadSetting(f"{shown}: an in-memory database: the studies would be lost when "
                              "the command ends; give a file, sqlite:///PATH")
         try:
-            check_sqlite(Path(parsed.database), "the Optuna storage", "--storage")
+            check_sqlite(Path(parsed.database), "the Optuna storage", given_as)
         except TrackingUnavailable as error:
             raise StorageUnavailable(f"{shown}: {error}") from None
 

@@ -73,18 +73,22 @@ ROWS = [
     ("storage-not-a-url", ["tune", "--storage", "not a url"], {}, 2,
      "lgals: error: --storage 'not a url': not a database URL (sqlite:///PATH, or "
      "postgresql://USER@HOST/DATABASE)"),
-    ("storage-mysql", ["tune", "--storage", "mysql://me:s3cret-pw@db/optuna"], {}, 2,
-     f"lgals: error: --storage 'mysql://me:***@db/optuna': {STUDIES}, not mysql"),
+    ("storage-mysql", ["tune"], {"LGALS_STORAGE": "mysql://me:s3cret-pw@db/optuna"}, 2,
+     f"lgals: error: LGALS_STORAGE 'mysql://me:***@db/optuna': {STUDIES}, not mysql"),
     ("storage-ftp", ["tune", "--storage", "ftp://host/x"], {}, 2,
      f"lgals: error: --storage 'ftp://host/x': {STUDIES}, not ftp"),
-    ("storage-no-driver", ["reproduce", "--storage",
-                           "postgresql+asyncpg://me:s3cret-pw@db/optuna"], {}, 1,
-     "lgals: error: --storage 'postgresql+asyncpg://me:***@db/optuna': its driver 'asyncpg' "
+    ("storage-no-driver", ["reproduce"],
+     {"LGALS_STORAGE": "postgresql+asyncpg://me:s3cret-pw@db/optuna"}, 1,
+     "lgals: error: LGALS_STORAGE 'postgresql+asyncpg://me:***@db/optuna': its driver 'asyncpg' "
      "cannot be loaded here (No module named 'asyncpg'): install it, or name the default "
      "driver (postgresql://...)"),
     ("storage-in-memory", ["tune", "--storage", "sqlite://"], {}, 2,
      "lgals: error: --storage 'sqlite://': an in-memory database: the studies would be lost "
      "when the command ends; give a file, sqlite:///PATH"),
+    ("storage-driver-not-installed", ["tune", "--storage", "postgresql+pg8000://db/optuna"], {}, 1,
+     "lgals: error: --storage 'postgresql+pg8000://db/optuna': its driver 'pg8000' cannot be "
+     "loaded here (No module named 'pg8000'): install it, or name the default driver "
+     "(postgresql://...)"),
     ("storage-no-directory", ["sweep", "--storage", "sqlite:///nodir/optuna.db"], {}, 1,
      "lgals: error: --storage 'sqlite:///nodir/optuna.db': cannot create the Optuna storage "
      "nodir/optuna.db: there is no directory nodir (give --storage a place that exists)"),

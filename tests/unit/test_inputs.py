@@ -47,8 +47,8 @@ def test_mlflow_run_id_naming_no_run_is_one_line_and_creates_nothing(tmp_path):
     result = run_main(["train", "--tracking-uri", uri], tmp_path, MLFLOW_RUN_ID="0123abcd")
     assert result.code == 2, result
     assert result.err.strip().splitlines() == [
-        f"lgals: error: MLFLOW_RUN_ID='0123abcd': no such run in {uri} (`mlflow run` sets it "
-        "for its entry point: unset it to run lgals on its own)"]
+        f"lgals: error: MLFLOW_RUN_ID='0123abcd': no run '0123abcd' in the store {uri} "
+        "(`mlflow run` sets it for its entry point: unset it to run lgals on its own)"]
     assert [e.name for e in client.search_experiments()] == ["other", "Default"]
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
