@@ -249,7 +249,12 @@ def set_tags(run_id: str, tags: dict) -> None:
 
 def end_runs(run_ids: Sequence[str], status: str, reason: str = "") -> None:
     """End ``run_ids`` with ``status`` (FINISHED, FAILED or KILLED), and a failed run's
-    ``reason`` as its :data:`lgals.schema.STATUS_REASON`: the one place lgals ends a run."""
+    ``reason`` as its :data:`lgals.schema.STATUS_REASON`: the one place lgals ends a run.
+
+    Another process may have ended a run already, taking its owner for dead (no heartbeat:
+    it was paused, or cut off; :func:`end_dead_runs`, a stale trial's retry): the owner,
+    alive after all, ends it again, and the reason that process left goes with that status
+    unless ``reason`` replaces it."""
     client = mlflow_client()
     for run_id in run_ids:
         HEARTBEATS.discard(run_id)
@@ -260,6 +265,10 @@ def end_runs(run_ids: Sequence[str], status: str, reason: str = "") -> None:
         with shielded():
             if reason:
                 client.set_tag(run_id, STATUS_REASON, reason)
+            else:
+                run = client.get_run(run_id)
+                if run.info.status != "RUNNING" and STATUS_REASON in run.data.tags:
+                    client.delete_tag(run_id, STATUS_REASON)
             client.set_terminated(run_id, status)
 
 

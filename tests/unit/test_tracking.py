@@ -196,6 +196,38 @@ def test_runs_that_stopped_beating_end_failed_and_live_ones_stay(tmp_path):
     assert client.get_run(foreign).info.status == "RUNNING"
 
 
+@pytest.mark.parametrize("status", ["FINISHED", "KILLED"])
+def test_a_run_taken_for_dead_ends_as_its_owner_ends_it(tmp_path, status):
+    """A run whose process was paused past the stale limit is ended FAILED, with the reason,
+    by another command (:func:`end_dead_runs`); its owner, alive after all, ends it later:
+    the owner's status holds and the other command's reason goes. A reason of the owner's own
+    replaces it; a run nobody else ended keeps what its owner tagged (a pruned trial's)."""
+    import mlflow
+
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    with isolated_mlflow():
+        mlflow.set_tracking_uri(uri)
+        experiment_id = client.create_experiment("paused")
+        paused, replaced, own = (open_run(experiment_id, name, {"lgals.stage": "test"}, {})
+                                 for name in ("paused", "replaced", "own"))
+        for run_id in (paused, replaced):  # its heartbeat thread stopped with the process
+            client.set_tag(run_id, HEARTBEAT, str(int(time.time() - stale_seconds() - 5)))
+        client.set_tag(own, "lgals.status_reason", "stopped after epoch 3")
+        assert sorted(end_dead_runs(experiment_id)) == sorted([paused, replaced])
+        assert client.get_run(paused).info.status == "FAILED"
+
+        end_runs([paused, own], status)
+        end_runs([replaced], "FAILED", "its trial was not stored")
+    ended = {run_id: client.get_run(run_id) for run_id in (paused, replaced, own)}
+    assert ended[paused].info.status == status
+    assert "lgals.status_reason" not in ended[paused].data.tags
+    assert (ended[replaced].info.status, ended[replaced].data.tags["lgals.status_reason"]) == \
+        ("FAILED", "its trial was not stored")
+    assert (ended[own].info.status, ended[own].data.tags["lgals.status_reason"]) == \
+        (status, "stopped after epoch 3")
+
+
 def test_reanalyze_where_there_is_no_store_creates_none(tmp_path):
     result = run_main(["reanalyze", "0" * 32], tmp_path)
     assert result.code == 2, result
