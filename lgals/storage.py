@@ -302,8 +302,10 @@ for _name in _SERVER_CALLS:
 
 def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """A stale trial's MLflow run ends FAILED, and so do its still RUNNING ancestors (the
-    tune runs of the process that died; a live owner ends them itself later, overriding
-    this); then Optuna retries the trial once."""
+    tune runs of the process that died); then Optuna retries the trial once. An owner that
+    was only paused, back, ends them itself later: the trial's run FAILED as taken over, the
+    tune runs as they end, without this reason (:func:`lgals.tuning.train_round`,
+    :func:`lgals.tracking.runs.end_runs`)."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
         client = mlflow_client()
@@ -408,12 +410,18 @@ class TrialRecorder:
 
     Optuna's own heartbeat thread runs only inside ``study.optimize``; with ask/tell, without
     this, the trials of a killed process would never go stale, and never be retried.
+
+    A trial whose value the storage refuses was failed by another host, which took this
+    process for dead (no heartbeat within the grace: it was paused, or cut off) and retries
+    the trial: it is in :attr:`taken_over` from then on.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]):
         self.storage, self.trial_ids = storage, trial_ids
         self.queue: list[tuple[int, int, float]] = []  # (trial id, step, value)
+        self.taken_over: set[int] = set()  # trial ids another host failed (stale)
         self.lock = threading.Lock()
+        self.writing = threading.Lock()  # one write at a time: the thread's, or a caller's
         self.stopped = threading.Event()
         self.last_beat = 0.0
         self.write()
@@ -424,24 +432,29 @@ class TrialRecorder:
             self.queue.append((trial_id, step, value))
 
     def write(self) -> None:
-        """Write the heartbeats when they are due, and the queued values. The heartbeats come
-        first and keep coming while a backlog is written (values held back while the storage
-        was away): a trial whose heartbeat waited behind them would look dead. A value that
-        cannot be written (its storage did not answer within its wait) stays queued for the
-        next write; one of a trial another host failed meanwhile (stale) is dropped."""
-        self._beat()
-        with self.lock:
-            queued, self.queue = self.queue, []
-        try:
-            while queued:
-                trial_id, step, value = queued[0]
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    self.storage.set_trial_intermediate_value(trial_id, step, value)
-                queued.pop(0)
-                self._beat()
-        finally:
+        """Write the heartbeats when they are due, and the queued values; once it returns,
+        every value reported before the call is stored. The heartbeats come first and keep
+        coming while a backlog is written (values held back while the storage was away): a
+        trial whose heartbeat waited behind them would look dead. A value that cannot be
+        written (its storage did not answer within its wait) stays queued for the next
+        write; one of a trial another host failed meanwhile (stale) is dropped, and the trial
+        is :attr:`taken_over`."""
+        with self.writing:
+            self._beat()
             with self.lock:
-                self.queue[:0] = queued
+                queued, self.queue = self.queue, []
+            try:
+                while queued:
+                    trial_id, step, value = queued[0]
+                    try:
+                        self.storage.set_trial_intermediate_value(trial_id, step, value)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        self.taken_over.add(trial_id)
+                    queued.pop(0)
+                    self._beat()
+            finally:
+                with self.lock:
+                    self.queue[:0] = queued
 
     def _beat(self) -> None:
         if time.monotonic() - self.last_beat >= heartbeat_seconds():

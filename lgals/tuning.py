@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+from tqdm import tqdm
 
 from lgals.data import DEFAULT_DATASET, NoiseRecipe, NoisyDataset, load_dataset
 from lgals.errors import AllTrialsFailed, BadSetting, redact_url
@@ -61,7 +62,7 @@ from lgals.tracking.runs import (
 )
 from lgals.tracking.seeds import tracked_train
 from lgals.tracking.store import mlflow_client
-from lgals.train import EpochReport, TrainConfig
+from lgals.train import EpochReport, MemberResult, TrainConfig
 from lgals.workers import run_pool
 
 # WAITING trials (queued retries, enqueued trials) are work still to do: not counted, so a
@@ -74,6 +75,12 @@ OBJECTIVE = f"{METRIC} (noisy validation accuracy, last epoch)"
 # Trials per study trained together in one round (benchmarks/tune_quality.py and
 # tune_speed.py compare it with 1 trial at a time).
 DEFAULT_BATCH = 10
+# Why the run of a trial that another host failed (stale) and retried while this process was
+# paused ends FAILED: what one line says as the trial leaves the stack.
+TAKEN_OVER = "taken over by another process while this one was paused (stale heartbeat)"
+# A trial's state from its member's outcome (a trial taken over stops as if pruned).
+STATES = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
+          "diverged": TrialState.FAIL}
 # Rounds of workers that tune_modes runs at most to top the studies up: a round more if
 # trials of a dead process were retried meanwhile (a retry is still to run; the dead one's
 # trials do not count), bounded so that a process dying round after round cannot loop.
@@ -270,9 +277,17 @@ def _should_prune(pruner: optuna.pruners.BasePruner, completed: _CompletedTrials
     return pruner.prune(completed, running)
 
 
+def say_taken_over(number: int, study_name: str) -> None:
+    """One line: trial ``number`` of the study is another host's now (:data:`TAKEN_OVER`)."""
+    tqdm.write(f"lgals: trial {number} of study {study_name!r} was {TAKEN_OVER}; it stops here",
+               file=sys.stderr)
+
+
 def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, int],
               batch: int) -> list[_Trial]:
-    """Up to ``batch`` new trials per study: never more than the study is missing."""
+    """Up to ``batch`` new trials per study: never more than the study is missing. A trial
+    another host failed (stale) before it got its params, this process having been paused
+    right after asking it, is left to that host's retry."""
     asked = []
     for settings, study in studies:
         fail_stale_trials(study)  # a dead process's trials are retried
@@ -283,9 +298,13 @@ def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, 
                     warnings.simplefilter("ignore", UserWarning)  # TrialRecorder records them
                     trial = study.ask()
                 study._storage.record_heartbeat(trial._trial_id)  # stale from now if we die
-                config = TrainConfig.of(settings.mode, epochs=settings.epochs,
-                                        batch_size=settings.batch_size,
-                                        **suggest(trial, settings.mode))
+                try:
+                    config = TrainConfig.of(settings.mode, epochs=settings.epochs,
+                                            batch_size=settings.batch_size,
+                                            **suggest(trial, settings.mode))
+                except optuna.exceptions.UpdateFinishedTrialError:  # failed (stale) meanwhile
+                    say_taken_over(trial.number, settings.study_name)
+                    continue
                 asked.append(_Trial(settings, study, trial, config))
         left[settings.mode] -= max(0, n)
     return asked
@@ -296,23 +315,37 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
     """Train a round's trials as one stack and ``tell`` each its state.
 
     Each trial reports its validation accuracy every epoch and is pruned on its own: a
-    pruned trial leaves the stack. Its MLflow run nests under its mode's tune run. An
-    interrupt or error fails every trial not yet told, and re-raises; a storage that stopped
-    answering (:class:`StorageUnavailable`) cannot be told anything: the runs of the trials
-    not told end FAILED with the reason, and the trials go stale (the next ``lgals tune`` on
-    the study, or another host's, fails and retries them).
+    pruned trial leaves the stack. Its MLflow run nests under its mode's tune run, and ends
+    once its trial is told, as the study keeps it. A trial another host took over while this
+    process was paused (:data:`TAKEN_OVER`) leaves the stack at the next epoch, one line says
+    so, and its run ends FAILED with the reason. An interrupt or error fails every trial not
+    yet told, and re-raises; a storage that stopped answering (:class:`StorageUnavailable`)
+    cannot be told anything: the runs of the trials not told end FAILED with the reason, and
+    the trials go stale (the next ``lgals tune`` on the study, or another host's, fails and
+    retries them).
     """
     storage = asked[0].study._storage
     completed = {id(a.study): _CompletedTrials(a.study) for a in asked}
     values: list[dict[int, float]] = [{} for _ in asked]
     told: set[int] = set()
+    announced: set[int] = set()
     opened: list[str] = []  # the trials' MLflow runs, once opened
 
+    def taken_over(member: int) -> None:
+        if member not in announced:
+            announced.add(member)
+            say_taken_over(asked[member].trial.number, asked[member].settings.study_name)
+
     def prune(report: EpochReport) -> list[int]:
-        """Record each trial's validation accuracy; return the trials to prune."""
+        """Record each trial's validation accuracy; return the trials to prune, and those
+        another host took over."""
         pruned = []
         for member in report.members:
             item = asked[member]
+            if item.trial._trial_id in recorder.taken_over:
+                taken_over(member)
+                pruned.append(member)
+                continue
             values[member][report.epoch] = report.metrics[member]["val_acc"]
             recorder.report(item.trial._trial_id, report.epoch, values[member][report.epoch])
             if _should_prune(item.study.pruner, completed[id(item.study)], values[member]):
@@ -322,32 +355,35 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
     def point_to_runs(run_ids: list[str]) -> None:
         opened.extend(run_ids)
         for item, run_id in zip(asked, run_ids):
-            item.trial.set_user_attr("mlflow_run_id", run_id)
+            try:
+                item.trial.set_user_attr("mlflow_run_id", run_id)
+            except optuna.exceptions.UpdateFinishedTrialError:  # leaves at the first epoch
+                recorder.taken_over.add(item.trial._trial_id)
+
+    def settle(member: int, result: MemberResult) -> tuple[str, str]:
+        """Tell the member's trial its state; its run's status and reason follow the state
+        the study keeps (another host's FAIL for a trial it took over)."""
+        recorder.write()  # every value reported is stored before the trial is told
+        item, state = asked[member], STATES[result.status]
+        stored = _tell(item, result, state)
+        set_tags(opened[member], {TRIAL_STATE: stored.state.name})
+        told.add(member)
+        if stored.state != state:
+            taken_over(member)
+            return "FAILED", TAKEN_OVER
+        return ("FAILED" if state == TrialState.FAIL else "FINISHED"), ""
 
     tags = [{TRIAL: a.trial.number, STUDY: a.settings.study_name,
              VAL_LABELS: a.settings.val_labels} for a in asked]
     try:
         with TrialRecorder(storage, [a.trial._trial_id for a in asked]) as recorder:
-            results, run_ids, _ = tracked_train(
+            tracked_train(
                 data, [a.config for a in asked], [a.settings.train_seed for a in asked],
                 experiment_id=experiment_id, stage=Stage.TRIAL,
                 parent_run_id=[tune_runs[a.settings.mode] for a in asked], member_tags=tags,
                 member_names=[f"{a.settings.mode}-trial{a.trial.number:02d}" for a in asked],
-                log_models=False, callback=prune, on_runs_opened=point_to_runs,
+                log_models=False, callback=prune, on_runs_opened=point_to_runs, settle=settle,
                 progress=progress, compute=Compute(device, asked[0].settings.precision))
-        for member, (item, result, run_id) in enumerate(zip(asked, results, run_ids)):
-            state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
-                     "diverged": TrialState.FAIL}[result.status]
-            set_tags(run_id, {TRIAL_STATE: state.name})
-            if result.status == "diverged":
-                item.trial.set_user_attr("fail_reason", result.reason)
-            value = None
-            if state == TrialState.COMPLETE:
-                value = _objective(item, result.history["val_acc"])
-            stored = item.study.tell(item.trial, value, state=state, skip_if_finished=True)
-            if stored.state != state:  # another host failed it (stale) and retried it
-                set_tags(run_id, {TRIAL_STATE: stored.state.name})
-            told.add(member)
     except BaseException as error:
         if isinstance(error, StorageUnavailable):
             _unsaved([run_id for member, run_id in enumerate(opened) if member not in told],
@@ -358,6 +394,20 @@ def train_round(asked: list[_Trial], data: NoisyDataset, experiment_id: str,
                 if member not in told:
                     item.study.tell(item.trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
+
+
+def _tell(item: _Trial, result: MemberResult, state: TrialState) -> optuna.trial.FrozenTrial:
+    """Tell ``item``'s trial ``state`` (its value, a diverged trial's reason) and return the
+    trial as the study keeps it: FAIL, untouched, where another host failed it (stale)
+    before or while this process told it."""
+    try:
+        if result.status == "diverged":
+            item.trial.set_user_attr("fail_reason", result.reason)
+        value = _objective(item, result.history["val_acc"]) if state == TrialState.COMPLETE \
+            else None
+        return item.study.tell(item.trial, value, state=state, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:  # failed between Optuna's check and write
+        return item.study._storage.get_trial(item.trial._trial_id)
 
 
 def _unsaved(run_ids: list[str], error: StorageUnavailable) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from lgals.data import DATASETS, NoisyDataset
 from lgals.errors import LgalsError
-from lgals.interrupts import raise_if_interrupted
+from lgals.interrupts import raise_if_interrupted, shielded
 from lgals.losses import MODES
 from lgals.metrics import histogram_counts
 from lgals.model import Compute
@@ -300,6 +300,7 @@ def tracked_train(
     log_models: bool = True,
     callback: Callback | None = None,
     on_runs_opened: Callable[[list[str]], None] | None = None,
+    settle: Callable[[int, MemberResult], tuple[str, str]] | None = None,
     progress: bool = False,
     compute: Compute = Compute(),
 ) -> tuple[list[MemberResult], list[str], str | None]:
@@ -308,8 +309,10 @@ def tracked_train(
     Members go under ``parent_run_id`` if given (one for all, or one per member); otherwise
     several seeds get a new parent run (adopting ``mlflow run``'s run) and a single seed is
     that run itself. Members are named ``<mode>-seed<N>`` unless ``member_names`` says
-    otherwise. Returns the results, the member run ids and the parent run id (``None`` for a
-    single adopted run).
+    otherwise. Each member's run ends with the status and reason ``settle(member, result)``
+    gives just before (tuning tells the trial first, and the run ends as the study keeps
+    it); without it, FAILED when the member diverged, else FINISHED. Returns the results, the
+    member run ids and the parent run id (``None`` for a single adopted run).
     """
     member_tags = member_tags or [{} for _ in seeds]
     member_names = member_names or [run_name(c.mode, f"seed{seed}")
@@ -364,9 +367,12 @@ def tracked_train(
                         log_models)
         except WriterDied as died:
             raise _writer_lost(died, owned, run_ids, epochs, trained=True) from None
-        for run_id, result in zip(run_ids, results):
-            if result.status == "diverged":
-                end_runs([run_id], "FAILED")
+        for member, (run_id, result) in enumerate(zip(run_ids, results)):
+            # what settles a member and the end of its run are not cut in two by an interrupt
+            with shielded(), storing(f"ending run {run_id}"):
+                status, reason = (settle(member, result) if settle else
+                                  ("FAILED" if result.status == "diverged" else "FINISHED", ""))
+                end_runs([run_id], status, reason)
                 owned.remove(run_id)
     return results, run_ids, parent_run_id if isinstance(parent_run_id, str) else None
 

@@ -265,6 +265,16 @@ class Host:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def pause(self) -> None:
+        """SIGSTOP to the command's whole process group, as a laptop's lid or a hung VM would:
+        nothing of it runs, nothing beats, until :meth:`resume`."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT to the whole group (nothing if it is gone)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Nothing of the command is left: its process group (with its MLflow writer) gets
         SIGKILL if it is still there."""

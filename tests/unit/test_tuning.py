@@ -314,3 +314,119 @@ def test_resume_with_another_sampler_seed_is_allowed(lgals_study, tmp_path):
         lgals_study.study)  # already full: nothing added
     (tune,) = tune_runs(runs_of(tmp_path))
     assert children(runs_of(tmp_path), tune.info.run_id) == []
+
+
+
+# --- 8. a trial another host takes over ------------------------------------------------------
+
+TAKEN_OVER = "taken over by another process while this one was paused (stale heartbeat)"
+
+
+def taken_over_line(number: int, study: str) -> str:
+    return f"lgals: trial {number} of study '{study}' was {TAKEN_OVER}; it stops here"
+
+
+def fail_as_another_host(directory: Path, study_name: str, trial_id: int) -> None:
+    """Another host's check finds the trial stale (its heartbeat an hour old, as if this
+    process had been paused since) and fails it; its callback retries it."""
+    import contextlib
+    import sqlite3
+
+    import optuna
+
+    from lgals.storage import open_storage
+    from lgals.tuning import fail_stale_trials
+
+    with contextlib.closing(sqlite3.connect(directory / "optuna.db")) as db, db:
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour') "
+                   "WHERE trial_id = ?", (trial_id,))
+    other = optuna.load_study(study_name=study_name,
+                              storage=open_storage(stores(directory)[1]))
+    fail_stale_trials(other)
+
+
+def test_a_trial_taken_over_as_it_gets_its_params_is_left_to_its_retry(tmp_path, capsys):
+    """Paused right after asking a trial, this process finds it failed by another host as it
+    suggests its params: one line, and the trial is not trained here; its retry, still
+    WAITING, is the next one asked."""
+    import optuna
+
+    from lgals.tuning import ask_round, create_study
+
+    settings = TuneSettings(mode="baseline", n_trials=2, epochs=2, study_name="suggested")
+    study = create_study(settings, stores(tmp_path)[1])
+
+    class TakenOverAsSuggested(optuna.samplers.TPESampler):
+        def sample_independent(self, study, trial, name, distribution):
+            if trial.number == 0 and trial.state == TrialState.RUNNING:
+                fail_as_another_host(tmp_path, "suggested", trial._trial_id)
+            return super().sample_independent(study, trial, name, distribution)
+
+    study.sampler = TakenOverAsSuggested(seed=0)
+    capsys.readouterr()
+    asked = ask_round([(settings, study)], {"baseline": 2}, 2)
+    assert capsys.readouterr().err.splitlines() == [taken_over_line(0, "suggested")]
+    trials = load_study(tmp_path, "suggested").trials
+    assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "RUNNING")]
+    assert [a.trial.number for a in asked] == [1]  # the retry
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(
+        trials[1]) == 0
+    study.tell(asked[0].trial, state=TrialState.FAIL)
+
+
+@pytest.mark.parametrize("when", ["before it trains", "as it is told"])
+def test_a_trial_taken_over_ends_its_run_failed(store, capsys, when):
+    """Another host finds a trial of this round stale, fails it and retries it: before the
+    round trains (before this process could point the trial at its run), or just as this
+    process tells it (between Optuna's check of the trial and its write, where the sampler's
+    ``after_trial`` runs). The study keeps the other host's FAIL, the trial's run ends
+    FAILED with the reason (never FINISHED), one line says so, and the round's other trial
+    completes as usual. The tune run, which the other host ended FAILED as its process's (as
+    told: it found the trial's run), ends FINISHED without that reason when its owner ends
+    it."""
+    import optuna
+
+    from lgals.tracking.runs import end_runs, open_run
+    from lgals.tuning import ask_round, create_study, train_round
+
+    settings = TuneSettings(mode="baseline", n_trials=2, epochs=2, pruner="none",
+                            study_name="race")
+    study = create_study(settings, stores(store.out)[1])
+    tune = open_run(store.experiment_id, "tune", {"lgals.stage": "tune"}, {})
+    asked = ask_round([(settings, study)], {"baseline": 2}, 2)
+    first = asked[0].trial
+
+    class TakenOverAsTold(optuna.samplers.TPESampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            if trial.number == first.number:
+                fail_as_another_host(store.out, "race", first._trial_id)
+            super().after_trial(study, trial, state, values)
+
+    if when == "before it trains":
+        fail_as_another_host(store.out, "race", first._trial_id)
+    else:
+        study.sampler = TakenOverAsTold(seed=0)
+    capsys.readouterr()
+    train_round(asked, tuning_data(settings), store.experiment_id, {"baseline": tune}, "cpu")
+    err = capsys.readouterr().err
+    end_runs([tune], "FINISHED")
+
+    trials = {t.number: t for t in load_study(store.out, "race").trials}
+    assert {n: t.state.name for n, t in trials.items()} == \
+        {0: "FAIL", 1: "COMPLETE", 2: "WAITING"}  # trial 2: trial 0's retry
+    runs = {int(r.data.tags["lgals.trial"]): r for r in store.client.search_runs(
+        [store.experiment_id], "tags.`lgals.stage` = 'trial'")}
+    assert {n: (r.info.status, r.data.tags["lgals.trial_state"]) for n, r in runs.items()} == \
+        {0: ("FAILED", "FAIL"), 1: ("FINISHED", "COMPLETE")}
+    assert runs[0].data.tags["lgals.status_reason"] == TAKEN_OVER
+    assert "lgals.status_reason" not in runs[1].data.tags
+    assert trials[1].user_attrs["mlflow_run_id"] == runs[1].info.run_id
+    if when == "as it is told":
+        assert trials[0].user_attrs["mlflow_run_id"] == runs[0].info.run_id
+    else:  # failed before it could point at its run; it left the stack at the first epoch
+        assert "mlflow_run_id" not in trials[0].user_attrs
+        assert history(store.client, runs[0].info.run_id, "val_acc")[0] == [1]
+    assert err.splitlines() == [taken_over_line(0, "race")]
+    tune_run = store.client.get_run(tune)
+    assert (tune_run.info.status, tune_run.data.tags.get("lgals.status_reason")) == \
+        ("FINISHED", None)
