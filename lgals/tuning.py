@@ -279,8 +279,7 @@ def _should_prune(pruner: optuna.pruners.BasePruner, completed: _CompletedTrials
 
 def say_taken_over(number: int, study_name: str) -> None:
     """One line: trial ``number`` of the study is another host's now (:data:`TAKEN_OVER`)."""
-    tqdm.write(f"lgals: trial {number} of study {study_name!r} was {TAKEN_OVER}; it stops here",
-               file=sys.stderr)
+    notice(f"lgals: trial {number} of study {study_name!r} was {TAKEN_OVER}; it stops here")
 
 
 def ask_round(studies: list[tuple[TuneSettings, optuna.Study]], left: dict[str, int],
@@ -465,8 +464,10 @@ def run_trials(job: TrialJob) -> None:
 
 
 def notice(line: str) -> None:
-    """A line about the command's progress, on stderr (the summaries go to stdout)."""
-    print(line, file=sys.stderr, flush=True)
+    """A line about the command's progress, on stderr (the summaries go to stdout), above an
+    epoch bar being drawn there (tqdm clears it and draws it again below)."""
+    tqdm.write(line, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def await_running(study: optuna.Study, echo: Callable[[str], None] = notice) -> None:
