@@ -102,6 +102,11 @@ PRIVATE_APIS: tuple[PrivateApi, ...] = (
                "lgals.tracking.register.name_problem",
                "how MLflow reads models:/NAME@ALIAS back, so a name it would misread is refused",
                ("uri",)),
+    PrivateApi("mlflow.utils.request_utils._get_request_session", "mlflow",
+               "lgals.tracking.deadline.install",
+               "where MLflow makes its HTTP sessions (retry policy, keepalives): wrapped so "
+               "that each session's adapter retries within lgals' one deadline for a server "
+               "that stopped answering; MLflow's own retries count per request"),
     PrivateApi("mlflow.store.db.utils", "mlflow", "lgals.tracking.store.connect",
                "its logger's name: the tracebacks it logs for a full disk are filtered out"),
     # the standard library

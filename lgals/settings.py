@@ -14,7 +14,7 @@ from lgals.errors import BadSetting
 
 DEFAULT_STALE_SECONDS = 30.0
 DEFAULT_SERVER_WAIT_SECONDS = 120.0
-MAX_SERVER_WAIT_SECONDS = 480.0  # what MLflow's retries can span: 10 at most, 120 s apart
+MAX_SERVER_WAIT_SECONDS = 480.0  # past 8 minutes, a silent command looks hung, not waiting
 # How long a call to a PostgreSQL storage waits for the server to answer again (a restart, a
 # failover, a dropped connection) before the command gives up with one line.
 DEFAULT_STORAGE_WAIT_SECONDS = 60.0
@@ -48,16 +48,17 @@ def heartbeat_seconds() -> float:
 
 def server_wait_seconds() -> float:
     """How long lgals keeps trying a tracking server that stopped answering mid-command
-    (killed, restarting, its network gone) before it gives up with one line and exit 1:
-    ``$LGALS_SERVER_WAIT_SECONDS``, default 120, at most 480 (see
-    :func:`lgals.tracking.store.http_retries`)."""
+    (killed, restarting, hung, its network gone), from when it first found it away, before it
+    gives up with one line and exit 1: ``$LGALS_SERVER_WAIT_SECONDS``, default 120, at most
+    480 (see :mod:`lgals.tracking.deadline`)."""
     return seconds_setting("LGALS_SERVER_WAIT_SECONDS", DEFAULT_SERVER_WAIT_SECONDS, 0,
                            MAX_SERVER_WAIT_SECONDS)
 
 
 def storage_wait_seconds() -> float:
-    """How long a storage call waits for its database server: ``$LGALS_STORAGE_WAIT_SECONDS``,
-    default 60."""
+    """How long a storage call waits for its database server (down, restarting, hung), from
+    its first attempt: ``$LGALS_STORAGE_WAIT_SECONDS``, default 60 (see
+    :func:`lgals.storage._retrying`)."""
     return seconds_setting("LGALS_STORAGE_WAIT_SECONDS", DEFAULT_STORAGE_WAIT_SECONDS, 1)
 
 

@@ -4,9 +4,10 @@ A study is kept in an RDB storage: a SQLite file locally (beside the MLflow stor
 PostgreSQL database when a team tunes one study from several hosts. This module opens it:
 heartbeats, so a dead process's trials are failed and retried; on PostgreSQL, connections
 pinged before use and calls retried while the server restarts (up to
-``$LGALS_STORAGE_WAIT_SECONDS``), and the advisory locks that make hosts take turns where
-Optuna does not, so they share one study through server restarts (processes sharing a SQLite
-file take the same turns under a file lock). A round's trials are
+``$LGALS_STORAGE_WAIT_SECONDS``, one deadline a call, a server that hangs included:
+:class:`_Watchdog`), and the advisory locks that make hosts take turns where Optuna does not,
+so they share one study through server restarts (processes sharing a SQLite file take the
+same turns under a file lock). A round's trials are
 written (their heartbeats, their per-epoch values) from a thread of their own
 (:class:`TrialRecorder`).
 """
@@ -18,9 +19,11 @@ import datetime
 import functools
 import math
 import os
+import socket
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,38 +166,184 @@ def _first_line(error: BaseException) -> str:
     return (text.strip().splitlines() or [type(error).__name__])[0]
 
 
-_RETRY = threading.local()  # .attempt: the attempt of the outermost retried call in the thread
+_RETRY = threading.local()  # the outermost retried call in the thread: .attempt, .deadline
+# No attempt starts closer than this to its call's deadline: one that fails at once (refused)
+# is then never taken for one the deadline cut.
+_LAST_ATTEMPT = 0.1
 
 
 def _retrying(call, url: str, what: str, lost=None):
     """``call()``, made again with backoff (0.1 s doubling to 1 s) while its database cannot
-    be reached, for up to :func:`storage_wait_seconds`; then :class:`StorageUnavailable`.
-    ``lost()`` is called each time it cannot. Calls made inside a retried call are retried by
-    it, not again on their own."""
+    be reached, for up to :func:`storage_wait_seconds` from the first attempt: one deadline
+    for the whole call, an attempt that hangs included (:class:`_Watchdog` cuts it there);
+    then :class:`StorageUnavailable`. ``lost()`` is called each time it cannot. Calls made
+    inside a retried call are retried by it, not again on their own."""
     if getattr(_RETRY, "attempt", 0):
         return call()
     wait = storage_wait_seconds()
     deadline, delay = time.monotonic() + wait, 0.1
-    _RETRY.attempt = 1
+    _RETRY.attempt, _RETRY.deadline = 1, deadline
     try:
-        while True:
-            try:
-                return call()
-            except Exception as error:
-                if not _disconnected(error):
-                    raise
-                if lost is not None:
-                    lost()
-                if time.monotonic() >= deadline:
+        with WATCHDOG.watching(deadline) as watch:
+            while True:
+                started = time.monotonic()
+                try:
+                    return call()
+                except Exception as error:
+                    failed = time.monotonic()
+                    if not _disconnected(error):
+                        raise
+                    if lost is not None:
+                        lost()
+                    left = deadline - failed
+                    if left > _LAST_ATTEMPT and watch.cut_at is None:
+                        time.sleep(min(delay, left - _LAST_ATTEMPT))
+                        delay = min(2 * delay, 1.0)
+                        _RETRY.attempt += 1
+                        continue
+                    time.sleep(max(0.0, left))  # the wait, waited whole
+                    cut = watch.cut_at is not None and started <= watch.cut_at <= failed
+                    reason = ("no answer (a server that hangs, or a network that dropped it "
+                              "without a reset)" if cut else _first_line(error))
                     raise StorageUnavailable(
                         f"the Optuna storage {redact_url(url)} did not answer for {wait:g} s "
-                        f"({what}): {_first_line(error)}; is its database server up? "
-                        "(LGALS_STORAGE_WAIT_SECONDS sets the wait)") from error
-            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(2 * delay, 1.0)
-            _RETRY.attempt += 1
+                        f"({what}): {reason}; is its database server up and answering? Run "
+                        "the command again once it is (LGALS_STORAGE_WAIT_SECONDS sets the "
+                        "wait)") from error
     finally:
         _RETRY.attempt = 0
+
+
+class _Watch:
+    """A storage call under way: its deadline, and when its connections were cut."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.cut_at: float | None = None
+
+
+class _Watchdog:
+    """Cuts the connections of a storage call still under way at its deadline.
+
+    A server that stops answering without closing its connections (its process paused, a
+    network partition without a reset) would keep the call waiting for as long as it hangs:
+    the server's statement_timeout is the server's own, and TCP keepalives and
+    tcp_user_timeout notice a host that is gone, not a process that stopped (its kernel still
+    acknowledges). So each PostgreSQL connection opened in a storage call is remembered
+    (:func:`_connecting`), and at a call's deadline every one of them has its socket shut
+    down: whatever waits on it fails at once, as if the server had dropped it, and the call
+    ends with :class:`StorageUnavailable`. All of them, not only the late call's: a server
+    that let a statement run past its own statement_timeout answers no one (and a call of
+    another thread cut by mistake is made again on a new connection)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.watches: set[_Watch] = set()
+        self.connections: weakref.WeakSet = weakref.WeakSet()
+        self.thread: threading.Thread | None = None
+        self.owner = os.getpid()
+
+    @contextlib.contextmanager
+    def watching(self, deadline: float) -> Iterator[_Watch]:
+        watch = _Watch(deadline)
+        with self.changed:
+            if self.thread is None or self.owner != os.getpid():  # a fork has no thread
+                self.owner = os.getpid()
+                self.thread = threading.Thread(target=self._run, name="lgals-storage-watchdog",
+                                               daemon=True)
+                self.thread.start()
+            self.watches.add(watch)
+            self.changed.notify()
+        try:
+            yield watch
+        finally:
+            with self.changed:
+                self.watches.discard(watch)
+
+    def opened(self, connection) -> None:
+        """Remember ``connection`` (a DB-API connection with ``fileno()``) to cut it."""
+        with self.changed:
+            self.connections.add(connection)
+
+    def _run(self) -> None:
+        with self.changed:
+            while True:
+                now = time.monotonic()
+                late = {watch for watch in self.watches if watch.deadline <= now}
+                if late:
+                    for watch in late:
+                        watch.cut_at = now
+                    self.watches -= late
+                    for connection in list(self.connections):
+                        _shut_down(connection)
+                    continue
+                soonest = min((watch.deadline for watch in self.watches), default=None)
+                self.changed.wait(None if soonest is None else soonest - now)
+
+
+def _shut_down(connection) -> None:
+    """Shut the connection's socket down (its descriptor stays open for its owner to close):
+    a read or write waiting on it returns at once."""
+    with contextlib.suppress(Exception):  # closed meanwhile
+        with socket.socket(fileno=os.dup(connection.fileno())) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+
+
+WATCHDOG = _Watchdog()
+
+
+def _connecting(dialect, record, cargs, cparams) -> None:
+    """SQLAlchemy's ``do_connect``, for every engine: a PostgreSQL connection opened in a
+    storage call (:func:`_retrying`) gives up connecting by the call's deadline
+    (``connect_timeout``, at least libpq's 2 s), probes an idle peer with TCP keepalives and
+    drops one that stops acknowledging (``tcp_user_timeout``: a host gone, a network
+    partition) within about the wait; and it is marked for :func:`_connected`. Parameters the
+    storage URL gives win, but for a longer ``connect_timeout``. Other engines (MLflow's SQL
+    store's, an SQLite storage's) are left as they are."""
+    if dialect.name != "postgresql" or not getattr(_RETRY, "attempt", 0):
+        return
+    timeout = max(2, math.ceil(_RETRY.deadline - time.monotonic()))
+    with contextlib.suppress(TypeError, ValueError):  # a bad one: ours stands
+        given = float(cparams.get("connect_timeout", 0))
+        timeout = min(timeout, math.ceil(given)) if given > 0 else timeout
+    cparams["connect_timeout"] = timeout
+    for name, value in _tcp_settings(storage_wait_seconds()).items():
+        cparams.setdefault(name, value)
+    record.info["lgals.storage"] = True
+
+
+def _tcp_settings(wait: float) -> dict[str, int]:
+    """libpq's keepalive settings for a peer to count as gone after about ``wait`` seconds of
+    silence; ``tcp_user_timeout`` (libpq 12 on) where the client library knows it."""
+    import psycopg
+
+    settings = {"keepalives": 1, "keepalives_idle": max(1, round(wait / 3)),
+                "keepalives_interval": max(1, round(wait / 9)), "keepalives_count": 3}
+    if psycopg.pq.version() >= 120000:
+        settings["tcp_user_timeout"] = round(wait * 1000)
+    return settings
+
+
+def _connected(connection, record) -> None:
+    """The pool's ``connect``, for every pool: a connection :func:`_connecting` marked is
+    remembered by :data:`WATCHDOG`, and the server ends its statements, and its waits for a
+    row or table lock, after the wait (``statement_timeout``, ``lock_timeout``): a server that
+    is up but stuck answers with an error, which is retried as a lost connection is."""
+    if not record.info.get("lgals.storage"):
+        return
+    WATCHDOG.opened(connection)
+    milliseconds = round(storage_wait_seconds() * 1000)
+    cursor = connection.cursor()
+    try:
+        cursor.execute(f"SET statement_timeout = {milliseconds}")
+        cursor.execute(f"SET lock_timeout = {milliseconds}")
+    finally:
+        cursor.close()
+    connection.commit()
+
+
+sqlalchemy.event.listen(sqlalchemy.engine.Engine, "do_connect", _connecting)
+sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", _connected)
 
 
 class _HeartbeatStorage(optuna.storages.RDBStorage):
@@ -326,33 +475,64 @@ def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
 _LOCKS, _SETUP = 0x6C67616C, 0  # "lgal"
 
 
+_LOCK_POLL_SECONDS = 0.1  # how often a host waiting for another's lock asks for it again
+
+
 @contextlib.contextmanager
 def _locked(engine, key: int) -> Iterator[None]:
     """The block under lock ``key``, held on a connection of its own (Optuna's sessions take
     others); released when the block ends, or by the server when the connection is lost.
-    Taking it waits for a server that is down (:func:`_retrying`). A server restarting during
-    the block (milliseconds: a count and a few asks) loses the lock with the connection."""
-    def lock():
-        connection = engine.connect()
-        try:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                               {"space": _LOCKS, "key": key})
-        except BaseException:
-            connection.close()
-            raise
-        return connection
 
-    connection = _retrying(lock, engine.url.render_as_string(hide_password=False),
-                           "taking a lock")
+    A host waits for as long as another host holds the lock (legitimately: the holder's
+    block is short, and a lost holder's lock ends with its connection), asking for it every
+    :data:`_LOCK_POLL_SECONDS`: each ask is a call of its own, retried while the server is
+    down and cut when it hangs (:func:`_retrying`), so no wait for a lock looks like a server
+    that stopped answering, nor the other way round. A server restarting during the block
+    (milliseconds: a count and a few asks) loses the lock with the connection."""
+    url = engine.url.render_as_string(hide_password=False)
+    held: list = []
+
+    def take() -> bool:
+        if not held:
+            held.append(engine.connect())
+        try:
+            return bool(held[0].execute(
+                sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:space, :key)"),
+                {"space": _LOCKS, "key": key}).scalar())
+        except BaseException:
+            _drop(held.pop())
+            raise
+
+    try:
+        while not _retrying(take, url, "taking a lock"):
+            time.sleep(_LOCK_POLL_SECONDS)
+    except BaseException:
+        if held:
+            _drop(held.pop())
+        raise
+    connection = held[0]
     try:
         yield
+    except StorageUnavailable:  # the server is away: rolling back would wait for it again
+        _drop(connection)
+        raise
     finally:
         # the lock ends with its transaction however that ends; a connection the server
         # dropped has ended it already
-        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
-            connection.rollback()
+        if not connection.invalidated:
+            with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError), \
+                    WATCHDOG.watching(time.monotonic() + storage_wait_seconds()):
+                connection.rollback()
         with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
             connection.close()
+
+
+def _drop(connection) -> None:
+    """Close ``connection`` without a word to its server (which may not answer)."""
+    with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+        connection.invalidate()
+    with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+        connection.close()
 
 
 @contextlib.contextmanager
@@ -414,6 +594,11 @@ class TrialRecorder:
     A trial whose value the storage refuses was failed by another host, which took this
     process for dead (no heartbeat within the grace: it was paused, or cut off) and retries
     the trial: it is in :attr:`taken_over` from then on.
+
+    A storage that stops answering for longer than its wait (:class:`StorageUnavailable`)
+    ends the thread, and the training with it: the next :meth:`report` (or :meth:`write`)
+    raises the error, so that the command ends about the wait after the storage went away,
+    not after the round.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int]):
@@ -424,10 +609,15 @@ class TrialRecorder:
         self.writing = threading.Lock()  # one write at a time: the thread's, or a caller's
         self.stopped = threading.Event()
         self.last_beat = 0.0
+        self.lost: StorageUnavailable | None = None  # why the thread gave up
         self.write()
         self.thread = threading.Thread(target=self._run, name="lgals-trials", daemon=True)
 
     def report(self, trial_id: int, step: int, value: float) -> None:
+        """Queue a trial's value for ``step``; raise :class:`StorageUnavailable` once the
+        storage stopped answering for longer than its wait."""
+        if self.lost is not None:
+            raise self.lost
         with self.lock:
             self.queue.append((trial_id, step, value))
 
@@ -438,7 +628,10 @@ class TrialRecorder:
         trial whose heartbeat waited behind them would look dead. A value that cannot be
         written (its storage did not answer within its wait) stays queued for the next
         write; one of a trial another host failed meanwhile (stale) is dropped, and the trial
-        is :attr:`taken_over`."""
+        is :attr:`taken_over`. Once the thread found the storage away for longer than its
+        wait, raises that (:class:`StorageUnavailable`) instead of waiting again."""
+        if self.lost is not None:
+            raise self.lost
         with self.writing:
             self._beat()
             with self.lock:
@@ -466,6 +659,9 @@ class TrialRecorder:
         while not self.stopped.wait(1.0):
             try:
                 self.write()
+            except StorageUnavailable as error:  # waited for it already: the command ends
+                self.lost = error
+                return
             except Exception:  # kept queued: the next write tries again, the last one says why
                 pass
 
@@ -478,6 +674,6 @@ class TrialRecorder:
         self.thread.join()
         if kind is None:
             self.write()  # what is left, before the trials are told
-        else:  # best effort: the block's own error is the one to report
-            with contextlib.suppress(Exception):
-                self.write()
+        elif self.lost is None and not issubclass(kind, StorageUnavailable):
+            with contextlib.suppress(Exception):  # best effort: the block's error is the one
+                self.write()  # to report (with the storage away, it would wait for it again)

@@ -451,7 +451,10 @@ def run_trials(job: TrialJob) -> None:
     """
     import mlflow
 
+    from lgals.tracking.deadline import install
+
     mlflow.set_tracking_uri(job.tracking_uri)
+    install()  # a worker process waits for a server that stopped answering as its parent does
     # Optuna logs each told failure with a traceback; the trial's FAIL state, its fail_reason
     # and our summary line say it without one.
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -51,7 +51,7 @@ from lgals.tracking.runs import (
     run_name,
     source_info,
 )
-from lgals.tracking.store import impatient, mlflow_client, storing, sync_writer
+from lgals.tracking.store import check_server, impatient, mlflow_client, storing, sync_writer
 from lgals.tracking.writer import WRITER, WriterDied
 from lgals.train import Callback, EpochReport, MemberResult, TrainConfig, train
 
@@ -78,6 +78,7 @@ class EpochLogger:
 
     def __call__(self, report: EpochReport) -> None:
         raise_if_interrupted()
+        check_server()
         timestamp = int(time.time() * 1000)
         counts = {
             "eps": histogram_counts(report.eps, report.noise_mask, EDGES["eps"]),

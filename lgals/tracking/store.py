@@ -2,12 +2,13 @@
 
 A tracking URI is checked before anything is created (a bad scheme, a missing or read-only
 directory, a damaged SQLite file, a server that is down are each one line); credentials in a
-server's URL move to MLflow's environment variables; MLflow's HTTP retries are set so that a
-server that restarts mid-command is waited for (:func:`lgals.settings.server_wait_seconds`),
-and one that stays away, refuses the credentials or fills its disk is one line, not a
-traceback. A server's permission to write is asked before a command creates anything
-(:func:`may_write`), and a run a command is given by id is read through :func:`read_run`,
-which tells a refusal from a missing run (:func:`user_error` says what each error means).
+server's URL move to MLflow's environment variables; a server that restarts or hangs
+mid-command is waited for (:func:`lgals.settings.server_wait_seconds`, one deadline across
+retries and requests: :mod:`lgals.tracking.deadline`), and one that stays away, refuses the
+credentials or fills its disk is one line, not a traceback. A server's permission to write is
+asked before a command creates anything (:func:`may_write`), and a run a command is given by
+id is read through :func:`read_run`, which tells a refusal from a missing run
+(:func:`user_error` says what each error means).
 
 MLflow is imported inside the functions that use it, not at the top: its import takes over a
 second, and :func:`connect` starts the writer process first so that the child's import of
@@ -44,6 +45,7 @@ from lgals.errors import (
     redact_url,
 )
 from lgals.settings import server_wait_seconds, stale_seconds, storage_wait_seconds
+from lgals.tracking import deadline
 from lgals.tracking.ui import EXPERIMENT_TAGS
 from lgals.tracking.writer import WRITER
 
@@ -54,37 +56,29 @@ if TYPE_CHECKING:
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file")
 
 
-def retry_span(retries: int) -> float:
-    """Seconds MLflow's HTTP client sleeps over ``retries`` retries of one request with
-    backoff factor 1 (urllib3: none before the first retry, then 2, 4, 8 ... s, at most 120
-    s each; plus up to 1 s of jitter each)."""
-    return sum(min(120.0, 2.0 ** (k - 1)) for k in range(2, retries + 1))
-
-
 def http_retries() -> None:
-    """MLflow's HTTP retries for this process and those it starts (the MLflow writer, tuning
-    workers): every request to a tracking server that stops answering is retried for at
-    least :func:`server_wait_seconds` (the fewest retries whose backoff spans it: 120 s is
-    7 retries, 126 s of backoff), then fails; a request that gets no answer at all gives up
-    after 10 s. Set before the writer starts, so that it waits as long: the metrics it holds
-    reach a server that is back in time, or the command fails saying so. Variables the
-    caller set (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``_BACKOFF_FACTOR``, ``_TIMEOUT``) win."""
-    wait = server_wait_seconds()
-    retries = next(r for r in range(11) if retry_span(r) >= wait or r == 10)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    """MLflow's HTTP requests in this process and those it starts (the MLflow writer, tuning
+    workers): each attempt waits up to 10 s for an answer, and MLflow itself retries none;
+    lgals retries them, all within one deadline: :func:`server_wait_seconds` from when the
+    server was first found away (:mod:`lgals.tracking.deadline`, installed for this process
+    as the store opens). Set before the writer starts, so that it waits as long: the metrics
+    it holds reach a server that is back in time, or the command fails saying so. Variables
+    the caller set (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``_TIMEOUT``) win."""
+    server_wait_seconds()  # a bad $LGALS_SERVER_WAIT_SECONDS is one line before anything
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 @contextmanager
 def impatient() -> Iterator[None]:
     """One try per request, 5 s at most, for the block: ending runs after a failure must not
-    wait minutes for a server that is gone (the next command ends them instead)."""
+    wait for a server that is gone (the next command ends them instead)."""
     names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update(dict(zip(names, ("0", "5"))))
     try:
-        yield
+        with deadline.impatient():
+            yield
     finally:
         for name, value in saved.items():
             if value is None:
@@ -283,6 +277,8 @@ def _open_prepared(tracking_uri: str | None, create: bool,
     """:func:`open_store` of a URI :func:`_prepared` returned, from ``given_as``."""
     import mlflow
 
+    deadline.install()
+
     if tracking_uri:
         keep_secret(tracking_uri)  # a database URL's password
         mlflow.set_tracking_uri(tracking_uri)
@@ -363,11 +359,12 @@ def mlflow_client():
 def sync_writer() -> None:
     """:meth:`WRITER.sync`, bounded and in one line when the tracking server is gone.
 
-    The writer tries each write for :func:`server_wait_seconds` (:func:`http_retries`), so
-    what it holds reaches a server that is back in time. Should one stay down (no answer on
-    ``/health``) for longer than that while this process waits for the writer, the writer is
-    stopped and the command fails saying so, rather than waiting that long again for each
-    write it still holds."""
+    The writer gives up on the server :func:`server_wait_seconds` after it found it away
+    (:mod:`lgals.tracking.deadline`), so what it holds reaches a server that is back in
+    time. While this process waits for the writer it asks the server's ``/health`` every 2 s
+    too, on the same deadline: a server found away for longer than the wait (by those
+    asks, or by this process's requests before) stops the writer, and the command fails
+    saying so, rather than waiting for each write it still holds."""
     import mlflow
 
     uri = mlflow.get_tracking_uri()
@@ -384,18 +381,21 @@ def sync_writer() -> None:
     if uri.startswith(("http://", "https://")):
         waiting = threading.Thread(target=sync, name="lgals-sync", daemon=True)
         waiting.start()
-        down_since = None
         while waiting.join(timeout=2) or waiting.is_alive():
-            if _health(uri) is None:
-                down_since = None
-                continue
-            down_since = down_since or time.monotonic()
-            if time.monotonic() - down_since > server_wait_seconds():
-                with suppress(Exception):
-                    WRITER.close(timeout=1)
-                raise TrackingUnavailable(f"{_server_lost('connection refused or no answer')}"
-                                          " while the metrics and files of the runs were being "
-                                          "stored: some were not stored (the runs end FAILED)")
+            if not deadline.SERVER.gone():
+                asked = time.monotonic()
+                error = _health(uri, min(5.0, deadline.SERVER.left()))
+                if error is None:
+                    deadline.SERVER.back()
+                    continue
+                deadline.SERVER.away(asked, error)
+                if not deadline.SERVER.gone():
+                    continue
+            with suppress(Exception):
+                WRITER.close(timeout=1)
+            raise TrackingUnavailable(f"{_server_lost('connection refused or no answer')}"
+                                      " while the metrics and files of the runs were being "
+                                      "stored: some were not stored (the runs end FAILED)")
     else:
         sync()
     error = outcome[0] if outcome else None
@@ -409,11 +409,21 @@ def sync_writer() -> None:
         "some were not stored (the runs end FAILED)") from None
 
 
-def _health(uri: str) -> OSError | None:
-    """Why the tracking server at ``uri`` does not answer ``/health`` within 5 s; ``None``
-    when it does."""
+def check_server() -> None:
+    """Raise :class:`TrackingUnavailable` once the tracking server has stopped answering
+    this process for longer than :func:`server_wait_seconds`: called every epoch, so that
+    training ends about the wait after the server went away (found by the runs' heartbeats),
+    not when it next needs the server."""
+    if deadline.SERVER.gone():
+        first = requests.exceptions.ConnectionError(deadline.SERVER.first_error)
+        raise TrackingUnavailable(_server_gone(unreachable(first) or "no answer"))
+
+
+def _health(uri: str, timeout: float = 5.0) -> OSError | None:
+    """Why the tracking server at ``uri`` does not answer ``/health`` within ``timeout``
+    seconds; ``None`` when it does."""
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
             return None
     except (urllib.error.URLError, OSError) as error:
         return error
@@ -498,9 +508,14 @@ def user_error(error: BaseException, asked: str = "do what lgals asked",
         return None
     with suppress(Exception):
         WRITER.close(timeout=5)
-    return TrackingUnavailable(f"{_server_lost(reason)}: the runs it holds left RUNNING end "
-                               "FAILED at the next lgals command on the experiment once it is "
-                               "back; metrics and files not stored by then are lost")
+    return TrackingUnavailable(_server_gone(reason))
+
+
+def _server_gone(reason: str) -> str:
+    """The one line for a server gone for longer than lgals waits."""
+    return (f"{_server_lost(reason)}: the runs it holds left RUNNING end FAILED at the next "
+            "lgals command on the experiment once it is back; metrics and files not stored by "
+            "then are lost")
 
 
 @contextmanager

@@ -225,6 +225,10 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    from lgals.tracking.deadline import install
+
+    install()  # the parent's wait for a server that stopped answering, in this process too
+
     if "--figures" in argv:
         import matplotlib
 

@@ -115,9 +115,12 @@ def all_succeed(processes: Sequence[subprocess.Popen], timeout: float) -> list[t
 @contextlib.contextmanager
 def isolated_mlflow() -> Iterator[None]:
     """Restore MLflow's global tracking URI, the MLflow environment variables, the SIGTERM
-    handler (``lgals.cli.main`` installs one) and the cwd afterwards; no active run leaks."""
+    handler (``lgals.cli.main`` installs one) and the cwd afterwards; no active run leaks, nor
+    a tracking server found away (:mod:`lgals.tracking.deadline`)."""
     import mlflow
     from mlflow.tracking._tracking_service import utils
+
+    from lgals.tracking.deadline import SERVER
 
     saved_uri = utils._tracking_uri
     saved_env = {name: os.environ.get(name) for name in MLFLOW_ENV}
@@ -125,9 +128,11 @@ def isolated_mlflow() -> Iterator[None]:
     saved_cwd = os.getcwd()
     for name in MLFLOW_ENV:
         os.environ.pop(name, None)
+    SERVER.back()
     try:
         yield
     finally:
+        SERVER.back()
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(saved_uri)
@@ -210,6 +215,25 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def paused(*process_groups: int) -> Iterator[None]:
+    """SIGSTOP to each process group (a server and its workers): it stops answering without
+    closing a connection, as a hung server or a network partition without a reset does;
+    SIGCONT when the block ends, however it ends (else it would outlive the test: a stopped
+    process ignores everything but SIGKILL)."""
+    stopped = []
+    try:
+        for group in process_groups:
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                os.killpg(group, signal.SIGSTOP)
+                stopped.append(group)
+        yield
+    finally:
+        for group in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGCONT)
 
 
 class MlflowServer:

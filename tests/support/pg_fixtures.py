@@ -29,7 +29,15 @@ from pathlib import Path
 
 import pytest
 
-from support.mlflow_fixtures import LGALS, MlflowServer, cli_env, free_port, mlflow_server, wait_for
+from support.mlflow_fixtures import (
+    LGALS,
+    MlflowServer,
+    cli_env,
+    free_port,
+    mlflow_server,
+    paused,
+    wait_for,
+)
 
 USER, PASSWORD = "lgals", "secret"  # what the URLs carry: password auth over TCP
 DATABASES = ("optuna", "mlflow")
@@ -161,6 +169,26 @@ class PostgresServer:
         finally:
             with contextlib.suppress(ProcessLookupError):  # backends a SIGKILL left behind
                 os.killpg(process.pid, signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The whole server paused (:func:`support.mlflow_fixtures.paused`): the postmaster
+        first (it starts no process meanwhile), then each of its processes, which PostgreSQL
+        makes the leader of a process group of its own (the sessions' backends among them);
+        all go on when the block ends."""
+        with paused(self.pid), paused(*self.children()):
+            yield
+
+    def children(self) -> list[int]:
+        """The postmaster's child processes now (from ``/proc``)."""
+        found = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            with contextlib.suppress(OSError):
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                              if ":\t" in line)
+                if fields.get("PPid", "").strip() == str(self.pid):
+                    found.append(int(status.parent.name))
+        return found
 
     def url(self, dbname: str) -> str:
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"

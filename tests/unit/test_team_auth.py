@@ -23,7 +23,6 @@ from lgals.settings import server_wait_seconds
 from lgals.tracking.store import (
     credentials_out_of,
     http_retries,
-    retry_span,
     unreachable,
     user_error,
 )
@@ -120,16 +119,17 @@ def test_tracking_errors_become_one_line_naming_the_server(monkeypatch):
         assert user_error(MlflowException("bad param")) is None
 
 
-@pytest.mark.parametrize(("value", "retries"), [("", 7), ("120", 7), ("10", 4), ("0", 0),
-                                                ("62", 6), ("480", 10)])
-def test_server_wait_sets_mlflows_http_retries(monkeypatch, value, retries):
-
+def test_mlflow_retries_nothing_itself_and_gives_each_attempt_10_s(monkeypatch):
+    """lgals retries MLflow's requests within one deadline (tests/unit/test_deadline.py);
+    the caller's own settings win."""
     with isolated_mlflow():
-        monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", value)
+        monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", "10")
         http_retries()
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(retries)
-        assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
-        assert retry_span(retries) >= float(value or 120)
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "30"
+        http_retries()
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
 
 
 @pytest.mark.parametrize("value", ["-1", "481", "soon", "nan", "inf"])
