@@ -170,6 +170,8 @@ _RETRY = threading.local()  # the outermost retried call in the thread: .attempt
 # No attempt starts closer than this to its call's deadline: one that fails at once (refused)
 # is then never taken for one the deadline cut.
 _LAST_ATTEMPT = 0.1
+# A watchdog that wakes this much past a deadline was paused with its process.
+_PAUSED_SECONDS = 2.0
 
 
 def _retrying(call, url: str, what: str, lost=None):
@@ -267,16 +269,21 @@ class _Watchdog:
 
     def _run(self) -> None:
         with self.changed:
+            soonest = None
             while True:
                 now = time.monotonic()
                 late = {watch for watch in self.watches if watch.deadline <= now}
-                if late:
+                if late and soonest is not None and now - soonest > _PAUSED_SECONDS:
+                    # this process was paused (SIGSTOP, a suspended machine), not the server:
+                    # the calls get a moment to read the answers that came meanwhile
+                    for watch in late:
+                        watch.deadline = now + _PAUSED_SECONDS
+                elif late:
                     for watch in late:
                         watch.cut_at = now
                     self.watches -= late
                     for connection in list(self.connections):
                         _shut_down(connection)
-                    continue
                 soonest = min((watch.deadline for watch in self.watches), default=None)
                 self.changed.wait(None if soonest is None else soonest - now)
 
