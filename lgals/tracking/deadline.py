@@ -106,13 +106,14 @@ class _Patient(BaseAdapter):
         again = body is None or isinstance(body, bytes | str) or start is not None
         backoff = FIRST_BACKOFF
         while True:
-            left = SERVER.left()
-            if left <= 0:
+            if SERVER.gone():
                 raise ServerAway(f"no answer for {server_wait_seconds():g} s (since: "
                                  f"{SERVER.first_error})", request=request)
+            left = SERVER.left()  # a wait of 0: one attempt, MLflow's timeout
             attempt = time.monotonic()
             try:
-                response = self.inner.send(request, timeout=_capped(timeout, left), **kwargs)
+                response = self.inner.send(
+                    request, timeout=_capped(timeout, left) if left > 0 else timeout, **kwargs)
             except NO_ANSWER as error:
                 SERVER.away(attempt, error)
                 if SERVER.impatient or SERVER.left() <= 0 or not again:

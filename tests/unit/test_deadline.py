@@ -107,20 +107,39 @@ class _NoSuchThing(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_an_answer_resets_the_wait(client_of):
-    """A server found away, then answering (a restart in time; an answer that is an error is
-    an answer): the wait starts over."""
+@contextlib.contextmanager
+def answering() -> Iterator[str]:
+    """A server that answers every request (:class:`_NoSuchThing`); its URI."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchThing)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        client = client_of(f"http://127.0.0.1:{server.server_address[1]}")
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_wait_of_0_asks_once(client_of, monkeypatch):
+    """LGALS_SERVER_WAIT_SECONDS=0: every request is made, once; the first that gets no answer
+    gives the server up."""
+    monkeypatch.setenv("LGALS_SERVER_WAIT_SECONDS", "0")
+    with answering() as uri:
+        error, took = timed(lambda: client_of(uri).get_experiment("0"))
+        assert "RESOURCE_DOES_NOT_EXIST" in str(error) and took < 0.5, (error, took)
+    error, took = timed(lambda: client_of(f"http://127.0.0.1:{free_port()}").get_experiment("0"))
+    assert took < 0.5 and deadline.SERVER.gone(), took
+    assert "stopped answering (connection refused)" in str(user_error(error))
+
+
+def test_an_answer_resets_the_wait(client_of):
+    """A server found away, then answering (a restart in time; an answer that is an error is
+    an answer): the wait starts over."""
+    with answering() as uri:
+        client = client_of(uri)
         deadline.SERVER.away(time.monotonic() - WAIT + 0.5, ConnectionError("refused"))
         error, took = timed(lambda: client.get_experiment("0"))
         assert "RESOURCE_DOES_NOT_EXIST" in str(error) and took < 0.5, (error, took)
         assert deadline.SERVER.away_since is None and deadline.SERVER.left() == WAIT
         check_server()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
