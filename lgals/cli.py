@@ -226,6 +226,12 @@ PASSWORD_VARIABLES = {
     "postgresql": "PGPASSWORD or ~/.pgpass (PostgreSQL's client reads them)"}
 
 
+def _from_environment(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` took its value from its environment variable (an error about
+    the value then names the variable, not the option)."""
+    return ctx.get_parameter_source(name) == click.core.ParameterSource.ENVIRONMENT
+
+
 def _storage(ctx, param, url: str | None) -> str | None:
     """The storage URL, its password kept out of everything lgals prints or records, checked
     before anything starts (:func:`lgals.storage.check_storage`)."""
@@ -233,8 +239,8 @@ def _storage(ctx, param, url: str | None) -> str | None:
         keep_secret(url)
         from lgals.storage import check_storage
 
-        from_env = ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT
-        check_storage(url, URL_VARIABLES["--storage"] if from_env else "--storage")
+        check_storage(url, URL_VARIABLES["--storage"] if _from_environment(ctx, param.name)
+                      else "--storage")
     return url
 
 
@@ -328,7 +334,7 @@ def _tracking_uri(ctx, param, uri: str | None) -> str | None:
     """--tracking-uri as given; a value of ``$MLFLOW_TRACKING_URI`` is left for the store to
     read (:func:`lgals.tracking.store.open_store`), so that an error about it names the
     variable, not the option."""
-    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT:
+    if _from_environment(ctx, param.name):
         return None
     return uri
 
@@ -364,9 +370,8 @@ def _experiment_name(ctx, param, name: str | None) -> str | None:
                f"{len(name)} characters, MLflow stores at most {MAX_EXPERIMENT_NAME}"
                if len(name) > MAX_EXPERIMENT_NAME else "")
     if problem:
-        from_env = ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT
-        raise click.BadParameter(f"{_shown(name)}: {problem}", ctx, param,
-                                 param_hint=EXPERIMENT_ENV if from_env else repr(param.opts[0]))
+        hint = EXPERIMENT_ENV if _from_environment(ctx, param.name) else repr(param.opts[0])
+        raise click.BadParameter(f"{_shown(name)}: {problem}", ctx, param, param_hint=hint)
     return name
 
 
@@ -379,9 +384,8 @@ def experiment_option(**kwargs):
 
 def _experiment_setting() -> str:
     """Where the command's experiment name came from, as an error about it names it."""
-    source = click.get_current_context().get_parameter_source("experiment_name")
-    return EXPERIMENT_ENV if source == click.core.ParameterSource.ENVIRONMENT else (
-        "--experiment-name")
+    from_env = _from_environment(click.get_current_context(), "experiment_name")
+    return EXPERIMENT_ENV if from_env else "--experiment-name"
 
 
 def tracking_options(func):
